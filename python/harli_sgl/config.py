@@ -1,0 +1,121 @@
+"""Harli's own configuration: one frozen dataclass, parsed apart from SGLang's flags.
+
+The launcher splits argv in two. Harli's flags (``--harli-*`` and ``--tpot-slo-ms``)
+are parsed here into a :class:`HarliConfig`; everything else goes to SGLang's
+``prepare_server_args`` unchanged. The config is resolved once in the main process
+(device defaults filled in, the workdir made absolute) and then handed to every
+child process as the same frozen object, so no process re-derives it differently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+
+MODES = ("off", "greedy", "idle", "static", "harli")
+
+# Default TPOT SLOs per device type. On a GPU, 50 ms/token is the common
+# interactive target for 7-8B models (a reader sees ~20 tokens/s). On this
+# project's CPU hosts the embedded default model decodes a batch in ~15-40 ms,
+# so 100 ms leaves headroom comparable to what a GPU decode instance has.
+DEFAULT_TPOT_SLO_MS = {"cuda": 50.0, "cpu": 100.0}
+
+
+@dataclass(frozen=True)
+class HarliConfig:
+    """Everything Harli adds on top of SGLang's ServerArgs.
+
+    Args:
+        mode: slot policy (off, greedy, idle, static, harli); see docs/architecture.md.
+        tpot_slo_ms: per-token latency SLO the scheduler protects; None until resolved.
+        workdir: jobs, files, checkpoints, adapters and predictor profiles live here.
+        static_slot_units: slot size used by ``--harli-mode static`` (token-layers).
+        idle_slot_ms: budget of one slot while no request runs (bounds added TTFT).
+        worker_heartbeat_s: heartbeat period in both directions.
+        worker_heartbeat_timeout_s: silence after which a live-looking peer is declared hung.
+        restart_backoff_s / restart_backoff_max_s: worker restart backoff, doubled per crash.
+        lora_max_rank / lora_target_modules: LoRA capacity SGLang reserves at start-up so
+            finished adapters can be hot-loaded; jobs may not exceed them.
+    """
+
+    mode: str = "harli"
+    tpot_slo_ms: float | None = None
+    workdir: str = ".harli"
+    static_slot_units: int = 2048
+    idle_slot_ms: float = 50.0
+    worker_heartbeat_s: float = 0.5
+    worker_heartbeat_timeout_s: float = 10.0
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+    lora_max_rank: int = 16
+    lora_target_modules: tuple[str, ...] = (
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    )
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"--harli-mode must be one of {MODES}, got {self.mode!r}")
+        if self.tpot_slo_ms is not None and self.tpot_slo_ms <= 0:
+            raise ValueError(f"--tpot-slo-ms must be positive, got {self.tpot_slo_ms}")
+        if self.static_slot_units < 0:
+            raise ValueError("--harli-static-slot-units must be >= 0")
+        if self.lora_max_rank <= 0:
+            raise ValueError("--harli-lora-max-rank must be positive")
+
+    def resolved(self, device: str) -> HarliConfig:
+        """Fill device-dependent defaults and make paths absolute (main process, once)."""
+        slo = self.tpot_slo_ms
+        if slo is None:
+            slo = DEFAULT_TPOT_SLO_MS["cuda" if device == "cuda" else "cpu"]
+        return dataclasses.replace(
+            self,
+            tpot_slo_ms=float(slo),
+            workdir=os.path.abspath(os.path.expanduser(self.workdir)),
+            device=device,
+        )
+
+    @property
+    def finetune_enabled(self) -> bool:
+        return self.mode != "off"
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    d = HarliConfig()
+    g = parser.add_argument_group("harli")
+    g.add_argument("--harli-mode", choices=MODES, default=d.mode,
+                   help="How finetune work is co-located with decode (default: harli).")
+    g.add_argument("--tpot-slo-ms", type=float, default=None,
+                   help="TPOT SLO in ms. Default: 50 on GPU, 100 on CPU.")
+    g.add_argument("--harli-workdir", default=d.workdir,
+                   help="Directory for jobs, files, checkpoints and adapters (default: ./.harli).")
+    g.add_argument("--harli-static-slot-units", type=int, default=d.static_slot_units,
+                   help="Slot size for --harli-mode static, in token-layers.")
+    g.add_argument("--harli-idle-slot-ms", type=float, default=d.idle_slot_ms,
+                   help="Budget of a slot while the server is idle.")
+    g.add_argument("--harli-lora-max-rank", type=int, default=d.lora_max_rank,
+                   help="Largest LoRA rank a finetune job may use (reserved in SGLang's LoRA pool).")
+    g.add_argument("--harli-lora-target-modules", nargs="+", default=list(d.lora_target_modules),
+                   help="Modules finetune jobs may target (reserved in SGLang's LoRA pool).")
+
+
+def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
+    return HarliConfig(
+        mode=ns.harli_mode,
+        tpot_slo_ms=ns.tpot_slo_ms,
+        workdir=ns.harli_workdir,
+        static_slot_units=ns.harli_static_slot_units,
+        idle_slot_ms=ns.harli_idle_slot_ms,
+        lora_max_rank=ns.harli_lora_max_rank,
+        lora_target_modules=tuple(ns.harli_lora_target_modules),
+    )
+
+
+def split_argv(argv: list[str]) -> tuple[HarliConfig, list[str]]:
+    """Parse Harli's flags out of argv; return the config and SGLang's remaining argv."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_cli_args(parser)
+    ns, rest = parser.parse_known_args(argv)
+    return from_cli_args(ns), rest

@@ -1,0 +1,25 @@
+"""Route messages to handlers by exact type; unknown types are a bug and raise."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+class UnknownMessage(TypeError):
+    pass
+
+
+class Dispatcher:
+    """One per receiving process. ``dispatcher(msg)`` calls the handler for ``type(msg)``."""
+
+    def __init__(self, handlers: dict[type, Callable[[Any], Any]]):
+        self._handlers = dict(handlers)
+
+    def __call__(self, message: object) -> Any:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise UnknownMessage(f"no handler for {type(message).__name__}")
+        return handler(message)
+
+    def handles(self, message_type: type) -> bool:
+        return message_type in self._handlers

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Idempotent set-up for harli_sgl on a fresh machine.
+#
+# 1. A virtual environment with the pinned packages (requirements.txt). SGLang's
+#    environment is ~11 GB, so it lives in a cache directory outside the clone,
+#    keyed by a hash of requirements.txt and the Python version; `.venv` at the
+#    repo root is a link to it. A second clone reuses it in seconds.
+# 2. harli_sgl itself, installed editable into that environment.
+# 3. On hosts without an NVIDIA driver: the CPU driver stand-in (libcuda.so.1),
+#    built from the symbol list of the installed sgl_kernel.
+# 4. The embedded default model, built offline and deterministically.
+#
+# Environment: HARLI_CACHE_DIR (default ~/.cache/harli_sgl), PYTHON (default python3).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${HARLI_CACHE_DIR:-$HOME/.cache/harli_sgl}"
+python="${PYTHON:-python3}"
+say() { printf '[setup] %s\n' "$*"; }
+
+mkdir -p "$cache"
+key="$( (cat "$repo/requirements.txt"; "$python" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)"
+venv="$cache/venv-$key"
+
+# One installer at a time per cache: concurrent CI clones wait instead of racing.
+exec 9>"$cache/.setup.lock"
+flock 9
+
+if [ ! -f "$venv/.harli-complete" ]; then
+  say "creating the environment $venv (SGLang and its CUDA-built torch: ~11 GB, ~4 min on first run)"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --upgrade --quiet pip setuptools wheel
+  # pip prints each package as it collects and installs it: that is the progress.
+  "$venv/bin/python" -m pip install --progress-bar off -r "$repo/requirements.txt"
+  touch "$venv/.harli-complete"
+  say "environment ready"
+else
+  say "environment $venv already installed"
+fi
+
+ln -sfn "$venv" "$repo/.venv"
+
+# Editable install of this checkout. The cached environment is shared between
+# clones, so re-point it when it names another checkout.
+here="$("$venv/bin/python" -c 'import harli_sgl, os; print(os.path.dirname(os.path.dirname(os.path.abspath(harli_sgl.__file__))))' 2>/dev/null || true)"
+if [ "$here" != "$repo/python" ]; then
+  say "installing harli_sgl (editable) from $repo"
+  "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$repo"
+fi
+
+say "checking the CPU driver stand-in"
+"$venv/bin/python" -m harli_sgl.platform.cuda_stub --ensure
+
+say "building the embedded default model (cached after the first run)"
+"$venv/bin/python" -m harli_sgl.model.default_model --ensure
+
+say "done"
