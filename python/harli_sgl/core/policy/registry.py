@@ -1,0 +1,25 @@
+"""Slot policies by name: ``--harli-mode`` picks one of these."""
+
+from __future__ import annotations
+
+from harli_sgl.config import HarliConfig
+from harli_sgl.core.policy.base import SlotPolicy
+from harli_sgl.core.policy.baselines import GreedyPolicy, IdlePolicy, OffPolicy
+from harli_sgl.core.policy.static import StaticPolicy
+
+
+class _InterimHarliPolicy(IdlePolicy):
+    # Until the predictor-driven policy lands, harli mode only uses idle time.
+    name = "harli"
+
+POLICIES: dict[str, type[SlotPolicy]] = {
+    cls.name: cls for cls in (OffPolicy, GreedyPolicy, IdlePolicy, StaticPolicy, _InterimHarliPolicy)
+}
+
+
+def make_policy(config: HarliConfig, **kwargs) -> SlotPolicy:
+    try:
+        cls = POLICIES[config.mode]
+    except KeyError:
+        raise ValueError(f"unknown slot policy {config.mode!r}; known: {sorted(POLICIES)}") from None
+    return cls(config, **kwargs)

@@ -1,0 +1,300 @@
+"""One optimizer step of a LoRA model, cut into layer-sized pieces that run on demand.
+
+A slot grants the worker a few thousand token-layers of work between two decode
+iterations, far less than one training step. So a step is laid out as a fixed
+sequence of *pieces*, per micro-batch::
+
+    forward layer 0 (+ embedding) .. forward layer L-1,
+    head forward (final norm + lm_head + loss), head backward,
+    backward layer L-1 .. backward layer 0 (+ embedding; + optimizer after the last micro-batch)
+
+and :meth:`ChunkedTrainer.run` executes as many whole pieces as a budget allows,
+stopping at any boundary and resuming there on the next call.
+
+Boundaries are explicit: every layer's input is a *detached leaf* ``h_l`` that
+requires grad, and its output keeps its own small autograd graph. Backward of
+layer ``l`` is ``torch.autograd.backward(out_l, grad)``, which accumulates the
+LoRA parameter grads and leaves ``dL/dh_l`` in ``h_l.grad`` for layer ``l-1``.
+Between pieces only those boundary tensors and the graphs of layers not yet
+backwarded are alive; a finished layer's graph is dropped at once.
+
+The loss of micro-batch ``m`` is its summed token cross-entropy divided by the
+supervised-token count of the *whole step*, so the accumulated gradient is the
+gradient of HF's mean loss over one forward of the whole batch.
+
+Units (token-layers, see :mod:`harli_sgl.core.message`), for a micro-batch of
+``T`` tokens as computed (padded batch x sequence): layer forward ``T``, layer
+backward ``2T``, head forward ``T``, head backward ``2T``. Counting the head
+like a layer is an approximation: its cost scales with vocabulary size rather
+than the layer width, which the predictor absorbs. The embedding lookup and the
+optimizer step are folded into the adjacent layer pieces at no extra units.
+
+Saved activations are produced only inside forward pieces; passing
+``saved_tensors_hooks=(pack, unpack)`` wraps every forward piece in
+``torch.autograd.graph.saved_tensors_hooks`` so a memory pool can keep them
+outside the allocator (e.g. in leased KV-cache pages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from harli_sgl.core.trainer.data import IGNORE_INDEX, MicroBatch
+from harli_sgl.core.trainer.stack import DecoderStack, LayerContext
+
+SavedTensorsHooks = tuple[Callable[[torch.Tensor], Any], Callable[[Any], torch.Tensor]]
+
+
+class PieceKind(enum.Enum):
+    FORWARD = "forward"
+    HEAD_FORWARD = "head_forward"
+    HEAD_BACKWARD = "head_backward"
+    BACKWARD = "backward"
+
+
+class Piece(NamedTuple):
+    kind: PieceKind
+    layer: int  # decoder layer index; -1 for the head
+    units: int
+
+
+class RunResult(NamedTuple):
+    units: int
+    tokens: int  # real tokens of the micro-batches any piece of this call worked on
+    pieces: int
+    trained_tokens: int  # real tokens of micro-batches whose backward finished in this call
+    step_done: bool
+    loss: float | None  # mean token loss of the step this call finished, else None
+
+
+@dataclass
+class _MicroState:
+    """Tensors one micro-batch keeps between its pieces."""
+
+    batch: MicroBatch
+    ctx: LayerContext | None = None
+    embeds: torch.Tensor | None = None  # with its graph, only if the embedding trains
+    inputs: dict[int, torch.Tensor] = field(default_factory=dict)  # leaf input per layer/head
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)  # output + graph per layer
+    loss: torch.Tensor | None = None
+    grad: torch.Tensor | None = None  # upstream gradient for the next backward piece
+
+
+class ChunkedStep:
+    """Plan and cursor of one optimizer step: which piece is next and what it costs."""
+
+    def __init__(self, micro_batches: Sequence[MicroBatch], num_layers: int) -> None:
+        if not micro_batches:
+            raise ValueError("a step needs at least one micro-batch")
+        self.micro_batches = list(micro_batches)
+        self.num_layers = num_layers
+        self.padded_tokens = [mb.input_ids.numel() for mb in self.micro_batches]
+        self.real_tokens = [int(mb.attention_mask.sum()) for mb in self.micro_batches]
+        # Same count HF's shift produces: token t is predicted from positions < t.
+        self.supervised_tokens = sum(int((mb.labels[:, 1:] != IGNORE_INDEX).sum())
+                                     for mb in self.micro_batches)
+        if self.supervised_tokens == 0:
+            raise ValueError("a step needs at least one supervised token")
+        self.micro_index = 0
+        self.position = 0  # index into the 2L+2 pieces of the current micro-batch
+        self.state: _MicroState | None = None
+        self.loss_sum: torch.Tensor | None = None
+
+    @property
+    def pieces_per_micro_batch(self) -> int:
+        return 2 * self.num_layers + 2
+
+    @property
+    def finished(self) -> bool:
+        return self.micro_index == len(self.micro_batches)
+
+    def piece_at(self, micro_index: int, position: int) -> Piece:
+        t, n = self.padded_tokens[micro_index], self.num_layers
+        if position < n:
+            return Piece(PieceKind.FORWARD, position, t)
+        if position == n:
+            return Piece(PieceKind.HEAD_FORWARD, -1, t)
+        if position == n + 1:
+            return Piece(PieceKind.HEAD_BACKWARD, -1, 2 * t)
+        return Piece(PieceKind.BACKWARD, 2 * n + 1 - position, 2 * t)
+
+    def next_piece(self) -> Piece:
+        return self.piece_at(self.micro_index, self.position)
+
+    def advance(self) -> bool:
+        """Move past the current piece; True if that finished its micro-batch."""
+        self.position += 1
+        if self.position < self.pieces_per_micro_batch:
+            return False
+        self.micro_index, self.position, self.state = self.micro_index + 1, 0, None
+        return True
+
+    @property
+    def remaining_units(self) -> int:
+        per_mb = 3 * (self.num_layers + 1)
+        left = sum(per_mb * t for t in self.padded_tokens[self.micro_index + 1:])
+        if not self.finished:
+            left += sum(self.piece_at(self.micro_index, p).units
+                        for p in range(self.position, self.pieces_per_micro_batch))
+        return left
+
+
+class ChunkedTrainer:
+    """Runs optimizer steps of a PEFT LoRA model piece by piece within unit budgets.
+
+    Args:
+        peft_model: a ``PeftModel`` around a Llama/Qwen2 causal LM, in train mode.
+        optimizer: an optimizer over the trainable (LoRA) parameters.
+        max_grad_norm: clip the step's gradient to this global norm; ``None`` = no clipping.
+        saved_tensors_hooks: ``(pack, unpack)`` applied around every forward piece.
+
+    Example::
+
+        trainer = ChunkedTrainer(peft_model, torch.optim.AdamW(lora_params, lr=1e-4))
+        trainer.start_step([collate(examples, pad_id)])
+        while not trainer.idle:
+            trainer.run(budget_units=4096)
+    """
+
+    def __init__(self, peft_model: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 max_grad_norm: float | None = None,
+                 saved_tensors_hooks: SavedTensorsHooks | None = None) -> None:
+        self.stack = DecoderStack(peft_model)
+        self.optimizer = optimizer
+        self.max_grad_norm = max_grad_norm
+        self.saved_tensors_hooks = saved_tensors_hooks
+        self._params = [p for group in optimizer.param_groups for p in group["params"]]
+        self._step: ChunkedStep | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self._step is None
+
+    @property
+    def mid_step(self) -> bool:
+        """True once a piece of the current step has run and until the step ends."""
+        step = self._step
+        return step is not None and (step.micro_index > 0 or step.position > 0)
+
+    @property
+    def min_piece_units(self) -> int:
+        """Units of the next piece: the smallest grant that makes progress (0 when idle)."""
+        return 0 if self._step is None else self._step.next_piece().units
+
+    @property
+    def remaining_units(self) -> int:
+        return 0 if self._step is None else self._step.remaining_units
+
+    def start_step(self, micro_batches: Sequence[MicroBatch]) -> None:
+        if self._step is not None:
+            raise RuntimeError("a step is already in flight; run it to completion or abort it")
+        self._step = ChunkedStep(micro_batches, self.stack.num_layers)
+
+    def abort_step(self) -> None:
+        """Drop the step in flight: its activations and its partial gradients."""
+        self._step = None
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def run(self, budget_units: int, deadline: float | None = None) -> RunResult:
+        """Run whole pieces while the next fits ``budget_units`` and ``deadline`` has not passed.
+
+        Stops at the end of the current step. ``deadline`` is a ``time.perf_counter()``
+        value checked before each piece (a started piece always completes).
+        """
+        if budget_units < 0:
+            raise ValueError(f"budget_units must be >= 0, got {budget_units}")
+        units = tokens = pieces = trained = 0
+        touched: set[int] = set()
+        loss = None
+        while self._step is not None:
+            step = self._step
+            piece = step.next_piece()
+            if piece.units > budget_units - units:
+                break
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            if step.micro_index not in touched:
+                touched.add(step.micro_index)
+                tokens += step.real_tokens[step.micro_index]
+            self._execute(step, piece)
+            units += piece.units
+            pieces += 1
+            finished_index = step.micro_index
+            if step.advance():
+                trained += step.real_tokens[finished_index]
+                if step.finished:
+                    loss = self._finish_step(step)
+        return RunResult(units, tokens, pieces, trained, loss is not None, loss)
+
+    @contextlib.contextmanager
+    def _forward_scope(self) -> Iterator[None]:
+        with contextlib.ExitStack() as scope:
+            scope.enter_context(torch.enable_grad())
+            if self.saved_tensors_hooks is not None:
+                scope.enter_context(torch.autograd.graph.saved_tensors_hooks(
+                    *self.saved_tensors_hooks))
+            yield
+
+    def _execute(self, step: ChunkedStep, piece: Piece) -> None:
+        if step.state is None:
+            mb = step.micro_batches[step.micro_index]
+            device = self.stack.device
+            step.state = _MicroState(MicroBatch(*(t.to(device, non_blocking=True) for t in mb)))
+        state, n = step.state, self.stack.num_layers
+        if piece.kind is PieceKind.FORWARD:
+            with self._forward_scope():
+                self._forward_layer(state, piece.layer)
+        elif piece.kind is PieceKind.HEAD_FORWARD:
+            with self._forward_scope():
+                hidden = state.outputs[n - 1].detach().requires_grad_()
+                state.inputs[n] = hidden
+                state.loss = self.stack.head_loss(hidden, state.batch.labels,
+                                                  step.supervised_tokens)
+        elif piece.kind is PieceKind.HEAD_BACKWARD:
+            torch.autograd.backward(state.loss)
+            step.loss_sum = state.loss.detach() if step.loss_sum is None \
+                else step.loss_sum + state.loss.detach()
+            state.loss = None
+            state.grad = state.inputs.pop(n).grad
+        else:
+            self._backward_layer(state, piece.layer)
+
+    def _forward_layer(self, state: _MicroState, index: int) -> None:
+        if index == 0:
+            embeds = self.stack.embed(state.batch.input_ids)
+            state.ctx = self.stack.context(embeds, state.batch.attention_mask)
+            if self.stack.embed_trainable:
+                state.embeds = embeds
+                hidden = embeds.detach().requires_grad_()
+            else:
+                hidden = embeds
+        else:
+            hidden = state.outputs[index - 1].detach().requires_grad_()
+        state.inputs[index] = hidden
+        state.outputs[index] = self.stack.layer(index, hidden, state.ctx)
+
+    def _backward_layer(self, state: _MicroState, index: int) -> None:
+        out = state.outputs.pop(index)
+        if out.requires_grad:
+            torch.autograd.backward(out, grad_tensors=state.grad)
+        hidden = state.inputs.pop(index)
+        state.grad = hidden.grad if hidden.requires_grad else None
+        if index == 0 and state.embeds is not None:
+            torch.autograd.backward(state.embeds, grad_tensors=state.grad)
+            state.embeds = None
+
+    def _finish_step(self, step: ChunkedStep) -> float:
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._step = None
+        return float(step.loss_sum)

@@ -1,0 +1,361 @@
+"""One finetune job end to end: LoRA model, optimizer, data schedule, events, checkpoints.
+
+:class:`JobTrainer` owns everything a job needs on top of :class:`ChunkedTrainer`
+and nothing about where it runs: no database, no process, no sockets. The
+caller (the finetune worker) feeds it budgets through :meth:`JobTrainer.run`,
+learns about progress through the ``on_event`` callback, and chooses where
+checkpoints go through ``checkpoint_dir(step)``.
+
+The base model is wrapped *in place* by PEFT, so the job trains against the
+very tensors that serve (zero-copy); this is verified at construction, and
+:meth:`JobTrainer.close` removes the LoRA layers again. The schedule is a pure
+function of ``(seed, epoch, step)``: step ``s`` of epoch ``e`` trains examples
+``epoch_order(n, seed, e)[s * batch_size:(s + 1) * batch_size]``, split into
+micro-batches. Together with the adapter weights, the optimizer state and the
+job's private RNG stream, that is all a checkpoint needs for a resumed run to
+end with the same adapter as an uninterrupted one.
+
+Hyperparameters fixed here: AdamW with betas (0.9, 0.999), eps 1e-8 and no
+weight decay (LoRA matrices are small and start at B=0; decaying them only
+pulls the adapter towards the base model), at a constant learning rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import torch
+from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file
+from torch import nn
+
+from harli_sgl.core.trainer.checkpoint import (
+    ADAPTER_FILES, OPTIMIZER_FILE, STATE_FILE, read_state, write_dir_atomically, write_json)
+from harli_sgl.core.trainer.chunked import ChunkedTrainer, RunResult, SavedTensorsHooks
+from harli_sgl.core.trainer.data import DataPosition, Example, MicroBatch, collate, epoch_order
+from harli_sgl.core.trainer.rng import RngStream
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+WEIGHT_DECAY = 0.0
+STATE_FORMAT = 1
+# Operational settings a resumed job may change; everything else must match.
+RESUMABLE_CHANGES = ("checkpoint_every_steps",)
+
+EventCallback = Callable[[str, str, dict], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    n_epochs: int = 1
+    batch_size: int = 8
+    micro_batch_size: int = 8
+    learning_rate: float = 1e-4
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    seed: int = 0
+    max_seq_len: int = 1024
+    checkpoint_every_steps: int = 0  # 0 = never
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        ints = {"n_epochs": 1, "batch_size": 1, "micro_batch_size": 1, "lora_r": 1,
+                "seed": 0, "max_seq_len": 2, "checkpoint_every_steps": 0}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.micro_batch_size > self.batch_size:
+            raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must not exceed "
+                             f"batch_size ({self.batch_size})")
+        if not _positive(self.learning_rate):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        if not _positive(self.lora_alpha):
+            raise ValueError(f"lora_alpha must be a finite number > 0, got {self.lora_alpha!r}")
+        if not isinstance(self.lora_dropout, (int, float)) or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if not self.target_modules or not all(isinstance(m, str) and m
+                                              for m in self.target_modules):
+            raise ValueError(f"target_modules must be a non-empty list of module names, "
+                             f"got {self.target_modules!r}")
+        if self.max_grad_norm is not None and not _positive(self.max_grad_norm):
+            raise ValueError(f"max_grad_norm must be None or a finite number > 0, "
+                             f"got {self.max_grad_norm!r}")
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+class Progress(NamedTuple):
+    step: int  # completed optimizer steps
+    total_steps: int
+    epoch: int  # 0-based epoch of the next step (n_epochs once done)
+    trained_tokens: int
+    loss: float | None  # loss of the last completed step
+    tokens_per_s: float  # trained tokens per wall-clock second since this trainer's first run()
+
+
+class JobTrainer:
+    """Trains one LoRA adapter on ``examples`` in budgeted pieces.
+
+    Args:
+        base_model: an HF Llama/Qwen2 causal LM; wrapped in place, never copied.
+        tokenizer: the model's tokenizer (for its pad id).
+        examples: encoded training examples (see :func:`data.encode_record`).
+        config: the job's :class:`TrainConfig`.
+        on_event: ``on_event(kind, message, data)`` for ``step``, ``epoch``,
+            ``checkpoint`` and ``done``.
+        checkpoint_dir: ``checkpoint_dir(step) -> path``; required to checkpoint.
+        saved_tensors_hooks: forwarded to :class:`ChunkedTrainer`.
+    """
+
+    def __init__(self, base_model: nn.Module, tokenizer: Any, examples: Sequence[Example],
+                 config: TrainConfig, *, on_event: EventCallback | None = None,
+                 checkpoint_dir: Callable[[int], str] | None = None,
+                 saved_tensors_hooks: SavedTensorsHooks | None = None) -> None:
+        self.config = config
+        self._on_event = on_event
+        self._checkpoint_dir = checkpoint_dir
+        self._init_data(tokenizer, examples)
+        self._init_model(base_model)
+        self._init_optimizer(saved_tensors_hooks)
+        self._init_schedule()
+
+    def _init_data(self, tokenizer: Any, examples: Sequence[Example]) -> None:
+        if not examples:
+            raise ValueError("a job needs at least one training example")
+        for i, e in enumerate(examples):
+            if len(e.input_ids) > self.config.max_seq_len or e.supervised_tokens == 0:
+                raise ValueError(f"example {i} is longer than max_seq_len or has no "
+                                 "supervised token; encode it with data.encode_record")
+        self.examples = list(examples)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+            else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
+        self.pad_id = int(pad)
+
+    def _init_model(self, base_model: nn.Module) -> None:
+        if any(isinstance(m, BaseTunerLayer) for m in base_model.modules()):
+            raise ValueError("base_model already carries adapter layers; close() the job "
+                             "that owns it first")
+        self._base_requires_grad = {n: p.requires_grad for n, p in base_model.named_parameters()}
+        base_storage = {p.data_ptr() for p in base_model.parameters()}
+        cfg = self.config
+        lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                          lora_dropout=cfg.lora_dropout, target_modules=list(cfg.target_modules),
+                          bias="none")
+        device = next(base_model.parameters()).device
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        # Seed LoRA's init from the job, without disturbing the process's RNG.
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+            torch.manual_seed(cfg.seed)
+            self.peft_model = get_peft_model(base_model, lora)
+        self.peft_model.train()
+        frozen = {p.data_ptr() for p in self.peft_model.parameters() if not p.requires_grad}
+        if frozen != base_storage:
+            raise RuntimeError("wrapping the base model copied or dropped base weights; "
+                               "the job must train against the serving tensors in place")
+        self.device = device
+
+    def _init_optimizer(self, saved_tensors_hooks: SavedTensorsHooks | None) -> None:
+        params = [p for p in self.peft_model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate, betas=ADAM_BETAS,
+                                           eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
+        self._chunked = ChunkedTrainer(self.peft_model, self.optimizer,
+                                       max_grad_norm=self.config.max_grad_norm,
+                                       saved_tensors_hooks=saved_tensors_hooks)
+        self._rng = RngStream(self.config.seed, self.device)
+
+    def _init_schedule(self) -> None:
+        self.steps_per_epoch = math.ceil(len(self.examples) / self.config.batch_size)
+        self.total_steps = self.steps_per_epoch * self.config.n_epochs
+        self.position = DataPosition(0, 0)
+        self.completed_steps = 0
+        self.trained_tokens = 0
+        self.last_loss: float | None = None
+        self._order: tuple[int, list[int]] | None = None
+        self._started_at: float | None = None
+        self._session_tokens = 0
+
+    @property
+    def done(self) -> bool:
+        return self.completed_steps >= self.total_steps
+
+    @property
+    def min_piece_units(self) -> int:
+        """Units of the next piece (0 once done); prepares the next step if needed."""
+        if self.done:
+            return 0
+        self._ensure_step()
+        return self._chunked.min_piece_units
+
+    @property
+    def remaining_step_units(self) -> int:
+        """Units left in the step in flight (0 between steps): a budget that ends exactly there."""
+        return self._chunked.remaining_units
+
+    @property
+    def progress(self) -> Progress:
+        rate = 0.0
+        if self._started_at is not None:
+            rate = self._session_tokens / max(time.perf_counter() - self._started_at, 1e-9)
+        return Progress(self.completed_steps, self.total_steps, self.position.epoch,
+                        self.trained_tokens, self.last_loss, rate)
+
+    def run(self, budget_units: int, deadline: float | None = None) -> RunResult:
+        """Run pieces (across step boundaries) within ``budget_units`` and before ``deadline``.
+
+        Step-boundary work (events, a due checkpoint) happens inside the call that
+        finishes the step, after its last piece.
+        """
+        if self._started_at is None:
+            self._started_at = time.perf_counter()
+        units = tokens = pieces = trained = 0
+        loss = None
+        while not self.done:
+            self._ensure_step()
+            with self._rng.active():
+                r = self._chunked.run(budget_units - units, deadline)
+            units, tokens, pieces = units + r.units, tokens + r.tokens, pieces + r.pieces
+            trained += r.trained_tokens
+            self.trained_tokens += r.trained_tokens
+            self._session_tokens += r.trained_tokens
+            if not r.step_done:
+                break
+            loss = r.loss
+            self._after_step(r.loss)
+        return RunResult(units, tokens, pieces, trained, loss is not None, loss)
+
+    def _ensure_step(self) -> None:
+        if self._chunked.idle:
+            self._chunked.start_step(self._micro_batches(self.position))
+
+    def _micro_batches(self, position: DataPosition) -> list[MicroBatch]:
+        if self._order is None or self._order[0] != position.epoch:
+            self._order = (position.epoch,
+                           epoch_order(len(self.examples), self.config.seed, position.epoch))
+        bs, mbs = self.config.batch_size, self.config.micro_batch_size
+        chosen = self._order[1][position.step * bs:(position.step + 1) * bs]
+        return [collate([self.examples[i] for i in chosen[k:k + mbs]], self.pad_id)
+                for k in range(0, len(chosen), mbs)]
+
+    def _after_step(self, loss: float) -> None:
+        self.completed_steps += 1
+        self.last_loss = loss
+        epoch, step = self.position.epoch, self.position.step + 1
+        epoch_done = step == self.steps_per_epoch
+        self.position = DataPosition(epoch + 1, 0) if epoch_done else DataPosition(epoch, step)
+        p = self.progress
+        self._emit("step", f"step {p.step}/{p.total_steps}: train loss {loss:.4f}",
+                   {"step": p.step, "total_steps": p.total_steps, "train_loss": loss,
+                    "trained_tokens": p.trained_tokens, "tokens_per_s": p.tokens_per_s})
+        if epoch_done:
+            self._emit("epoch", f"epoch {epoch + 1}/{self.config.n_epochs} completed",
+                       {"epoch": epoch + 1, "n_epochs": self.config.n_epochs, "step": p.step})
+        every = self.config.checkpoint_every_steps
+        if every and self._checkpoint_dir is not None and self.completed_steps % every == 0:
+            path = self._checkpoint_dir(self.completed_steps)
+            self.save_checkpoint(path)
+            self._emit("checkpoint", f"checkpoint written at step {p.step}",
+                       {"step": p.step, "path": path})
+        if self.done:
+            self._emit("done", f"training completed after {p.step} steps",
+                       {"step": p.step, "total_steps": p.total_steps,
+                        "trained_tokens": p.trained_tokens, "train_loss": loss})
+
+    def _emit(self, kind: str, message: str, data: dict) -> None:
+        if self._on_event is not None:
+            self._on_event(kind, message, data)
+
+    def save_adapter(self, path: str) -> None:
+        """Write the adapter in PEFT format (loadable with ``PeftModel.from_pretrained``)."""
+        write_dir_atomically(path, self.peft_model.save_pretrained)
+
+    def save_checkpoint(self, path: str) -> None:
+        """Write adapter, optimizer state and data position atomically; only between steps."""
+        if self._chunked.mid_step:
+            raise RuntimeError("cannot checkpoint in the middle of a step")
+        state = {
+            "format": STATE_FORMAT,
+            "position": asdict(self.position),
+            "completed_steps": self.completed_steps,
+            "trained_tokens": self.trained_tokens,
+            "last_loss": self.last_loss,
+            "rng": self._rng.state_dict(),
+            "config": asdict(self.config),
+            "n_examples": len(self.examples),
+            "examples_sha256": _fingerprint(self.examples),
+        }
+
+        def write(tmp: str) -> None:
+            self.peft_model.save_pretrained(tmp)
+            torch.save(self.optimizer.state_dict(), os.path.join(tmp, OPTIMIZER_FILE))
+            write_json(os.path.join(tmp, STATE_FILE), state)
+
+        write_dir_atomically(path, write)
+
+    @classmethod
+    def resume(cls, checkpoint: str, base_model: nn.Module, tokenizer: Any,
+               examples: Sequence[Example], config: TrainConfig, **kwargs: Any) -> JobTrainer:
+        """A trainer positioned exactly where ``checkpoint`` was written."""
+        state = read_state(checkpoint)
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{checkpoint}: unsupported checkpoint format {state.get('format')!r}")
+        _check_resumable(checkpoint, state, config, examples)
+        trainer = cls(base_model, tokenizer, examples, config, **kwargs)
+        trainer._load(checkpoint, state)
+        return trainer
+
+    def _load(self, checkpoint: str, state: dict) -> None:
+        weights = load_file(os.path.join(checkpoint, ADAPTER_FILES[0]), device=str(self.device))
+        result = set_peft_model_state_dict(self.peft_model, weights)
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if result.unexpected_keys or missing:
+            raise ValueError(f"{checkpoint}: adapter does not match the job's LoRA config "
+                             f"(unexpected {result.unexpected_keys[:3]}, missing {missing[:3]})")
+        self.optimizer.load_state_dict(torch.load(os.path.join(checkpoint, OPTIMIZER_FILE),
+                                                  map_location=self.device, weights_only=True))
+        self._rng.load_state_dict(state["rng"])
+        self.position = DataPosition(**state["position"])
+        self.completed_steps = state["completed_steps"]
+        self.trained_tokens = state["trained_tokens"]
+        self.last_loss = state["last_loss"]
+
+    def close(self) -> nn.Module:
+        """Drop the in-flight step and take the LoRA layers out of the base model again."""
+        self._chunked.abort_step()
+        base = self.peft_model.base_model.unload()
+        for name, p in base.named_parameters():
+            p.requires_grad_(self._base_requires_grad.get(name, p.requires_grad))
+        return base
+
+
+def _fingerprint(examples: Sequence[Example]) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.input_ids, e.labels]).encode())
+    return h.hexdigest()
+
+
+def _check_resumable(checkpoint: str, state: dict, config: TrainConfig,
+                     examples: Sequence[Example]) -> None:
+    saved, now = state["config"], json.loads(json.dumps(asdict(config)))
+    changed = sorted(k for k in set(saved) | set(now)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if changed:
+        raise ValueError(f"{checkpoint}: config differs from the checkpoint's in {changed}")
+    if state["n_examples"] != len(examples) or state["examples_sha256"] != _fingerprint(examples):
+        raise ValueError(f"{checkpoint}: the training examples differ from the checkpoint's")

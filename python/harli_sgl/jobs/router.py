@@ -1,0 +1,320 @@
+"""OpenAI-compatible ``/v1/files`` and ``/v1/fine_tuning/jobs`` routes over a :class:`JobStore`.
+
+The router is mounted on SGLang's FastAPI app, whose exception handlers (and
+422 validation responses) are not ours to change. So every route here is an
+:class:`OpenAIErrorRoute`, which catches errors around the endpoint itself and
+answers with OpenAI's ``{"error": {message, type, param, code}}`` body: API
+errors with their 4xx, store refusals mapped to theirs, anything unexpected as
+a logged 500. Nothing a request sends can lose stored data: ids are validated
+before any lookup (:mod:`.ids`), uploads are bounded and validated before they
+are stored (:mod:`.upload`, :mod:`.validation`), and the store writes atomically.
+
+Blocking work (SQLite, validating a 64 MiB file) runs in the thread pool so the
+event loop, which also serves inference, is never stalled by it.
+
+Job creation: check the request (:mod:`.job_request`) and that its files exist
+with purpose ``fine-tune`` -> create the job (``validating_files``) -> re-check
+the stored files' bytes and content -> ``queued`` and call ``on_jobs_changed``,
+or ``failed`` with a precise ``error`` if a stored file turned out unusable.
+Jobs a previous server left in ``validating_files`` finish that step when the
+router is built.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from harli_sgl.jobs import ids
+from harli_sgl.jobs.errors import ApiError, bad_request, not_found, server_error, too_large
+from harli_sgl.jobs.hyperparameters import LLAMA_PROJECTIONS
+from harli_sgl.jobs.job_request import JobRequest, parse_job_request
+from harli_sgl.jobs.objects import list_object
+from harli_sgl.jobs.store import (FileContentError, FileInUseError, InvalidTransitionError,
+                                  JobStore, NotFoundError)
+from harli_sgl.jobs.upload import read_multipart
+from harli_sgl.jobs.validation import JsonlError, validate_training_jsonl
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024  # 64 MiB: ample for LoRA datasets, bounded in memory
+DEFAULT_MAX_LORA_RANK = 16
+MAX_JSON_BODY_BYTES = 1024 * 1024
+FINE_TUNE = "fine-tune"
+# What OpenAI lets clients upload; only fine-tune files are checked and usable for training.
+UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data", "evals")
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+DEFAULT_CHECKPOINTS_PAGE = 10  # OpenAI's default for checkpoints
+DEFAULT_FILES_PAGE, MAX_FILES_PAGE = 10_000, 10_000  # OpenAI's files list bounds
+
+
+def _as_api_error(exc: Exception) -> ApiError | None:
+    """Map a refusal raised below the router to its HTTP form; None for genuine bugs."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        first = (exc.errors() or [{}])[0]
+        loc = [str(part) for part in first.get("loc", ()) if part not in ("query", "path", "body")]
+        return bad_request(f"Invalid {'.'.join(loc) or 'request'}: {first.get('msg', 'invalid value')}",
+                           param=".".join(loc) or None)
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        return ApiError(exc.status_code, str(exc.detail))
+    if isinstance(exc, ClientDisconnect):
+        return bad_request("the client disconnected before sending the whole request")
+    if isinstance(exc, NotFoundError) and exc.param is not None:
+        # The request refers to something that does not exist: the request is wrong.
+        return bad_request(str(exc), param=exc.param,
+                           code="invalid_cursor" if exc.param == "after" else f"invalid_{exc.param}")
+    if isinstance(exc, (NotFoundError, ids.InvalidId)):
+        return ApiError(404, str(exc), code="not_found")
+    if isinstance(exc, InvalidTransitionError):
+        return bad_request(str(exc), code="invalid_job_state")
+    if isinstance(exc, FileInUseError):
+        return ApiError(409, str(exc), code="file_in_use")
+    if isinstance(exc, FileContentError):
+        return server_error(str(exc))
+    return None
+
+
+class OpenAIErrorRoute(APIRoute):
+    """An APIRoute that renders every failure of its endpoint as an OpenAI error body."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                error = _as_api_error(exc)
+                if error is None:
+                    logger.exception("%s %s failed", request.method, request.url.path)
+                    error = server_error()
+                return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+        return handle
+
+
+def make_router(store: JobStore, *,
+                served_model_names: Callable[[], Sequence[str]] | Sequence[str],
+                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
+                allowed_target_modules: Sequence[str] = LLAMA_PROJECTIONS,
+                on_jobs_changed: Callable[[], None] | None = None) -> APIRouter:
+    """Build the files and fine-tuning routes.
+
+    Args:
+        store: where files and jobs live (shared with the finetune worker through the DB).
+        served_model_names: the base models a job may fine-tune (a list, or a callable
+            read on every request when the served set can change).
+        max_file_bytes: upload limit; larger uploads get 413 without being read to the end.
+        max_lora_rank / allowed_target_modules: the LoRA capacity the server reserved.
+        on_jobs_changed: called after a job is queued or cancelled, so the worker can react
+            at once instead of at its next poll. Its failures are logged, never returned.
+    """
+    if callable(served_model_names):
+        models = served_model_names
+    else:
+        fixed_models = tuple(served_model_names)
+        models = lambda: fixed_models  # noqa: E731
+    allowed_modules = tuple(allowed_target_modules)
+    router = APIRouter(route_class=OpenAIErrorRoute)
+
+    def notify() -> None:
+        if on_jobs_changed is None:
+            return
+        try:
+            on_jobs_changed()
+        except Exception:
+            logger.exception("on_jobs_changed failed; the worker will see the change at its next poll")
+
+    # ---------------------------------------------------------------- files
+
+    def store_upload(filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+        if purpose == FINE_TUNE:
+            try:
+                validate_training_jsonl(data)
+            except JsonlError as exc:
+                raise bad_request(f"Invalid fine-tuning file {filename!r}: {exc}", param="file",
+                                  code="invalid_file_format") from None
+        return store.create_file(filename, purpose, data)
+
+    @router.post("/v1/files")
+    async def create_file(request: Request) -> dict[str, Any]:
+        upload = await read_multipart(request.stream(), request.headers.get("content-type"),
+                                      request.headers.get("content-length"),
+                                      max_file_bytes=max_file_bytes)
+        purpose = upload.fields.get("purpose")
+        if not purpose:
+            raise bad_request("Missing required parameter: 'purpose'", param="purpose")
+        if purpose not in UPLOAD_PURPOSES:
+            raise bad_request(f"Invalid purpose {purpose!r}; expected one of {list(UPLOAD_PURPOSES)}",
+                              param="purpose")
+        if not upload.data:
+            raise bad_request(f"The uploaded file {upload.filename!r} is empty", param="file",
+                              code="empty_file")
+        return await run_in_threadpool(store_upload, upload.filename, purpose, upload.data)
+
+    @router.get("/v1/files")
+    def list_files(purpose: str | None = None, after: str | None = None, limit: int | None = None,
+                   order: str = "desc") -> dict[str, Any]:
+        limit = _limit(limit, DEFAULT_FILES_PAGE, MAX_FILES_PAGE)
+        if order not in ("asc", "desc"):
+            raise bad_request(f"order must be 'asc' or 'desc', got {order!r}", param="order")
+        data = store.list_files(purpose, after=after, limit=limit + 1, order=order)
+        return list_object(data[:limit], len(data) > limit)
+
+    @router.get("/v1/files/{file_id}")
+    def retrieve_file(file_id: str) -> dict[str, Any]:
+        return _file(file_id)
+
+    @router.get("/v1/files/{file_id}/content")
+    def file_content(file_id: str) -> Response:
+        row = _file(file_id)
+        path = store.file_path(file_id)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            size = -1
+        if size != row["bytes"]:
+            raise server_error(f"the stored bytes of {file_id} are missing or damaged")
+        return FileResponse(path, media_type="application/octet-stream", filename=row["filename"])
+
+    @router.delete("/v1/files/{file_id}")
+    def delete_file(file_id: str) -> dict[str, Any]:
+        if not store.delete_file(file_id):
+            raise not_found("file", file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    def _file(file_id: str) -> dict[str, Any]:
+        row = store.get_file(file_id)
+        if row is None:
+            raise not_found("file", file_id)
+        return row
+
+    # ----------------------------------------------------------------- jobs
+
+    def check_file_ref(file_id: str, param: str) -> None:
+        row = store.get_file(file_id)
+        if row is None:
+            raise bad_request(f"{param} {file_id!r} does not exist; upload it with "
+                              f"POST /v1/files and purpose 'fine-tune' first",
+                              param=param, code=f"invalid_{param}")
+        if row["purpose"] != FINE_TUNE:
+            raise bad_request(f"{param} {file_id!r} was uploaded with purpose {row['purpose']!r}; "
+                              f"training data needs purpose 'fine-tune'", param=param,
+                              code=f"invalid_{param}")
+
+    def stored_file_error(file_id: str, param: str) -> dict[str, Any] | None:
+        """Why a stored file cannot be trained on, as a job ``error``; None if it can."""
+        what = param.replace("_", " ")
+        try:
+            validate_training_jsonl(store.read_file(file_id))
+        except (NotFoundError, FileContentError, JsonlError) as exc:
+            return {"code": f"invalid_{param}", "param": param,
+                    "message": f"The {what} {file_id} is unusable: {exc}"}
+        return None
+
+    def finish_validation(job: dict[str, Any]) -> dict[str, Any]:
+        """Move a ``validating_files`` job to ``queued``, or ``failed`` if a stored file is unusable."""
+        error = stored_file_error(job["training_file"], "training_file")
+        if error is None and job["validation_file"] is not None:
+            error = stored_file_error(job["validation_file"], "validation_file")
+        try:
+            if error is not None:
+                return store.set_status(job["id"], "failed", error=error)
+            return store.set_status(job["id"], "queued")
+        except InvalidTransitionError:  # cancelled while its files were being checked
+            return store.get_job(job["id"])  # type: ignore[return-value]
+
+    def create_job_blocking(req: JobRequest) -> dict[str, Any]:
+        check_file_ref(req.training_file, "training_file")
+        if req.validation_file is not None:
+            check_file_ref(req.validation_file, "validation_file")
+        # The store re-checks the files atomically: one may be deleted since the check above.
+        job = finish_validation(store.create_job(
+            req.model, req.training_file, req.validation_file, req.suffix, req.seed,
+            req.settings.to_openai(), req.settings.lora.to_dict(), req.metadata))
+        if job["status"] == "queued":
+            notify()
+        return job
+
+    # A job whose server died mid-validation would wait in validating_files forever.
+    for stuck in store.jobs_with_status("validating_files"):
+        finish_validation(stuck)
+
+    @router.post("/v1/fine_tuning/jobs")
+    async def create_job(request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        req = parse_job_request(body, models=list(models()), max_lora_rank=max_lora_rank,
+                                allowed_target_modules=allowed_modules)
+        return await run_in_threadpool(create_job_blocking, req)
+
+    @router.get("/v1/fine_tuning/jobs")
+    def list_jobs(after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        data, has_more = store.list_jobs(after, _limit(limit, DEFAULT_PAGE, MAX_PAGE))
+        return list_object(data, has_more)
+
+    @router.get("/v1/fine_tuning/jobs/{job_id}")
+    def retrieve_job(job_id: str) -> dict[str, Any]:
+        return _job(job_id)
+
+    @router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str) -> dict[str, Any]:
+        _job(job_id)
+        job = store.request_cancel(job_id)
+        notify()
+        return job
+
+    @router.get("/v1/fine_tuning/jobs/{job_id}/events")
+    def list_events(job_id: str, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        _job(job_id)
+        data, has_more = store.list_events(job_id, after, _limit(limit, DEFAULT_PAGE, MAX_PAGE))
+        return list_object(data, has_more)
+
+    @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+    def list_checkpoints(job_id: str, after: str | None = None,
+                         limit: int | None = None) -> dict[str, Any]:
+        _job(job_id)
+        data, has_more = store.list_checkpoints(job_id, after, _limit(limit, DEFAULT_CHECKPOINTS_PAGE, MAX_PAGE))
+        return list_object(data, has_more)
+
+    def _job(job_id: str) -> dict[str, Any]:
+        job = store.get_job(job_id)
+        if job is None:
+            raise not_found("fine-tuning job", job_id)
+        return job
+
+    return router
+
+
+def _limit(limit: int | None, default: int, maximum: int) -> int:
+    if limit is None:
+        return default
+    if not 1 <= limit <= maximum:
+        raise bad_request(f"limit must be between 1 and {maximum}, got {limit}", param="limit")
+    return limit
+
+
+async def _json_body(request: Request) -> Any:
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_JSON_BODY_BYTES:
+            raise too_large("The request body", MAX_JSON_BODY_BYTES)
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise bad_request("We could not parse the JSON body of your request; expected a JSON "
+                          "object (check the Content-Type and that the body is valid JSON)") from None

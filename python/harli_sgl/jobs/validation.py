@@ -1,0 +1,107 @@
+"""Upload-time check of a fine-tuning JSONL file: parse every line, check every record's shape.
+
+The finetune worker re-parses and tokenizes the file with
+``harli_sgl.core.trainer.data``; this module only has to reject, early and
+with the 1-based line number, what the trainer would reject on shape alone, so
+a bad file is a 400 at upload instead of a failed job minutes later. It accepts
+the same two formats the trainer does (any record may use either):
+
+* chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}``
+  with at least one assistant message;
+* prompt/completion: ``{"prompt": str, "completion": non-empty str}``.
+
+It works on bytes, not text, so an encoding error is reported on its line too.
+Lines are split on ``\\n`` only (JSONL; a trailing ``\\r`` is JSON whitespace),
+blank lines are skipped but counted, and a leading UTF-8 BOM is tolerated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+_BOM = b"\xef\xbb\xbf"
+
+
+class JsonlError(ValueError):
+    """The file is not usable training data; ``line`` is the 1-based line at fault."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line = line
+        self.problem = problem
+
+
+def validate_training_jsonl(data: bytes) -> int:
+    """Raise :class:`JsonlError` unless ``data`` is valid training JSONL; return the record count."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    records = 0
+    for line_no, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonlError(line_no, f"not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise JsonlError(line_no, f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:
+            raise JsonlError(line_no, f"malformed JSON: {exc}") from None
+        validate_record(obj, line_no)
+        records += 1
+    if records == 0:
+        raise JsonlError(1, "the file has no records; expected one JSON object per line")
+    return records
+
+
+def validate_record(obj: Any, line_no: int) -> None:
+    """Raise :class:`JsonlError` naming ``line_no`` if ``obj`` is not a usable training record."""
+    if not isinstance(obj, dict):
+        raise JsonlError(line_no, f"expected a JSON object, got {_kind(obj)}")
+    if "messages" in obj:
+        if "prompt" in obj or "completion" in obj:
+            raise JsonlError(line_no, "mixes the chat format ('messages') with prompt/completion")
+        _validate_chat(obj["messages"], line_no)
+    elif "prompt" in obj or "completion" in obj:
+        for key in ("prompt", "completion"):
+            if key not in obj:
+                raise JsonlError(line_no, f"prompt/completion record is missing '{key}'")
+            if not isinstance(obj[key], str):
+                raise JsonlError(line_no, f"'{key}' must be a string, got {_kind(obj[key])}")
+        if not obj["completion"]:
+            raise JsonlError(line_no, "'completion' is empty")
+    else:
+        raise JsonlError(line_no, "record has neither 'messages' nor 'prompt'/'completion'")
+
+
+def _validate_chat(messages: Any, line_no: int) -> None:
+    if not isinstance(messages, list):
+        raise JsonlError(line_no, f"'messages' must be a list, got {_kind(messages)}")
+    if not messages:
+        raise JsonlError(line_no, "'messages' is empty")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise JsonlError(line_no, f"messages[{i}] must be an object, got {_kind(message)}")
+        role = message.get("role")
+        if role not in ROLES:
+            raise JsonlError(line_no, f"messages[{i}] has unknown role {role!r}; expected one of {ROLES}")
+        if not isinstance(message.get("content"), str):
+            got = _kind(message["content"]) if "content" in message else "nothing"
+            raise JsonlError(line_no, f"messages[{i}].content must be a string, got {got}")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise JsonlError(line_no, "conversation has no assistant message to train on")
+
+
+def _kind(value: Any) -> str:
+    """JSON's name for a value's type, which is what the user wrote."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)

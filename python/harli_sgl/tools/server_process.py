@@ -1,0 +1,106 @@
+"""Start, await and stop a real server process (harli_sgl or stock SGLang).
+
+Used by the end-to-end tests (one server per test session) and by the
+benchmarks, which compare stock ``python -m sglang.launch_server`` with
+``python -m harli_sgl.launch_server`` under the same flags and load. Stock
+SGLang gets the same CPU recipe Harli applies to itself, so a comparison
+differs only in what Harli adds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stock_sglang_argv(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Stock SGLang's argv and environment with the same CPU recipe Harli uses."""
+    from harli_sgl.platform import cpu_recipe, cuda_stub
+
+    env: dict[str, str] = {}
+    if cuda_stub.has_nvidia_driver():
+        return argv, env
+    argv, _ = cpu_recipe.with_defaults(argv, cpu_recipe.CPU_FLAG_DEFAULTS)
+    env["SGLANG_USE_CPU_ENGINE"] = "1"
+    stub = cuda_stub.ensure()
+    if stub is not None:
+        env["LD_LIBRARY_PATH"] = ":".join(p for p in (stub, os.environ.get("LD_LIBRARY_PATH")) if p)
+    return argv, env
+
+
+@dataclass
+class ServerProcess:
+    """A server subprocess in its own process group (so stop() reaches every child)."""
+
+    argv: list[str]
+    module: str = "harli_sgl.launch_server"
+    port: int = field(default_factory=free_port)
+    log_path: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def start(self) -> ServerProcess:
+        cmd = [sys.executable, "-m", self.module, *self.argv, "--port", str(self.port),
+               "--host", "127.0.0.1"]
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **self.env}, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = 600.0) -> ServerProcess:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; log: {self.log_path}")
+            try:
+                r = requests.get(self.base_url + "/get_model_info", headers=self.headers, timeout=5)
+                if r.status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(1.0)
+        raise TimeoutError(f"server not ready after {timeout_s}s; log: {self.log_path}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        pgid = os.getpgid(self.proc.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        # Children that outlive their parent (or ignore SIGTERM) go too.
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(5)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

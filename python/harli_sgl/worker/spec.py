@@ -1,0 +1,28 @@
+"""What a finetune worker incarnation is started with (pickled into the spawned process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harli_sgl.config import HarliConfig
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Args:
+        generation: incarnation number; every message carries it (see core.transport).
+        to_worker_addr / from_worker_addr: the scheduler-bound ZMQ endpoints.
+        parent_pid: the scheduler's pid; the worker exits when its parent changes.
+        model_path: the served model (config and tokenizer are read from here).
+        served_model_name: the base name adapters are published under.
+        torch_threads: intra-op threads for training (serial mode uses the whole host).
+    """
+
+    generation: int
+    to_worker_addr: str
+    from_worker_addr: str
+    parent_pid: int
+    config: HarliConfig
+    model_path: str = ""
+    served_model_name: str = ""
+    torch_threads: int = 1

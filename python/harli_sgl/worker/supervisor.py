@@ -1,0 +1,189 @@
+"""Spawns the finetune worker, watches it, and restarts it with backoff.
+
+Runs inside the scheduler process, so its rule is: never block serving. It owns
+the scheduler's ends of the two ZMQ queues (bound once, outliving every worker
+incarnation) and one ``multiprocessing`` spawn child at a time. ``check()`` is
+called from the scheduler loop; it is a few syscalls when nothing happens.
+
+Failure handling:
+
+* death (any exit, ``kill -9`` included) is seen through the process handle,
+  logged with its exit code, counted in ``restarts``, and followed by a respawn
+  after a backoff that doubles per crash (reset once a worker stays up a minute);
+* a live worker that stops heart-beating (hung) is killed and handled as a death;
+* a worker that does not say hello within the start-up timeout is killed too.
+
+Each incarnation gets a new generation number; the queues drop traffic of
+other generations, so a restarted worker never sees grants meant for its
+predecessor.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+import zmq
+
+from harli_sgl.config import HarliConfig
+from harli_sgl.core.message import Heartbeat, Shutdown, WorkerHello
+from harli_sgl.core.transport import PullQueue, PushQueue, new_ipc_path
+from harli_sgl.worker.spec import WorkerSpec
+
+logger = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 180.0
+STABLE_AFTER_S = 60.0
+
+
+class WorkerSupervisor:
+    def __init__(
+        self,
+        config: HarliConfig,
+        spec: WorkerSpec | None = None,
+        target: Callable[..., None] | None = None,
+        extra_args: tuple[Any, ...] = (),
+    ):
+        from harli_sgl.worker.main import run_worker
+
+        self.config = config
+        self._target = target or run_worker
+        self._extra_args = extra_args
+        self._ctx = zmq.Context.instance()
+        to_addr, from_addr = new_ipc_path("to-worker"), new_ipc_path("from-worker")
+        self.outbox: PushQueue = PushQueue(self._ctx, to_addr, bind=True)
+        self.inbox: PullQueue = PullQueue(self._ctx, from_addr, bind=True)
+        base = spec or WorkerSpec(generation=0, to_worker_addr="", from_worker_addr="",
+                                  parent_pid=0, config=config)
+        self._spec = replace(base, to_worker_addr=to_addr, from_worker_addr=from_addr,
+                             parent_pid=os.getpid())
+        self.generation = 0
+        self.restarts = 0
+        self.last_exit: str | None = None
+        self._proc: mp.process.BaseProcess | None = None
+        self._ready = False
+        self._started_at = 0.0
+        self._last_seen = 0.0
+        self._last_sent = 0.0
+        self._restart_at: float | None = None
+        self._backoff = config.restart_backoff_s
+        self._closed = False
+        self.hello: WorkerHello | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.generation += 1
+        self.outbox.generation = self.inbox.generation = self.generation
+        spec = replace(self._spec, generation=self.generation)
+        proc = mp.get_context("spawn").Process(
+            target=self._target, args=(spec, *self._extra_args), name="harli::finetune", daemon=True,
+        )
+        proc.start()
+        self._proc = proc
+        self._ready = False
+        self.hello = None
+        self._started_at = self._last_seen = time.monotonic()
+        self._restart_at = None
+        logger.info("harli: started finetune worker pid=%s generation=%d", proc.pid, self.generation)
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self._closed = True
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            self.outbox.send(Shutdown("server shutting down"))
+            proc.join(timeout_s)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        self._proc = None
+        self.outbox.close()
+        self.inbox.close()
+
+    # -- called from the scheduler loop ---------------------------------------------
+
+    def check(self, now: float | None = None) -> None:
+        """Heartbeat, detect death or hangs, and respawn when the backoff has passed."""
+        if self._closed:
+            return
+        now = time.monotonic() if now is None else now
+        proc = self._proc
+        if proc is None:
+            if self._restart_at is not None and now >= self._restart_at:
+                self._spawn()
+            return
+        if not proc.is_alive():
+            self._on_death(proc, now)
+            return
+        if self._ready and now - self._last_seen > self.config.worker_heartbeat_timeout_s:
+            logger.error("harli: finetune worker pid=%s silent for %.1fs; killing it as hung",
+                         proc.pid, now - self._last_seen)
+            proc.kill()
+            return
+        if not self._ready and now - self._started_at > STARTUP_TIMEOUT_S:
+            logger.error("harli: finetune worker pid=%s did not start in %.0fs; killing it",
+                         proc.pid, STARTUP_TIMEOUT_S)
+            proc.kill()
+            return
+        if now - self._last_sent >= self.config.worker_heartbeat_s:
+            self.outbox.send(Heartbeat(time.time()))
+            self._last_sent = now
+
+    def _on_death(self, proc: mp.process.BaseProcess, now: float) -> None:
+        proc.join(0)
+        code = proc.exitcode
+        self.last_exit = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        lived = now - self._started_at
+        if lived >= STABLE_AFTER_S:
+            self._backoff = self.config.restart_backoff_s
+        self.restarts += 1
+        self._proc = None
+        self._ready = False
+        self._restart_at = now + self._backoff
+        logger.error(
+            "harli: finetune worker pid=%s died (%s) after %.1fs; serving continues; "
+            "restart #%d in %.1fs", proc.pid, self.last_exit, lived, self.restarts, self._backoff,
+        )
+        self._backoff = min(self._backoff * 2, self.config.restart_backoff_max_s)
+
+    # -- message handlers (registered in the scheduler's dispatcher) -------------------
+
+    def on_heartbeat(self, _msg: Heartbeat) -> None:
+        self._last_seen = time.monotonic()
+
+    def on_hello(self, msg: WorkerHello) -> None:
+        self._ready = True
+        self._last_seen = time.monotonic()
+        self.hello = msg
+        logger.info("harli: finetune worker pid=%s ready (generation %d, %d layers, %.1f MB shared "
+                    "base weights)", msg.pid, msg.generation, msg.num_layers, msg.base_param_bytes / 2**20)
+
+    def note_alive(self) -> None:
+        """Any message from the worker proves it is alive."""
+        self._last_seen = time.monotonic()
+
+    # -- views ----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self._proc is not None and self._proc.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def status(self) -> dict:
+        return {
+            "alive": self.ready,
+            "pid": self.pid if self.ready else None,
+            "restarts": self.restarts,
+            "generation": self.generation,
+            "last_exit": self.last_exit,
+        }

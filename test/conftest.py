@@ -1,0 +1,53 @@
+"""Shared fixtures: one real harli_sgl server (real SGLang on CPU) per test session.
+
+The server runs the embedded default model with ``--api-key`` set, so every
+end-to-end test also exercises SGLang's auth middleware on Harli's routes.
+Its log is kept under the session's temp dir and printed when start-up fails.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from harli_sgl.tools.server_process import ServerProcess
+
+API_KEY = "harli-test-key"
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def start_server(tmp_path_factory, name: str, extra: list[str]) -> ServerProcess:
+    root = tmp_path_factory.mktemp(name)
+    server = ServerProcess(
+        argv=["--harli-workdir", str(root / "workdir"), "--api-key", API_KEY, *extra],
+        log_path=str(root / "server.log"), api_key=API_KEY,
+    )
+    server.workdir = str(root / "workdir")  # type: ignore[attr-defined]
+    server.start()
+    try:
+        server.wait_ready()
+    except Exception:
+        server.stop()
+        with open(server.log_path, errors="replace") as f:
+            print(f.read()[-20000:])
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def harli_server(tmp_path_factory):
+    server = start_server(tmp_path_factory, "harli", ["--harli-mode", "harli"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_path(harli_server) -> str:
+    import requests
+
+    info = requests.get(harli_server.base_url + "/get_model_info", headers=harli_server.headers).json()
+    return info["model_path"]

@@ -1,0 +1,111 @@
+"""Clients talk to harli_sgl exactly as they talk to SGLang (real server, real clients)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import openai
+import requests
+import sglang as sgl
+
+from conftest import API_KEY
+
+PROMPT = "The quick brown fox"
+
+
+def generate(server, text, max_new_tokens=16, **extra):
+    r = requests.post(server.base_url + "/generate", headers=server.headers, timeout=120, json={
+        "text": text, "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0,
+                                          "ignore_eos": True}, **extra})
+    r.raise_for_status()
+    return r.json()
+
+
+def test_generate_non_streaming(harli_server):
+    out = generate(harli_server, PROMPT, max_new_tokens=12)
+    assert out["meta_info"]["completion_tokens"] == 12
+    assert len(out["output_ids"]) == 12
+    assert isinstance(out["text"], str)
+
+
+def test_generate_streaming(harli_server):
+    r = requests.post(harli_server.base_url + "/generate", headers=harli_server.headers, stream=True,
+                      timeout=120, json={"text": PROMPT, "stream": True, "sampling_params": {
+                          "max_new_tokens": 10, "temperature": 0, "ignore_eos": True}})
+    r.raise_for_status()
+    chunks = []
+    for line in r.iter_lines():
+        if not line:
+            continue
+        assert line.startswith(b"data: ")
+        if line == b"data: [DONE]":
+            break
+        chunks.append(json.loads(line[len(b"data: "):]))
+    assert len(chunks) >= 2, "a streamed response arrives in several chunks"
+    assert chunks[-1]["meta_info"]["completion_tokens"] == 10
+    # The stream ends with the same tokens a non-streaming request returns.
+    assert chunks[-1]["output_ids"][-10:] == generate(harli_server, PROMPT, 10)["output_ids"]
+
+
+def test_openai_completions_and_chat(harli_server, model_path):
+    client = openai.OpenAI(base_url=harli_server.base_url + "/v1", api_key=API_KEY)
+    comp = client.completions.create(model=model_path, prompt=PROMPT, max_tokens=8, temperature=0,
+                                     extra_body={"ignore_eos": True})
+    assert comp.usage.completion_tokens == 8
+    assert isinstance(comp.choices[0].text, str)
+    chat = client.chat.completions.create(
+        model=model_path, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8,
+        temperature=0, extra_body={"ignore_eos": True})
+    assert chat.usage.completion_tokens == 8
+    assert chat.choices[0].message.role == "assistant"
+    # Streaming chat through the same client.
+    pieces = list(client.chat.completions.create(
+        model=model_path, messages=[{"role": "user", "content": "Say hi"}], max_tokens=6,
+        temperature=0, stream=True, extra_body={"ignore_eos": True}))
+    assert len(pieces) >= 2
+
+
+def test_openai_rejects_missing_api_key(harli_server, model_path):
+    client = openai.OpenAI(base_url=harli_server.base_url + "/v1", api_key="wrong-key")
+    try:
+        client.completions.create(model=model_path, prompt=PROMPT, max_tokens=2)
+    except openai.AuthenticationError:
+        return
+    raise AssertionError("a wrong API key must be rejected")
+
+
+@sgl.function
+def two_turns(s, question):
+    s += "Q: " + question + "\nA:"
+    s += sgl.gen("first", max_tokens=8, temperature=0)
+    s += "\nQ: And then?\nA:"
+    s += sgl.gen("second", max_tokens=8, temperature=0)
+
+
+def test_frontend_language_program(harli_server):
+    backend = sgl.RuntimeEndpoint(harli_server.base_url, api_key=API_KEY)
+    state = two_turns.run(question="What is 2+2?", backend=backend)
+    for name in ("first", "second"):
+        assert isinstance(state[name], str)
+        assert state.get_meta_info(name)["completion_tokens"] >= 1
+    # The second generation saw the first one's text in its prompt.
+    assert state.text().index(state["first"]) < state.text().index("And then?")
+
+
+def test_bench_serving_random_ids(harli_server, model_path, tmp_path):
+    out = tmp_path / "bench.jsonl"
+    cmd = [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang",
+           "--base-url", harli_server.base_url, "--dataset-name", "random-ids",
+           "--num-prompts", "6", "--random-input-len", "32", "--random-output-len", "16",
+           "--request-rate", "4", "--tokenizer", model_path, "--model", model_path,
+           "--output-file", str(out), "--seed", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OPENAI_API_KEY": API_KEY})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text().splitlines()[-1])
+    assert result["completed"] == 6, result
+    assert result["total_output_tokens"] > 0
+    assert result["median_tpot_ms"] > 0

@@ -1,0 +1,61 @@
+"""A finetune-worker crash (kill -9) never affects serving; the worker comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import requests
+
+from test_serving import generate
+
+
+def status(server) -> dict:
+    r = requests.get(server.base_url + "/harli/status", headers=server.headers, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def wait_worker_alive(server, timeout_s=180.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        s = status(server)
+        if s["worker"]["alive"]:
+            return s
+        time.sleep(0.5)
+    raise AssertionError(f"worker not alive after {timeout_s}s: {status(server)}")
+
+
+def test_status_shape(harli_server):
+    s = wait_worker_alive(harli_server)
+    assert s["mode"] == "harli"
+    assert s["tpot_slo_ms"] == 100.0  # the CPU default
+    for key in ("jobs", "finetune_tokens_per_s", "slo_attainment", "pool", "predictor"):
+        assert key in s
+    proc = psutil.Process(s["worker"]["pid"])
+    assert proc.name() == "harli::finetune" or "harli::finetune" in " ".join(proc.cmdline())
+
+
+def test_kill_9_worker_keeps_serving_and_restarts(harli_server):
+    before = wait_worker_alive(harli_server)
+    old_pid, old_restarts = before["worker"]["pid"], before["worker"]["restarts"]
+    os.kill(old_pid, signal.SIGKILL)
+
+    served_during_outage = 0
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        out = generate(harli_server, "during the outage", max_new_tokens=4)
+        assert out["meta_info"]["completion_tokens"] == 4
+        s = status(harli_server)
+        if not s["worker"]["alive"]:
+            served_during_outage += 1
+        elif s["worker"]["pid"] != old_pid:
+            break
+    else:
+        raise AssertionError("the worker did not come back")
+    assert served_during_outage >= 1, "no request was served while the worker was down"
+    assert s["worker"]["restarts"] >= old_restarts + 1
+    assert s["worker"]["last_exit"] == "signal 9"
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE

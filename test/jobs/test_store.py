@@ -1,0 +1,482 @@
+"""JobStore on a real SQLite file: files, the job lifecycle, events, checkpoints, two processes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from harli_sgl.jobs import ids
+from harli_sgl.jobs.schema import JOB_STATUSES, SCHEMA_VERSION, SchemaVersionError
+from harli_sgl.jobs.store import (TRANSITIONS, FileContentError, FileInUseError,
+                                  InvalidTransitionError, JobStore, NotFoundError)
+
+DATA = b'{"prompt": "2+2=", "completion": "4"}\n'
+HP = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0}
+LORA = {"r": 8, "alpha": 16.0, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0}
+PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "python")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = JobStore(str(tmp_path / "work"))
+    yield s
+    s.close()
+
+
+def new_job(store: JobStore, file_id: str | None = None, **kw) -> dict:
+    if file_id is None:
+        file_id = store.create_file("train.jsonl", "fine-tune", DATA)["id"]
+    args = dict(model="base", training_file=file_id, validation_file=None, suffix=None, seed=1,
+                hyperparameters=HP, lora=LORA, metadata=None)
+    args.update(kw)
+    return store.create_job(**args)
+
+
+def queued_job(store: JobStore, file_id: str | None = None) -> dict:
+    return store.set_status(new_job(store, file_id)["id"], "queued")
+
+
+# Shortest legal path from validating_files to each status.
+PATH_TO = {
+    "validating_files": [],
+    "queued": ["queued"],
+    "running": ["queued", "running"],
+    "succeeded": ["queued", "running", "succeeded"],
+    "failed": ["failed"],
+    "cancelled": ["cancelled"],
+}
+
+
+def job_in(store: JobStore, status: str) -> dict:
+    job = new_job(store)
+    for step in PATH_TO[status]:
+        job = store.set_status(job["id"], step)
+    assert job["status"] == status
+    return job
+
+
+# ----------------------------------------------------------------------------- files
+
+def test_file_roundtrip_and_layout(store):
+    f = store.create_file("train.jsonl", "fine-tune", DATA)
+    assert f == {"id": f["id"], "object": "file", "bytes": len(DATA), "created_at": f["created_at"],
+                 "filename": "train.jsonl", "purpose": "fine-tune", "status": "processed",
+                 "status_details": None}
+    assert ids.is_valid_id(f["id"], ids.FILE)
+    assert abs(f["created_at"] - time.time()) < 60
+    path = store.file_path(f["id"])
+    assert path == os.path.join(store.workdir, "files", f["id"] + ".jsonl")
+    assert open(path, "rb").read() == DATA == store.read_file(f["id"])
+    assert store.get_file(f["id"]) == f
+    assert os.listdir(store.files_dir) == [f["id"] + ".jsonl"]  # no temporary left behind
+
+
+def test_list_files_newest_first_by_purpose_and_cursor(store):
+    made = [store.create_file(f"{i}.jsonl", "fine-tune" if i % 2 else "batch", DATA) for i in range(6)]
+    newest_first = [f["id"] for f in reversed(made)]
+    assert [f["id"] for f in store.list_files()] == newest_first
+    assert [f["id"] for f in store.list_files(order="asc")] == newest_first[::-1]
+    assert [f["id"] for f in store.list_files("batch")] == [made[4]["id"], made[2]["id"], made[0]["id"]]
+    assert [f["id"] for f in store.list_files(after=newest_first[1], limit=2)] == newest_first[2:4]
+    with pytest.raises(NotFoundError) as err:
+        store.list_files("batch", after=made[1]["id"])  # a fine-tune file is not in that list
+    assert err.value.param == "after"
+
+
+def test_delete_file(store):
+    keep = store.create_file("keep.jsonl", "fine-tune", DATA)
+    gone = store.create_file("gone.jsonl", "fine-tune", DATA)
+    assert store.delete_file(gone["id"]) is True
+    assert store.get_file(gone["id"]) is None
+    assert not os.path.exists(store.file_path(gone["id"]))
+    assert store.delete_file(gone["id"]) is False
+    assert store.read_file(keep["id"]) == DATA
+
+
+def test_a_file_used_by_a_live_job_cannot_be_deleted(store):
+    job = queued_job(store)
+    with pytest.raises(FileInUseError, match=job["id"]):
+        store.delete_file(job["training_file"])
+    assert store.read_file(job["training_file"]) == DATA
+    store.request_cancel(job["id"])
+    assert store.delete_file(job["training_file"]) is True
+
+
+def test_validation_file_counts_as_used(store):
+    val = store.create_file("val.jsonl", "fine-tune", DATA)
+    new_job(store, validation_file=val["id"])
+    with pytest.raises(FileInUseError):
+        store.delete_file(val["id"])
+
+
+@pytest.mark.parametrize("bad", ["../harli.db", "file-..%2F", "../../etc/passwd", "file-" + "0" * 23,
+                                 "files/../harli.db", "ftjob-" + "0" * 24])
+def test_path_like_ids_never_reach_the_filesystem(store, bad):
+    sentinel = os.path.join(store.workdir, "harli.db")
+    before = os.path.getsize(sentinel)
+    assert store.get_file(bad) is None
+    assert store.delete_file(bad) is False
+    with pytest.raises(ids.InvalidId):
+        store.file_path(bad)
+    with pytest.raises(NotFoundError):
+        store.read_file(bad)
+    assert os.path.getsize(sentinel) == before
+
+
+def test_stale_upload_temporaries_are_removed_on_open(tmp_path):
+    work = str(tmp_path / "work")
+    store = JobStore(work)
+    kept = store.create_file("train.jsonl", "fine-tune", DATA)
+    stale = os.path.join(store.files_dir, ids.new_id(ids.FILE) + ".jsonl.0a0b.tmp")
+    fresh = os.path.join(store.files_dir, ids.new_id(ids.FILE) + ".jsonl.0c0d.tmp")
+    for path in (stale, fresh):
+        open(path, "wb").close()
+    os.utime(stale, (time.time() - 2 * 3600, time.time() - 2 * 3600))
+    store.close()
+    reopened = JobStore(work)
+    assert not os.path.exists(stale) and os.path.exists(fresh)
+    assert reopened.read_file(kept["id"]) == DATA
+    reopened.close()
+
+
+def test_missing_or_damaged_bytes_are_reported(store):
+    f = store.create_file("train.jsonl", "fine-tune", DATA)
+    with open(store.file_path(f["id"]), "ab") as fh:
+        fh.write(b"garbage")
+    with pytest.raises(FileContentError, match="bytes"):
+        store.read_file(f["id"])
+    os.unlink(store.file_path(f["id"]))
+    with pytest.raises(FileContentError, match="missing"):
+        store.read_file(f["id"])
+
+
+# ------------------------------------------------------------------------------ jobs
+
+def test_create_job_shape(store):
+    f = store.create_file("train.jsonl", "fine-tune", DATA)
+    job = new_job(store, f["id"], suffix="bot", seed=42, metadata={"team": "a"})
+    assert ids.is_valid_id(job["id"], ids.JOB)
+    assert job["object"] == "fine_tuning.job"
+    assert job["status"] == "validating_files"
+    assert job["model"] == "base" and job["training_file"] == f["id"] and job["seed"] == 42
+    assert job["hyperparameters"] == HP
+    assert job["method"] == {"type": "supervised", "supervised": {"hyperparameters": HP}}
+    assert job["lora"] == LORA and job["metadata"] == {"team": "a"}
+    assert job["user_provided_suffix"] == "bot"
+    assert job["error"] is None and job["fine_tuned_model"] is None and job["finished_at"] is None
+    assert job["result_files"] == [] and job["integrations"] == [] and job["organization_id"] == "harli"
+    assert job["progress"] == {"step": 0, "total_steps": None, "attempts": 0, "started_at": None}
+    assert store.get_job(job["id"]) == job
+
+
+def test_create_job_needs_existing_files(store):
+    with pytest.raises(NotFoundError) as err:
+        new_job(store, ids.new_id(ids.FILE))
+    assert err.value.param == "training_file"
+    with pytest.raises(NotFoundError) as err:
+        new_job(store, validation_file="../x")
+    assert err.value.param == "validation_file"
+    assert store.list_jobs()[0] == []
+
+
+@pytest.mark.parametrize("start, target", list(itertools.product(JOB_STATUSES, JOB_STATUSES)))
+def test_status_transitions(store, start, target):
+    job = job_in(store, start)
+    error = {"code": "boom", "message": "it broke", "param": None} if target == "failed" else None
+    if target in TRANSITIONS[start]:
+        after = store.set_status(job["id"], target, error=error)
+        assert after["status"] == target
+        assert store.get_job(job["id"])["status"] == target
+    else:
+        with pytest.raises(InvalidTransitionError, match=f"from '{start}' to '{target}'"):
+            store.set_status(job["id"], target, error=error)
+        assert store.get_job(job["id"]) == job
+
+
+def test_transition_table_matches_the_documented_lifecycle():
+    assert TRANSITIONS == {
+        "validating_files": {"queued", "failed", "cancelled"},
+        "queued": {"running", "cancelled", "failed"},
+        "running": {"succeeded", "failed", "cancelled", "queued"},
+        "succeeded": set(), "failed": set(), "cancelled": set(),
+    }
+
+
+def test_timestamps_and_success_fields(store):
+    job = job_in(store, "running")
+    assert job["progress"]["started_at"] is not None and job["finished_at"] is None
+    done = store.set_status(job["id"], "succeeded", trained_tokens=1234)
+    assert done["finished_at"] >= done["progress"]["started_at"] >= done["created_at"]
+    assert done["trained_tokens"] == 1234
+    assert done["fine_tuned_model"] == ids.fine_tuned_model_name(job["id"])
+    named = store.set_status(job_in(store, "running")["id"], "succeeded", fine_tuned_model="ft-x-1")
+    assert named["fine_tuned_model"] == "ft-x-1"
+
+
+def test_failure_records_the_error(store):
+    job = job_in(store, "running")
+    failed = store.set_status(job["id"], "failed",
+                              error={"code": "invalid_training_file", "message": "line 3: bad",
+                                     "param": "training_file"})
+    assert failed["error"] == {"code": "invalid_training_file", "message": "line 3: bad",
+                               "param": "training_file"}
+    assert failed["finished_at"] is not None
+    with pytest.raises(ValueError, match="only be recorded with status 'failed'"):
+        store.set_status(job_in(store, "running")["id"], "succeeded", error={"code": "x", "message": "y"})
+    with pytest.raises(ValueError, match="code"):
+        store.set_status(job_in(store, "running")["id"], "failed", error={"message": "y"})
+    with pytest.raises(ValueError, match="unknown job status"):
+        store.set_status(job["id"], "paused")
+
+
+def test_unknown_jobs(store):
+    missing = ids.new_id(ids.JOB)
+    assert store.get_job(missing) is None and store.get_job("../x") is None
+    for call in (lambda: store.set_status(missing, "queued"), lambda: store.request_cancel(missing),
+                 lambda: store.is_cancelled(missing), lambda: store.update_progress(missing, 1, 1, 2),
+                 lambda: store.add_event(missing, "info", "x"), lambda: store.list_events(missing),
+                 lambda: store.add_checkpoint(missing, 1, "/p", {}),
+                 lambda: store.list_checkpoints(missing), lambda: store.latest_checkpoint("../x")):
+        with pytest.raises(NotFoundError):
+            call()
+
+
+@pytest.mark.parametrize("status", ["validating_files", "queued", "running"])
+def test_cancel_unfinished_job(store, status):
+    job = job_in(store, status)
+    assert not store.is_cancelled(job["id"])
+    cancelled = store.request_cancel(job["id"])
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
+    assert store.is_cancelled(job["id"])
+    # The worker notices: progress is no longer recorded and it cannot report success.
+    assert store.update_progress(job["id"], 10, 1, 5) is False
+    with pytest.raises(InvalidTransitionError):
+        store.set_status(job["id"], "succeeded")
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
+def test_cancel_finished_job_is_refused(store, status):
+    job = job_in(store, status)
+    with pytest.raises(InvalidTransitionError, match="only unfinished jobs can be cancelled"):
+        store.request_cancel(job["id"])
+    assert store.get_job(job["id"]) == job
+
+
+def test_claim_oldest_first_and_exactly_once(store):
+    f = store.create_file("train.jsonl", "fine-tune", DATA)["id"]
+    assert store.claim_next_job() is None
+    new_job(store, f)  # still validating: not claimable
+    a, b = queued_job(store, f), queued_job(store, f)
+    first = store.claim_next_job()
+    assert first["id"] == a["id"] and first["status"] == "running"
+    assert first["progress"]["attempts"] == 1 and first["progress"]["started_at"] is not None
+    assert store.claim_next_job()["id"] == b["id"]
+    assert store.claim_next_job() is None
+
+
+def test_recover_running_jobs_requeues_them_ahead_of_new_ones(store):
+    f = store.create_file("train.jsonl", "fine-tune", DATA)["id"]
+    crashed = queued_job(store, f)
+    store.claim_next_job()
+    store.update_progress(crashed["id"], trained_tokens=500, step=5, total_steps=20)
+    store.add_checkpoint(crashed["id"], 5, "/ckpt/5", {"train_loss": 1.5})
+    waiting = queued_job(store, f)
+    assert [j["id"] for j in store.recover_running_jobs()] == [crashed["id"]]
+    assert store.get_job(crashed["id"])["status"] == "queued"
+    assert store.recover_running_jobs() == []
+    resumed = store.claim_next_job()
+    assert resumed["id"] == crashed["id"]
+    assert resumed["progress"]["attempts"] == 2 and resumed["progress"]["step"] == 5
+    assert store.latest_checkpoint(resumed["id"])["step_number"] == 5
+    assert store.claim_next_job()["id"] == waiting["id"]
+    messages = [e["message"] for e in store.list_events(crashed["id"], limit=100)[0]]
+    assert any("resumed (attempt 2)" in m for m in messages)
+    assert any("worker restarted" in m for m in messages)
+
+
+def test_update_progress(store):
+    job = job_in(store, "running")
+    assert store.update_progress(job["id"], trained_tokens=2048, step=3, total_steps=30) is True
+    got = store.get_job(job["id"])
+    assert got["trained_tokens"] == 2048
+    assert got["progress"]["step"] == 3 and got["progress"]["total_steps"] == 30
+    assert store.update_progress(job_in(store, "queued")["id"], 1, 1, 1) is False
+
+
+def test_list_jobs_pagination_with_after(store):
+    f = store.create_file("train.jsonl", "fine-tune", DATA)["id"]
+    made = [new_job(store, f)["id"] for _ in range(7)]
+    seen, after = [], None
+    while True:
+        page, has_more = store.list_jobs(after=after, limit=3)
+        seen += [j["id"] for j in page]
+        if not has_more:
+            break
+        after = page[-1]["id"]
+    assert seen == made[::-1]
+    assert store.list_jobs(limit=7)[1] is False and store.list_jobs(limit=6)[1] is True
+    assert store.list_jobs(after=made[0]) == ([], False)
+    with pytest.raises(NotFoundError):
+        store.list_jobs(after=ids.new_id(ids.JOB))
+
+
+# ----------------------------------------------------------------- events/checkpoints
+
+def test_events(store):
+    job = job_in(store, "running")
+    ev = store.add_event(job["id"], "info", "step 1", {"step": 1, "train_loss": 2.0}, type="metrics")
+    assert ev == {"id": ev["id"], "object": "fine_tuning.job.event", "created_at": ev["created_at"],
+                  "level": "info", "message": "step 1", "data": {"step": 1, "train_loss": 2.0},
+                  "type": "metrics"}
+    events, has_more = store.list_events(job["id"], limit=100)
+    assert events[0] == ev and not has_more
+    # created, queued, started were logged by the store itself, oldest last
+    assert [e["message"] for e in events[1:]] == [
+        "Fine-tuning job started", "Files validated, moving job to queued state",
+        f"Created fine-tuning job: {job['id']}"]
+    with pytest.raises(ValueError, match="level"):
+        store.add_event(job["id"], "debug", "x")
+    with pytest.raises(ValueError, match="type"):
+        store.add_event(job["id"], "info", "x", type="log")
+
+
+def test_event_pagination_is_per_job(store):
+    job, other = job_in(store, "running"), job_in(store, "running")
+    made = [store.add_event(job["id"], "info", f"e{i}")["id"] for i in range(5)]
+    page, has_more = store.list_events(job["id"], limit=2)
+    assert [e["id"] for e in page] == [made[4], made[3]] and has_more
+    page, _ = store.list_events(job["id"], after=page[-1]["id"], limit=2)
+    assert [e["id"] for e in page] == [made[2], made[1]]
+    with pytest.raises(NotFoundError) as err:
+        store.list_events(other["id"], after=made[0])
+    assert err.value.param == "after"
+
+
+def test_checkpoints(store):
+    job = new_job(store, suffix="bot")
+    assert store.latest_checkpoint(job["id"]) is None
+    made = [store.add_checkpoint(job["id"], step, f"/ckpt/{step}", {"train_loss": 1.0 / step})
+            for step in (10, 20, 30)]
+    c = made[0]
+    assert c["object"] == "fine_tuning.job.checkpoint" and c["fine_tuning_job_id"] == job["id"]
+    assert c["step_number"] == 10 and c["metrics"] == {"train_loss": 0.1, "step": 10}
+    assert c["path"] == "/ckpt/10"
+    assert c["fine_tuned_model_checkpoint"] == ids.fine_tuned_model_name(job["id"], "bot") + "-step-10"
+    assert ids.is_valid_id(c["id"], ids.CHECKPOINT)
+    assert store.latest_checkpoint(job["id"]) == made[-1]
+    page, has_more = store.list_checkpoints(job["id"], limit=2)
+    assert page == made[:0:-1] and has_more
+    assert store.list_checkpoints(job["id"], after=page[-1]["id"]) == ([made[0]], False)
+
+
+# --------------------------------------------------------------- durability/concurrency
+
+def test_everything_survives_reopening(tmp_path):
+    work = str(tmp_path / "work")
+    first = JobStore(work)
+    job = job_in(first, "running")
+    first.add_checkpoint(job["id"], 1, "/c", {})
+    state = (first.list_files(), first.list_jobs(), first.list_events(job["id"], limit=100),
+             first.list_checkpoints(job["id"]))
+    first.close()
+    second = JobStore(work)
+    assert (second.list_files(), second.list_jobs(), second.list_events(job["id"], limit=100),
+            second.list_checkpoints(job["id"])) == state
+    assert second.read_file(job["training_file"]) == DATA
+    second.close()
+
+
+def test_database_settings_and_newer_schema_is_refused(tmp_path):
+    work = str(tmp_path / "work")
+    JobStore(work).close()
+    db = sqlite3.connect(os.path.join(work, "harli.db"))
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
+        "files", "jobs", "events", "checkpoints"}
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(SchemaVersionError, match="newer|understands"):
+        JobStore(work)
+
+
+def test_threads_share_one_store(store):
+    f = store.create_file("train.jsonl", "fine-tune", DATA)["id"]
+    made = {queued_job(store, f)["id"] for _ in range(30)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claim() -> None:
+        while (job := store.claim_next_job()) is not None:
+            store.add_event(job["id"], "info", "claimed by a thread")
+            with lock:
+                claimed.append(job["id"])
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(made)
+
+
+CHILD = r"""
+import json, os, sys, time
+from harli_sgl.jobs.store import JobStore
+store = JobStore(sys.argv[1])
+stop = os.path.join(sys.argv[1], "stop")
+print("ready", flush=True)
+claimed = []
+deadline = time.time() + 60
+while time.time() < deadline:
+    job = store.claim_next_job()
+    if job is not None:
+        claimed.append(job["id"])
+        store.add_event(job["id"], "info", "claimed by the child process")
+        store.update_progress(job["id"], trained_tokens=1, step=1, total_steps=1)
+    elif os.path.exists(stop):
+        break
+print(json.dumps(claimed), flush=True)
+"""
+
+
+def test_two_processes_claim_each_job_exactly_once(tmp_path):
+    """A separate process claims jobs while this one adds (and also claims) them."""
+    work = str(tmp_path / "work")
+    parent = JobStore(work)
+    f = parent.create_file("train.jsonl", "fine-tune", DATA)["id"]
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(PYTHON_DIR)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, work], stdout=subprocess.PIPE, text=True,
+                             env=env)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        made, claimed_here = [], []
+        for i in range(40):
+            made.append(queued_job(parent, f)["id"])
+            if i % 3 == 0 and (job := parent.claim_next_job()) is not None:
+                claimed_here.append(job["id"])
+                parent.add_event(job["id"], "info", "claimed by the parent process")
+            time.sleep(0.005)
+        while (job := parent.claim_next_job()) is not None:
+            claimed_here.append(job["id"])
+        open(os.path.join(work, "stop"), "w").close()
+        claimed_there = json.loads(child.stdout.readline())
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert claimed_there, "the child process never got a job"
+    assert not set(claimed_here) & set(claimed_there)
+    assert sorted(claimed_here + claimed_there) == sorted(made)
+    for job_id in made:
+        job = parent.get_job(job_id)
+        assert job["status"] == "running" and job["progress"]["attempts"] == 1
+    parent.close()
