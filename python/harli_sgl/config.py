@@ -38,6 +38,10 @@ class HarliConfig:
         restart_backoff_s / restart_backoff_max_s: worker restart backoff, doubled per crash.
         lora_max_rank / lora_target_modules: LoRA capacity SGLang reserves at start-up so
             finished adapters can be hot-loaded; jobs may not exceed them.
+        max_running_jobs: jobs trained at once (fair share of slots); the rest wait queued.
+        micro_batch_size: examples per micro-batch (bounds the smallest slot a job can use).
+        checkpoint_every_steps: optimizer steps between checkpoints (0 = never).
+        max_file_bytes: upload size limit of /v1/files.
     """
 
     mode: str = "harli"
@@ -53,6 +57,10 @@ class HarliConfig:
     lora_target_modules: tuple[str, ...] = (
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
     )
+    max_running_jobs: int = 4
+    micro_batch_size: int = 4
+    checkpoint_every_steps: int = 25
+    max_file_bytes: int = 64 * 2**20
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -64,6 +72,11 @@ class HarliConfig:
             raise ValueError("--harli-static-slot-units must be >= 0")
         if self.lora_max_rank <= 0:
             raise ValueError("--harli-lora-max-rank must be positive")
+        for name in ("max_running_jobs", "micro_batch_size", "max_file_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--harli-{name.replace('_', '-')} must be >= 1")
+        if self.checkpoint_every_steps < 0:
+            raise ValueError("--harli-checkpoint-every-steps must be >= 0")
 
     def resolved(self, device: str) -> HarliConfig:
         """Fill device-dependent defaults and make paths absolute (main process, once)."""
@@ -99,6 +112,14 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
                    help="Largest LoRA rank a finetune job may use (reserved in SGLang's LoRA pool).")
     g.add_argument("--harli-lora-target-modules", nargs="+", default=list(d.lora_target_modules),
                    help="Modules finetune jobs may target (reserved in SGLang's LoRA pool).")
+    g.add_argument("--harli-max-running-jobs", type=int, default=d.max_running_jobs,
+                   help="Jobs trained at once, sharing slots fairly; others wait queued.")
+    g.add_argument("--harli-micro-batch-size", type=int, default=d.micro_batch_size,
+                   help="Examples per training micro-batch.")
+    g.add_argument("--harli-checkpoint-every-steps", type=int, default=d.checkpoint_every_steps,
+                   help="Optimizer steps between checkpoints (0 = never).")
+    g.add_argument("--harli-max-file-bytes", type=int, default=d.max_file_bytes,
+                   help="Upload size limit of /v1/files (default 64 MiB).")
 
 
 def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
@@ -110,6 +131,10 @@ def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
         idle_slot_ms=ns.harli_idle_slot_ms,
         lora_max_rank=ns.harli_lora_max_rank,
         lora_target_modules=tuple(ns.harli_lora_target_modules),
+        max_running_jobs=ns.harli_max_running_jobs,
+        micro_batch_size=ns.harli_micro_batch_size,
+        checkpoint_every_steps=ns.harli_checkpoint_every_steps,
+        max_file_bytes=ns.harli_max_file_bytes,
     )
 
 

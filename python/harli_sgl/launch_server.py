@@ -31,12 +31,16 @@ def prepare(argv: list[str]):
     gpu = cuda_stub.has_nvidia_driver()
     if not gpu:
         rest = cpu_recipe.apply(rest)
-    if "model_path" not in cpu_recipe.given_flags(rest):
+    given = cpu_recipe.given_flags(rest)
+    if "model_path" not in given:
         from harli_sgl.model import default_model
 
         path = default_model.ensure()
         logger.info("harli: no --model-path given; serving the embedded default model at %s", path)
         rest += ["--model-path", path]
+        if "served_model_name" not in given:
+            rest += ["--served-model-name", default_model.SPECS["default"].name]
+    rest = with_lora_serving(rest, harli, gpu)
 
     from sglang.srt.server_args import prepare_server_args
 
@@ -45,6 +49,29 @@ def prepare(argv: list[str]):
     os.makedirs(harli.workdir, exist_ok=True)
     server_args._harli = harli
     return server_args, harli
+
+
+def with_lora_serving(argv: list[str], harli: harli_config.HarliConfig, gpu: bool) -> list[str]:
+    """Reserve SGLang LoRA capacity so finished adapters can be hot-loaded.
+
+    SGLang sizes its LoRA pool at start-up and can only hot-load adapters whose
+    rank and target modules fit it, so the pool is reserved to exactly what a
+    finetune job may ask for (``--harli-lora-max-rank``/``-target-modules``).
+    Flags the operator gave win.
+    """
+    from harli_sgl.platform import cpu_recipe
+
+    defaults: list[tuple[str, cpu_recipe.FlagValue]] = [
+        ("--enable-lora", None),
+        ("--max-lora-rank", str(harli.lora_max_rank)),
+        ("--lora-target-modules", tuple(harli.lora_target_modules)),
+    ]
+    if not gpu:
+        defaults.append(("--lora-backend", "torch_native"))  # the other backends need a GPU
+    out, added = cpu_recipe.with_defaults(argv, tuple(defaults))
+    if added:
+        logger.info("harli: LoRA serving for finished adapters: %s", " ".join(added))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     from harli_sgl.sglang import routes
     from harli_sgl.sglang.run_scheduler import run_harli_scheduler_process
 
-    routes.install(app, harli)
+    routes.install(app, harli, served_model_name=server_args.served_model_name
+                   or server_args.model_path)
     try:
         launch_server(server_args, run_scheduler_process_func=run_harli_scheduler_process)
     finally:

@@ -46,6 +46,8 @@ class WorkerHello:
     generation: int
     num_layers: int
     base_param_bytes: int
+    # Base-weight bytes the worker holds outside shared memory: 0 means zero-copy.
+    private_base_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

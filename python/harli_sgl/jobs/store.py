@@ -43,7 +43,7 @@ from typing import Any
 
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.objects import checkpoint_object, event_object, file_object, job_object
-from harli_sgl.jobs.schema import TERMINAL_STATUSES, connect
+from harli_sgl.jobs.schema import JOB_STATUSES, TERMINAL_STATUSES, connect
 
 DB_NAME = "harli.db"
 FILES_DIR = "files"
@@ -255,6 +255,14 @@ class JobStore:
             rows = self._conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq",
                                       (status,)).fetchall()
         return [job_object(r) for r in rows]
+
+    def job_status_counts(self) -> dict[str, int]:
+        """Number of jobs in each status (every status present, zeros included)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
+        counts = dict.fromkeys(JOB_STATUSES, 0)
+        counts.update({r["status"]: r["n"] for r in rows})
+        return counts
 
     def list_jobs(self, after: str | None = None, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
         """Jobs newest first; ``after`` is the id of the last job of the previous page."""

@@ -27,10 +27,12 @@ from harli_sgl.platform import cuda_stub
 
 logger = logging.getLogger(__name__)
 
-# (flag, value or None for a switch). Limits: 16 concurrent requests keep a
+FlagValue = str | tuple[str, ...] | None
+
+# (flag, value: None for a switch, a tuple for a multi-value flag). Limits: 16 concurrent requests keep a
 # 2-core host's decode iteration within ~60 ms for the default model, and
 # 16384 KV tokens (~256 MB for that model) leave free pages to lend to training.
-CPU_FLAG_DEFAULTS: tuple[tuple[str, str | None], ...] = (
+CPU_FLAG_DEFAULTS: tuple[tuple[str, FlagValue], ...] = (
     ("--device", "cpu"),
     ("--attention-backend", "torch_native"),
     ("--disable-cuda-graph", None),
@@ -60,7 +62,7 @@ def given_flags(argv: list[str], parser: argparse.ArgumentParser | None = None) 
     return present
 
 
-def with_defaults(argv: list[str], defaults: tuple[tuple[str, str | None], ...]) -> tuple[list[str], list[str]]:
+def with_defaults(argv: list[str], defaults: tuple[tuple[str, FlagValue], ...]) -> tuple[list[str], list[str]]:
     """Append each default flag the operator did not give; returns (argv, added flags)."""
     parser = _sglang_parser()
     present = given_flags(argv, parser)
@@ -69,8 +71,9 @@ def with_defaults(argv: list[str], defaults: tuple[tuple[str, str | None], ...])
     for flag, value in defaults:
         if dest_of[flag] in present:
             continue
-        out += [flag] if value is None else [flag, value]
-        added.append(flag if value is None else f"{flag} {value}")
+        values = [] if value is None else [value] if isinstance(value, str) else list(value)
+        out += [flag, *values]
+        added.append(" ".join([flag, *values]))
     return out, added
 
 

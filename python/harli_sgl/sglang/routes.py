@@ -20,8 +20,30 @@ async def _scheduler_status() -> dict:
     return states[0]["harli"]
 
 
-def install(app: FastAPI, config: HarliConfig) -> None:
+def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
+    from harli_sgl.jobs.errors import ApiError
+    from harli_sgl.jobs.router import make_router
+    from harli_sgl.jobs.store import JobStore
+
+    store = JobStore(config.workdir)
+
     @app.get("/harli/status")
     async def harli_status():
         """Co-location state: mode, SLO, worker health, jobs, throughput, SLO attainment, pool, predictor."""
-        return JSONResponse(await _scheduler_status())
+        status = await _scheduler_status()
+        status["jobs"] = store.job_status_counts()
+        return JSONResponse(status)
+
+    if not config.finetune_enabled:
+        # Registered before the jobs router, so it takes precedence for this one route.
+        @app.post("/v1/fine_tuning/jobs")
+        async def finetuning_disabled():
+            e = ApiError(400, "finetuning is disabled on this server (--harli-mode off)",
+                         code="finetuning_disabled")
+            return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    app.include_router(make_router(
+        store, served_model_names=[served_model_name], max_file_bytes=config.max_file_bytes,
+        max_lora_rank=config.lora_max_rank, allowed_target_modules=list(config.lora_target_modules),
+    ))
+

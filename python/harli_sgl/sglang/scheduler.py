@@ -16,10 +16,12 @@ A thin subclass; all co-location logic lives in the engine-agnostic
 from __future__ import annotations
 
 import logging
+import os
 
 import zmq
 
 from sglang.srt.managers.scheduler import Scheduler
+from sglang.srt.runtime_context import get_model, get_parallel, get_serving
 
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
@@ -38,15 +40,33 @@ class HarliScheduler(Scheduler):
         self.harli_config = config
         supervisor = None
         if config.finetune_enabled:
-            from harli_sgl.worker.supervisor import WorkerSupervisor
-
-            supervisor = WorkerSupervisor(config)
-            supervisor.start()
-            if self.idle_sleeper is not None and hasattr(self.idle_sleeper, "poller"):
-                # Wake the idle scheduler when the worker reports (e.g. new work).
-                self.idle_sleeper.poller.register(supervisor.inbox.socket, zmq.POLLIN)
+            if get_parallel().tp_size > 1 or get_parallel().pp_size > 1:
+                logger.warning("harli: finetuning needs tp_size == pp_size == 1; serving only")
+            else:
+                supervisor = self._start_worker(config)
         self.harli = SlotCoordinator(config, make_policy(config), supervisor)
         logger.info("harli: scheduler ready, mode=%s tpot_slo_ms=%.1f", config.mode, config.tpot_slo_ms)
+
+    def _start_worker(self, config: HarliConfig):
+        from harli_sgl.sglang.weights import share_serving_weights
+        from harli_sgl.worker.spec import WorkerSpec
+        from harli_sgl.worker.supervisor import WorkerSupervisor
+
+        serving = get_serving()
+        host = "127.0.0.1" if serving.host in ("0.0.0.0", "::", "") else serving.host
+        spec = WorkerSpec(
+            generation=0, to_worker_addr="", from_worker_addr="", parent_pid=0, config=config,
+            model_path=get_model().model_path, served_model_name=serving.served_model_name,
+            torch_threads=len(os.sched_getaffinity(0)), server_url=f"http://{host}:{serving.port}",
+            api_key=serving.api_key,
+        )
+        fused = share_serving_weights(self.tp_worker.model_runner.model)
+        supervisor = WorkerSupervisor(config, spec, extra_args=(fused,))
+        supervisor.start()
+        if self.idle_sleeper is not None and hasattr(self.idle_sleeper, "poller"):
+            # Wake the idle scheduler when the worker reports (e.g. new work).
+            self.idle_sleeper.poller.register(supervisor.inbox.socket, zmq.POLLIN)
+        return supervisor
 
     # -- hooks ---------------------------------------------------------------------------
 

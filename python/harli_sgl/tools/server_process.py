@@ -51,6 +51,7 @@ class ServerProcess:
     log_path: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
+    inherit_output: bool = False  # share the caller's terminal instead of a log file
     proc: subprocess.Popen | None = None
 
     @property
@@ -62,11 +63,16 @@ class ServerProcess:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def start(self) -> ServerProcess:
-        cmd = [sys.executable, "-m", self.module, *self.argv, "--port", str(self.port),
-               "--host", "127.0.0.1"]
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **self.env}, start_new_session=True)
+        cmd = [sys.executable, "-m", self.module, *self.argv, "--port", str(self.port)]
+        if "--host" not in self.argv:
+            cmd += ["--host", "127.0.0.1"]
+        if self.inherit_output:
+            out, err = None, None
+        else:
+            out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+            err = subprocess.STDOUT
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **self.env},
+                                     start_new_session=True)
         return self
 
     def wait_ready(self, timeout_s: float = 600.0) -> ServerProcess:

@@ -16,6 +16,7 @@ class WorkerSpec:
         model_path: the served model (config and tokenizer are read from here).
         served_model_name: the base name adapters are published under.
         torch_threads: intra-op threads for training (serial mode uses the whole host).
+        server_url / api_key: the HTTP server, for publishing finished adapters.
     """
 
     generation: int
@@ -26,3 +27,5 @@ class WorkerSpec:
     model_path: str = ""
     served_model_name: str = ""
     torch_threads: int = 1
+    server_url: str = ""
+    api_key: str | None = None

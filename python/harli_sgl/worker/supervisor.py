@@ -186,4 +186,6 @@ class WorkerSupervisor:
             "restarts": self.restarts,
             "generation": self.generation,
             "last_exit": self.last_exit,
+            "shared_base_bytes": self.hello.base_param_bytes if self.hello else None,
+            "private_base_bytes": self.hello.private_base_bytes if self.hello else None,
         }

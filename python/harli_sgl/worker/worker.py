@@ -68,6 +68,7 @@ class FinetuneWorker:
         self._last_state: WorkerState | None = None
         self.executor: Executor | None = None
         self._base_param_bytes = 0
+        self._private_base_bytes = 0
         self._num_layers = 0
         self._init_executor(shared)
         self.dispatch = Dispatcher({
@@ -85,6 +86,7 @@ class FinetuneWorker:
 
         self.executor = JobExecutor(self.spec, shared)
         self._base_param_bytes = self.executor.base_param_bytes
+        self._private_base_bytes = self.executor.private_base_bytes
         self._num_layers = self.executor.num_layers
 
     # -- loop -------------------------------------------------------------------------
@@ -94,7 +96,7 @@ class FinetuneWorker:
 
     def run(self) -> None:
         self.outbox.send(WorkerHello(os.getpid(), self.spec.generation, self._num_layers,
-                                     self._base_param_bytes))
+                                     self._base_param_bytes, self._private_base_bytes))
         self._publish_state(force=True)
         while self._stop_reason is None:
             busy = self._free_run and self.executor is not None and self.executor.has_work()
@@ -145,6 +147,9 @@ class FinetuneWorker:
         else:
             report = self.executor.run_slot(grant)
         self.outbox.send(report)
+        # Store writes and adapter publishing happen now, while decode runs again.
+        if self.executor is not None:
+            self.executor.tick()
         self._publish_state()
 
     def _run_free_slice(self) -> None:

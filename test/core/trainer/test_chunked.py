@@ -289,8 +289,9 @@ def test_start_abort_and_bad_steps(make_model, random_examples):
     mb = collate(random_examples(2, seed=8), PAD)
     with pytest.raises(ValueError, match="at least one micro-batch"):
         trainer.start_step([])
+    # The only label sits at position 0, which the causal shift drops.
     unsupervised = collate([Example([1, 2, 3], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]),
-                            Example([4, 5], [4, IGNORE_INDEX])], PAD)  # only position 0: shifted out
+                            Example([4, 5], [4, IGNORE_INDEX])], PAD)
     with pytest.raises(ValueError, match="supervised token"):
         trainer.start_step([unsupervised])
     trainer.start_step([mb])

@@ -43,6 +43,15 @@ def test_chat_supervises_every_assistant_turn_and_its_eos(tokenizer):
     assert supervised_spans(tokenizer, example) == ["hello</s>", "ciao</s>"]
 
 
+def test_chat_starting_with_assistant(tokenizer):
+    record = {"messages": [{"role": "assistant", "content": "first"},
+                           {"role": "user", "content": "then"},
+                           {"role": "assistant", "content": "second"}]}
+    example = encode_record(tokenizer, record, max_seq_len=512)
+    assert supervised_spans(tokenizer, example) == ["first</s>", "second</s>"]
+    assert example.labels[0] == IGNORE_INDEX  # the role marker is prompt, not target
+
+
 def test_chat_ending_with_a_user_turn(tokenizer):
     record = {"messages": [{"role": "user", "content": "q"},
                            {"role": "assistant", "content": "first"},
@@ -64,7 +73,8 @@ def test_prompt_completion_with_a_bos_adding_tokenizer():
     tok = build_tokenizer()
     # A Llama-style post-processor that adds BOS and EOS around any encoding.
     tok._tokenizer.post_processor = TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", tok.bos_token_id), ("</s>", tok.eos_token_id)])
+        single="<s> $A </s>",
+        special_tokens=[("<s>", tok.bos_token_id), ("</s>", tok.eos_token_id)])
     example = encode_record(tok, {"prompt": "ab", "completion": "c"}, max_seq_len=512)
     assert tok.decode(example.input_ids) == "<s>abc</s>"
     assert supervised_spans(tok, example) == ["c</s>"]
@@ -102,25 +112,26 @@ def test_template_errors_name_the_line():
 
 
 @pytest.mark.parametrize("obj, error", [
-    ([1, 2], "expected a JSON object, got list"),
-    ("text", "expected a JSON object, got str"),
+    ([1, 2], "expected a JSON object, got array"),
+    ("text", "expected a JSON object, got string"),
+    (None, "expected a JSON object, got null"),
     ({"text": "x"}, "neither 'messages' nor 'prompt'/'completion'"),
-    ({"messages": "hi"}, "'messages' must be a list, got str"),
+    ({"messages": "hi"}, "'messages' must be a list, got string"),
     ({"messages": []}, "'messages' is empty"),
-    ({"messages": ["hi"]}, r"messages\[0\] must be an object, got str"),
+    ({"messages": ["hi"]}, r"messages\[0\] must be an object, got string"),
     ({"messages": [{"role": "tool", "content": "x"}]}, r"messages\[0\] has unknown role 'tool'"),
     ({"messages": [{"content": "x"}]}, r"messages\[0\] has unknown role None"),
     ({"messages": [{"role": "assistant", "content": 3}]},
-     r"messages\[0\]\.content must be a string, got int"),
-    ({"messages": [{"role": "assistant"}]}, r"messages\[0\]\.content must be a string, got nothing"),
+     r"messages\[0\]\.content must be a string, got number"),
+    ({"messages": [{"role": "assistant"}]},
+     r"messages\[0\]\.content must be a string, got nothing"),
     ({"messages": [{"role": "user", "content": "x"}]}, "no assistant message"),
-    ({"messages": [{"role": "assistant", "content": "x"}]},
-     r"messages\[0\] is an assistant message; a conversation must start with a system or user"),
     ({"messages": [], "prompt": "x", "completion": "y"}, "mixes the chat format"),
     ({"prompt": "x"}, "missing 'completion'"),
     ({"completion": "x"}, "missing 'prompt'"),
-    ({"prompt": 1, "completion": "x"}, "'prompt' must be a string, got int"),
-    ({"prompt": "x", "completion": None}, "'completion' must be a string, got NoneType"),
+    ({"prompt": 1, "completion": "x"}, "'prompt' must be a string, got number"),
+    ({"prompt": "x", "completion": None}, "'completion' must be a string, got null"),
+    ({"prompt": "x", "completion": True}, "'completion' must be a string, got boolean"),
     ({"prompt": "x", "completion": ""}, "'completion' is empty"),
 ])
 def test_validate_record_names_the_line(obj, error):
@@ -146,7 +157,9 @@ def test_parse_jsonl_skips_blank_lines_but_counts_them():
 
 @pytest.mark.parametrize("text, error", [
     ('{"prompt": "a", "completion": "b"}\n{"prompt": \n', r"^line 2: malformed JSON"),
-    ("\n\n{oops}\n", r"^line 3: malformed JSON"),
+    ("\n\n{oops}\n", r"^line 3: malformed JSON: .* \(column 2\)"),
+    # U+2028 is legal inside a JSON string; only "\n" ends a line.
+    ('{"prompt": "a\u2028b", "completion": "c"}\n{', r"^line 2: malformed JSON"),
     ("", r"^line 1: the file is empty"),
     ("\n  \n", r"^line 1: the file is empty"),
     ("[" * 100_000, r"^line 1: malformed JSON"),

@@ -4,6 +4,8 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -53,7 +55,8 @@ def test_job_equals_a_plain_peft_loop_over_the_same_schedule(family, make_model,
     for epoch in range(CONFIG.n_epochs):
         order = epoch_order(len(examples), CONFIG.seed, epoch)
         for step in range(3):
-            mb = collate([examples[i] for i in order[step * 3:(step + 1) * 3]], tokenizer.pad_token_id)
+            chosen = [examples[i] for i in order[step * 3:(step + 1) * 3]]
+            mb = collate(chosen, tokenizer.pad_token_id)
             ref(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
                 labels=mb.labels).loss.backward()
             torch.nn.utils.clip_grad_norm_(params, CONFIG.max_grad_norm)
@@ -157,6 +160,7 @@ def test_resume_rejects_a_different_job(make_model, tokenizer, random_examples, 
         trainer.save_checkpoint(str(tmp_path / "ckpt"))
     result = trainer.run(trainer.remaining_step_units)  # exactly to the end of the step
     assert result.step_done and trainer.completed_steps == 1
+    assert trainer.remaining_step_units == trainer._chunked.remaining_units > 0  # the next step
     trainer.save_checkpoint(str(tmp_path / "ckpt"))
     trainer.save_checkpoint(str(tmp_path / "ckpt"))  # overwriting a checkpoint is fine
     with pytest.raises(ValueError, match=r"config differs .*\['learning_rate'\]"):
@@ -206,6 +210,7 @@ def test_examples_are_checked(make_model, tokenizer, random_examples):
     ({"lora_alpha": -1}, "lora_alpha must be a finite number > 0"),
     ({"lora_dropout": 1.0}, r"lora_dropout must be in \[0, 1\)"),
     ({"target_modules": ()}, "target_modules must be a non-empty list"),
+    ({"target_modules": "q_proj"}, "target_modules must be a non-empty list"),
     ({"target_modules": ("q_proj", "")}, "target_modules must be a non-empty list"),
     ({"seed": -1}, "seed must be an integer >= 0"),
     ({"seed": True}, "seed must be an integer >= 0"),
@@ -223,3 +228,29 @@ def test_train_config_is_frozen_and_normalises_target_modules():
     assert config.target_modules == ("q_proj",)
     with pytest.raises(AttributeError):
         config.seed = 1  # type: ignore[misc]
+
+
+def test_runs_without_sglang_or_zmq(tmp_path):
+    # The engine-agnostic core must train on a machine that has neither: block
+    # both (a None entry makes ``import`` fail) and run a whole job end to end.
+    script = f"""
+import sys
+for name in ("sglang", "zmq", "sgl_kernel"):
+    sys.modules[name] = None
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from harli_sgl.core.trainer.data import load_examples
+from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainConfig
+from harli_sgl.model.default_model import build_tokenizer
+tok = build_tokenizer()
+model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+examples = load_examples('{{"prompt": "a", "completion": "b"}}\\n', tok, max_seq_len=16)
+trainer = JobTrainer(model, tok, examples, TrainConfig(batch_size=1, micro_batch_size=1,
+    checkpoint_every_steps=1), checkpoint_dir=lambda step: {str(tmp_path)!r} + f"/c{{step}}")
+trainer.run(10**12)
+trainer.save_adapter({str(tmp_path / "adapter")!r})
+assert trainer.done
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert sorted(os.listdir(tmp_path)) == ["adapter", "c1"]

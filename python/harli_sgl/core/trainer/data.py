@@ -12,11 +12,17 @@ turn (its content and whatever the template closes it with, typically EOS), or
 the completion plus EOS. Labels elsewhere are ``IGNORE_INDEX``. Assistant spans
 are found without parsing the template: the conversation is rendered
 prefix-by-prefix, and assistant turn ``i`` owns the tokens that rendering
-``messages[: i + 1]`` adds to ``messages[:i]`` followed by the generation prompt.
-That only works when the template is *prefix-stable* (a rendered prefix is a
-token prefix of the full rendering); it is checked, and a template that is not
-(e.g. one that drops earlier reasoning) is rejected with a precise error rather
-than silently mislabelled.
+``messages[: i + 1]`` adds to ``messages[:i]`` followed by the generation prompt
+(a leading assistant turn has no prefix HF will render, so its start is found
+by rendering it around a sentinel string). That only works when the template
+is *prefix-stable* (a rendered prefix is a token prefix of the full
+rendering); it is checked, and a template that is not (e.g. one that drops
+earlier reasoning) is rejected with a precise error rather than silently
+mislabelled.
+
+Validation mirrors ``harli_sgl.jobs.validation`` (the upload-time check): the
+same rules, JSON type names in messages and lines split on ``"\n"`` only, so
+a file accepted at upload is not rejected here on shape.
 
 Order is deterministic: each epoch is a permutation seeded by ``(seed, epoch)``,
 so a checkpoint only needs a :class:`DataPosition` to resume at the exact next step.
@@ -35,6 +41,7 @@ import torch
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
+_SENTINEL = "HARLI-ASSISTANT-SPAN-7f3a"
 
 
 class DataError(ValueError):
@@ -65,6 +72,17 @@ class DataPosition:
     step: int = 0
 
 
+def _kind(value: Any) -> str:
+    """JSON's name for a value's type: what the user actually wrote."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
 def _where(line_no: int | None) -> str:
     return f"line {line_no}: " if line_no is not None else ""
 
@@ -73,7 +91,7 @@ def validate_record(obj: Any, line_no: int) -> None:
     """Raise :class:`DataError` naming ``line_no`` (1-based) if ``obj`` is not a usable record."""
     at = _where(line_no)
     if not isinstance(obj, dict):
-        raise DataError(f"{at}expected a JSON object, got {type(obj).__name__}")
+        raise DataError(f"{at}expected a JSON object, got {_kind(obj)}")
     if "messages" in obj:
         if "prompt" in obj or "completion" in obj:
             raise DataError(f"{at}mixes the chat format ('messages') with prompt/completion")
@@ -83,7 +101,7 @@ def validate_record(obj: Any, line_no: int) -> None:
             if key not in obj:
                 raise DataError(f"{at}prompt/completion record is missing '{key}'")
             if not isinstance(obj[key], str):
-                raise DataError(f"{at}'{key}' must be a string, got {type(obj[key]).__name__}")
+                raise DataError(f"{at}'{key}' must be a string, got {_kind(obj[key])}")
         if not obj["completion"]:
             raise DataError(f"{at}'completion' is empty")
     else:
@@ -92,23 +110,18 @@ def validate_record(obj: Any, line_no: int) -> None:
 
 def _validate_chat(messages: Any, at: str) -> None:
     if not isinstance(messages, list):
-        raise DataError(f"{at}'messages' must be a list, got {type(messages).__name__}")
+        raise DataError(f"{at}'messages' must be a list, got {_kind(messages)}")
     if not messages:
         raise DataError(f"{at}'messages' is empty")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise DataError(f"{at}messages[{i}] must be an object, got {type(message).__name__}")
+            raise DataError(f"{at}messages[{i}] must be an object, got {_kind(message)}")
         role = message.get("role")
         if role not in ROLES:
             raise DataError(f"{at}messages[{i}] has unknown role {role!r}; expected one of {ROLES}")
         if not isinstance(message.get("content"), str):
-            got = type(message.get("content")).__name__ if "content" in message else "nothing"
+            got = _kind(message["content"]) if "content" in message else "nothing"
             raise DataError(f"{at}messages[{i}].content must be a string, got {got}")
-    if messages[0]["role"] == "assistant":
-        # Its span would start at the very first token, where there is no prompt
-        # to render (HF refuses to render an empty conversation).
-        raise DataError(f"{at}messages[0] is an assistant message; a conversation must start "
-                        "with a system or user message")
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{at}conversation has no assistant message to train on")
 
@@ -120,13 +133,18 @@ def parse_jsonl(text: str) -> list[dict]:
 
 def _numbered_records(text: str) -> list[tuple[int, dict]]:
     records: list[tuple[int, dict]] = []
-    for line_no, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also split inside JSON strings
+    # at U+2028 and friends, which JSON allows unescaped.
+    for line_no, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"line {line_no}: malformed JSON: {exc.msg} "
+                            f"(column {exc.colno})") from None
         except (ValueError, RecursionError) as exc:
-            raise DataError(f"line {line_no}: malformed JSON ({exc})") from None
+            raise DataError(f"line {line_no}: malformed JSON: {exc}") from None
         validate_record(obj, line_no)
         records.append((line_no, obj))
     if not records:
@@ -155,15 +173,30 @@ def load_examples(text: str, tokenizer: Any, max_seq_len: int) -> list[Example]:
 
 
 def _render(tokenizer: Any, messages: list[dict], add_generation_prompt: bool,
-            line_no: int | None) -> list[int]:
+            line_no: int | None, tokenize: bool = True) -> Any:
     try:
-        ids = tokenizer.apply_chat_template(
+        out = tokenizer.apply_chat_template(
             [{"role": m["role"], "content": m["content"]} for m in messages],
-            tokenize=True, return_dict=False, add_generation_prompt=add_generation_prompt)
+            tokenize=tokenize, return_dict=False, add_generation_prompt=add_generation_prompt)
     except Exception as exc:  # jinja raises its own types, e.g. for role-order rules
         raise DataError(f"{_where(line_no)}the chat template rejected the conversation "
                         f"({type(exc).__name__}: {exc})") from None
-    return list(ids)
+    return list(out) if tokenize else out
+
+
+def _assistant_prompt(tokenizer: Any, messages: list[dict], i: int,
+                      line_no: int | None) -> list[int]:
+    """The tokens a model is given when it starts writing assistant turn ``i``."""
+    if i > 0:
+        return _render(tokenizer, messages[:i], True, line_no)
+    # HF refuses to render an empty conversation, so for a leading assistant
+    # turn find where its content starts inside its own rendering instead.
+    text = _render(tokenizer, [{"role": "assistant", "content": _SENTINEL}], False, line_no,
+                   tokenize=False)
+    if _SENTINEL not in text:
+        raise DataError(f"{_where(line_no)}the chat template does not render the content of "
+                        "a leading assistant message")
+    return tokenizer(text[: text.index(_SENTINEL)], add_special_tokens=False)["input_ids"]
 
 
 def _encode_chat(tokenizer: Any, messages: list[dict],
@@ -173,7 +206,7 @@ def _encode_chat(tokenizer: Any, messages: list[dict],
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = _render(tokenizer, messages[:i], True, line_no)
+        prompt = _assistant_prompt(tokenizer, messages, i, line_no)
         upto = _render(tokenizer, messages[: i + 1], False, line_no)
         for name, prefix in (("the prompt before it", prompt), ("the conversation up to it", upto)):
             if full[: len(prefix)] != prefix:

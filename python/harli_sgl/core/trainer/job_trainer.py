@@ -28,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, NamedTuple
 
 import torch
@@ -40,6 +40,7 @@ from torch import nn
 from harli_sgl.core.trainer.checkpoint import (
     ADAPTER_FILES, OPTIMIZER_FILE, STATE_FILE, read_state, write_dir_atomically, write_json)
 from harli_sgl.core.trainer.chunked import ChunkedTrainer, RunResult, SavedTensorsHooks
+from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataPosition, Example, MicroBatch, collate, epoch_order
 from harli_sgl.core.trainer.rng import RngStream
 
@@ -51,51 +52,6 @@ STATE_FORMAT = 1
 RESUMABLE_CHANGES = ("checkpoint_every_steps",)
 
 EventCallback = Callable[[str, str, dict], None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    n_epochs: int = 1
-    batch_size: int = 8
-    micro_batch_size: int = 8
-    learning_rate: float = 1e-4
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    seed: int = 0
-    max_seq_len: int = 1024
-    checkpoint_every_steps: int = 0  # 0 = never
-    max_grad_norm: float | None = 1.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        ints = {"n_epochs": 1, "batch_size": 1, "micro_batch_size": 1, "lora_r": 1,
-                "seed": 0, "max_seq_len": 2, "checkpoint_every_steps": 0}
-        for name, low in ints.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.micro_batch_size > self.batch_size:
-            raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must not exceed "
-                             f"batch_size ({self.batch_size})")
-        if not _positive(self.learning_rate):
-            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
-        if not _positive(self.lora_alpha):
-            raise ValueError(f"lora_alpha must be a finite number > 0, got {self.lora_alpha!r}")
-        if not isinstance(self.lora_dropout, (int, float)) or not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if not self.target_modules or not all(isinstance(m, str) and m
-                                              for m in self.target_modules):
-            raise ValueError(f"target_modules must be a non-empty list of module names, "
-                             f"got {self.target_modules!r}")
-        if self.max_grad_norm is not None and not _positive(self.max_grad_norm):
-            raise ValueError(f"max_grad_norm must be None or a finite number > 0, "
-                             f"got {self.max_grad_norm!r}")
-
-
-def _positive(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
 class Progress(NamedTuple):
@@ -158,7 +114,7 @@ class JobTrainer:
                           lora_dropout=cfg.lora_dropout, target_modules=list(cfg.target_modules),
                           bias="none")
         device = next(base_model.parameters()).device
-        cuda = [device.index or 0] if device.type == "cuda" else []
+        cuda = [device.index] if device.type == "cuda" else []  # CUDA tensors carry an index
         # Seed LoRA's init from the job, without disturbing the process's RNG.
         with torch.random.fork_rng(devices=cuda, device_type="cuda"):
             torch.manual_seed(cfg.seed)
@@ -204,7 +160,14 @@ class JobTrainer:
 
     @property
     def remaining_step_units(self) -> int:
-        """Units left in the step in flight (0 between steps): a budget that ends exactly there."""
+        """Units to the end of the current (or, between steps, the next) step; 0 once done.
+
+        A budget of exactly this much ends the call on a step boundary, e.g. to
+        finish the step before the worker gives memory back.
+        """
+        if self.done:
+            return 0
+        self._ensure_step()
         return self._chunked.remaining_units
 
     @property

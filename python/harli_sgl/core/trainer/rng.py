@@ -20,9 +20,10 @@ import torch
 
 class RngStream:
     def __init__(self, seed: int, device: torch.device) -> None:
-        self._cuda_index = device.index if device.type == "cuda" else None
-        if self._cuda_index is not None and device.index is None:
-            self._cuda_index = torch.cuda.current_device()
+        self._cuda_index: int | None = None
+        if device.type == "cuda":
+            self._cuda_index = device.index if device.index is not None \
+                else torch.cuda.current_device()
         self._cpu = torch.Generator().manual_seed(seed).get_state()
         self._cuda = None if self._cuda_index is None else \
             torch.Generator(f"cuda:{self._cuda_index}").manual_seed(seed).get_state()

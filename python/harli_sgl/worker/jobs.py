@@ -1,0 +1,278 @@
+"""The worker's job executor: finetune jobs from the store, trained inside granted slots.
+
+Sharing the worker between jobs. Up to ``--harli-max-running-jobs`` jobs run
+at once (the rest wait ``queued``, first come first served). Each running job
+has its own HF model skeleton whose base weights are views of the *same*
+shared serving tensors (so a job costs its LoRA weights, optimizer state and
+in-flight activations, never a copy of the model). Every slot goes to the
+running job that has been served the fewest work units so far: equal compute
+for every running job, whatever its micro-batch size, and a newly started job
+catches up with no one starving. A slot runs whole pieces of that one job.
+
+Lifecycle, as seen in the store: ``queued`` -> ``running`` (claimed here) ->
+training in slots, with step events, progress and periodic checkpoints ->
+adapter saved in PEFT format -> published into SGLang's LoRA serving ->
+``succeeded`` (so ``succeeded`` always means servable). Bad data fails the job
+with the message naming the line; an exception while training fails that job
+only. A worker crash re-queues its jobs (``recover_running_jobs``); they resume
+from their latest checkpoint, and a job that keeps crashing the worker is
+failed after ``MAX_ATTEMPTS``.
+
+Store writes (events, progress) never happen inside a slot: they are queued
+and flushed after the slot's report is sent, while decode runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from harli_sgl.core.message import SlotGrant, SlotReport, WorkerState
+from harli_sgl.core.shared_weights import build_model, private_bytes
+from harli_sgl.core.trainer.config import TrainConfig
+from harli_sgl.core.trainer.data import DataError, load_examples
+from harli_sgl.core.trainer.job_trainer import JobTrainer
+from harli_sgl.jobs import ids
+from harli_sgl.jobs.hyperparameters import Hyperparameters
+from harli_sgl.jobs.store import InvalidTransitionError, JobStore, StoreError
+from harli_sgl.worker.publisher import AdapterPublisher
+from harli_sgl.worker.spec import WorkerSpec
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.5
+MAX_ATTEMPTS = 3
+MAX_SEQ_LEN = 1024
+
+
+@dataclass
+class RunningJob:
+    job_id: str
+    trainer: JobTrainer | None
+    name: str
+    served_units: int = 0
+    adapter_path: str | None = None   # set once training is done and the adapter saved
+    events: list[tuple[str, str, dict, str]] = field(default_factory=list)
+
+
+class JobExecutor:
+    def __init__(self, spec: WorkerSpec, shared: tuple[object, ...]):
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.spec = spec
+        self.config = spec.config
+        self.fused: dict[str, torch.Tensor] = shared[0]  # type: ignore[assignment]
+        torch.set_num_threads(max(1, spec.torch_threads))
+        self.hf_config = AutoConfig.from_pretrained(spec.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+        probe = build_model(self.hf_config, self.fused)
+        self.num_layers = self.hf_config.num_hidden_layers
+        self.base_param_bytes = sum(p.numel() * p.element_size() for p in probe.parameters())
+        self.private_base_bytes = private_bytes(probe)
+        del probe
+        self.store = JobStore(self.config.workdir)
+        self.publisher = AdapterPublisher(spec.server_url, spec.api_key)
+        self.running: dict[str, RunningJob] = {}
+        self._last_poll = 0.0
+        for job in self.store.recover_running_jobs():
+            logger.info("job %s was running when the worker stopped; it will resume", job["id"])
+
+    # -- Executor protocol ---------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        return self._pick() is not None
+
+    def state(self) -> WorkerState:
+        job = self._pick()
+        if job is None:
+            return WorkerState(has_work=False)
+        t = job.trainer
+        return WorkerState(has_work=True, job_id=job.job_id,
+                           micro_batch_tokens=t.min_piece_units, min_piece_units=t.min_piece_units)
+
+    def run_slot(self, grant: SlotGrant) -> SlotReport:
+        job = self._pick()
+        start = time.perf_counter()
+        if job is None:
+            return SlotReport(grant.slot_id, 0, 0, 0.0, 0)
+        deadline = start + grant.budget_ms / 1000.0
+        try:
+            r = job.trainer.run(grant.budget_units, deadline)
+        except Exception as e:  # a fault in one job fails that job, never the worker
+            logger.exception("job %s failed while training", job.job_id)
+            self._fail(job, "training_error", f"training failed: {type(e).__name__}: {e}")
+            return SlotReport(grant.slot_id, 0, 0, (time.perf_counter() - start) * 1e3, 0,
+                              job_id=job.job_id)
+        job.served_units += r.units
+        return SlotReport(grant.slot_id, r.units, r.tokens, (time.perf_counter() - start) * 1e3,
+                          r.pieces, trained_tokens=r.trained_tokens, job_id=job.job_id)
+
+    def jobs_changed(self) -> None:
+        self._last_poll = 0.0
+        self.tick()
+
+    def tick(self) -> None:
+        """Between slots: flush store writes, publish adapters, notice cancels, admit jobs."""
+        for job in list(self.running.values()):
+            if job.trainer is not None and job.trainer.done:
+                self._finish_training(job)
+        self.flush()
+        for job in list(self.running.values()):
+            if job.adapter_path is not None:
+                self._publish(job)
+        now = time.monotonic()
+        if now - self._last_poll < POLL_INTERVAL_S:
+            return
+        self._last_poll = now
+        for job in list(self.running.values()):
+            if self.store.is_cancelled(job.job_id):
+                logger.info("job %s was cancelled", job.job_id)
+                self._drop(job)
+        while len(self.running) < self.config.max_running_jobs:
+            claimed = self.store.claim_next_job()
+            if claimed is None:
+                break
+            self._start(claimed)
+
+    def close(self) -> None:
+        self.flush()
+        for job in list(self.running.values()):
+            self._drop(job)
+        self.store.close()
+
+    # -- job lifecycle -------------------------------------------------------------------
+
+    def _pick(self) -> RunningJob | None:
+        live = [r for r in self.running.values() if r.trainer is not None and not r.trainer.done]
+        return min(live, key=lambda r: r.served_units) if live else None
+
+    def _start(self, job: dict) -> None:
+        job_id = job["id"]
+        name = ids.fine_tuned_model_name(job_id, job.get("user_provided_suffix"))
+        entry = RunningJob(job_id, None, name)
+        self.running[job_id] = entry
+        attempts = (job.get("progress") or {}).get("attempts", 1)
+        if attempts > MAX_ATTEMPTS:
+            self._fail(entry, "worker_crashed",
+                       f"the finetune worker stopped {attempts - 1} times while running this job")
+            return
+        try:
+            hp = Hyperparameters.from_job(job)
+            text = self.store.read_file(job["training_file"]).decode("utf-8")
+            examples = load_examples(text, self.tokenizer, MAX_SEQ_LEN)
+            if job.get("validation_file"):
+                load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
+                              self.tokenizer, MAX_SEQ_LEN)
+        except DataError as e:
+            self._fail(entry, "invalid_training_file", f"invalid training data: {e}")
+            return
+        except (StoreError, UnicodeDecodeError, ValueError) as e:
+            self._fail(entry, "invalid_training_file", str(e))
+            return
+        cfg = TrainConfig(
+            n_epochs=hp.n_epochs, batch_size=hp.batch_size,
+            micro_batch_size=min(hp.batch_size, self.config.micro_batch_size),
+            learning_rate=hp.learning_rate, lora_r=hp.lora.r, lora_alpha=hp.lora.alpha,
+            lora_dropout=hp.lora.dropout, target_modules=tuple(hp.lora.target_modules),
+            seed=int(job["seed"]), max_seq_len=MAX_SEQ_LEN,
+            checkpoint_every_steps=self.config.checkpoint_every_steps,
+        )
+        kwargs = dict(on_event=lambda kind, msg, data: self._on_event(entry, kind, msg, data),
+                      checkpoint_dir=lambda step: self._job_dir(job_id, f"checkpoints/step-{step:06d}"))
+        base = build_model(self.hf_config, self.fused)
+        try:
+            ckpt = self.store.latest_checkpoint(job_id)
+            if ckpt is not None and os.path.isdir(ckpt["path"]):
+                entry.trainer = JobTrainer.resume(ckpt["path"], base, self.tokenizer, examples, cfg,
+                                                  **kwargs)
+                self._event(entry, "info", f"resumed from the checkpoint at step {ckpt['step_number']}",
+                            {"step": ckpt["step_number"]})
+            else:
+                entry.trainer = JobTrainer(base, self.tokenizer, examples, cfg, **kwargs)
+        except (ValueError, RuntimeError) as e:
+            self._fail(entry, "invalid_hyperparameters", f"cannot start training: {e}")
+            return
+        p = entry.trainer.progress
+        self._event(entry, "info", f"training {len(examples)} examples for {p.total_steps} steps "
+                    f"({cfg.n_epochs} epochs, batch size {cfg.batch_size})",
+                    {"examples": len(examples), "total_steps": p.total_steps})
+        self.flush()
+
+    def _on_event(self, job: RunningJob, kind: str, message: str, data: dict) -> None:
+        if kind == "step":
+            self._event(job, "info", message, data, "metrics")
+        elif kind == "checkpoint":
+            job.events.append(("__checkpoint__", message, data, ""))
+        else:
+            self._event(job, "info", message, data)
+
+    def _finish_training(self, job: RunningJob) -> None:
+        path = os.path.join(self.config.workdir, "adapters", job.name)
+        job.trainer.save_adapter(path)
+        p = job.trainer.progress
+        job.events.append(("__progress__", "", {"trained_tokens": p.trained_tokens,
+                                                 "step": p.step, "total_steps": p.total_steps}, ""))
+        self._event(job, "info", f"adapter saved as {job.name}; publishing it for serving",
+                    {"fine_tuned_model": job.name})
+        job.trainer.close()
+        job.trainer = None
+        job.adapter_path = path
+
+    def _publish(self, job: RunningJob) -> None:
+        ok, why = self.publisher.publish(job.name, job.adapter_path)
+        if ok:
+            try:
+                self.store.set_status(job.job_id, "succeeded", fine_tuned_model=job.name)
+            except InvalidTransitionError:
+                pass  # cancelled while publishing: the cancel wins
+            self.running.pop(job.job_id, None)
+        elif why.startswith("server refused"):
+            self._fail(job, "publish_failed", why)
+
+    def _fail(self, job: RunningJob, code: str, message: str) -> None:
+        self.flush()
+        try:
+            self.store.set_status(job.job_id, "failed", error={"code": code, "message": message,
+                                                               "param": None})
+        except InvalidTransitionError:
+            pass
+        self._drop(job)
+
+    def _drop(self, job: RunningJob) -> None:
+        if job.trainer is not None:
+            job.trainer.close()
+        self.running.pop(job.job_id, None)
+
+    # -- store writes, outside slots -------------------------------------------------------
+
+    def _event(self, job: RunningJob, level: str, message: str, data: dict,
+               type: str = "message") -> None:
+        job.events.append((level, message, data, type))
+
+    def flush(self) -> None:
+        for job in list(self.running.values()):
+            events, job.events = job.events, []
+            for level, message, data, type_ in events:
+                try:
+                    if level == "__checkpoint__":
+                        self.store.add_checkpoint(job.job_id, data["step"], data["path"],
+                                                  {"train_loss": job.trainer.progress.loss
+                                                   if job.trainer else None})
+                    elif level == "__progress__":
+                        self.store.update_progress(job.job_id, **data)
+                    else:
+                        self.store.add_event(job.job_id, level, message, data, type_)
+                        if type_ == "metrics":
+                            self.store.update_progress(job.job_id, data["trained_tokens"],
+                                                       data["step"], data["total_steps"])
+                except StoreError as e:
+                    logger.warning("job %s: could not record %r: %s", job.job_id, message, e)
+
+    def _job_dir(self, job_id: str, sub: str) -> str:
+        path = os.path.join(self.config.workdir, "jobs", job_id, sub)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path

@@ -1,0 +1,67 @@
+"""Publish finished adapters into SGLang's LoRA serving, through its public API.
+
+A job only becomes ``succeeded`` once its adapter is servable, so a client that
+sees ``succeeded`` can use ``model="<base>:<fine_tuned_model>"`` at once. The
+worker therefore loads the adapter itself, with the same HTTP call an operator
+would make (``POST /load_lora_adapter``), and marks the job afterwards. Loading
+goes through SGLang's TokenizerManager, which owns the adapter registry that
+request routing consults; no SGLang internals are touched.
+
+Publishing is idempotent: ``GET /v1/models`` lists loaded adapters, and only
+missing ones are loaded. It runs between slots (never inside one: the load is
+served by the same scheduler that is waiting for the slot to finish), and
+retries with backoff while the HTTP server is not up yet (at start-up the
+worker is spawned before uvicorn listens).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+
+class AdapterPublisher:
+    def __init__(self, base_url: str, api_key: str | None):
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._retry_at = 0.0
+        self._backoff = 0.5
+
+    def loaded(self) -> set[str] | None:
+        """Names of the adapters the server serves now, or None if it does not answer."""
+        try:
+            r = requests.get(self.base_url + "/v1/models", headers=self.headers, timeout=10)
+            r.raise_for_status()
+        except requests.RequestException:
+            return None
+        return {m["id"] for m in r.json()["data"] if m.get("parent")}
+
+    def publish(self, name: str, path: str) -> tuple[bool, str]:
+        """(published, message). A transient failure returns (False, why) and may be retried."""
+        if time.monotonic() < self._retry_at:
+            return False, "waiting to retry"
+        loaded = self.loaded()
+        if loaded is None:
+            self._defer()
+            return False, "server not reachable yet"
+        if name in loaded:
+            return True, "already loaded"
+        try:
+            r = requests.post(self.base_url + "/load_lora_adapter", headers=self.headers,
+                              json={"lora_name": name, "lora_path": path}, timeout=120)
+        except requests.RequestException as e:
+            self._defer()
+            return False, f"load request failed: {e}"
+        if r.status_code == 200 and r.json().get("success", False):
+            self._backoff = 0.5
+            logger.info("published adapter %s from %s", name, path)
+            return True, "loaded"
+        return False, f"server refused the adapter ({r.status_code}): {r.text[:500]}"
+
+    def _defer(self) -> None:
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, 10.0)
