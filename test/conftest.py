@@ -14,19 +14,25 @@ import pytest
 from harli_sgl.tools.server_process import ServerProcess
 
 API_KEY = "harli-test-key"
+# Frequent checkpoints so crash/restart tests see one early; a 1 MiB upload
+# limit so the oversize test stays cheap.
+SESSION_SERVER_FLAGS = ["--harli-mode", "harli", "--harli-checkpoint-every-steps", "5",
+                        "--harli-max-file-bytes", str(2**20)]
 
 
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def start_server(tmp_path_factory, name: str, extra: list[str]) -> ServerProcess:
+def start_server(tmp_path_factory, name: str, extra: list[str],
+                 workdir: str | None = None) -> ServerProcess:
     root = tmp_path_factory.mktemp(name)
+    workdir = workdir or str(root / "workdir")
     server = ServerProcess(
-        argv=["--harli-workdir", str(root / "workdir"), "--api-key", API_KEY, *extra],
+        argv=["--harli-workdir", workdir, "--api-key", API_KEY, *extra],
         log_path=str(root / "server.log"), api_key=API_KEY,
     )
-    server.workdir = str(root / "workdir")  # type: ignore[attr-defined]
+    server.workdir = workdir  # type: ignore[attr-defined]
     server.start()
     try:
         server.wait_ready()
@@ -40,7 +46,7 @@ def start_server(tmp_path_factory, name: str, extra: list[str]) -> ServerProcess
 
 @pytest.fixture(scope="session")
 def harli_server(tmp_path_factory):
-    server = start_server(tmp_path_factory, "harli", ["--harli-mode", "harli"])
+    server = start_server(tmp_path_factory, "harli", SESSION_SERVER_FLAGS)
     yield server
     server.stop()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import start_server
-from test_serving import generate
+from e2e_util import generate
 
 PROMPTS = ["Once upon a time", "def fibonacci(n):", "The capital of France is", "1, 2, 3, 4,"]
 

@@ -12,16 +12,9 @@ import requests
 import sglang as sgl
 
 from conftest import API_KEY
+from e2e_util import generate
 
 PROMPT = "The quick brown fox"
-
-
-def generate(server, text, max_new_tokens=16, **extra):
-    r = requests.post(server.base_url + "/generate", headers=server.headers, timeout=120, json={
-        "text": text, "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0,
-                                          "ignore_eos": True}, **extra})
-    r.raise_for_status()
-    return r.json()
 
 
 def test_generate_non_streaming(harli_server):

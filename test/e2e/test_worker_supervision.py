@@ -7,25 +7,8 @@ import signal
 import time
 
 import psutil
-import requests
 
-from test_serving import generate
-
-
-def status(server) -> dict:
-    r = requests.get(server.base_url + "/harli/status", headers=server.headers, timeout=30)
-    r.raise_for_status()
-    return r.json()
-
-
-def wait_worker_alive(server, timeout_s=180.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        s = status(server)
-        if s["worker"]["alive"]:
-            return s
-        time.sleep(0.5)
-    raise AssertionError(f"worker not alive after {timeout_s}s: {status(server)}")
+from e2e_util import generate, status, wait_worker_alive
 
 
 def test_status_shape(harli_server):

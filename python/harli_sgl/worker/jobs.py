@@ -80,6 +80,10 @@ class JobExecutor:
         self._last_poll = 0.0
         for job in self.store.recover_running_jobs():
             logger.info("job %s was running when the worker stopped; it will resume", job["id"])
+        # After a server restart SGLang serves no adapter: bring back every finished one.
+        self._republish = [(j["fine_tuned_model"], os.path.join(self.config.workdir, "adapters",
+                                                                 j["fine_tuned_model"]))
+                           for j in self.store.jobs_with_status("succeeded") if j["fine_tuned_model"]]
 
     # -- Executor protocol ---------------------------------------------------------------
 
@@ -124,6 +128,14 @@ class JobExecutor:
         for job in list(self.running.values()):
             if job.adapter_path is not None:
                 self._publish(job)
+        while self._republish:
+            name, path = self._republish[0]
+            ok, why = self.publisher.publish(name, path)
+            if not ok and not why.startswith("server refused"):
+                break  # server not up yet: retry on a later tick
+            if not ok:
+                logger.error("cannot serve finished adapter %s again: %s", name, why)
+            self._republish.pop(0)
         now = time.monotonic()
         if now - self._last_poll < POLL_INTERVAL_S:
             return
@@ -206,7 +218,8 @@ class JobExecutor:
         if kind == "step":
             self._event(job, "info", message, data, "metrics")
         elif kind == "checkpoint":
-            job.events.append(("__checkpoint__", message, data, ""))
+            loss = job.trainer.progress.loss if job.trainer is not None else None
+            job.events.append(("__checkpoint__", message, {**data, "train_loss": loss}, ""))
         else:
             self._event(job, "info", message, data)
 
@@ -260,8 +273,7 @@ class JobExecutor:
                 try:
                     if level == "__checkpoint__":
                         self.store.add_checkpoint(job.job_id, data["step"], data["path"],
-                                                  {"train_loss": job.trainer.progress.loss
-                                                   if job.trainer else None})
+                                                  {"train_loss": data["train_loss"]})
                     elif level == "__progress__":
                         self.store.update_progress(job.job_id, **data)
                     else:

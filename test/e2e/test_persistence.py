@@ -1,0 +1,62 @@
+"""After a server crash and restart, jobs resume from checkpoints and nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import start_server
+from e2e_util import BASE_MODEL, capital_rows, client, create_job, events, upload, wait_job
+
+
+@pytest.fixture
+def restartable(tmp_path_factory):
+    servers = []
+
+    def start(workdir=None):
+        flags = ["--harli-checkpoint-every-steps", "3"]
+        s = start_server(tmp_path_factory, "restart", flags, workdir=workdir)
+        servers.append(s)
+        return s
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def crash(server):
+    """kill -9 the whole server process group: no graceful shutdown at all."""
+    os.killpg(os.getpgid(server.proc.pid), signal.SIGKILL)
+    server.proc.wait(30)
+
+
+def test_server_crash_and_restart_resumes_job_and_keeps_files_and_adapters(restartable):
+    first = restartable()
+    done_file = upload(first, capital_rows(8))
+    finished = wait_job(first, create_job(first, done_file.id, n_epochs=2, batch_size=4).id)
+    assert finished.status == "succeeded"
+    long_job = create_job(first, done_file.id, n_epochs=12, batch_size=4)  # 24 steps
+    deadline = time.monotonic() + 600
+    while not list(client(first).fine_tuning.jobs.checkpoints.list(long_job.id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    crash(first)
+
+    second = restartable(workdir=first.workdir)
+    c = client(second)
+    assert done_file.id in {f.id for f in c.files.list()}
+    assert c.files.content(done_file.id).read()
+    resumed = wait_job(second, long_job.id)
+    assert resumed.status == "succeeded", resumed.error
+    assert any("resumed from the checkpoint" in e.message for e in events(second, long_job.id))
+    # The adapter finished before the crash is served again after the restart.
+    deadline = time.monotonic() + 120
+    while finished.fine_tuned_model not in {m.id for m in c.models.list().data}:
+        assert time.monotonic() < deadline, "the earlier adapter was not re-published"
+        time.sleep(1)
+    out = c.chat.completions.create(model=f"{BASE_MODEL}:{finished.fine_tuned_model}",
+                                    messages=[{"role": "user", "content": "Capital of Peru?"}],
+                                    max_tokens=4, temperature=0)
+    assert out.usage.completion_tokens >= 1
