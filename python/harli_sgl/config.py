@@ -42,6 +42,9 @@ class HarliConfig:
         micro_batch_size: examples per micro-batch (bounds the smallest slot a job can use).
         checkpoint_every_steps: optimizer steps between checkpoints (0 = never).
         max_file_bytes: upload size limit of /v1/files.
+        profile_dir: where latency profiles are kept (default: <workdir>/predictor); one
+            file per (model, device, dtype, threads), reused by every later start.
+        startup_profile_s: time bound of the start-up latency profile (0 = never profile).
     """
 
     mode: str = "harli"
@@ -61,6 +64,8 @@ class HarliConfig:
     micro_batch_size: int = 4
     checkpoint_every_steps: int = 25
     max_file_bytes: int = 64 * 2**20
+    profile_dir: str | None = None
+    startup_profile_s: float = 60.0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -75,6 +80,8 @@ class HarliConfig:
         for name in ("max_running_jobs", "micro_batch_size", "max_file_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--harli-{name.replace('_', '-')} must be >= 1")
+        if self.startup_profile_s < 0:
+            raise ValueError("--harli-startup-profile-s must be >= 0")
         if self.checkpoint_every_steps < 0:
             raise ValueError("--harli-checkpoint-every-steps must be >= 0")
 
@@ -87,6 +94,7 @@ class HarliConfig:
             self,
             tpot_slo_ms=float(slo),
             workdir=os.path.abspath(os.path.expanduser(self.workdir)),
+            profile_dir=os.path.abspath(os.path.expanduser(self.profile_dir)) if self.profile_dir else None,
             device=device,
         )
 
@@ -120,6 +128,10 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
                    help="Optimizer steps between checkpoints (0 = never).")
     g.add_argument("--harli-max-file-bytes", type=int, default=d.max_file_bytes,
                    help="Upload size limit of /v1/files (default 64 MiB).")
+    g.add_argument("--harli-profile-dir", default=None,
+                   help="Where latency profiles are kept (default: <workdir>/predictor).")
+    g.add_argument("--harli-startup-profile-s", type=float, default=d.startup_profile_s,
+                   help="Time bound of the start-up latency profile; 0 disables it.")
 
 
 def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
@@ -135,6 +147,8 @@ def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
         micro_batch_size=ns.harli_micro_batch_size,
         checkpoint_every_steps=ns.harli_checkpoint_every_steps,
         max_file_bytes=ns.harli_max_file_bytes,
+        profile_dir=ns.harli_profile_dir,
+        startup_profile_s=ns.harli_startup_profile_s,
     )
 
 

@@ -74,6 +74,17 @@ def with_lora_serving(argv: list[str], harli: harli_config.HarliConfig, gpu: boo
     return out
 
 
+def startup_profiler(server_args, harli: harli_config.HarliConfig):
+    from transformers import AutoConfig
+
+    from harli_sgl.sglang.startup_profile import StartupProfiler
+
+    host = "127.0.0.1" if server_args.host in ("0.0.0.0", "::", "") else server_args.host
+    vocab = AutoConfig.from_pretrained(server_args.model_path).vocab_size
+    return StartupProfiler(f"http://{host}:{server_args.port}", server_args.api_key, harli,
+                           max_batch=min(server_args.max_running_requests or 16, 16), vocab=vocab)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")
@@ -92,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     routes.install(app, harli, served_model_name=server_args.served_model_name
                    or server_args.model_path)
     try:
-        launch_server(server_args, run_scheduler_process_func=run_harli_scheduler_process)
+        launch_server(server_args, run_scheduler_process_func=run_harli_scheduler_process,
+                      launch_callback=startup_profiler(server_args, harli).start)
     finally:
         kill_process_tree(os.getpid(), include_parent=False)
 

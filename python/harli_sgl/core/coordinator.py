@@ -1,50 +1,75 @@
-"""Per-iteration co-location logic: measure, ask the policy, run the slot.
+"""Per-iteration co-location logic: measure, predict, decide, run the slot.
 
 The coordinator is the engine-agnostic half of the HarliScheduler. The SGLang
-subclass calls :meth:`after_iteration` once per scheduler iteration (with the
-batch reduced to :class:`IterationFeatures`) and :meth:`on_idle` on idle passes;
-everything else happens here:
+subclass reduces each batch to :class:`IterationFeatures` and calls:
 
-1. pump the worker's inbox without blocking (heartbeats, state, late reports)
-   and let the supervisor detect deaths and respawn;
-2. ask the policy for a grant, given what the next iteration will look like;
-3. run the slot *serially*: send the grant, block until the worker's report
-   (bounded by the grant's time budget plus a margin), so TPOT = decode + slot
-   and nothing else competes with the decode forward for the cores.
+* :meth:`on_launch` when a batch starts: the launch-to-launch interval that
+  just ended is one measured iteration (its batch, the slot work that ran
+  inside it, its duration) and feeds the latency predictor and the policy;
+* :meth:`on_tokens` after results are processed: per-request token timing;
+* :meth:`after_iteration` / :meth:`on_idle`: pump the worker's messages, let
+  the supervisor detect deaths, ask the policy, and run the slot.
 
-If the worker is absent, restarting, or has no work, step 3 never happens and
-an iteration costs a zero-timeout poll.
+Slots run *serially*: the grant is sent and the scheduler blocks until the
+worker's report (bounded by the grant's time budget plus a grace), so TPOT =
+decode + slot and nothing competes with the decode forward for the cores.
+
+Start-up profile. While ``profiling`` is on, busy iterations alternate between
+no slot and a *synthetic* slot whose size sweeps a fixed schedule, so both
+predictor stages see the whole space before any customer job runs. When it
+ends the predictor is persisted and the metric windows (polluted by synthetic
+traffic) are reset.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+import os
 import time
 
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.dispatch import Dispatcher
+from harli_sgl.core.iteration import NO_SLOT, IterationFeatures, SlotWork
 from harli_sgl.core.message import (
     Heartbeat, SetFreeRun, SlotGrant, SlotReport, WorkerHello, WorkerState,
 )
-from harli_sgl.core.policy.base import Grant, IterationFeatures, SlotContext, SlotPolicy
+from harli_sgl.core.metrics import ColocationMetrics
+from harli_sgl.core.policy.base import Grant, SlotContext, SlotPolicy
+from harli_sgl.core.predictor.base import LatencyPredictor
+from harli_sgl.core.request_tracker import RequestTracker
 
 logger = logging.getLogger(__name__)
 
 # A slot may overrun its budget by this much before the scheduler stops waiting.
 REPORT_GRACE_MS = 25.0
+PROFILE_UNITS = (256, 512, 1024, 2048, 4096, 8192)
+SAVE_EVERY_S = 60.0
 
 
 class SlotCoordinator:
-    def __init__(self, config: HarliConfig, policy: SlotPolicy, supervisor=None):
+    def __init__(self, config: HarliConfig, policy: SlotPolicy, predictor: LatencyPredictor,
+                 supervisor=None, predictor_path: str | None = None):
         self.config = config
         self.policy = policy
+        self.predictor = predictor
         self.supervisor = supervisor
+        self.predictor_path = predictor_path
+        self.metrics = ColocationMetrics(config.tpot_slo_ms)
+        self.tracker = RequestTracker(on_finished=self._on_request_finished)
         self.worker_state = WorkerState(has_work=False)
+        self.profiling = False
+        self._profile_sizes = itertools.cycle(PROFILE_UNITS)
+        self._profile_turn = False
         self._slot_id = 0
         self._units_per_ms: float | None = None
-        self.slots_run = 0
+        self._launch: tuple[float, IterationFeatures] | None = None
+        self._work = NO_SLOT  # slot work run since the last launch
+        self._last_save = time.monotonic()
+        self._saved_samples = 0
         self.slots_overrun = 0
-        self.trained_tokens = 0
+        self._load_predictor()
         handlers: dict[type, object] = {WorkerState: self._on_state, SlotReport: self._on_report}
         if supervisor is not None:
             handlers[Heartbeat] = supervisor.on_heartbeat
@@ -53,11 +78,29 @@ class SlotCoordinator:
 
     # -- scheduler hooks ---------------------------------------------------------------
 
+    def on_launch(self, features: IterationFeatures, now: float) -> None:
+        """A batch is being launched: close the previous iteration's measurement."""
+        if self._launch is not None and not self.policy.free_run:
+            t0, f0 = self._launch
+            interval_ms = (now - t0) * 1000.0
+            if self._work.units:
+                self.policy.observe_corun(self.predictor.predict_corun(f0, self._work), interval_ms)
+            self.predictor.observe(f0, interval_ms, self._work)
+        self._launch = (now, features)
+        self._work = NO_SLOT
+
+    def on_tokens(self, updates: list[tuple[str, int, bool]], now: float) -> None:
+        """(rid, output tokens so far, finished) for each request of the processed batch."""
+        for rid, n_out, finished in updates:
+            self.tracker.update(rid, n_out, now, finished)
+
     def after_iteration(self, next_iteration: IterationFeatures, running: int, waiting: int) -> None:
         self._pump()
         self._maybe_run_slot(next_iteration, running, waiting)
 
     def on_idle(self, waiting: int) -> None:
+        # Nothing ran: the next launch starts a fresh measurement.
+        self._launch = None
         self._pump()
         self._maybe_run_slot(IterationFeatures(0, 0), 0, waiting)
 
@@ -65,9 +108,28 @@ class SlotCoordinator:
         """True when an idle pass would run a slot (so the scheduler must not sleep)."""
         sup = self.supervisor
         return (sup is not None and sup.ready and self.worker_state.has_work
-                and not self.policy.free_run)
+                and not self.policy.free_run and not self.profiling)
+
+    def set_profiling(self, on: bool) -> None:
+        if on == self.profiling:
+            return
+        self.profiling = on
+        if on:
+            logger.info("harli: start-up latency profile begins")
+            return
+        self.predictor.profiled = True
+        self.metrics.reset()
+        self.save_predictor()
+        logger.info("harli: start-up latency profile done: %s", json.dumps(self.predictor.status()))
+
+    def set_policy(self, policy: SlotPolicy) -> None:
+        old, self.policy = self.policy, policy
+        if self.supervisor is not None and old.free_run != policy.free_run:
+            self.supervisor.outbox.send(SetFreeRun(policy.free_run))
+        self._launch = None
 
     def shutdown(self) -> None:
+        self.save_predictor()
         if self.supervisor is not None:
             self.supervisor.shutdown()
 
@@ -75,31 +137,48 @@ class SlotCoordinator:
 
     def _pump(self) -> None:
         sup = self.supervisor
-        if sup is None:
-            return
-        sup.check()
-        while (msg := sup.inbox.recv(0.0)) is not None:
-            sup.note_alive()
-            self.dispatch(msg)
+        if sup is not None:
+            sup.check()
+            while (msg := sup.inbox.recv(0.0)) is not None:
+                sup.note_alive()
+                self.dispatch(msg)
+        now = time.monotonic()
+        if now - self._last_save > SAVE_EVERY_S:
+            self._last_save = now
+            self.save_predictor()
 
     def _maybe_run_slot(self, nxt: IterationFeatures, running: int, waiting: int) -> None:
         sup = self.supervisor
-        if sup is None or not sup.ready or not self.worker_state.has_work:
+        if sup is None or not sup.ready:
             return
+        if self.profiling:
+            self._profile_slot(running)
+            return
+        if not self.worker_state.has_work or self.policy.free_run:
+            return
+        slack = self.tracker.slack_ms(time.monotonic(), self.config.tpot_slo_ms) if running else None
         grant = self.policy.grant(SlotContext(
             next_iteration=nxt, running=running, waiting=waiting,
             worker_min_units=self.worker_state.min_piece_units,
             worker_units_per_ms=self._units_per_ms,
+            next_pieces=self.worker_state.next_pieces, request_slack_ms=slack,
         ))
         if grant is not None and grant.budget_units >= max(1, self.worker_state.min_piece_units):
             self._run_slot(grant)
 
-    def _run_slot(self, grant: Grant) -> SlotReport | None:
+    def _profile_slot(self, running: int) -> None:
+        if not running:
+            return
+        self._profile_turn = not self._profile_turn
+        if self._profile_turn:  # every other busy iteration runs alone (stage 1 rows)
+            self._run_slot(Grant(next(self._profile_sizes), 1000.0), synthetic=True)
+
+    def _run_slot(self, grant: Grant, synthetic: bool = False) -> SlotReport | None:
         sup = self.supervisor
         self._slot_id += 1
         sent_at = time.perf_counter()
         sup.outbox.send(SlotGrant(self._slot_id, grant.budget_units, grant.budget_ms,
-                                  grant.device_share))
+                                  grant.device_share, synthetic))
         deadline = sent_at + (grant.budget_ms + REPORT_GRACE_MS) / 1000.0
         while True:
             msg = sup.inbox.recv(max(0.0, deadline - time.perf_counter()))
@@ -113,6 +192,28 @@ class SlotCoordinator:
             if isinstance(msg, SlotReport) and msg.slot_id == self._slot_id:
                 return msg
 
+    def _load_predictor(self) -> None:
+        path = self.predictor_path
+        if path and os.path.exists(path):
+            try:
+                with open(path) as f:
+                    self.predictor.load_state_dict(json.load(f)["predictor"])
+                logger.info("harli: loaded the latency profile %s", path)
+            except (OSError, ValueError, KeyError) as e:
+                logger.warning("harli: ignoring unreadable latency profile %s: %s", path, e)
+
+    def save_predictor(self) -> None:
+        path = self.predictor_path
+        samples = self.predictor.samples
+        if not path or samples == self._saved_samples:
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump({"predictor": self.predictor.state_dict()}, f)
+        os.replace(tmp, path)
+        self._saved_samples = samples
+
     # -- message handlers --------------------------------------------------------------
 
     def _on_hello(self, msg: WorkerHello) -> None:
@@ -125,15 +226,22 @@ class SlotCoordinator:
         self.worker_state = msg
 
     def _on_report(self, msg: SlotReport) -> None:
-        self.slots_run += 1
-        self.trained_tokens += msg.trained_tokens
+        self.metrics.slot_ran(msg.units, msg.duration_ms, msg.trained_tokens)
+        if msg.slot_id >= 0 and msg.units:  # free-run slices overlap decode; they are not slot work
+            self._work = SlotWork(self._work.units_fwd + msg.units - msg.units_bwd,
+                                  self._work.units_bwd + msg.units_bwd, self._work.pieces + msg.pieces)
         if msg.units > 0 and msg.duration_ms > 0:
             rate = msg.units / msg.duration_ms
             self._units_per_ms = rate if self._units_per_ms is None else \
                 0.8 * self._units_per_ms + 0.2 * rate
 
+    def _on_request_finished(self, tpot_ms: float) -> None:
+        self.metrics.request_finished(tpot_ms)
+        self.policy.observe_request(tpot_ms)
+
     def status(self) -> dict:
         worker = self.supervisor.status() if self.supervisor is not None else \
             {"alive": False, "pid": None, "restarts": 0}
-        return {"worker": worker, "policy": self.policy.status(), "slots_run": self.slots_run,
-                "slots_overrun": self.slots_overrun}
+        return {"worker": worker, "policy": self.policy.status(),
+                "predictor": self.predictor.status(), "profiling": self.profiling,
+                "slots_overrun": self.slots_overrun, **self.metrics.status()}

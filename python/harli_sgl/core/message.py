@@ -58,6 +58,9 @@ class WorkerState:
     # Smallest amount of work the worker can make progress with (one layer of
     # the current piece); grants below it would be wasted.
     min_piece_units: int = 0
+    # The pieces the next slot would run, in order, as (is_backward, units), so
+    # the scheduler can size a grant to whole pieces with its co-run model.
+    next_pieces: tuple[tuple[bool, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,8 @@ class SlotGrant:
     # Fraction of the device the slot may use (SMs on GPU, cores on CPU);
     # 1.0 in serial mode, where the slot has the whole device between iterations.
     device_share: float = 1.0
+    # Start-up profile: run a synthetic training workload instead of a job.
+    synthetic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,8 @@ class SlotReport:
     # Tokens whose backward pass completed in this slot (finetune throughput).
     trained_tokens: int = 0
     job_id: str | None = None
+    # Of ``units``, those in backward-type pieces (they cost less per unit).
+    units_bwd: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,11 @@ middleware as SGLang's own routes.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sglang.srt.utils.auth import AuthLevel, auth_level
 
-from harli_sgl.config import HarliConfig
+from harli_sgl.config import MODES, HarliConfig
 
 
 async def _scheduler_status() -> dict:
@@ -18,6 +19,22 @@ async def _scheduler_status() -> dict:
 
     states = await get_global_state().tokenizer_manager.get_internal_state()
     return states[0]["harli"]
+
+
+async def _scheduler_control(knobs: dict) -> bool:
+    from sglang.srt.entrypoints.http_server import get_global_state
+    from sglang.srt.managers.io_struct import SetInternalStateReq
+
+    results = await get_global_state().tokenizer_manager.set_internal_state(
+        SetInternalStateReq(server_args=knobs))
+    return all(results)
+
+
+def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
+    from harli_sgl.jobs.errors import ApiError
+
+    e = ApiError(status, message, param=param)
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
 
 def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
@@ -33,6 +50,37 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
         status = await _scheduler_status()
         status["jobs"] = store.job_status_counts()
         return JSONResponse(status)
+
+    @app.post("/harli/policy")
+    @auth_level(AuthLevel.ADMIN_OPTIONAL)
+    async def harli_policy(request: Request):
+        """Switch the slot policy at run time: ``{"mode": ..., "static_slot_units": ...}``."""
+        body = await request.json()
+        knobs: dict = {}
+        if "mode" in body:
+            if body["mode"] not in MODES:
+                return _error(400, f"mode must be one of {list(MODES)}", "mode")
+            knobs["harli_mode"] = MODES.index(body["mode"])
+        if "static_slot_units" in body:
+            units = body["static_slot_units"]
+            if not isinstance(units, int) or isinstance(units, bool) or units < 0:
+                return _error(400, "static_slot_units must be an integer >= 0", "static_slot_units")
+            knobs["harli_static_slot_units"] = units
+        if not knobs or set(body) - {"mode", "static_slot_units"}:
+            return _error(400, "give mode and/or static_slot_units, nothing else")
+        if not await _scheduler_control(knobs):
+            return _error(400, "the scheduler refused the change (see the server log)")
+        return JSONResponse(await _scheduler_status())
+
+    @app.post("/harli/profile")
+    @auth_level(AuthLevel.ADMIN_OPTIONAL)
+    async def harli_profile(request: Request):
+        """Turn the latency profile phase on or off: ``{"enabled": bool}``."""
+        body = await request.json()
+        if not isinstance(body.get("enabled"), bool):
+            return _error(400, "enabled must be true or false", "enabled")
+        await _scheduler_control({"harli_profile": int(body["enabled"])})
+        return JSONResponse({"profiling": body["enabled"]})
 
     if not config.finetune_enabled:
         # Registered before the jobs router, so it takes precedence for this one route.

@@ -3,32 +3,50 @@
 A thin subclass; all co-location logic lives in the engine-agnostic
 :class:`~harli_sgl.core.coordinator.SlotCoordinator`. The hooks are:
 
-* ``__init__``: after the stock init (model loaded, KV pool built), start the
-  coordinator and, unless ``--harli-mode off``, the supervised worker;
-* ``process_batch_result``: after iteration N's tokens were handed to the
-  detokenizer, report the iteration and let the coordinator run a slot, so a
-  slot delays iteration N+1, never the tokens of N;
-* ``on_idle``: the same with an empty batch;
-* ``get_internal_state``: adds ``harli`` to SGLang's internal-state readback,
-  which is how ``GET /harli/status`` in the main process reads this process.
+* ``__init__``: after the stock init (model loaded, KV pool built), build the
+  predictor, the policy and the coordinator and, unless ``--harli-mode off``,
+  share the serving weights and start the supervised worker;
+* ``run_batch``: a launch ends the previous launch-to-launch interval, which is
+  one measured iteration for the predictor (SGLang's own decode regression
+  uses the same cadence);
+* ``process_batch_result``: iteration N's tokens were just handed to the
+  detokenizer; record per-request token timing, then let the coordinator run
+  a slot, so a slot delays iteration N+1 and never the tokens of N;
+* ``on_idle`` / ``maybe_sleep_on_idle``: idle slots, and no idle sleep while
+  an idle slot is due;
+* ``get_internal_state`` / ``set_internal_state``: SGLang's readback and knob
+  channel carry ``harli`` status out and ``harli_*`` controls in, which is how
+  ``/harli/*`` routes in the main process reach this process.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
+import time
 
+import torch
 import zmq
-
+from sglang.srt.managers.io_struct import SetInternalStateReqOutput
 from sglang.srt.managers.scheduler import Scheduler
 from sglang.srt.runtime_context import get_model, get_parallel, get_serving
 
-from harli_sgl.config import HarliConfig
+from harli_sgl.config import MODES, HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
-from harli_sgl.core.policy.base import IterationFeatures
+from harli_sgl.core.iteration import IterationFeatures
 from harli_sgl.core.policy.registry import make_policy
+from harli_sgl.core.predictor.registry import make_predictor
 
 logger = logging.getLogger(__name__)
+
+
+def batch_features(batch) -> IterationFeatures:
+    seq_lens = batch.seq_lens_cpu
+    ctx = int(seq_lens.sum()) if seq_lens is not None else 0
+    extend = int(batch.extend_num_tokens or 0) if batch.forward_mode.is_extend() else 0
+    return IterationFeatures(batch.batch_size(), ctx, extend)
 
 
 class HarliScheduler(Scheduler):
@@ -44,7 +62,9 @@ class HarliScheduler(Scheduler):
                 logger.warning("harli: finetuning needs tp_size == pp_size == 1; serving only")
             else:
                 supervisor = self._start_worker(config)
-        self.harli = SlotCoordinator(config, make_policy(config), supervisor)
+        predictor = make_predictor()
+        self.harli = SlotCoordinator(config, make_policy(config, predictor), predictor, supervisor,
+                                     predictor_path=self._predictor_path(config))
         logger.info("harli: scheduler ready, mode=%s tpot_slo_ms=%.1f", config.mode, config.tpot_slo_ms)
 
     def _start_worker(self, config: HarliConfig):
@@ -68,10 +88,30 @@ class HarliScheduler(Scheduler):
             self.idle_sleeper.poller.register(supervisor.inbox.socket, zmq.POLLIN)
         return supervisor
 
+    def _predictor_path(self, config: HarliConfig) -> str:
+        """One latency profile per (model, device, dtype, threads): what decode speed depends on."""
+        model_path = get_model().model_path
+        try:
+            with open(os.path.join(model_path, "config.json"), "rb") as f:
+                model_id = hashlib.sha256(f.read()).hexdigest()[:12]
+        except OSError:
+            model_id = hashlib.sha256(model_path.encode()).hexdigest()[:12]
+        dtype = str(self.tp_worker.model_runner.dtype).replace("torch.", "")
+        key = f"{os.path.basename(model_path.rstrip('/'))}-{model_id}-{config.device}-{dtype}-" \
+              f"t{torch.get_num_threads()}"
+        return os.path.join(config.profile_dir or os.path.join(config.workdir, "predictor"),
+                            f"{key}.json")
+
     # -- hooks ---------------------------------------------------------------------------
+
+    def run_batch(self, batch, *args, **kwargs):
+        self.harli.on_launch(batch_features(batch), time.monotonic())
+        return super().run_batch(batch, *args, **kwargs)
 
     def process_batch_result(self, batch, result):
         super().process_batch_result(batch, result)
+        self.harli.on_tokens([(r.rid, len(r.output_ids), r.finished()) for r in batch.reqs],
+                             time.monotonic())
         running = self.running_batch
         bs = running.batch_size() if running is not None and not running.is_empty() else 0
         ctx = int(running.seq_lens_cpu.sum()) if bs and running.seq_lens_cpu is not None else 0
@@ -92,17 +132,67 @@ class HarliScheduler(Scheduler):
         out.internal_state["harli"] = self.harli_status()
         return out
 
+    def set_internal_state(self, recv_req):
+        requested = recv_req.server_args
+        ours = {k: v for k, v in requested.items() if k.startswith("harli_")}
+        if not ours:
+            return super().set_internal_state(recv_req)
+        if len(ours) != len(requested):
+            logger.warning("harli: refusing to mix harli_* and SGLang knobs in one update")
+            return SetInternalStateReqOutput(updated=False)
+        return SetInternalStateReqOutput(updated=self.harli_control(ours))
+
+    # -- control and status --------------------------------------------------------------
+
+    def harli_control(self, knobs: dict) -> bool:
+        """Apply ``harli_profile``, ``harli_mode`` (index into MODES) and ``harli_static_slot_units``."""
+        known = {"harli_profile", "harli_mode", "harli_static_slot_units"}
+        if not set(knobs) <= known:
+            logger.warning("harli: unknown control knobs %s", sorted(set(knobs) - known))
+            return False
+        if "harli_profile" in knobs:
+            self.harli.set_profiling(bool(knobs["harli_profile"]))
+        changes = {}
+        if "harli_mode" in knobs:
+            index = int(knobs["harli_mode"])
+            if not 0 <= index < len(MODES):
+                return False
+            changes["mode"] = MODES[index]
+            if (MODES[index] == "off") != (self.harli_config.mode == "off") and \
+                    self.harli.supervisor is None:
+                logger.warning("harli: this server was started without a finetune worker")
+                return False
+        if "harli_static_slot_units" in knobs:
+            changes["static_slot_units"] = int(knobs["harli_static_slot_units"])
+        if changes:
+            try:
+                config = dataclasses.replace(self.harli_config, **changes)
+            except ValueError as e:
+                logger.warning("harli: rejected control %s: %s", knobs, e)
+                return False
+            self.harli_config = config
+            self.harli.set_policy(make_policy(config, self.harli.predictor))
+            logger.info("harli: policy now %s (static_slot_units=%d)", config.mode,
+                        config.static_slot_units)
+        return True
+
     def harli_status(self) -> dict:
         cfg = self.harli_config
         core = self.harli.status()
         return {
             "mode": cfg.mode,
             "tpot_slo_ms": cfg.tpot_slo_ms,
+            "static_slot_units": cfg.static_slot_units,
             "worker": core["worker"],
-            "jobs": None,
-            "finetune_tokens_per_s": None,
-            "slo_attainment": None,
+            "jobs": None,  # filled in by the main process from the job store
+            "finetune_tokens_per_s": core["finetune_tokens_per_s"],
+            "slo_attainment": core["slo_attainment"],
+            "tpot_ms": core["tpot_ms"],
+            "slots": {**core["slots"], "overrun": core["slots_overrun"]},
+            "totals": core["totals"],
+            "window_s": core["window_s"],
+            "policy": core["policy"],
+            "predictor": core["predictor"],
+            "profiling": core["profiling"],
             "pool": None,
-            "predictor": None,
-            "slots": {"run": core["slots_run"], "overrun": core["slots_overrun"]},
         }

@@ -33,12 +33,14 @@ import torch
 
 from harli_sgl.core.message import SlotGrant, SlotReport, WorkerState
 from harli_sgl.core.shared_weights import build_model, private_bytes
+from harli_sgl.core.trainer.chunked import BACKWARD_KINDS
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataError, load_examples
 from harli_sgl.core.trainer.job_trainer import JobTrainer
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.hyperparameters import Hyperparameters
 from harli_sgl.jobs.store import InvalidTransitionError, JobStore, StoreError
+from harli_sgl.worker.profile_workload import ProfileWorkload
 from harli_sgl.worker.publisher import AdapterPublisher
 from harli_sgl.worker.spec import WorkerSpec
 
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.5
 MAX_ATTEMPTS = 3
 MAX_SEQ_LEN = 1024
+NEXT_PIECES = 24  # pieces announced to the scheduler for slot sizing
 
 
 @dataclass
@@ -77,6 +80,7 @@ class JobExecutor:
         self.store = JobStore(self.config.workdir)
         self.publisher = AdapterPublisher(spec.server_url, spec.api_key)
         self.running: dict[str, RunningJob] = {}
+        self._profile: ProfileWorkload | None = None
         self._last_poll = 0.0
         for job in self.store.recover_running_jobs():
             logger.info("job %s was running when the worker stopped; it will resume", job["id"])
@@ -95,15 +99,18 @@ class JobExecutor:
         if job is None:
             return WorkerState(has_work=False)
         t = job.trainer
-        return WorkerState(has_work=True, job_id=job.job_id,
-                           micro_batch_tokens=t.min_piece_units, min_piece_units=t.min_piece_units)
+        pieces = tuple((p.kind in BACKWARD_KINDS, p.units) for p in t.upcoming_pieces(NEXT_PIECES))
+        return WorkerState(has_work=True, job_id=job.job_id, micro_batch_tokens=t.min_piece_units,
+                           min_piece_units=t.min_piece_units, next_pieces=pieces)
 
     def run_slot(self, grant: SlotGrant) -> SlotReport:
-        job = self._pick()
         start = time.perf_counter()
+        deadline = start + grant.budget_ms / 1000.0
+        if grant.synthetic:
+            return self._run_synthetic(grant, start, deadline)
+        job = self._pick()
         if job is None:
             return SlotReport(grant.slot_id, 0, 0, 0.0, 0)
-        deadline = start + grant.budget_ms / 1000.0
         try:
             r = job.trainer.run(grant.budget_units, deadline)
         except Exception as e:  # a fault in one job fails that job, never the worker
@@ -113,7 +120,17 @@ class JobExecutor:
                               job_id=job.job_id)
         job.served_units += r.units
         return SlotReport(grant.slot_id, r.units, r.tokens, (time.perf_counter() - start) * 1e3,
-                          r.pieces, trained_tokens=r.trained_tokens, job_id=job.job_id)
+                          r.pieces, trained_tokens=r.trained_tokens, job_id=job.job_id,
+                          units_bwd=r.units_bwd)
+
+    def _run_synthetic(self, grant: SlotGrant, start: float, deadline: float) -> SlotReport:
+        if self._profile is None:
+            self._profile = ProfileWorkload(self.hf_config, self.fused, self.tokenizer,
+                                            self.config.lora_target_modules)
+        r = self._profile.run(grant.budget_units, deadline)
+        # Synthetic tokens are not finetune throughput: trained_tokens stays 0.
+        return SlotReport(grant.slot_id, r.units, 0, (time.perf_counter() - start) * 1e3, r.pieces,
+                          units_bwd=r.units_bwd)
 
     def jobs_changed(self) -> None:
         self._last_poll = 0.0
@@ -151,6 +168,8 @@ class JobExecutor:
             self._start(claimed)
 
     def close(self) -> None:
+        if self._profile is not None:
+            self._profile.close()
         self.flush()
         for job in list(self.running.values()):
             self._drop(job)

@@ -142,7 +142,7 @@ class FinetuneWorker:
         self._housekeeping()
 
     def _on_grant(self, grant: SlotGrant) -> None:
-        if self.executor is None or not self.executor.has_work():
+        if self.executor is None or not (grant.synthetic or self.executor.has_work()):
             report = SlotReport(grant.slot_id, units=0, tokens=0, duration_ms=0.0, pieces=0)
         else:
             report = self.executor.run_slot(grant)

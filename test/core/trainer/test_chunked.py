@@ -198,15 +198,20 @@ def test_pieces_units_and_tokens_are_exact(make_model, random_examples):
         expected += [(PieceKind.FORWARD, i, t) for i in range(3)]
         expected += [(PieceKind.HEAD_FORWARD, -1, t), (PieceKind.HEAD_BACKWARD, -1, 2 * t)]
         expected += [(PieceKind.BACKWARD, i, 2 * t) for i in (2, 1, 0)]
+    # upcoming_pieces() announces exactly the pieces run() will execute next.
+    assert [tuple(p) for p in trainer.upcoming_pieces(100)] == expected
     seen = []
     for m, t in enumerate(padded):
         for k in range(8):
             piece = trainer._step.next_piece()
+            assert trainer.upcoming_pieces(1) == [piece]
             seen.append(tuple(piece))
             assert trainer.min_piece_units == piece.units
             before = trainer.remaining_units
             result = trainer.run(piece.units)  # exactly one piece fits
             assert (result.units, result.pieces) == (piece.units, 1)
+            backward = piece.kind in (PieceKind.BACKWARD, PieceKind.HEAD_BACKWARD)
+            assert result.units_bwd == (piece.units if backward else 0)
             assert result.tokens == real[m]
             last_of_mb = k == 7
             assert result.trained_tokens == (real[m] if last_of_mb else 0)
@@ -228,7 +233,7 @@ def test_whole_step_in_one_call(make_model, random_examples):
     assert result.tokens == result.trained_tokens == sum(len(e.input_ids) for e in examples)
     assert trainer.idle
     assert all(p.grad is None for p in trainer._params)  # zero_grad(set_to_none=True)
-    assert trainer.run(10**12) == (0, 0, 0, 0, False, None)  # idle: nothing to do
+    assert trainer.run(10**12) == (0, 0, 0, 0, False, None, 0)  # idle: nothing to do
 
 
 def test_budget_below_the_next_piece_runs_nothing(make_model, random_examples):
@@ -238,7 +243,7 @@ def test_budget_below_the_next_piece_runs_nothing(make_model, random_examples):
     need = trainer.min_piece_units
     assert need > 0
     before = weights(trainer.stack.causal_lm)
-    assert trainer.run(need - 1) == (0, 0, 0, 0, False, None)
+    assert trainer.run(need - 1) == (0, 0, 0, 0, False, None, 0)
     assert trainer.run(0).pieces == 0
     assert trainer.min_piece_units == need
     result = trainer.run(need + need // 2)  # one piece fits, two do not

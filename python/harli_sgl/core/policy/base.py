@@ -29,15 +29,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from harli_sgl.config import HarliConfig
-
-
-@dataclass(frozen=True, slots=True)
-class IterationFeatures:
-    """An iteration's batch as the latency predictor sees it."""
-
-    batch_size: int          # decode requests in the batch
-    context_tokens: int      # total KV tokens those requests attend over
-    extend_tokens: int = 0   # prefill/extend tokens computed in the same iteration
+from harli_sgl.core.iteration import IterationFeatures, SlotWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +39,10 @@ class SlotContext:
     waiting: int             # requests queued for prefill
     worker_min_units: int    # smallest useful grant (one piece)
     worker_units_per_ms: float | None  # measured finetune speed, if known
+    # The pieces the worker would run next, as (is_backward, units), in order.
+    next_pieces: tuple[tuple[bool, int], ...] = ()
+    # Time until the earliest running request's next token is due (see RequestTracker).
+    request_slack_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +50,27 @@ class Grant:
     budget_units: int
     budget_ms: float
     device_share: float = 1.0
+    # What the policy expects the slot to run (for the co-run model's bookkeeping).
+    planned: SlotWork | None = None
 
 
 class SlotPolicy(ABC):
     name: ClassVar[str]
     free_run: ClassVar[bool] = False
 
-    def __init__(self, config: HarliConfig):
+    def __init__(self, config: HarliConfig, predictor=None):
         self.config = config
+        self.predictor = predictor
 
     @abstractmethod
     def grant(self, ctx: SlotContext) -> Grant | None:
         """The slot to run before the next iteration, or None."""
 
-    def observe_iteration(self, features: IterationFeatures, duration_ms: float,
-                          slot_ms: float, slot_units: int) -> None:
-        """An iteration completed; ``slot_*`` describe the slot that ran inside its cadence."""
+    def observe_request(self, tpot_ms: float) -> None:
+        """A request finished with this TPOT (feedback for policies that adapt)."""
+
+    def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
+        """An iteration with a slot took ``observed_ms``; the predictor had said ``predicted_ms``."""
 
     def status(self) -> dict:
         return {"policy": self.name}

@@ -5,21 +5,17 @@ from __future__ import annotations
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.policy.base import SlotPolicy
 from harli_sgl.core.policy.baselines import GreedyPolicy, IdlePolicy, OffPolicy
+from harli_sgl.core.policy.harli import HarliPolicy
 from harli_sgl.core.policy.static import StaticPolicy
 
-
-class _InterimHarliPolicy(IdlePolicy):
-    # Until the predictor-driven policy lands, harli mode only uses idle time.
-    name = "harli"
-
 POLICIES: dict[str, type[SlotPolicy]] = {
-    cls.name: cls for cls in (OffPolicy, GreedyPolicy, IdlePolicy, StaticPolicy, _InterimHarliPolicy)
+    cls.name: cls for cls in (OffPolicy, GreedyPolicy, IdlePolicy, StaticPolicy, HarliPolicy)
 }
 
 
-def make_policy(config: HarliConfig, **kwargs) -> SlotPolicy:
+def make_policy(config: HarliConfig, predictor=None) -> SlotPolicy:
     try:
         cls = POLICIES[config.mode]
     except KeyError:
         raise ValueError(f"unknown slot policy {config.mode!r}; known: {sorted(POLICIES)}") from None
-    return cls(config, **kwargs)
+    return cls(config, predictor)

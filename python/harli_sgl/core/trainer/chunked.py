@@ -73,6 +73,10 @@ class RunResult(NamedTuple):
     trained_tokens: int  # real tokens of micro-batches whose backward finished in this call
     step_done: bool
     loss: float | None  # mean token loss of the step this call finished, else None
+    units_bwd: int = 0  # of ``units``, those in backward-type pieces
+
+
+BACKWARD_KINDS = (PieceKind.BACKWARD, PieceKind.HEAD_BACKWARD)
 
 
 @dataclass
@@ -128,6 +132,17 @@ class ChunkedStep:
 
     def next_piece(self) -> Piece:
         return self.piece_at(self.micro_index, self.position)
+
+    def upcoming(self, limit: int) -> list[Piece]:
+        """The next ``limit`` pieces of this step, in execution order."""
+        out: list[Piece] = []
+        micro, pos = self.micro_index, self.position
+        while len(out) < limit and micro < len(self.micro_batches):
+            out.append(self.piece_at(micro, pos))
+            pos += 1
+            if pos == self.pieces_per_micro_batch:
+                micro, pos = micro + 1, 0
+        return out
 
     def advance(self) -> bool:
         """Move past the current piece; True if that finished its micro-batch."""
@@ -193,6 +208,10 @@ class ChunkedTrainer:
     def remaining_units(self) -> int:
         return 0 if self._step is None else self._step.remaining_units
 
+    def upcoming_pieces(self, limit: int) -> list[Piece]:
+        """The pieces the next ``run`` calls would execute (current step only)."""
+        return [] if self._step is None else self._step.upcoming(limit)
+
     def start_step(self, micro_batches: Sequence[MicroBatch]) -> None:
         if self._step is not None:
             raise RuntimeError("a step is already in flight; run it to completion or abort it")
@@ -211,7 +230,7 @@ class ChunkedTrainer:
         """
         if budget_units < 0:
             raise ValueError(f"budget_units must be >= 0, got {budget_units}")
-        units = tokens = pieces = trained = 0
+        units = units_bwd = tokens = pieces = trained = 0
         touched: set[int] = set()
         loss = None
         while self._step is not None:
@@ -226,13 +245,14 @@ class ChunkedTrainer:
                 tokens += step.real_tokens[step.micro_index]
             self._execute(step, piece)
             units += piece.units
+            units_bwd += piece.units if piece.kind in BACKWARD_KINDS else 0
             pieces += 1
             finished_index = step.micro_index
             if step.advance():
                 trained += step.real_tokens[finished_index]
                 if step.finished:
                     loss = self._finish_step(step)
-        return RunResult(units, tokens, pieces, trained, loss is not None, loss)
+        return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd)
 
     @contextlib.contextmanager
     def _forward_scope(self) -> Iterator[None]:

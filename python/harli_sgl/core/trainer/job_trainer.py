@@ -186,13 +186,14 @@ class JobTrainer:
         """
         if self._started_at is None:
             self._started_at = time.perf_counter()
-        units = tokens = pieces = trained = 0
+        units = units_bwd = tokens = pieces = trained = 0
         loss = None
         while not self.done:
             self._ensure_step()
             with self._rng.active():
                 r = self._chunked.run(budget_units - units, deadline)
             units, tokens, pieces = units + r.units, tokens + r.tokens, pieces + r.pieces
+            units_bwd += r.units_bwd
             trained += r.trained_tokens
             self.trained_tokens += r.trained_tokens
             self._session_tokens += r.trained_tokens
@@ -200,7 +201,14 @@ class JobTrainer:
                 break
             loss = r.loss
             self._after_step(r.loss)
-        return RunResult(units, tokens, pieces, trained, loss is not None, loss)
+        return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd)
+
+    def upcoming_pieces(self, limit: int) -> list:
+        """The pieces the next ``run`` would execute, in order (within the current step)."""
+        if self.done:
+            return []
+        self._ensure_step()
+        return self._chunked.upcoming_pieces(limit)
 
     def _ensure_step(self) -> None:
         if self._chunked.idle:

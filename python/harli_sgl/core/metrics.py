@@ -1,0 +1,86 @@
+"""Rolling co-location metrics: TPOT and SLO attainment, finetune throughput, slot sizes.
+
+Windows are time-bounded (the last ``window_s`` seconds) so ``/harli/status``
+describes the recent past, which is what an operator watching a dashboard and
+the scheduler's feedback loop both need; lifetime totals are kept alongside.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+
+class _Window:
+    def __init__(self, window_s: float, maxlen: int = 20000):
+        self.window_s = window_s
+        self.items: deque[tuple[float, float]] = deque(maxlen=maxlen)
+
+    def add(self, value: float, now: float | None = None) -> None:
+        self.items.append((time.monotonic() if now is None else now, value))
+
+    def values(self, now: float | None = None) -> list[float]:
+        now = time.monotonic() if now is None else now
+        while self.items and now - self.items[0][0] > self.window_s:
+            self.items.popleft()
+        return [v for _, v in self.items]
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
+def _q(values: list[float], q: float) -> float | None:
+    return float(np.quantile(values, q)) if values else None
+
+
+class ColocationMetrics:
+    def __init__(self, slo_ms: float, window_s: float = 60.0, throughput_window_s: float = 30.0):
+        self.slo_ms = slo_ms
+        self.tpots = _Window(window_s)
+        self.trained = _Window(throughput_window_s)
+        self.slots_units = _Window(window_s)
+        self.slots_ms = _Window(window_s)
+        self.total_trained_tokens = 0
+        self.total_slots = 0
+        self.total_requests = 0
+        self.total_violations = 0
+
+    def request_finished(self, tpot_ms: float) -> None:
+        self.tpots.add(tpot_ms)
+        self.total_requests += 1
+        self.total_violations += tpot_ms > self.slo_ms
+
+    def slot_ran(self, units: int, duration_ms: float, trained_tokens: int) -> None:
+        self.total_slots += 1
+        self.total_trained_tokens += trained_tokens
+        self.trained.add(trained_tokens)
+        self.slots_units.add(units)
+        self.slots_ms.add(duration_ms)
+
+    def finetune_tokens_per_s(self) -> float:
+        return sum(self.trained.values()) / self.trained.window_s
+
+    def slo_attainment(self) -> float | None:
+        tpots = self.tpots.values()
+        return sum(t <= self.slo_ms for t in tpots) / len(tpots) if tpots else None
+
+    def reset(self) -> None:
+        """Forget windows (e.g. after the start-up profile's synthetic traffic)."""
+        for w in (self.tpots, self.trained, self.slots_units, self.slots_ms):
+            w.clear()
+
+    def status(self) -> dict:
+        tpots = self.tpots.values()
+        units, ms = self.slots_units.values(), self.slots_ms.values()
+        return {
+            "slo_attainment": self.slo_attainment(),
+            "tpot_ms": {"p50": _q(tpots, 0.5), "p99": _q(tpots, 0.99), "requests": len(tpots)},
+            "finetune_tokens_per_s": self.finetune_tokens_per_s(),
+            "slots": {"count": len(units), "units_p50": _q(units, 0.5), "units_p99": _q(units, 0.99),
+                      "ms_p50": _q(ms, 0.5), "ms_p99": _q(ms, 0.99)},
+            "totals": {"trained_tokens": self.total_trained_tokens, "slots": self.total_slots,
+                       "requests": self.total_requests, "slo_violations": self.total_violations},
+            "window_s": self.tpots.window_s,
+        }

@@ -1,0 +1,114 @@
+"""``harli``: the QoS-guaranteed, throughput-maximising slot policy.
+
+Each iteration it grants the largest slot whose *predicted co-run latency*
+keeps the next token within the SLO, minus a guard margin:
+
+1. **Target.** The next iteration may take ``beta * SLO - margin``, and never
+   more than the tightest running request's deadline allows (a request that
+   just absorbed a prefill spike is owed time; see RequestTracker).
+2. **Slot.** Stage 1 predicts the decode iteration alone; the remaining budget
+   is filled with the worker's *next pieces*, in order, while stage 2 says the
+   co-run iteration still fits. The grant names exactly those units, and its
+   wall-clock bound is the budget itself, which the worker also enforces.
+3. **Margin** adapts to the error actually observed: the 95th percentile of
+   (observed - predicted) co-run latency over recent slots, floored at 3% of
+   the SLO; while stage 2 is young it is wide (15%).
+4. **Feedback.** ``beta`` backs off multiplicatively as soon as recently
+   finished requests' TPOT comes within 3% of the SLO, before it is violated,
+   and recovers slowly once they are comfortably below (90%).
+
+Prefill/extend is handled explicitly: while requests wait for prefill no slot
+is granted, because the slot would delay their first token and the coming
+prefill iteration already consumes the running requests' slack. No slack
+means no slot. With nothing running or waiting the server is idle and the slot
+is full-size (``--harli-idle-slot-ms``). Until the predictor has data, busy
+slots are exploratory: one piece, only when predicted decode leaves more than
+half the target free.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from harli_sgl.core.iteration import SlotWork
+from harli_sgl.core.policy.base import Grant, SlotContext, SlotPolicy
+from harli_sgl.core.policy.baselines import UNBOUNDED_UNITS
+
+MARGIN_FLOOR = 0.03
+MARGIN_COLD = 0.15
+BETA_MIN = 0.6
+FEEDBACK_WINDOW = 32
+
+
+class HarliPolicy(SlotPolicy):
+    name = "harli"
+
+    def __init__(self, config, predictor=None):
+        super().__init__(config, predictor)
+        if predictor is None:
+            raise ValueError("the harli policy needs a latency predictor")
+        self.beta = 1.0
+        self.recent_tpots: deque[float] = deque(maxlen=FEEDBACK_WINDOW)
+        self.corun_residuals: deque[float] = deque(maxlen=200)
+
+    @property
+    def slo(self) -> float:
+        return self.config.tpot_slo_ms
+
+    def margin_ms(self) -> float:
+        if len(self.corun_residuals) < 10:
+            return MARGIN_COLD * self.slo
+        q95 = float(np.quantile(self.corun_residuals, 0.95))
+        return max(MARGIN_FLOOR * self.slo, q95)
+
+    def target_ms(self, ctx: SlotContext) -> float:
+        target = self.beta * self.slo - self.margin_ms()
+        if ctx.request_slack_ms is not None:
+            target = min(target, ctx.request_slack_ms - MARGIN_FLOOR * self.slo)
+        return target
+
+    def grant(self, ctx: SlotContext) -> Grant | None:
+        if ctx.running == 0 and ctx.waiting == 0:
+            return Grant(UNBOUNDED_UNITS, self.config.idle_slot_ms)
+        if ctx.waiting or not ctx.next_pieces or not self.predictor.ready(1):
+            return None
+        target = self.target_ms(ctx)
+        decode = self.predictor.predict_decode(ctx.next_iteration)
+        budget = target - decode
+        if budget <= 0:
+            return None
+        if not self.predictor.ready(2):
+            # Explore: one piece, only where slack is ample, to teach stage 2.
+            is_bwd, units = ctx.next_pieces[0]
+            if decode > 0.5 * target:
+                return None
+            work = SlotWork(0 if is_bwd else units, units if is_bwd else 0, 1)
+            return Grant(units, budget, planned=work)
+        work = SlotWork()
+        for is_bwd, units in ctx.next_pieces:
+            nxt = SlotWork(work.units_fwd + (0 if is_bwd else units),
+                           work.units_bwd + (units if is_bwd else 0), work.pieces + 1)
+            if self.predictor.slot_cost(nxt) > budget:
+                break
+            work = nxt
+        if work.pieces == 0:
+            return None
+        return Grant(work.units, budget, planned=work)
+
+    def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
+        self.corun_residuals.append(observed_ms - predicted_ms)
+
+    def observe_request(self, tpot_ms: float) -> None:
+        self.recent_tpots.append(tpot_ms)
+        worst = max(self.recent_tpots)
+        if worst >= 0.97 * self.slo:
+            self.beta = max(BETA_MIN, self.beta * 0.9)
+            self.recent_tpots.clear()  # judge the new beta on fresh requests
+        elif len(self.recent_tpots) >= 8 and np.quantile(self.recent_tpots, 0.9) < 0.9 * self.slo:
+            self.beta = min(1.0, self.beta + 0.01)
+
+    def status(self) -> dict:
+        return {"policy": self.name, "beta": round(self.beta, 3),
+                "margin_ms": round(self.margin_ms(), 3)}

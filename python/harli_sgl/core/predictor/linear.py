@@ -1,0 +1,97 @@
+"""Online ridge regression with exponential forgetting and honest held-out error.
+
+The decode-latency models are linear in a handful of batch features, so the
+whole state is the sufficient statistics ``A = sum w x x^T`` and ``b = sum w x y``
+(``d <= 8``). Each observation decays the old statistics by ``forget`` so the
+model follows drift (thermal throttling, a neighbour process), and a ridge
+prior pulls the weights toward ``prior`` (e.g. a start-up profile) while data
+is scarce. Weights are re-solved lazily, at most every ``refit_every``
+observations, so ``predict`` on the decode hot path is one dot product.
+
+Error is measured *prospectively* on held-out rows: every ``holdout_every``-th
+observation is predicted with the current model before it is seen, scored into
+the MAPE, and never used for fitting. That is the error the scheduler actually
+suffers, not an in-sample fit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+
+class OnlineLinearModel:
+    def __init__(self, dim: int, *, prior: np.ndarray | None = None, ridge: float = 1e-3,
+                 forget: float = 0.999, refit_every: int = 8, holdout_every: int = 5,
+                 error_window: int = 500):
+        self.dim = dim
+        self.prior = np.zeros(dim) if prior is None else np.asarray(prior, dtype=float)
+        self.ridge = ridge
+        self.forget = forget
+        self.refit_every = refit_every
+        self.holdout_every = holdout_every
+        self.A = np.zeros((dim, dim))
+        self.b = np.zeros(dim)
+        self.w = self.prior.copy()
+        self.samples = 0
+        self._seen = 0
+        self._stale = 0
+        self._errors: deque[float] = deque(maxlen=error_window)
+        self._residuals: deque[float] = deque(maxlen=error_window)
+
+    def predict(self, x: np.ndarray | list[float]) -> float:
+        return float(np.dot(self.w, x))
+
+    def observe(self, x: np.ndarray | list[float], y: float) -> bool:
+        """Learn from one row, or score it if it is held out; returns True if held out."""
+        x = np.asarray(x, dtype=float)
+        self._seen += 1
+        pred = self.predict(x)
+        self._residuals.append(y - pred)
+        if self.holdout_every and self._seen % self.holdout_every == 0 and self.samples > 2 * self.dim:
+            if y > 0:
+                self._errors.append(abs(pred - y) / y)
+            return True
+        self.A *= self.forget
+        self.b *= self.forget
+        self.A += np.outer(x, x)
+        self.b += x * y
+        self.samples += 1
+        self._stale += 1
+        if self._stale >= self.refit_every or self.samples <= 2 * self.dim:
+            self.refit()
+        return False
+
+    def refit(self) -> None:
+        # Ridge toward the prior, scaled per feature by that feature's own energy so
+        # the pull is the same relative strength for a constant and for token counts.
+        lam = self.ridge * np.maximum(np.diag(self.A), 1e-9)
+        try:
+            self.w = np.linalg.solve(self.A + np.diag(lam), self.b + lam * self.prior)
+        except np.linalg.LinAlgError:
+            pass
+        self._stale = 0
+
+    @property
+    def mape(self) -> float | None:
+        return float(np.mean(self._errors)) if self._errors else None
+
+    def residual_quantile(self, q: float) -> float | None:
+        """Quantile of recent (actual - predicted); positive means under-prediction."""
+        return float(np.quantile(self._residuals, q)) if len(self._residuals) >= 10 else None
+
+    @property
+    def heldout(self) -> int:
+        return len(self._errors)
+
+    def state_dict(self) -> dict:
+        return {"A": self.A.tolist(), "b": self.b.tolist(), "w": self.w.tolist(),
+                "samples": self.samples, "prior": self.prior.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.A = np.asarray(state["A"], dtype=float)
+        self.b = np.asarray(state["b"], dtype=float)
+        self.w = np.asarray(state["w"], dtype=float)
+        self.samples = int(state["samples"])
+        self.prior = np.asarray(state.get("prior", self.prior), dtype=float)

@@ -1,0 +1,96 @@
+"""The start-up latency profile: real decode load, real slots, bounded in time.
+
+Runs once per (model, device, dtype, threads): when the scheduler reports no
+profile (none was persisted for this key), this drives the server through its
+own public API right after it is ready. It waits for the finetune worker,
+switches the scheduler into profiling (busy iterations alternate between no
+slot and a synthetic slot of sweeping size), and sends bursts of ``/generate``
+requests at batch sizes 1..max with short and long prompts, so stage 1 sees
+decode and prefill across the batch space and stage 2 sees slots of every
+size. It stops at ``--harli-startup-profile-s`` whatever is left, then turns
+profiling off, which makes the scheduler persist the fitted predictor. Every
+step is logged. It runs in a daemon thread and never delays serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from harli_sgl.config import HarliConfig
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_TOKENS = 24
+PROMPT_LENS = (32, 384)
+
+
+class StartupProfiler:
+    def __init__(self, base_url: str, api_key: str | None, config: HarliConfig,
+                 max_batch: int, vocab: int):
+        self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.config = config
+        self.max_batch = max_batch
+        self.vocab = vocab
+
+    def start(self) -> None:
+        threading.Thread(target=self._run_logged, name="harli-startup-profile", daemon=True).start()
+
+    def _run_logged(self) -> None:
+        try:
+            self.run()
+        except Exception:
+            logger.exception("harli: the start-up latency profile failed; the predictor learns online")
+            self._set_profiling(False)
+
+    def _status(self) -> dict:
+        return requests.get(self.base_url + "/harli/status", headers=self.headers, timeout=60).json()
+
+    def _set_profiling(self, on: bool) -> None:
+        requests.post(self.base_url + "/harli/profile", headers=self.headers, timeout=60,
+                      json={"enabled": on})
+
+    def run(self) -> None:
+        if self.config.startup_profile_s <= 0 or not self.config.finetune_enabled:
+            return
+        if self._status()["predictor"]["profiled"]:
+            logger.info("harli: reusing the persisted latency profile")
+            return
+        deadline = time.monotonic() + 180
+        while not self._status()["worker"]["alive"]:
+            if time.monotonic() > deadline:
+                logger.warning("harli: the finetune worker did not start; profiling decode only")
+                break
+            time.sleep(1)
+        budget = self.config.startup_profile_s
+        logger.info("harli: profiling decode latency with and without slots (at most %.0fs)", budget)
+        self._set_profiling(True)
+        end = time.monotonic() + budget
+        sizes = sorted({1, 2, 4, 8, self.max_batch} & set(range(1, self.max_batch + 1)))
+        rng = random.Random(0)
+        try:
+            for prompt_len in PROMPT_LENS:
+                for bs in sizes:
+                    if time.monotonic() > end:
+                        break
+                    self._burst(bs, prompt_len, rng)
+        finally:
+            self._set_profiling(False)
+        p = self._status()["predictor"]
+        logger.info("harli: profile fitted: stage 1 %d samples, stage 2 %d samples",
+                    p["stage1"]["samples"], p["stage2"]["samples"])
+
+    def _burst(self, bs: int, prompt_len: int, rng: random.Random) -> None:
+        def one(_):
+            ids = [rng.randrange(self.vocab) for _ in range(prompt_len)]
+            requests.post(self.base_url + "/generate", headers=self.headers, timeout=600, json={
+                "input_ids": ids, "sampling_params": {"max_new_tokens": OUTPUT_TOKENS,
+                                                      "temperature": 0, "ignore_eos": True}})
+        with ThreadPoolExecutor(bs) as pool:
+            list(pool.map(one, range(bs)))

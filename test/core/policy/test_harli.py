@@ -1,0 +1,102 @@
+"""The harli policy against a real predictor fed with a known latency law."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harli_sgl.config import HarliConfig
+from harli_sgl.core.iteration import IterationFeatures, SlotWork
+from harli_sgl.core.policy.base import SlotContext
+from harli_sgl.core.policy.registry import make_policy
+from harli_sgl.core.predictor.registry import make_predictor
+
+SLO = 100.0
+PIECES = tuple([(False, 256)] * 8 + [(True, 512)] * 8)
+
+
+def decode_ms(f):
+    return 10.0 + 3.0 * f.batch_size + 0.002 * f.context_tokens
+
+
+def slot_ms(w):
+    return 0.5 + 0.04 * w.units_fwd + 0.02 * w.units_bwd
+
+
+@pytest.fixture
+def trained():
+    rng = np.random.default_rng(0)
+    p = make_predictor()
+    for i in range(400):
+        bs = int(rng.integers(1, 17))
+        f = IterationFeatures(bs, bs * 300)
+        w = SlotWork(256 * int(rng.integers(0, 5)), 512 * int(rng.integers(0, 3)), 2) if i % 2 else SlotWork()
+        p.observe(f, (decode_ms(f) + (slot_ms(w) if w.units else 0)) * rng.normal(1, 0.01), w)
+    policy = make_policy(HarliConfig(mode="harli", tpot_slo_ms=SLO), p)
+    for _ in range(20):
+        policy.observe_corun(50.0, 50.5)  # small observed error -> margin at its floor
+    return policy
+
+
+def ctx(bs, waiting=0, slack=None, pieces=PIECES):
+    return SlotContext(IterationFeatures(bs, bs * 300), bs, waiting, pieces[0][1] if pieces else 0,
+                       None, pieces, slack)
+
+
+def test_largest_slot_that_keeps_the_predicted_iteration_within_slo(trained):
+    for bs in (1, 4, 8, 12):
+        g = trained.grant(ctx(bs))
+        assert g is not None and g.planned.pieces >= 1
+        f = IterationFeatures(bs, bs * 300)
+        target = SLO - trained.margin_ms()
+        assert decode_ms(f) + slot_ms(g.planned) <= target * 1.05
+        # One more piece would not have fit.
+        more = PIECES[g.planned.pieces] if g.planned.pieces < len(PIECES) else None
+        if more is not None:
+            bigger = SlotWork(g.planned.units_fwd + (0 if more[0] else more[1]),
+                              g.planned.units_bwd + (more[1] if more[0] else 0), g.planned.pieces + 1)
+            assert decode_ms(f) + slot_ms(bigger) > target * 0.95
+    # Less slack at bigger batches: smaller slots.
+    assert trained.grant(ctx(1)).budget_units > trained.grant(ctx(12)).budget_units
+
+
+def test_no_slack_no_slot_and_prefill_pending_no_slot(trained):
+    assert trained.grant(ctx(30)) is None            # decode alone ~100 ms: no slack
+    assert trained.grant(ctx(2, waiting=1)) is None  # prefill next: explicit no
+    assert trained.grant(ctx(2, slack=5.0)) is None  # a request is owed time
+
+
+def test_idle_gets_full_size_slots(trained):
+    g = trained.grant(SlotContext(IterationFeatures(0, 0), 0, 0, 256, None, PIECES, None))
+    assert g.budget_ms == HarliConfig().idle_slot_ms and g.budget_units >= 1 << 30
+
+
+def test_margin_adapts_to_observed_error(trained):
+    floor = trained.margin_ms()
+    assert floor == pytest.approx(0.03 * SLO)
+    units_at_floor = trained.grant(ctx(4)).budget_units
+    for _ in range(200):
+        trained.observe_corun(50.0, 62.0)  # the model under-predicts by 12 ms
+    assert trained.margin_ms() == pytest.approx(12.0)
+    assert trained.grant(ctx(4)).budget_units < units_at_floor
+
+
+def test_feedback_backs_off_before_violation_and_recovers(trained):
+    units_before = trained.grant(ctx(4)).budget_units
+    trained.observe_request(0.98 * SLO)   # within 3% of the SLO: back off now
+    assert trained.beta < 1.0
+    assert trained.grant(ctx(4)).budget_units < units_before
+    for _ in range(200):
+        trained.observe_request(0.5 * SLO)
+    assert trained.beta == 1.0
+
+
+def test_cold_predictor_explores_with_one_piece_only():
+    policy = make_policy(HarliConfig(mode="harli", tpot_slo_ms=SLO), make_predictor())
+    assert policy.grant(ctx(2)) is None  # stage 1 knows nothing yet
+    p = policy.predictor
+    for bs in range(1, 40):
+        p.observe(IterationFeatures(bs % 8 + 1, 300 * (bs % 8 + 1)), decode_ms(
+            IterationFeatures(bs % 8 + 1, 300 * (bs % 8 + 1))), SlotWork())
+    g = policy.grant(ctx(2))
+    assert g is not None and g.planned.pieces == 1
