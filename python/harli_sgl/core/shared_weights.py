@@ -70,6 +70,32 @@ def hf_views(fused: dict[str, torch.Tensor], hf_config) -> dict[str, torch.Tenso
     return out
 
 
+def fuse(hf_state: dict[str, torch.Tensor], hf_config, vocab_multiple: int = 64) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`hf_views`: an HF state dict laid out the way the engine serves it.
+
+    Used where no serving engine is at hand (tests, and the torch-only GPU
+    benchmark): q/k/v and gate/up are concatenated and the vocabulary padded.
+    """
+    g = geometry(hf_config)
+    pad = -g.vocab % vocab_multiple
+    out: dict[str, torch.Tensor] = {}
+    for name, t in hf_state.items():
+        if ".self_attn.q_proj." in name:
+            prefix, kind = name.split(".q_proj.")
+            out[f"{prefix}.qkv_proj.{kind}"] = torch.cat(
+                [t, hf_state[f"{prefix}.k_proj.{kind}"], hf_state[f"{prefix}.v_proj.{kind}"]])
+        elif ".mlp.gate_proj." in name:
+            prefix = name.split("gate_proj.")[0]
+            out[prefix + "gate_up_proj.weight"] = torch.cat([t, hf_state[prefix + "up_proj.weight"]])
+        elif any(f".{p}." in name for p in ("k_proj", "v_proj", "up_proj")):
+            continue
+        elif name in ("model.embed_tokens.weight", "lm_head.weight"):
+            out[name] = torch.cat([t, t.new_zeros(pad, t.shape[1])])
+        else:
+            out[name] = t.clone()
+    return out
+
+
 def build_model(hf_config, fused: dict[str, torch.Tensor]) -> torch.nn.Module:
     """An HF causal LM (on the tensors' device) whose parameters are views of ``fused``.
 
@@ -82,7 +108,7 @@ def build_model(hf_config, fused: dict[str, torch.Tensor]) -> torch.nn.Module:
     views = hf_views(fused, hf_config)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa",
-                                                 torch_dtype=next(iter(views.values())).dtype)
+                                                 dtype=next(iter(views.values())).dtype)
     expected = {n for n, _ in model.named_parameters()}
     missing, unexpected = expected - views.keys(), views.keys() - expected
     if missing or unexpected:

@@ -31,7 +31,7 @@ import torch
 import zmq
 from sglang.srt.managers.io_struct import SetInternalStateReqOutput
 from sglang.srt.managers.scheduler import Scheduler
-from sglang.srt.runtime_context import get_model, get_parallel, get_serving
+from sglang.srt.runtime_context import get_model, get_observability, get_parallel, get_serving
 
 from harli_sgl.config import MODES, HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
@@ -65,6 +65,11 @@ class HarliScheduler(Scheduler):
         predictor = make_predictor()
         self.harli = SlotCoordinator(config, make_policy(config, predictor), predictor, supervisor,
                                      predictor_path=self._predictor_path(config))
+        self.harli_prometheus = None
+        if get_observability().enable_metrics:
+            from harli_sgl.sglang.prometheus import HarliPrometheus
+
+            self.harli_prometheus = HarliPrometheus(get_serving().served_model_name)
         logger.info("harli: scheduler ready, mode=%s tpot_slo_ms=%.1f", config.mode, config.tpot_slo_ms)
 
     def _start_worker(self, config: HarliConfig):
@@ -117,10 +122,16 @@ class HarliScheduler(Scheduler):
         ctx = int(running.seq_lens_cpu.sum()) if bs and running.seq_lens_cpu is not None else 0
         self.harli.after_iteration(IterationFeatures(bs, ctx + bs), running=bs,
                                    waiting=len(self.waiting_queue))
+        self._export_metrics()
 
     def on_idle(self):
         super().on_idle()
         self.harli.on_idle(waiting=len(self.waiting_queue))
+        self._export_metrics()
+
+    def _export_metrics(self) -> None:
+        if self.harli_prometheus is not None and self.harli_prometheus.due():
+            self.harli_prometheus.update(self.harli_status())
 
     def maybe_sleep_on_idle(self):
         # An idle slot is about to run in on_idle(); it replaces the sleep.

@@ -1,0 +1,112 @@
+"""What does Harli cost serving when no finetune job runs?
+
+Runs ``sglang.bench_serving`` (random-ids) against stock ``python -m
+sglang.launch_server`` and against ``python -m harli_sgl.launch_server
+--harli-mode harli`` with no job, on the same model, flags and load. Both
+servers stay up for the whole run and the benchmark alternates between them
+(A B, B A, A B, ...), so slow drifts of this noisy machine hit both alike; an
+idle server sleeps (``--sleep-on-idle``), so it does not disturb the other.
+Reports per-round and overall ratios harli/stock of p50/p99 TPOT and output
+throughput.
+
+    python benchmark/overhead.py --out out/overhead --rounds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+
+from harli_sgl.model import default_model
+from harli_sgl.tools.bench_client import BenchLoad, request_tpots_ms, run_bench_serving
+from harli_sgl.tools.server_process import ServerProcess, stock_sglang_argv
+
+
+def summarize(result: dict) -> dict:
+    tpots = request_tpots_ms(result)
+    return {
+        "tpot_p50_ms": statistics.median(tpots),
+        "tpot_p99_ms": sorted(tpots)[max(0, int(0.99 * len(tpots)) - 1)] if tpots else None,
+        "output_tok_per_s": result["output_throughput"],
+        "completed": result["completed"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--model-path", default=None)
+    p.add_argument("--num-prompts", type=int, default=32)
+    p.add_argument("--input-len", type=int, default=128)
+    p.add_argument("--output-len", type=int, default=128)
+    p.add_argument("--max-concurrency", type=int, default=8)
+    p.add_argument("--server-args", default="", help="extra flags given to BOTH servers")
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    model = args.model_path or default_model.ensure()
+    common = ["--model-path", model, *args.server_args.split()]
+    stock_argv, stock_env = stock_sglang_argv(common)
+    workdir = tempfile.mkdtemp(prefix="harli-overhead-")
+    servers = {
+        "stock": ServerProcess(stock_argv, module="sglang.launch_server", env=stock_env,
+                               log_path=os.path.join(args.out, "stock.log")),
+        "harli": ServerProcess([*common, "--harli-mode", "harli", "--harli-workdir", workdir],
+                               log_path=os.path.join(args.out, "harli.log")),
+    }
+    load = BenchLoad(num_prompts=args.num_prompts, input_len=args.input_len,
+                     output_len=args.output_len, max_concurrency=args.max_concurrency)
+    rows = []
+    try:
+        for s in servers.values():
+            s.start()
+        for s in servers.values():
+            s.wait_ready()
+        warm = BenchLoad(num_prompts=8, input_len=32, output_len=16, max_concurrency=8)
+        for s in servers.values():
+            run_bench_serving(s.base_url, model, warm)
+        for r in range(args.rounds):
+            order = ["stock", "harli"] if r % 2 == 0 else ["harli", "stock"]
+            for name in order:
+                res = summarize(run_bench_serving(servers[name].base_url, model, load))
+                rows.append({"round": r, "server": name, **res})
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        for s in servers.values():
+            s.stop()
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(row[key] for row in rows if row["server"] == name)
+
+    per_round = []
+    for r in range(args.rounds):
+        a = next(x for x in rows if x["round"] == r and x["server"] == "stock")
+        b = next(x for x in rows if x["round"] == r and x["server"] == "harli")
+        per_round.append({k: b[k] / a[k] for k in ("tpot_p50_ms", "tpot_p99_ms", "output_tok_per_s")})
+    summary = {
+        "load": vars(load) | {"request_rate": "inf"},
+        "rounds": rows,
+        "ratio_per_round": per_round,
+        "ratio_of_medians": {k: med("harli", k) / med("stock", k)
+                             for k in ("tpot_p50_ms", "tpot_p99_ms", "output_tok_per_s")},
+        "median_of_round_ratios": {k: statistics.median(x[k] for x in per_round)
+                                   for k in ("tpot_p50_ms", "tpot_p99_ms", "output_tok_per_s")},
+    }
+    with open(os.path.join(args.out, "overhead.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+
+    print("\n| server | TPOT p50 (ms) | TPOT p99 (ms) | output tok/s |\n|---|---|---|---|")
+    for name in ("stock", "harli"):
+        print(f"| {name} | {med(name, 'tpot_p50_ms'):.2f} | {med(name, 'tpot_p99_ms'):.2f} | "
+              f"{med(name, 'output_tok_per_s'):.1f} |")
+    m = summary["median_of_round_ratios"]
+    print(f"\nharli/stock (median of per-round ratios): TPOT p50 {m['tpot_p50_ms']:.3f}, "
+          f"TPOT p99 {m['tpot_p99_ms']:.3f}, throughput {m['output_tok_per_s']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

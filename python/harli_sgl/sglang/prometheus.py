@@ -1,0 +1,65 @@
+"""Harli's Prometheus metrics, exported next to SGLang's when ``--enable-metrics`` is on.
+
+SGLang runs prometheus_client in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
+is set before its children start), and the main process's ``/metrics`` merges
+every process's files. So gauges created here, in the scheduler process, with
+``multiprocess_mode="mostrecent"`` show up on the same ``/metrics`` page.
+They mirror ``/harli/status`` and are refreshed at most once a second.
+"""
+
+from __future__ import annotations
+
+import time
+
+REFRESH_S = 1.0
+
+
+class HarliPrometheus:
+    def __init__(self, model_name: str):
+        from prometheus_client import Gauge
+
+        labels = ["model_name"]
+
+        def gauge(name: str, doc: str, extra: tuple[str, ...] = ()):
+            return Gauge(f"harli:{name}", doc, labelnames=labels + list(extra),
+                         multiprocess_mode="mostrecent")
+
+        self.model = model_name
+        self.slo_attainment = gauge("slo_attainment", "Fraction of recent requests with TPOT <= SLO.")
+        self.tpot = gauge("tpot_ms", "TPOT of recent requests (ms).", ("quantile",))
+        self.finetune_tps = gauge("finetune_tokens_per_s", "Trained tokens per second (recent).")
+        self.trained_total = gauge("trained_tokens_total", "Trained tokens since start.")
+        self.slot_units = gauge("slot_units", "Granted slot sizes (token-layers).", ("quantile",))
+        self.mape = gauge("predictor_mape", "Held-out MAPE of the latency predictor.", ("stage",))
+        self.worker_alive = gauge("worker_alive", "1 if the finetune worker is up.")
+        self.worker_restarts = gauge("worker_restarts", "Finetune worker restarts.")
+        self.tpot_slo = gauge("tpot_slo_ms", "The TPOT SLO (ms).")
+        self._last = 0.0
+
+    def due(self) -> bool:
+        """True at most once per refresh period (so status is only built when needed)."""
+        now = time.monotonic()
+        if now - self._last < REFRESH_S:
+            return False
+        self._last = now
+        return True
+
+    def update(self, status: dict) -> None:
+        m = self.model
+
+        def put(g, value, *extra):
+            if value is not None:
+                g.labels(m, *extra).set(value)
+
+        put(self.slo_attainment, status["slo_attainment"])
+        put(self.tpot, status["tpot_ms"]["p50"], "0.5")
+        put(self.tpot, status["tpot_ms"]["p99"], "0.99")
+        put(self.finetune_tps, status["finetune_tokens_per_s"])
+        put(self.trained_total, status["totals"]["trained_tokens"])
+        put(self.slot_units, status["slots"]["units_p50"], "0.5")
+        put(self.slot_units, status["slots"]["units_p99"], "0.99")
+        put(self.mape, status["predictor"]["stage1"]["mape"], "1")
+        put(self.mape, status["predictor"]["stage2"]["mape"], "2")
+        put(self.worker_alive, 1.0 if status["worker"]["alive"] else 0.0)
+        put(self.worker_restarts, status["worker"]["restarts"])
+        put(self.tpot_slo, status["tpot_slo_ms"])

@@ -1,0 +1,123 @@
+"""A real spawned finetune worker driven by a real coordinator, without SGLang.
+
+The serving engine is replaced by what it hands the worker: fused weight
+tensors in shared memory (built here from the tiny HF model). Jobs come from a
+real JobStore; slots are granted by the real coordinator and policies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from harli_sgl.config import HarliConfig
+from harli_sgl.core.coordinator import SlotCoordinator
+from harli_sgl.core.iteration import IterationFeatures
+from harli_sgl.core.policy.registry import make_policy
+from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.shared_weights import fuse
+from harli_sgl.jobs.store import JobStore
+from harli_sgl.model import default_model
+from harli_sgl.worker.spec import WorkerSpec
+from harli_sgl.worker.supervisor import WorkerSupervisor
+
+ROWS = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(8)]
+
+
+@pytest.fixture
+def rig(tmp_path):
+    model_dir = default_model.ensure("tiny")
+    cfg = HarliConfig(mode="idle", workdir=str(tmp_path), restart_backoff_s=0.2,
+                      worker_heartbeat_s=0.1, checkpoint_every_steps=2).resolved("cpu")
+    hf = AutoModelForCausalLM.from_pretrained(model_dir)
+    fused = fuse(hf.state_dict(), AutoConfig.from_pretrained(model_dir))
+    for t in fused.values():
+        t.share_memory_()
+    spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=1,
+                      server_url="http://127.0.0.1:9")  # nothing listens: publishing waits
+    sup = WorkerSupervisor(cfg, spec, extra_args=(fused,))
+    predictor = make_predictor()
+    coord = SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
+    sup.start()
+    store = JobStore(cfg.workdir)
+    yield coord, store, cfg
+    coord.shutdown()
+    store.close()
+
+
+def submit(store, rows, **hp):
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    f = store.create_file("train.jsonl", "fine-tune", data)
+    job = store.create_job("tiny", f["id"], None, "t", 3,
+                           {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, **hp},
+                           {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0},
+                           None)
+    store.set_status(job["id"], "queued")
+    return job["id"]
+
+
+def pump(coord, until, timeout_s=120.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        coord.on_idle(waiting=0)
+        if until():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out; coordinator status: {coord.status()}")
+
+
+def test_job_trains_in_idle_slots_and_saves_its_adapter(rig):
+    coord, store, cfg = rig
+    job_id = submit(store, ROWS)
+    name = None
+
+    def adapter_saved():
+        nonlocal name
+        events = store.list_events(job_id, limit=100)[0]
+        saved = [e for e in events if "adapter saved" in e["message"]]
+        if saved:
+            name = saved[0]["data"]["fine_tuned_model"]
+        return bool(saved)
+
+    pump(coord, adapter_saved)
+    assert os.path.exists(os.path.join(cfg.workdir, "adapters", name, "adapter_config.json"))
+    metrics = [e for e in store.list_events(job_id, limit=100)[0] if e["type"] == "metrics"]
+    assert len(metrics) == 4  # 8 examples / batch 4 x 2 epochs
+    assert coord.metrics.total_trained_tokens > 0
+    assert store.list_checkpoints(job_id)[0]  # every 2 steps
+    # Not servable yet (no server to publish to), so not "succeeded".
+    assert store.get_job(job_id)["status"] == "running"
+
+
+def test_bad_job_fails_precisely_and_the_next_one_runs(rig):
+    coord, store, _ = rig
+    bad = submit(store, ROWS[:2] + [{"prompt": "x" * 4000, "completion": "y"}])
+    good = submit(store, ROWS)
+    pump(coord, lambda: store.get_job(bad)["status"] == "failed")
+    assert "line 3" in store.get_job(bad)["error"]["message"]
+    pump(coord, lambda: any("adapter saved" in e["message"]
+                            for e in store.list_events(good, limit=100)[0]))
+    assert coord.supervisor.restarts == 0
+
+
+def test_profile_slots_are_synthetic_and_teach_stage_two(rig):
+    coord, store, _ = rig
+    pump(coord, lambda: coord.supervisor.ready)
+    coord.set_profiling(True)
+    f = IterationFeatures(2, 400)
+    for _ in range(60):
+        coord.on_launch(f, time.monotonic())
+        time.sleep(0.002)  # "decode"
+        coord.after_iteration(f, running=2, waiting=0)
+    coord.set_profiling(False)
+    p = coord.predictor.status()
+    assert p["profiled"] and p["stage1"]["samples"] > 10 and p["stage2"]["samples"] > 10
+    # Synthetic work trains nothing a customer owns.
+    assert coord.metrics.total_trained_tokens == 0
+    w = coord.predictor.stage2.w
+    assert w[1] > 0 and w[2] > 0  # forward and backward units both cost time
