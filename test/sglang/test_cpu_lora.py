@@ -267,6 +267,9 @@ def check_layers() -> None:
     seq_lens, scaling = [3, 2], 2.0
     backend.prepare_lora_batch(_extend_batch(seq_lens), weight_indices=[1, 0], lora_ranks=[0, rank],
                                scalings=[0.0, scaling], use_cuda_graph=False)
+    # LoRAManager.prepare_lora_batch marks whether any request uses an adapter; the
+    # pin-free backend skips batches where none does, so mark it as the manager would.
+    backend.batch_info.has_active_lora = True
     for k, module in modules.items():
         x = torch.randn(sum(seq_lens), module.base_layer.input_size)
         out, base = module(x), bases[k](x)
