@@ -228,8 +228,10 @@ class SlotCoordinator:
     def _on_report(self, msg: SlotReport) -> None:
         self.metrics.slot_ran(msg.units, msg.duration_ms, msg.trained_tokens)
         if msg.slot_id >= 0 and msg.units:  # free-run slices overlap decode; they are not slot work
-            self._work = SlotWork(self._work.units_fwd + msg.units - msg.units_bwd,
-                                  self._work.units_bwd + msg.units_bwd, self._work.pieces + msg.pieces)
+            w = self._work
+            self._work = SlotWork(w.units_fwd + msg.units - msg.units_bwd - msg.units_head,
+                                  w.units_bwd + msg.units_bwd, w.units_head + msg.units_head,
+                                  w.pieces + msg.pieces)
         if msg.units > 0 and msg.duration_ms > 0:
             rate = msg.units / msg.duration_ms
             self._units_per_ms = rate if self._units_per_ms is None else \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,21 +15,37 @@ class IterationFeatures:
     extend_tokens: int = 0   # prefill/extend tokens computed in the same iteration
 
 
+class CostKind(IntEnum):
+    """How a piece's units cost time: layer forwards, layer backwards, and the head.
+
+    A frozen-base backward costs less per unit than a forward (no weight
+    gradients), and the head (final norm, lm_head, loss) costs in proportion to
+    the vocabulary, not the layer width, so the co-run model keeps them apart.
+    """
+
+    LAYER_FORWARD = 0
+    LAYER_BACKWARD = 1
+    HEAD = 2
+
+
 @dataclass(frozen=True, slots=True)
 class SlotWork:
-    """Finetune work run inside one iteration's cadence, split by piece kind.
-
-    Forward-type pieces (layer and head forwards) and backward-type pieces cost
-    differently per unit, so the co-run model keeps them apart.
-    """
+    """Finetune work run inside one iteration's cadence, split by cost kind."""
 
     units_fwd: int = 0
     units_bwd: int = 0
+    units_head: int = 0
     pieces: int = 0
 
     @property
     def units(self) -> int:
-        return self.units_fwd + self.units_bwd
+        return self.units_fwd + self.units_bwd + self.units_head
+
+    def plus(self, kind: int, units: int, pieces: int = 1) -> SlotWork:
+        return SlotWork(self.units_fwd + (units if kind == CostKind.LAYER_FORWARD else 0),
+                        self.units_bwd + (units if kind == CostKind.LAYER_BACKWARD else 0),
+                        self.units_head + (units if kind == CostKind.HEAD else 0),
+                        self.pieces + pieces)
 
 
 NO_SLOT = SlotWork()

@@ -58,9 +58,9 @@ class WorkerState:
     # Smallest amount of work the worker can make progress with (one layer of
     # the current piece); grants below it would be wasted.
     min_piece_units: int = 0
-    # The pieces the next slot would run, in order, as (is_backward, units), so
+    # The pieces the next slot would run, in order, as (CostKind, units), so
     # the scheduler can size a grant to whole pieces with its co-run model.
-    next_pieces: tuple[tuple[bool, int], ...] = ()
+    next_pieces: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +86,9 @@ class SlotReport:
     # Tokens whose backward pass completed in this slot (finetune throughput).
     trained_tokens: int = 0
     job_id: str | None = None
-    # Of ``units``, those in backward-type pieces (they cost less per unit).
+    # Of ``units``, those in layer-backward and in head pieces (see CostKind).
     units_bwd: int = 0
+    units_head: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,8 @@ import torch
 
 from harli_sgl.core.message import SlotGrant, SlotReport, WorkerState
 from harli_sgl.core.shared_weights import build_model, private_bytes
-from harli_sgl.core.trainer.chunked import BACKWARD_KINDS
+from harli_sgl.core.iteration import CostKind
+from harli_sgl.core.trainer.chunked import HEAD_KINDS, PieceKind
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataError, load_examples
 from harli_sgl.core.trainer.job_trainer import JobTrainer
@@ -50,6 +51,12 @@ POLL_INTERVAL_S = 0.5
 MAX_ATTEMPTS = 3
 MAX_SEQ_LEN = 1024
 NEXT_PIECES = 24  # pieces announced to the scheduler for slot sizing
+
+
+def cost_kind(kind: PieceKind) -> int:
+    if kind in HEAD_KINDS:
+        return CostKind.HEAD
+    return CostKind.LAYER_BACKWARD if kind is PieceKind.BACKWARD else CostKind.LAYER_FORWARD
 
 
 @dataclass
@@ -99,7 +106,7 @@ class JobExecutor:
         if job is None:
             return WorkerState(has_work=False)
         t = job.trainer
-        pieces = tuple((p.kind in BACKWARD_KINDS, p.units) for p in t.upcoming_pieces(NEXT_PIECES))
+        pieces = tuple((cost_kind(p.kind), p.units) for p in t.upcoming_pieces(NEXT_PIECES))
         return WorkerState(has_work=True, job_id=job.job_id, micro_batch_tokens=t.min_piece_units,
                            min_piece_units=t.min_piece_units, next_pieces=pieces)
 
@@ -121,7 +128,7 @@ class JobExecutor:
         job.served_units += r.units
         return SlotReport(grant.slot_id, r.units, r.tokens, (time.perf_counter() - start) * 1e3,
                           r.pieces, trained_tokens=r.trained_tokens, job_id=job.job_id,
-                          units_bwd=r.units_bwd)
+                          units_bwd=r.units_bwd, units_head=r.units_head)
 
     def _run_synthetic(self, grant: SlotGrant, start: float, deadline: float) -> SlotReport:
         if self._profile is None:
@@ -130,7 +137,7 @@ class JobExecutor:
         r = self._profile.run(grant.budget_units, deadline)
         # Synthetic tokens are not finetune throughput: trained_tokens stays 0.
         return SlotReport(grant.slot_id, r.units, 0, (time.perf_counter() - start) * 1e3, r.pieces,
-                          units_bwd=r.units_bwd)
+                          units_bwd=r.units_bwd, units_head=r.units_head)
 
     def jobs_changed(self) -> None:
         self._last_poll = 0.0

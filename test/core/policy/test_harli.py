@@ -12,7 +12,7 @@ from harli_sgl.core.policy.registry import make_policy
 from harli_sgl.core.predictor.registry import make_predictor
 
 SLO = 100.0
-PIECES = tuple([(False, 256)] * 8 + [(True, 512)] * 8)
+PIECES = tuple([(0, 256)] * 8 + [(2, 256), (2, 512)] + [(1, 512)] * 8)
 
 
 def decode_ms(f):
@@ -20,7 +20,7 @@ def decode_ms(f):
 
 
 def slot_ms(w):
-    return 0.5 + 0.04 * w.units_fwd + 0.02 * w.units_bwd
+    return 0.5 + 0.04 * w.units_fwd + 0.02 * w.units_bwd + 0.004 * w.units_head
 
 
 @pytest.fixture
@@ -30,7 +30,8 @@ def trained():
     for i in range(400):
         bs = int(rng.integers(1, 17))
         f = IterationFeatures(bs, bs * 300)
-        w = SlotWork(256 * int(rng.integers(0, 5)), 512 * int(rng.integers(0, 3)), 2) if i % 2 else SlotWork()
+        w = SlotWork(256 * int(rng.integers(0, 5)), 512 * int(rng.integers(0, 3)),
+                     256 * int(rng.integers(0, 3)), 2) if i % 2 else SlotWork()
         p.observe(f, (decode_ms(f) + (slot_ms(w) if w.units else 0)) * rng.normal(1, 0.01), w)
     policy = make_policy(HarliConfig(mode="harli", tpot_slo_ms=SLO), p)
     for _ in range(20):
@@ -53,9 +54,7 @@ def test_largest_slot_that_keeps_the_predicted_iteration_within_slo(trained):
         # One more piece would not have fit.
         more = PIECES[g.planned.pieces] if g.planned.pieces < len(PIECES) else None
         if more is not None:
-            bigger = SlotWork(g.planned.units_fwd + (0 if more[0] else more[1]),
-                              g.planned.units_bwd + (more[1] if more[0] else 0), g.planned.pieces + 1)
-            assert decode_ms(f) + slot_ms(bigger) > target * 0.95
+            assert decode_ms(f) + slot_ms(g.planned.plus(*more)) > target * 0.95
     # Less slack at bigger batches: smaller slots.
     assert trained.grant(ctx(1)).budget_units > trained.grant(ctx(12)).budget_units
 

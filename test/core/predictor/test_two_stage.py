@@ -11,7 +11,7 @@ def decode_ms(f: IterationFeatures) -> float:
 
 
 def slot_ms(w: SlotWork) -> float:
-    return 0.4 + 0.03 * w.units_fwd + 0.018 * w.units_bwd
+    return 0.4 + 0.03 * w.units_fwd + 0.018 * w.units_bwd + 0.003 * w.units_head
 
 
 def test_two_stages_learn_decode_and_corun_latency():
@@ -22,15 +22,15 @@ def test_two_stages_learn_decode_and_corun_latency():
         bs = int(rng.integers(1, 17))
         f = IterationFeatures(bs, int(bs * rng.integers(50, 600)),
                               int(rng.integers(32, 512)) if i % 7 == 0 else 0)
-        w = SlotWork(int(rng.integers(0, 4)) * 256, int(rng.integers(0, 3)) * 512, 1) \
-            if i % 2 else SlotWork()
+        w = SlotWork(int(rng.integers(0, 4)) * 256, int(rng.integers(0, 3)) * 512,
+                     int(rng.integers(0, 2)) * 256, 1) if i % 2 else SlotWork()
         noise = rng.normal(1.0, 0.03)
         p.observe(f, (decode_ms(f) + (slot_ms(w) if w.units else 0.0)) * noise, w)
     assert p.ready(1) and p.ready(2)
     s = p.status()
     assert s["stage1"]["mape"] < 0.10 and s["stage2"]["mape"] < 0.15
     f = IterationFeatures(8, 2000)
-    w = SlotWork(512, 1024, 4)
+    w = SlotWork(512, 1024, 256, 4)
     assert abs(p.predict_decode(f) - decode_ms(f)) / decode_ms(f) < 0.1
     assert abs(p.predict_corun(f, w) - decode_ms(f) - slot_ms(w)) / (decode_ms(f) + slot_ms(w)) < 0.1
 

@@ -210,8 +210,9 @@ def test_pieces_units_and_tokens_are_exact(make_model, random_examples):
             before = trainer.remaining_units
             result = trainer.run(piece.units)  # exactly one piece fits
             assert (result.units, result.pieces) == (piece.units, 1)
-            backward = piece.kind in (PieceKind.BACKWARD, PieceKind.HEAD_BACKWARD)
-            assert result.units_bwd == (piece.units if backward else 0)
+            head = piece.kind in (PieceKind.HEAD_FORWARD, PieceKind.HEAD_BACKWARD)
+            assert result.units_bwd == (piece.units if piece.kind is PieceKind.BACKWARD else 0)
+            assert result.units_head == (piece.units if head else 0)
             assert result.tokens == real[m]
             last_of_mb = k == 7
             assert result.trained_tokens == (real[m] if last_of_mb else 0)
@@ -233,7 +234,7 @@ def test_whole_step_in_one_call(make_model, random_examples):
     assert result.tokens == result.trained_tokens == sum(len(e.input_ids) for e in examples)
     assert trainer.idle
     assert all(p.grad is None for p in trainer._params)  # zero_grad(set_to_none=True)
-    assert trainer.run(10**12) == (0, 0, 0, 0, False, None, 0)  # idle: nothing to do
+    assert trainer.run(10**12) == (0, 0, 0, 0, False, None, 0, 0)  # idle: nothing to do
 
 
 def test_budget_below_the_next_piece_runs_nothing(make_model, random_examples):
@@ -243,7 +244,7 @@ def test_budget_below_the_next_piece_runs_nothing(make_model, random_examples):
     need = trainer.min_piece_units
     assert need > 0
     before = weights(trainer.stack.causal_lm)
-    assert trainer.run(need - 1) == (0, 0, 0, 0, False, None, 0)
+    assert trainer.run(need - 1) == (0, 0, 0, 0, False, None, 0, 0)
     assert trainer.run(0).pieces == 0
     assert trainer.min_piece_units == need
     result = trainer.run(need + need // 2)  # one piece fits, two do not

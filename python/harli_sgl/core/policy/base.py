@@ -39,8 +39,8 @@ class SlotContext:
     waiting: int             # requests queued for prefill
     worker_min_units: int    # smallest useful grant (one piece)
     worker_units_per_ms: float | None  # measured finetune speed, if known
-    # The pieces the worker would run next, as (is_backward, units), in order.
-    next_pieces: tuple[tuple[bool, int], ...] = ()
+    # The pieces the worker would run next, as (CostKind, units), in order.
+    next_pieces: tuple[tuple[int, int], ...] = ()
     # Time until the earliest running request's next token is due (see RequestTracker).
     request_slack_ms: float | None = None
 

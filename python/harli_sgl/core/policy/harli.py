@@ -81,15 +81,13 @@ class HarliPolicy(SlotPolicy):
             return None
         if not self.predictor.ready(2):
             # Explore: one piece, only where slack is ample, to teach stage 2.
-            is_bwd, units = ctx.next_pieces[0]
+            kind, units = ctx.next_pieces[0]
             if decode > 0.5 * target:
                 return None
-            work = SlotWork(0 if is_bwd else units, units if is_bwd else 0, 1)
-            return Grant(units, budget, planned=work)
+            return Grant(units, budget, planned=SlotWork().plus(kind, units))
         work = SlotWork()
-        for is_bwd, units in ctx.next_pieces:
-            nxt = SlotWork(work.units_fwd + (0 if is_bwd else units),
-                           work.units_bwd + (units if is_bwd else 0), work.pieces + 1)
+        for kind, units in ctx.next_pieces:
+            nxt = work.plus(kind, units)
             if self.predictor.slot_cost(nxt) > budget:
                 break
             work = nxt

@@ -5,10 +5,11 @@ from ``[1, batch size, context tokens, extend tokens, is-extend]``: weights are
 read once per iteration (the constant), per-request work grows with the batch,
 attention with the context, and prefill/extend work with the extend tokens
 (mixed iterations carry both). Stage 2 predicts how much longer the iteration
-gets when a finetune slot runs inside it, as a function of the slot's forward
-and backward units, fitted on the *residual* ``observed - stage1``: in serial
-mode that residual is the slot itself plus the interference it leaves behind
-(cold caches, thread wake-up), which the model learns as it happens.
+gets when a finetune slot runs inside it, as a function of the slot's units
+per cost kind (layer forward, layer backward, head), fitted on the *residual*
+``observed - stage1``: in serial mode that residual is the slot itself plus
+the interference it leaves behind (cold caches, thread wake-up), which the
+model learns as it happens.
 
 Both stages are :class:`OnlineLinearModel`s: fitted by the start-up profile,
 refined online from every measured iteration, persisted between restarts, and
@@ -25,7 +26,7 @@ from harli_sgl.core.iteration import IterationFeatures, SlotWork
 from harli_sgl.core.predictor.base import LatencyPredictor
 from harli_sgl.core.predictor.linear import OnlineLinearModel
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 # Samples before a stage is trusted with busy-time decisions.
 STAGE1_MIN_SAMPLES = 30
 STAGE2_MIN_SAMPLES = 12
@@ -37,7 +38,7 @@ def stage1_features(f: IterationFeatures) -> list[float]:
 
 
 def stage2_features(w: SlotWork) -> list[float]:
-    return [1.0, w.units_fwd / 1000.0, w.units_bwd / 1000.0]
+    return [1.0, w.units_fwd / 1000.0, w.units_bwd / 1000.0, w.units_head / 1000.0]
 
 
 class TwoStagePredictor(LatencyPredictor):
@@ -45,7 +46,7 @@ class TwoStagePredictor(LatencyPredictor):
 
     def __init__(self, forget: float = 0.999):
         self.stage1 = OnlineLinearModel(5, forget=forget)
-        self.stage2 = OnlineLinearModel(3, forget=forget)
+        self.stage2 = OnlineLinearModel(4, forget=forget)
         self.profiled = False
         self._corun_errors: deque[float] = deque(maxlen=500)
 

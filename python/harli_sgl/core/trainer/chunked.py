@@ -73,10 +73,11 @@ class RunResult(NamedTuple):
     trained_tokens: int  # real tokens of micro-batches whose backward finished in this call
     step_done: bool
     loss: float | None  # mean token loss of the step this call finished, else None
-    units_bwd: int = 0  # of ``units``, those in backward-type pieces
+    units_bwd: int = 0   # of ``units``, those in layer-backward pieces
+    units_head: int = 0  # of ``units``, those in head (forward or backward) pieces
 
 
-BACKWARD_KINDS = (PieceKind.BACKWARD, PieceKind.HEAD_BACKWARD)
+HEAD_KINDS = (PieceKind.HEAD_FORWARD, PieceKind.HEAD_BACKWARD)
 
 
 @dataclass
@@ -230,7 +231,7 @@ class ChunkedTrainer:
         """
         if budget_units < 0:
             raise ValueError(f"budget_units must be >= 0, got {budget_units}")
-        units = units_bwd = tokens = pieces = trained = 0
+        units = units_bwd = units_head = tokens = pieces = trained = 0
         touched: set[int] = set()
         loss = None
         while self._step is not None:
@@ -245,14 +246,16 @@ class ChunkedTrainer:
                 tokens += step.real_tokens[step.micro_index]
             self._execute(step, piece)
             units += piece.units
-            units_bwd += piece.units if piece.kind in BACKWARD_KINDS else 0
+            units_bwd += piece.units if piece.kind is PieceKind.BACKWARD else 0
+            units_head += piece.units if piece.kind in HEAD_KINDS else 0
             pieces += 1
             finished_index = step.micro_index
             if step.advance():
                 trained += step.real_tokens[finished_index]
                 if step.finished:
                     loss = self._finish_step(step)
-        return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd)
+        return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd,
+                         units_head)
 
     @contextlib.contextmanager
     def _forward_scope(self) -> Iterator[None]:

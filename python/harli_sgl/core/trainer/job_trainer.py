@@ -186,7 +186,7 @@ class JobTrainer:
         """
         if self._started_at is None:
             self._started_at = time.perf_counter()
-        units = units_bwd = tokens = pieces = trained = 0
+        units = units_bwd = units_head = tokens = pieces = trained = 0
         loss = None
         while not self.done:
             self._ensure_step()
@@ -194,6 +194,7 @@ class JobTrainer:
                 r = self._chunked.run(budget_units - units, deadline)
             units, tokens, pieces = units + r.units, tokens + r.tokens, pieces + r.pieces
             units_bwd += r.units_bwd
+            units_head += r.units_head
             trained += r.trained_tokens
             self.trained_tokens += r.trained_tokens
             self._session_tokens += r.trained_tokens
@@ -201,7 +202,8 @@ class JobTrainer:
                 break
             loss = r.loss
             self._after_step(r.loss)
-        return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd)
+        return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd,
+                         units_head)
 
     def upcoming_pieces(self, limit: int) -> list:
         """The pieces the next ``run`` would execute, in order (within the current step)."""
