@@ -40,7 +40,7 @@ FORCE_CPU = EnvVar(
     "HARLI_FORCE_CPU", False,
     "Apply the CPU recipe even if an NVIDIA driver is present (tests of the CPU path).",
 )
-WORKER_FAULT = EnvVar(
-    "HARLI_WORKER_FAULT", "",
-    "Test-only fault injection in the finetune worker, e.g. 'crash_after_slots=3'.",
+TRACE_ITERATIONS = EnvVar(
+    "HARLI_TRACE_ITERATIONS", "",
+    "Append every measured iteration (features, slot work, interval, predictions) to this JSONL file.",
 )

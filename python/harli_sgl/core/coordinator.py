@@ -29,6 +29,7 @@ import logging
 import os
 import time
 
+from harli_sgl import env
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.iteration import NO_SLOT, IterationFeatures, SlotWork
@@ -69,6 +70,8 @@ class SlotCoordinator:
         self._last_save = time.monotonic()
         self._saved_samples = 0
         self.slots_overrun = 0
+        trace = env.TRACE_ITERATIONS.get()
+        self._trace = open(trace, "a", buffering=1) if trace else None
         self._load_predictor()
         handlers: dict[type, object] = {WorkerState: self._on_state, SlotReport: self._on_report}
         if supervisor is not None:
@@ -83,8 +86,15 @@ class SlotCoordinator:
         if self._launch is not None and not self.policy.free_run:
             t0, f0 = self._launch
             interval_ms = (now - t0) * 1000.0
+            predicted = self.predictor.predict_corun(f0, self._work)
             if self._work.units:
-                self.policy.observe_corun(self.predictor.predict_corun(f0, self._work), interval_ms)
+                self.policy.observe_corun(predicted, interval_ms)
+            if self._trace is not None:
+                self._trace.write(json.dumps({
+                    "t": now, "bs": f0.batch_size, "ctx": f0.context_tokens,
+                    "ext": f0.extend_tokens, "fwd": self._work.units_fwd, "bwd": self._work.units_bwd,
+                    "head": self._work.units_head, "interval_ms": interval_ms,
+                    "predicted_ms": predicted, "profiling": self.profiling}) + "\n")
             self.predictor.observe(f0, interval_ms, self._work)
         self._launch = (now, features)
         self._work = NO_SLOT
