@@ -27,8 +27,8 @@ def slot_ms(w):
 def trained():
     rng = np.random.default_rng(0)
     p = make_predictor()
-    for i in range(400):
-        bs = int(rng.integers(1, 17))
+    for i in range(800):
+        bs = int(rng.integers(1, 33))
         f = IterationFeatures(bs, bs * 300)
         w = SlotWork(256 * int(rng.integers(0, 5)), 512 * int(rng.integers(0, 3)),
                      256 * int(rng.integers(0, 3)), 2) if i % 2 else SlotWork()
@@ -60,7 +60,8 @@ def test_largest_slot_that_keeps_the_predicted_iteration_within_slo(trained):
 
 
 def test_no_slack_no_slot_and_prefill_pending_no_slot(trained):
-    assert trained.grant(ctx(30)) is None            # decode alone ~100 ms: no slack
+    assert trained.predictor.confident(IterationFeatures(30, 9000))
+    assert trained.grant(ctx(30)) is None            # decode alone ~108 ms: no slack
     assert trained.grant(ctx(2, waiting=1)) is None  # prefill next: explicit no
     assert trained.grant(ctx(2, slack=5.0)) is None  # a request is owed time
 
@@ -99,3 +100,18 @@ def test_cold_predictor_explores_with_one_piece_only():
             IterationFeatures(bs % 8 + 1, 300 * (bs % 8 + 1))), SlotWork())
     g = policy.grant(ctx(2))
     assert g is not None and g.planned.pieces == 1
+
+
+def test_unseen_batch_size_runs_alone_until_learned():
+    p = make_predictor()
+    for i in range(160):
+        bs = 1 + i % 4  # only batch sizes 1..4 seen
+        f = IterationFeatures(bs, 300 * bs)
+        w = SlotWork(256, 0, 0, 1) if i % 2 else SlotWork()
+        p.observe(f, decode_ms(f) + (slot_ms(w) if w.units else 0), w)
+    policy = make_policy(HarliConfig(mode="harli", tpot_slo_ms=SLO), p)
+    assert policy.grant(ctx(2)) is not None
+    assert policy.grant(ctx(9)) is None
+    for _ in range(5):
+        p.observe(IterationFeatures(9, 2700), decode_ms(IterationFeatures(9, 2700)), SlotWork())
+    assert policy.grant(ctx(9)) is not None

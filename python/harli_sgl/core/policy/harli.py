@@ -23,7 +23,7 @@ prefill iteration already consumes the running requests' slack. No slack
 means no slot. With nothing running or waiting the server is idle and the slot
 is full-size (``--harli-idle-slot-ms``). Until the predictor has data, busy
 slots are exploratory: one piece, only when predicted decode leaves more than
-half the target free.
+half the target free; a batch size stage 1 has not seen yet runs alone.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ class HarliPolicy(SlotPolicy):
         if ctx.running == 0 and ctx.waiting == 0:
             return Grant(UNBOUNDED_UNITS, self.config.idle_slot_ms)
         if ctx.waiting or not ctx.next_pieces or not self.predictor.ready(1):
+            return None
+        if not self.predictor.confident(ctx.next_iteration):
+            # A batch size stage 1 has not seen: run it alone, which teaches stage 1.
             return None
         target = self.target_ms(ctx)
         decode = self.predictor.predict_decode(ctx.next_iteration)

@@ -39,6 +39,10 @@ class LatencyPredictor(ABC):
     @abstractmethod
     def ready(self, stage: int) -> bool: ...
 
+    def confident(self, f: IterationFeatures) -> bool:
+        """Whether stage 1's prediction for this batch rests on data (default: yes)."""
+        return True
+
     @abstractmethod
     def status(self) -> dict: ...
 

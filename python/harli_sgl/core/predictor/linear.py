@@ -8,6 +8,12 @@ prior pulls the weights toward ``prior`` (e.g. a start-up profile) while data
 is scarce. Weights are re-solved lazily, at most every ``refit_every``
 observations, so ``predict`` on the decode hot path is one dot product.
 
+Rare stalls (a GC pause, a page fault storm) would drag a least-squares fit
+away from the typical iteration, so rows are Huber-weighted: a row whose
+residual exceeds ``huber_k`` robust standard deviations (from the median
+absolute residual of recent rows) counts proportionally less. The guard margin,
+not the fit, is what covers tails.
+
 Error is measured *prospectively* on held-out rows: every ``holdout_every``-th
 observation is predicted with the current model before it is seen, scored into
 the MAPE, and never used for fitting. That is the error the scheduler actually
@@ -24,13 +30,14 @@ import numpy as np
 class OnlineLinearModel:
     def __init__(self, dim: int, *, prior: np.ndarray | None = None, ridge: float = 1e-3,
                  forget: float = 0.999, refit_every: int = 8, holdout_every: int = 5,
-                 error_window: int = 500):
+                 error_window: int = 500, huber_k: float = 3.0):
         self.dim = dim
         self.prior = np.zeros(dim) if prior is None else np.asarray(prior, dtype=float)
         self.ridge = ridge
         self.forget = forget
         self.refit_every = refit_every
         self.holdout_every = holdout_every
+        self.huber_k = huber_k
         self.A = np.zeros((dim, dim))
         self.b = np.zeros(dim)
         self.w = self.prior.copy()
@@ -53,15 +60,23 @@ class OnlineLinearModel:
             if y > 0:
                 self._errors.append(abs(pred - y) / y)
             return True
+        weight = self._huber_weight(y - pred)
         self.A *= self.forget
         self.b *= self.forget
-        self.A += np.outer(x, x)
-        self.b += x * y
+        self.A += weight * np.outer(x, x)
+        self.b += weight * x * y
         self.samples += 1
         self._stale += 1
         if self._stale >= self.refit_every or self.samples <= 2 * self.dim:
             self.refit()
         return False
+
+    def _huber_weight(self, residual: float) -> float:
+        if len(self._residuals) < 50 or self.samples < 4 * self.dim:
+            return 1.0
+        scale = 1.4826 * float(np.median(np.abs(self._residuals))) + 1e-9
+        limit = self.huber_k * scale
+        return 1.0 if abs(residual) <= limit else limit / abs(residual)
 
     def refit(self) -> None:
         # Ridge toward the prior, scaled per feature by that feature's own energy so
