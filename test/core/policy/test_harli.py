@@ -107,7 +107,7 @@ def test_unseen_batch_size_runs_alone_until_learned():
     for i in range(160):
         bs = 1 + i % 4  # only batch sizes 1..4 seen
         f = IterationFeatures(bs, 300 * bs)
-        w = SlotWork(256, 0, 0, 1) if i % 2 else SlotWork()
+        w = SlotWork(256, 0, 0, 1) if i % 3 == 0 else SlotWork()
         p.observe(f, decode_ms(f) + (slot_ms(w) if w.units else 0), w)
     policy = make_policy(HarliConfig(mode="harli", tpot_slo_ms=SLO), p)
     assert policy.grant(ctx(2)) is not None
