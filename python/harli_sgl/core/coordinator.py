@@ -128,6 +128,7 @@ class SlotCoordinator:
             logger.info("harli: start-up latency profile begins")
             return
         self.predictor.profiled = True
+        self.predictor.reset_errors()
         self.metrics.reset()
         self.save_predictor()
         logger.info("harli: start-up latency profile done: %s", json.dumps(self.predictor.status()))
@@ -137,6 +138,9 @@ class SlotCoordinator:
         if self.supervisor is not None and old.free_run != policy.free_run:
             self.supervisor.outbox.send(SetFreeRun(policy.free_run))
         self._launch = None
+        # Error windows and metric windows describe one policy at a time.
+        self.predictor.reset_errors()
+        self.metrics.reset()
 
     def shutdown(self) -> None:
         self.save_predictor()

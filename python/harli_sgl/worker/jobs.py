@@ -146,6 +146,8 @@ class JobExecutor:
     def tick(self) -> None:
         """Between slots: flush store writes, publish adapters, notice cancels, admit jobs."""
         for job in list(self.running.values()):
+            if job.trainer is not None and job.trainer.checkpoint_due:
+                job.trainer.write_due_checkpoint()
             if job.trainer is not None and job.trainer.done:
                 self._finish_training(job)
         self.flush()

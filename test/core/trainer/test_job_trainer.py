@@ -96,7 +96,12 @@ def test_events_progress_and_run_results(make_model, tokenizer, random_examples,
     assert trainer.progress == (0, 4, 0, 0, None, 0.0)
     result = trainer.run(trainer.min_piece_units)
     assert result.pieces == 1 and not result.step_done
-    result = trainer.run(10**12)  # crosses step boundaries until the job is done
+    result = trainer.run(10**12)  # crosses step boundaries, stops where a checkpoint is due
+    assert result.step_done and not trainer.done and trainer.checkpoint_due
+    assert trainer.progress.step == 3 and not os.listdir(tmp_path)  # nothing written inside run
+    assert trainer.write_due_checkpoint() == str(tmp_path / "step-3")
+    assert not trainer.checkpoint_due and trainer.write_due_checkpoint() is None
+    result = trainer.run(10**12)  # to the end of the job
     assert result.step_done and trainer.done and result.pieces > 1
     assert trainer.min_piece_units == 0 and trainer.run(10**12).pieces == 0
 
@@ -249,6 +254,7 @@ examples = load_examples('{{"prompt": "a", "completion": "b"}}\\n', tok, max_seq
 trainer = JobTrainer(model, tok, examples, TrainConfig(batch_size=1, micro_batch_size=1,
     checkpoint_every_steps=1), checkpoint_dir=lambda step: {str(tmp_path)!r} + f"/c{{step}}")
 trainer.run(10**12)
+assert trainer.write_due_checkpoint() is not None
 trainer.save_adapter({str(tmp_path / "adapter")!r})
 assert trainer.done
 """

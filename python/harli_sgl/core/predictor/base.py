@@ -39,6 +39,9 @@ class LatencyPredictor(ABC):
     @abstractmethod
     def ready(self, stage: int) -> bool: ...
 
+    def reset_errors(self) -> None:
+        """Start a fresh held-out error window (e.g. once a profile has fitted the model)."""
+
     def confident(self, f: IterationFeatures) -> bool:
         """Whether stage 1's prediction for this batch rests on data (default: yes)."""
         return True

@@ -88,6 +88,9 @@ class OnlineLinearModel:
             pass
         self._stale = 0
 
+    def reset_errors(self) -> None:
+        self._errors.clear()
+
     @property
     def mape(self) -> float | None:
         return float(np.mean(self._errors)) if self._errors else None

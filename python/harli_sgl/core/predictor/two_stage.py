@@ -103,6 +103,11 @@ class TwoStagePredictor(LatencyPredictor):
         """
         return float(np.mean(self._corun_errors)) if self._corun_errors else None
 
+    def reset_errors(self) -> None:
+        self.stage1.reset_errors()
+        self.stage2.reset_errors()
+        self._corun_errors.clear()
+
     def confident(self, f: IterationFeatures) -> bool:
         """Whether stage 1 has seen this iteration's batch-size bucket often enough."""
         return f.batch_size == 0 or f.extend_tokens > 0 or \

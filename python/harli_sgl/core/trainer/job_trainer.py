@@ -84,6 +84,7 @@ class JobTrainer:
         self.config = config
         self._on_event = on_event
         self._checkpoint_dir = checkpoint_dir
+        self.checkpoint_due = False
         self._init_data(tokenizer, examples)
         self._init_model(base_model)
         self._init_optimizer(saved_tensors_hooks)
@@ -181,9 +182,12 @@ class JobTrainer:
     def run(self, budget_units: int, deadline: float | None = None) -> RunResult:
         """Run pieces (across step boundaries) within ``budget_units`` and before ``deadline``.
 
-        Step-boundary work (events, a due checkpoint) happens inside the call that
-        finishes the step, after its last piece.
+        Step events fire inside the call that finishes the step. When that step is
+        due for a checkpoint the call stops there, and the caller writes it with
+        :meth:`write_due_checkpoint` (no further piece runs until it has).
         """
+        if self.checkpoint_due:
+            self.write_due_checkpoint()  # a caller that never wrote it still gets it, late
         if self._started_at is None:
             self._started_at = time.perf_counter()
         units = units_bwd = units_head = tokens = pieces = trained = 0
@@ -202,6 +206,8 @@ class JobTrainer:
                 break
             loss = r.loss
             self._after_step(r.loss)
+            if self.checkpoint_due:
+                break
         return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd,
                          units_head)
 
@@ -240,14 +246,27 @@ class JobTrainer:
                        {"epoch": epoch + 1, "n_epochs": self.config.n_epochs, "step": p.step})
         every = self.config.checkpoint_every_steps
         if every and self._checkpoint_dir is not None and self.completed_steps % every == 0:
-            path = self._checkpoint_dir(self.completed_steps)
-            self.save_checkpoint(path)
-            self._emit("checkpoint", f"checkpoint written at step {p.step}",
-                       {"step": p.step, "path": path})
+            self.checkpoint_due = True
         if self.done:
             self._emit("done", f"training completed after {p.step} steps",
                        {"step": p.step, "total_steps": p.total_steps,
                         "trained_tokens": p.trained_tokens, "train_loss": loss})
+
+    def write_due_checkpoint(self) -> str | None:
+        """Write the checkpoint the last finished step asked for; returns its path.
+
+        ``run`` stops at the step boundary when a checkpoint is due, so the caller
+        can write it outside its time-critical slot (disk writes and an fsync do
+        not belong inside a decode iteration's budget).
+        """
+        if not self.checkpoint_due:
+            return None
+        self.checkpoint_due = False
+        path = self._checkpoint_dir(self.completed_steps)
+        self.save_checkpoint(path)
+        self._emit("checkpoint", f"checkpoint written at step {self.completed_steps}",
+                   {"step": self.completed_steps, "path": path})
+        return path
 
     def _emit(self, kind: str, message: str, data: dict) -> None:
         if self._on_event is not None:
