@@ -40,7 +40,9 @@ from harli_sgl.tools.bench_client import (
 from harli_sgl.tools.server_process import ServerProcess
 
 MODES = ("off", "greedy", "idle", "static", "harli")
-STATIC_CANDIDATES = (128, 256, 512, 1024, 2048, 4096)
+# Static slot sizes tried, in multiples of the job's largest piece: a smaller
+# slot could never run a backward piece and would "hold the SLO" by not training.
+STATIC_MULTIPLES = (1, 1.5, 2, 3, 4, 6, 8)
 
 
 def training_rows(n: int, seed: int = 0) -> list[dict]:
@@ -99,7 +101,8 @@ class Bench:
         load = BenchLoad(num_prompts=max(4, round(rate * duration_s)), input_len=self.args.input_len,
                          output_len=self.args.output_len, request_rate=rate, seed=int(rate * 1000))
         result = run_bench_serving(self.url, self.model, load)
-        after, t1 = self.status()["totals"]["trained_tokens"], time.monotonic()
+        status = self.status()
+        after, t1 = status["totals"]["trained_tokens"], time.monotonic()
         tpots = request_tpots_ms(result)
         return {
             "mode": mode, "request_rate": rate,
@@ -108,12 +111,19 @@ class Bench:
             "finetune_tokens_per_s": (after - before) / (t1 - t0),
             "failed_requests": failed_requests(result) + load.num_prompts - result["completed"],
             "completed": result["completed"], "static_slot_units": static_units,
+            "policy": status["policy"], "predictor_mape": {
+                "stage1": status["predictor"]["stage1"]["mape"],
+                "stage2": status["predictor"]["stage2"]["mape"]},
         }
 
     def tune_static(self, rate: float) -> tuple[int, list[dict]]:
+        piece = self.status()["worker"]["max_piece_units"]
         trials, best = [], 0
-        for units in STATIC_CANDIDATES:
-            row = self.run("static", rate, self.args.duration_s / 2, units)
+        for multiple in STATIC_MULTIPLES:
+            units = int(piece * multiple)
+            # Same load and duration as the measured runs: a shorter trial passes sizes
+            # that the real run then fails.
+            row = self.run("static", rate, self.args.duration_s, units)
             trials.append(row)
             print(json.dumps({"static_tuning": row}), flush=True)
             if (row["slo_attainment"] or 0) < 0.99:

@@ -258,6 +258,9 @@ class SlotCoordinator:
     def status(self) -> dict:
         worker = self.supervisor.status() if self.supervisor is not None else \
             {"alive": False, "pid": None, "restarts": 0}
-        return {"worker": worker, "policy": self.policy.status(),
+        ws = self.worker_state
+        work = {"has_work": ws.has_work, "job_id": ws.job_id,
+                "max_piece_units": max((u for _, u in ws.next_pieces), default=0)}
+        return {"worker": worker, "worker_work": work, "policy": self.policy.status(),
                 "predictor": self.predictor.status(), "profiling": self.profiling,
                 "slots_overrun": self.slots_overrun, **self.metrics.status()}

@@ -194,7 +194,7 @@ class HarliScheduler(Scheduler):
             "mode": cfg.mode,
             "tpot_slo_ms": cfg.tpot_slo_ms,
             "static_slot_units": cfg.static_slot_units,
-            "worker": core["worker"],
+            "worker": {**core["worker"], **core["worker_work"]},
             "jobs": None,  # filled in by the main process from the job store
             "finetune_tokens_per_s": core["finetune_tokens_per_s"],
             "slo_attainment": core["slo_attainment"],

@@ -78,6 +78,9 @@ def test_margin_adapts_to_observed_error(trained):
     for _ in range(200):
         trained.observe_corun(50.0, 62.0)  # the model under-predicts by 12 ms
     assert trained.margin_ms() == pytest.approx(12.0)
+    for i in range(200):  # unbiased but noisy: +-8 ms
+        trained.observe_corun(50.0, 50.0 + (8.0 if i % 2 else -8.0))
+    assert trained.margin_ms() == pytest.approx(2 * 8.0 / 4)  # two standard errors of a 16-token mean
     assert trained.grant(ctx(4)).budget_units < units_at_floor
 
 
