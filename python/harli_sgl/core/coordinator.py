@@ -67,6 +67,7 @@ class SlotCoordinator:
         self._units_per_ms: float | None = None
         self._launch: tuple[float, IterationFeatures] | None = None
         self._work = NO_SLOT  # slot work run since the last launch
+        self._overrun_in_interval = False
         self._last_save = time.monotonic()
         self._saved_samples = 0
         self.slots_overrun = 0
@@ -94,10 +95,12 @@ class SlotCoordinator:
                     "t": now, "bs": f0.batch_size, "ctx": f0.context_tokens,
                     "ext": f0.extend_tokens, "fwd": self._work.units_fwd, "bwd": self._work.units_bwd,
                     "head": self._work.units_head, "interval_ms": interval_ms,
-                    "predicted_ms": predicted, "profiling": self.profiling}) + "\n")
+                    "predicted_ms": predicted, "profiling": self.profiling,
+                    "overrun": self._overrun_in_interval}) + "\n")
             self.predictor.observe(f0, interval_ms, self._work)
         self._launch = (now, features)
         self._work = NO_SLOT
+        self._overrun_in_interval = False
 
     def on_tokens(self, updates: list[tuple[str, int, bool]], now: float) -> None:
         """(rid, output tokens so far, finished) for each request of the processed batch."""
@@ -200,6 +203,7 @@ class SlotCoordinator:
                 # Serving must not wait on a slow or dead worker; its report is
                 # accounted for whenever it arrives.
                 self.slots_overrun += 1
+                self._overrun_in_interval = True
                 return None
             sup.note_alive()
             self.dispatch(msg)

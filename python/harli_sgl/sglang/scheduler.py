@@ -120,8 +120,10 @@ class HarliScheduler(Scheduler):
         running = self.running_batch
         bs = running.batch_size() if running is not None and not running.is_empty() else 0
         ctx = int(running.seq_lens_cpu.sum()) if bs and running.seq_lens_cpu is not None else 0
-        self.harli.after_iteration(IterationFeatures(bs, ctx + bs), running=bs,
-                                   waiting=len(self.waiting_queue))
+        # A queued request means a prefill next only if the batch has room to admit it;
+        # at --max-running-requests it waits, and the next iteration is plain decode.
+        admissible = len(self.waiting_queue) if bs < self.max_running_requests else 0
+        self.harli.after_iteration(IterationFeatures(bs, ctx + bs), running=bs, waiting=admissible)
         self._export_metrics()
 
     def on_idle(self):

@@ -36,7 +36,7 @@ from harli_sgl.core.iteration import IterationFeatures, SlotWork
 class SlotContext:
     next_iteration: IterationFeatures
     running: int             # requests being decoded
-    waiting: int             # requests queued for prefill
+    waiting: int             # queued requests the next iteration will prefill (room permitting)
     worker_min_units: int    # smallest useful grant (one piece)
     worker_units_per_ms: float | None  # measured finetune speed, if known
     # The pieces the worker would run next, as (CostKind, units), in order.

@@ -32,7 +32,7 @@ half the target free; a batch size stage 1 has not seen yet runs alone.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 
@@ -56,6 +56,7 @@ class HarliPolicy(SlotPolicy):
             raise ValueError("the harli policy needs a latency predictor")
         self.beta = 1.0
         self.recent_tpots: deque[float] = deque(maxlen=FEEDBACK_WINDOW)
+        self.decisions: Counter[str] = Counter()
         self.corun_residuals: deque[float] = deque(maxlen=200)
 
     @property
@@ -76,24 +77,31 @@ class HarliPolicy(SlotPolicy):
         return target
 
     def grant(self, ctx: SlotContext) -> Grant | None:
+        grant, reason = self._decide(ctx)
+        self.decisions[reason] += 1
+        return grant
+
+    def _decide(self, ctx: SlotContext) -> tuple[Grant | None, str]:
         if ctx.running == 0 and ctx.waiting == 0:
-            return Grant(UNBOUNDED_UNITS, self.config.idle_slot_ms)
-        if ctx.waiting or not ctx.next_pieces or not self.predictor.ready(1):
-            return None
+            return Grant(UNBOUNDED_UNITS, self.config.idle_slot_ms), "idle"
+        if ctx.waiting:
+            return None, "prefill_pending"
+        if not ctx.next_pieces or not self.predictor.ready(1):
+            return None, "predictor_cold"
         if not self.predictor.confident(ctx.next_iteration):
             # A batch size stage 1 has not seen: run it alone, which teaches stage 1.
-            return None
+            return None, "unseen_batch_size"
         target = self.target_ms(ctx)
         decode = self.predictor.predict_decode(ctx.next_iteration)
         budget = target - decode
         if budget <= 0:
-            return None
+            return None, "no_slack"
         if not self.predictor.ready(2):
             # Explore: one piece, only where slack is ample, to teach stage 2.
             kind, units = ctx.next_pieces[0]
             if decode > 0.5 * target:
-                return None
-            return Grant(units, budget, planned=SlotWork().plus(kind, units))
+                return None, "predictor_cold"
+            return Grant(units, budget, planned=SlotWork().plus(kind, units)), "explore"
         work = SlotWork()
         for kind, units in ctx.next_pieces:
             nxt = work.plus(kind, units)
@@ -101,8 +109,8 @@ class HarliPolicy(SlotPolicy):
                 break
             work = nxt
         if work.pieces == 0:
-            return None
-        return Grant(work.units, budget, planned=work)
+            return None, "slack_below_one_piece"
+        return Grant(work.units, budget, planned=work), "granted"
 
     def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
         self.corun_residuals.append(observed_ms - predicted_ms)
@@ -118,4 +126,4 @@ class HarliPolicy(SlotPolicy):
 
     def status(self) -> dict:
         return {"policy": self.name, "beta": round(self.beta, 3),
-                "margin_ms": round(self.margin_ms(), 3)}
+                "margin_ms": round(self.margin_ms(), 3), "decisions": dict(self.decisions)}
