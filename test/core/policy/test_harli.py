@@ -86,7 +86,9 @@ def test_margin_adapts_to_observed_error(trained):
 
 def test_feedback_backs_off_before_violation_and_recovers(trained):
     units_before = trained.grant(ctx(4)).budget_units
-    trained.observe_request(0.98 * SLO)   # within 3% of the SLO: back off now
+    trained.observe_request(0.97 * SLO)   # where the deadlines aim: no reaction
+    assert trained.beta == 1.0
+    trained.observe_request(0.995 * SLO)  # a near miss: back off now, before a violation
     assert trained.beta < 1.0
     assert trained.grant(ctx(4)).budget_units < units_before
     for _ in range(200):

@@ -17,9 +17,10 @@ keeps the next token within the SLO, minus a guard margin:
    floored at 3% of the SLO. A single slow iteration is not covered by the
    margin but repaid: it tightens the affected requests' deadlines (step 1)
    until they have caught up. While stage 2 is young the margin is wide (15%).
-4. **Feedback.** ``beta`` backs off multiplicatively as soon as recently
-   finished requests' TPOT comes within 3% of the SLO, before it is violated,
-   and recovers slowly once they are comfortably below (90%).
+4. **Feedback.** The deadlines of step 1 hold every request at
+   ``beta * SLO - 3%``; a finished request at or above 99% of the SLO means the
+   model is wrong somewhere, so ``beta`` backs off by 10% at once, before a
+   violation, and recovers by 0.02 per request that finishes normally.
 
 Prefill/extend is handled explicitly: while requests wait for prefill no slot
 is granted, because the slot would delay their first token and the coming
@@ -44,7 +45,7 @@ MARGIN_FLOOR = 0.03
 MARGIN_COLD = 0.15
 AVERAGED_TOKENS = 16
 BETA_MIN = 0.6
-FEEDBACK_WINDOW = 32
+NEAR_MISS = 0.99
 
 
 class HarliPolicy(SlotPolicy):
@@ -55,7 +56,6 @@ class HarliPolicy(SlotPolicy):
         if predictor is None:
             raise ValueError("the harli policy needs a latency predictor")
         self.beta = 1.0
-        self.recent_tpots: deque[float] = deque(maxlen=FEEDBACK_WINDOW)
         self.decisions: Counter[str] = Counter()
         self.corun_residuals: deque[float] = deque(maxlen=200)
 
@@ -116,13 +116,10 @@ class HarliPolicy(SlotPolicy):
         self.corun_residuals.append(observed_ms - predicted_ms)
 
     def observe_request(self, tpot_ms: float) -> None:
-        self.recent_tpots.append(tpot_ms)
-        worst = max(self.recent_tpots)
-        if worst >= 0.97 * self.slo:
+        if tpot_ms >= NEAR_MISS * self.slo:
             self.beta = max(BETA_MIN, self.beta * 0.9)
-            self.recent_tpots.clear()  # judge the new beta on fresh requests
-        elif len(self.recent_tpots) >= 8 and np.quantile(self.recent_tpots, 0.9) < 0.9 * self.slo:
-            self.beta = min(1.0, self.beta + 0.01)
+        elif tpot_ms < (NEAR_MISS - 0.01) * self.slo:
+            self.beta = min(1.0, self.beta + 0.02)
 
     def status(self) -> dict:
         return {"policy": self.name, "beta": round(self.beta, 3),
