@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
-from harli_sgl.core.iteration import IterationFeatures
+from harli_sgl.core.iteration import IterationFeatures, SlotWork
 from harli_sgl.core.policy.registry import make_policy
 from harli_sgl.core.predictor.registry import make_predictor
 from harli_sgl.core.shared_weights import fuse
@@ -119,5 +119,7 @@ def test_profile_slots_are_synthetic_and_teach_stage_two(rig):
     assert p["profiled"] and p["stage1"]["samples"] > 10 and p["stage2"]["samples"] > 10
     # Synthetic work trains nothing a customer owns.
     assert coord.metrics.total_trained_tokens == 0
-    w = coord.predictor.stage2.w
-    assert w[1] > 0 and w[2] > 0  # forward and backward units both cost time
+    # Slots were learned to cost time, more for more work.
+    small = coord.predictor.slot_cost(SlotWork(256, 512, 0, 2))
+    large = coord.predictor.slot_cost(SlotWork(2048, 4096, 0, 16))
+    assert 0 < small < large

@@ -34,7 +34,7 @@ from harli_sgl.config import HarliConfig
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.iteration import NO_SLOT, IterationFeatures, SlotWork
 from harli_sgl.core.message import (
-    Heartbeat, SetFreeRun, SlotGrant, SlotReport, WorkerHello, WorkerState,
+    Heartbeat, ReclaimAck, SetFreeRun, SlotGrant, SlotReport, WorkerHello, WorkerState,
 )
 from harli_sgl.core.metrics import ColocationMetrics
 from harli_sgl.core.policy.base import Grant, SlotContext, SlotPolicy
@@ -74,10 +74,13 @@ class SlotCoordinator:
         trace = env.TRACE_ITERATIONS.get()
         self._trace = open(trace, "a", buffering=1) if trace else None
         self._load_predictor()
-        handlers: dict[type, object] = {WorkerState: self._on_state, SlotReport: self._on_report}
+        self.lender = None  # a PoolLender once the unified pool is attached
+        handlers: dict[type, object] = {WorkerState: self._on_state, SlotReport: self._on_report,
+                                        ReclaimAck: self._on_reclaim_ack}
         if supervisor is not None:
             handlers[Heartbeat] = supervisor.on_heartbeat
             handlers[WorkerHello] = self._on_hello
+            supervisor.on_death = self._on_worker_death
         self.dispatch = Dispatcher(handlers)  # type: ignore[arg-type]
 
     # -- scheduler hooks ---------------------------------------------------------------
@@ -95,7 +98,7 @@ class SlotCoordinator:
                     "t": now, "bs": f0.batch_size, "ctx": f0.context_tokens,
                     "ext": f0.extend_tokens, "fwd": self._work.units_fwd, "bwd": self._work.units_bwd,
                     "head": self._work.units_head, "interval_ms": interval_ms,
-                    "predicted_ms": predicted, "profiling": self.profiling,
+                    "predicted_ms": predicted, "profiling": self.profiling, "policy": self.policy.name,
                     "overrun": self._overrun_in_interval}) + "\n")
             self.predictor.observe(f0, interval_ms, self._work)
         self._launch = (now, features)
@@ -122,6 +125,33 @@ class SlotCoordinator:
         sup = self.supervisor
         return (sup is not None and sup.ready and self.worker_state.has_work
                 and not self.policy.free_run and not self.profiling)
+
+    def attach_pool(self, lender) -> None:
+        self.lender = lender
+        lender.worker_ready = self.supervisor is not None and self.supervisor.ready
+
+    def maintain_pool(self, reserve_pages: int) -> None:
+        """Lend or reclaim KV pages against serving's near-term demand (once per iteration)."""
+        if self.lender is None or self.policy.name == "off":
+            return
+        page_bytes = self.lender.engine.page_bytes
+        wanted = -(-self.worker_state.wanted_bytes // page_bytes) if self.worker_state.has_work else 0
+        self.lender.maintain(reserve_pages, wanted)
+
+    def wait_for(self, done, timeout_s: float) -> bool:
+        """Dispatch the worker's messages until ``done()`` or the timeout (used by reclaims)."""
+        sup = self.supervisor
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0 or sup is None:
+                return done()
+            sup.check()  # a dead worker's leases are released here
+            msg = sup.inbox.recv(min(left, 0.05))
+            if msg is not None:
+                sup.note_alive()
+                self.dispatch(msg)
+        return True
 
     def set_profiling(self, on: bool) -> None:
         if on == self.profiling:
@@ -237,6 +267,8 @@ class SlotCoordinator:
     def _on_hello(self, msg: WorkerHello) -> None:
         self.supervisor.on_hello(msg)
         self.worker_state = WorkerState(has_work=False)
+        if self.lender is not None:
+            self.lender.worker_ready = True
         if self.policy.free_run:
             self.supervisor.outbox.send(SetFreeRun(True))
 
@@ -255,6 +287,15 @@ class SlotCoordinator:
             self._units_per_ms = rate if self._units_per_ms is None else \
                 0.8 * self._units_per_ms + 0.2 * rate
 
+    def _on_reclaim_ack(self, msg: ReclaimAck) -> None:
+        if self.lender is not None:
+            self.lender.on_ack(msg)
+
+    def _on_worker_death(self) -> None:
+        self.worker_state = WorkerState(has_work=False)
+        if self.lender is not None:
+            self.lender.release_all()
+
     def _on_request_finished(self, tpot_ms: float) -> None:
         self.metrics.request_finished(tpot_ms)
         self.policy.observe_request(tpot_ms)
@@ -267,4 +308,5 @@ class SlotCoordinator:
                 "max_piece_units": max((u for _, u in ws.next_pieces), default=0)}
         return {"worker": worker, "worker_work": work, "policy": self.policy.status(),
                 "predictor": self.predictor.status(), "profiling": self.profiling,
+                "pool": self.lender.status() if self.lender is not None else None,
                 "slots_overrun": self.slots_overrun, **self.metrics.status()}

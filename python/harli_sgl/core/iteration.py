@@ -13,6 +13,8 @@ class IterationFeatures:
     batch_size: int          # requests in the batch (decode and extend)
     context_tokens: int      # total KV tokens the batch attends over
     extend_tokens: int = 0   # prefill/extend tokens computed in the same iteration
+    # Attention work of those extend tokens: sum over requests of extend x sequence length.
+    extend_attention: int = 0
 
 
 class CostKind(IntEnum):

@@ -17,7 +17,6 @@ WorkerState            worker -> sched     whether it has work, and the next pie
 SlotGrant              sched -> worker     run up to ``budget_units`` of finetune work now
 SlotReport             worker -> sched     what a slot did: units, tokens, measured time
 SetFreeRun             sched -> worker     greedy mode: train without waiting for grants
-JobsChanged            sched -> worker     re-read the job store now instead of on its timer
 LeaseGrant             sched -> worker     KV pages lent as tensor storage
 ReclaimRequest         sched -> worker     give these leased pages back
 ReclaimAck             worker -> sched     the pages are no longer used; safe to reuse
@@ -61,6 +60,8 @@ class WorkerState:
     # The pieces the next slot would run, in order, as (CostKind, units), so
     # the scheduler can size a grant to whole pieces with its co-run model.
     next_pieces: tuple[tuple[int, int], ...] = ()
+    # Saved-activation bytes a micro-batch needs (measured): how much pool to lend.
+    wanted_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +95,6 @@ class SlotReport:
 @dataclass(frozen=True, slots=True)
 class SetFreeRun:
     enabled: bool
-
-
-@dataclass(frozen=True, slots=True)
-class JobsChanged:
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +133,6 @@ class Envelope:
     message: object = field(default=None)
 
 
-SCHEDULER_TO_WORKER = (Heartbeat, SlotGrant, SetFreeRun, JobsChanged, LeaseGrant,
+SCHEDULER_TO_WORKER = (Heartbeat, SlotGrant, SetFreeRun, LeaseGrant,
                        ReclaimRequest, Shutdown)
 WORKER_TO_SCHEDULER = (Heartbeat, WorkerHello, WorkerState, SlotReport, ReclaimAck)

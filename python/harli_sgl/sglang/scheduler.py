@@ -37,16 +37,22 @@ from harli_sgl.config import MODES, HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.iteration import IterationFeatures
 from harli_sgl.core.policy.registry import make_policy
+from harli_sgl.core.pool.ledger import PoolIntegrityError
 from harli_sgl.core.predictor.registry import make_predictor
 
 logger = logging.getLogger(__name__)
+
+POOL_CHECK_EVERY_S = 10.0
 
 
 def batch_features(batch) -> IterationFeatures:
     seq_lens = batch.seq_lens_cpu
     ctx = int(seq_lens.sum()) if seq_lens is not None else 0
-    extend = int(batch.extend_num_tokens or 0) if batch.forward_mode.is_extend() else 0
-    return IterationFeatures(batch.batch_size(), ctx, extend)
+    if not batch.forward_mode.is_extend():
+        return IterationFeatures(batch.batch_size(), ctx)
+    extend = int(batch.extend_num_tokens or 0)
+    attention = sum(e * (p + e) for p, e in zip(batch.prefix_lens or (), batch.extend_lens or ()))
+    return IterationFeatures(batch.batch_size(), ctx, extend, attention)
 
 
 class HarliScheduler(Scheduler):
@@ -56,15 +62,20 @@ class HarliScheduler(Scheduler):
 
     def _init_harli(self, config: HarliConfig) -> None:
         self.harli_config = config
-        supervisor = None
+        supervisor, pages = None, None
         if config.finetune_enabled:
             if get_parallel().tp_size > 1 or get_parallel().pp_size > 1:
                 logger.warning("harli: finetuning needs tp_size == pp_size == 1; serving only")
             else:
-                supervisor = self._start_worker(config)
+                pages = self._pool_pages()
+                supervisor = self._start_worker(config, pages)
         predictor = make_predictor()
         self.harli = SlotCoordinator(config, make_policy(config, predictor), predictor, supervisor,
                                      predictor_path=self._predictor_path(config))
+        if pages is not None:
+            self._attach_pool(pages, supervisor)
+        self._last_pool_check = time.monotonic()
+        self.harli_pool_integrity = "unchecked"
         self.harli_prometheus = None
         if get_observability().enable_metrics:
             from harli_sgl.sglang.prometheus import HarliPrometheus
@@ -72,7 +83,55 @@ class HarliScheduler(Scheduler):
             self.harli_prometheus = HarliPrometheus(get_serving().served_model_name)
         logger.info("harli: scheduler ready, mode=%s tpot_slo_ms=%.1f", config.mode, config.tpot_slo_ms)
 
-    def _start_worker(self, config: HarliConfig):
+    def _pool_pages(self):
+        from harli_sgl.sglang.pool import HarliMHATokenToKVPool, SGLangPages, _LendingAllocator
+
+        allocator = self.token_to_kv_pool_allocator
+        kvcache = allocator.get_kvcache()
+        if not isinstance(allocator, _LendingAllocator) or not isinstance(kvcache, HarliMHATokenToKVPool):
+            logger.warning("harli: unified pool off (allocator %s, KV pool %s are not lendable)",
+                           type(allocator).__name__, type(kvcache).__name__)
+            return None
+        return SGLangPages(allocator, kvcache)
+
+    def _attach_pool(self, pages, supervisor) -> None:
+        from harli_sgl.core.pool.lender import PoolLender
+
+        lender = PoolLender(pages, send=supervisor.outbox.send, wait=self.harli.wait_for,
+                            kill_worker=supervisor.kill_now)
+        pages.allocator.harli_lender = lender
+        self.harli.attach_pool(lender)
+        logger.info("harli: unified pool: %d pages of %d tokens, %.1f KB per page",
+                    pages.total_pages, pages.page_tokens, pages.page_bytes / 1024)
+
+    def _pool_reserve_pages(self) -> int:
+        """Pages serving needs soon: remaining generation of running requests, plus the queue."""
+        lender = self.harli.lender
+        context = self.model_config.context_len
+        running = self.running_batch.reqs if self.running_batch is not None else []
+        remaining = (max(0, (r.sampling_params.max_new_tokens or context) - len(r.output_ids))
+                     for r in running)
+        waiting = (len(r.origin_input_ids) + (r.sampling_params.max_new_tokens or context)
+                   for r in self.waiting_queue)
+        pages = lender.engine
+        return lender.policy.reserve_pages(pages.total_pages, pages.page_tokens, remaining, waiting)
+
+    def _maintain_pool(self) -> None:
+        if self.harli.lender is None:
+            return
+        self.harli.maintain_pool(self._pool_reserve_pages())
+        now = time.monotonic()
+        if now - self._last_pool_check > POOL_CHECK_EVERY_S:
+            self._last_pool_check = now
+            try:
+                self.harli.lender.check_integrity()
+                self.harli_pool_integrity = "ok"
+            except PoolIntegrityError as e:
+                # Reported loudly, never fatal: serving must outlive a bookkeeping bug.
+                logger.error("harli: unified pool integrity check failed: %s", e)
+                self.harli_pool_integrity = str(e)
+
+    def _start_worker(self, config: HarliConfig, pages=None):
         from harli_sgl.sglang.weights import share_serving_weights
         from harli_sgl.worker.spec import WorkerSpec
         from harli_sgl.worker.supervisor import WorkerSupervisor
@@ -86,7 +145,8 @@ class HarliScheduler(Scheduler):
             api_key=serving.api_key,
         )
         fused = share_serving_weights(self.tp_worker.model_runner.model)
-        supervisor = WorkerSupervisor(config, spec, extra_args=(fused,))
+        kv = {"buffers": pages.buffers, "page_tokens": pages.page_tokens} if pages is not None else None
+        supervisor = WorkerSupervisor(config, spec, extra_args=(fused, kv))
         supervisor.start()
         if self.idle_sleeper is not None and hasattr(self.idle_sleeper, "poller"):
             # Wake the idle scheduler when the worker reports (e.g. new work).
@@ -124,11 +184,13 @@ class HarliScheduler(Scheduler):
         # at --max-running-requests it waits, and the next iteration is plain decode.
         admissible = len(self.waiting_queue) if bs < self.max_running_requests else 0
         self.harli.after_iteration(IterationFeatures(bs, ctx + bs), running=bs, waiting=admissible)
+        self._maintain_pool()
         self._export_metrics()
 
     def on_idle(self):
         super().on_idle()
         self.harli.on_idle(waiting=len(self.waiting_queue))
+        self._maintain_pool()
         self._export_metrics()
 
     def _export_metrics(self) -> None:
@@ -207,5 +269,6 @@ class HarliScheduler(Scheduler):
             "policy": core["policy"],
             "predictor": core["predictor"],
             "profiling": core["profiling"],
-            "pool": None,
+            "pool": None if core["pool"] is None else
+            {**core["pool"], "integrity": self.harli_pool_integrity},
         }

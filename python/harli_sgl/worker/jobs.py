@@ -51,6 +51,7 @@ POLL_INTERVAL_S = 0.5
 MAX_ATTEMPTS = 3
 MAX_SEQ_LEN = 1024
 NEXT_PIECES = 24  # pieces announced to the scheduler for slot sizing
+FLUSH_EVERY_S = 1.0
 
 
 def cost_kind(kind: PieceKind) -> int:
@@ -70,7 +71,7 @@ class RunningJob:
 
 
 class JobExecutor:
-    def __init__(self, spec: WorkerSpec, shared: tuple[object, ...]):
+    def __init__(self, spec: WorkerSpec, shared: tuple[object, ...], arena=None):
         from transformers import AutoConfig, AutoTokenizer
 
         self.spec = spec
@@ -86,9 +87,11 @@ class JobExecutor:
         del probe
         self.store = JobStore(self.config.workdir)
         self.publisher = AdapterPublisher(spec.server_url, spec.api_key)
+        self.arena = arena
         self.running: dict[str, RunningJob] = {}
         self._profile: ProfileWorkload | None = None
         self._last_poll = 0.0
+        self._last_flush = 0.0
         for job in self.store.recover_running_jobs():
             logger.info("job %s was running when the worker stopped; it will resume", job["id"])
         # After a server restart SGLang serves no adapter: bring back every finished one.
@@ -107,8 +110,10 @@ class JobExecutor:
             return WorkerState(has_work=False)
         t = job.trainer
         pieces = tuple((cost_kind(p.kind), p.units) for p in t.upcoming_pieces(NEXT_PIECES))
+        wanted = self.arena.wanted_bytes() if self.arena is not None else 0
         return WorkerState(has_work=True, job_id=job.job_id, micro_batch_tokens=t.min_piece_units,
-                           min_piece_units=t.min_piece_units, next_pieces=pieces)
+                           min_piece_units=t.min_piece_units, next_pieces=pieces,
+                           wanted_bytes=wanted)
 
     def run_slot(self, grant: SlotGrant) -> SlotReport:
         start = time.perf_counter()
@@ -126,6 +131,8 @@ class JobExecutor:
             return SlotReport(grant.slot_id, 0, 0, (time.perf_counter() - start) * 1e3, 0,
                               job_id=job.job_id)
         job.served_units += r.units
+        if r.trained_tokens and self.arena is not None:
+            self.arena.micro_batch_done()
         return SlotReport(grant.slot_id, r.units, r.tokens, (time.perf_counter() - start) * 1e3,
                           r.pieces, trained_tokens=r.trained_tokens, job_id=job.job_id,
                           units_bwd=r.units_bwd, units_head=r.units_head)
@@ -139,10 +146,6 @@ class JobExecutor:
         return SlotReport(grant.slot_id, r.units, 0, (time.perf_counter() - start) * 1e3, r.pieces,
                           units_bwd=r.units_bwd, units_head=r.units_head)
 
-    def jobs_changed(self) -> None:
-        self._last_poll = 0.0
-        self.tick()
-
     def tick(self) -> None:
         """Between slots: flush store writes, publish adapters, notice cancels, admit jobs."""
         for job in list(self.running.values()):
@@ -150,7 +153,10 @@ class JobExecutor:
                 job.trainer.write_due_checkpoint()
             if job.trainer is not None and job.trainer.done:
                 self._finish_training(job)
-        self.flush()
+        # Store writes run while decode does: batch them (once a second, and always
+        # before a status change, which flushes on its own).
+        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+            self.flush()
         for job in list(self.running.values()):
             if job.adapter_path is not None:
                 self._publish(job)
@@ -222,7 +228,8 @@ class JobExecutor:
             checkpoint_every_steps=self.config.checkpoint_every_steps,
         )
         kwargs = dict(on_event=lambda kind, msg, data: self._on_event(entry, kind, msg, data),
-                      checkpoint_dir=lambda step: self._job_dir(job_id, f"checkpoints/step-{step:06d}"))
+                      checkpoint_dir=lambda step: self._job_dir(job_id, f"checkpoints/step-{step:06d}"),
+                      saved_tensors_hooks=self.arena.hooks() if self.arena is not None else None)
         base = build_model(self.hf_config, self.fused)
         try:
             ckpt = self.store.latest_checkpoint(job_id)
@@ -264,6 +271,7 @@ class JobExecutor:
         job.adapter_path = path
 
     def _publish(self, job: RunningJob) -> None:
+        self.flush()  # every event of the job is stored before it can succeed
         ok, why = self.publisher.publish(job.name, job.adapter_path)
         if ok:
             try:
@@ -295,6 +303,7 @@ class JobExecutor:
         job.events.append((level, message, data, type))
 
     def flush(self) -> None:
+        self._last_flush = time.monotonic()
         for job in list(self.running.values()):
             events, job.events = job.events, []
             for level, message, data, type_ in events:

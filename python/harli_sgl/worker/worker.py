@@ -23,8 +23,8 @@ import zmq
 
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.message import (
-    Heartbeat, JobsChanged, SetFreeRun, Shutdown, SlotGrant, SlotReport, WorkerHello,
-    WorkerState,
+    Heartbeat, LeaseGrant, ReclaimAck, ReclaimRequest, SetFreeRun, Shutdown, SlotGrant,
+    SlotReport, WorkerHello, WorkerState,
 )
 from harli_sgl.core.transport import PullQueue, PushQueue
 from harli_sgl.worker.spec import WorkerSpec
@@ -46,8 +46,6 @@ class Executor(Protocol):
 
     def run_slot(self, grant: SlotGrant) -> SlotReport: ...
 
-    def jobs_changed(self) -> None: ...
-
     def tick(self) -> None: ...
 
     def close(self) -> None: ...
@@ -67,6 +65,7 @@ class FinetuneWorker:
         self._last_beat = 0.0
         self._last_state: WorkerState | None = None
         self.executor: Executor | None = None
+        self.arena = None  # LeasedArena over the engine's KV buffers, when the pool is on
         self._base_param_bytes = 0
         self._private_base_bytes = 0
         self._num_layers = 0
@@ -75,8 +74,9 @@ class FinetuneWorker:
             Heartbeat: self._on_heartbeat,
             SlotGrant: self._on_grant,
             SetFreeRun: self._on_free_run,
-            JobsChanged: self._on_jobs_changed,
             Shutdown: self._on_shutdown,
+            LeaseGrant: self._on_lease,
+            ReclaimRequest: self._on_reclaim,
         })
 
     def _init_executor(self, shared: tuple[object, ...]) -> None:
@@ -84,7 +84,13 @@ class FinetuneWorker:
             return
         from harli_sgl.worker.jobs import JobExecutor
 
-        self.executor = JobExecutor(self.spec, shared)
+        fused, kv = shared[0], shared[1] if len(shared) > 1 else None
+        if kv is not None:
+            from harli_sgl.core.pool.arena import LeasedArena
+
+            # Never pack the shared base weights: they already live in shared memory.
+            self.arena = LeasedArena(kv["buffers"], kv["page_tokens"], exclude=list(fused.values()))
+        self.executor = JobExecutor(self.spec, (fused,), arena=self.arena)
         self._base_param_bytes = self.executor.base_param_bytes
         self._private_base_bytes = self.executor.private_base_bytes
         self._num_layers = self.executor.num_layers
@@ -162,10 +168,17 @@ class FinetuneWorker:
     def _on_free_run(self, msg: SetFreeRun) -> None:
         self._free_run = msg.enabled
 
-    def _on_jobs_changed(self, _msg: JobsChanged) -> None:
-        if self.executor is not None:
-            self.executor.jobs_changed()
-        self._publish_state()
+    def _on_lease(self, msg: LeaseGrant) -> None:
+        if self.arena is None:  # cannot use it: hand it straight back
+            self.outbox.send(ReclaimAck(msg.lease_id))
+            return
+        self.arena.add_lease(msg.lease_id, msg.page_ranges)
+
+    def _on_reclaim(self, msg: ReclaimRequest) -> None:
+        # Messages are handled between pieces, so no backward holds a view into the
+        # lease: moving its blocks out makes the pages safe to reuse.
+        moved = self.arena.reclaim(msg.lease_id) if self.arena is not None else 0
+        self.outbox.send(ReclaimAck(msg.lease_id, moved))
 
     def _on_shutdown(self, msg: Shutdown) -> None:
         self.stop(f"shutdown requested: {msg.reason}")

@@ -1,11 +1,11 @@
 """The two-stage decode-latency predictor.
 
 Stage 1 predicts the cadence of a scheduler iteration when decode runs alone,
-from ``[1, batch size, context tokens, extend tokens, is-extend]`` plus a
-batch-size bucket indicator for decode iterations: weights are read once per
+from ``[1, batch size, context tokens, extend tokens, is-extend, extend
+attention]`` plus a batch-size bucket indicator for decode iterations: weights are read once per
 iteration (the constant), per-request work grows with the batch, attention
-with the context, and prefill/extend work with the extend tokens (mixed
-iterations carry both); the buckets capture the non-linear steps of real
+with the context, prefill/extend work with the extend tokens and, for its
+attention, with extend x sequence length (mixed iterations carry both); the buckets capture the non-linear steps of real
 kernels. Stage 2 predicts how much longer the iteration
 gets when a finetune slot runs inside it, as a function of the slot's units
 per cost kind (layer forward, layer backward, head), fitted on the *residual*
@@ -29,7 +29,8 @@ from harli_sgl.core.iteration import IterationFeatures, SlotWork
 from harli_sgl.core.predictor.base import LatencyPredictor
 from harli_sgl.core.predictor.linear import OnlineLinearModel
 
-STATE_FORMAT = 3
+STATE_FORMAT = 4
+N_LINEAR = 6
 # Decode time is not linear in the batch size (kernels switch between GEMV and
 # GEMM shapes; measured on the CPU host: 16 ms at 1, ~23 ms from 2 to 9, ~50 ms
 # from 10). Per-bucket indicators, pulled toward zero by the ridge, learn that
@@ -51,9 +52,9 @@ def batch_bucket(batch_size: int) -> int:
 
 def stage1_features(f: IterationFeatures) -> list[float]:
     x = [1.0, float(f.batch_size), f.context_tokens / 1000.0, f.extend_tokens / 1000.0,
-         1.0 if f.extend_tokens else 0.0] + [0.0] * N_BUCKETS
+         1.0 if f.extend_tokens else 0.0, f.extend_attention / 1e6] + [0.0] * N_BUCKETS
     if not f.extend_tokens and f.batch_size > 0:
-        x[5 + batch_bucket(f.batch_size)] = 1.0
+        x[N_LINEAR + batch_bucket(f.batch_size)] = 1.0
     return x
 
 
@@ -65,7 +66,7 @@ class TwoStagePredictor(LatencyPredictor):
     name = "two_stage_linear"
 
     def __init__(self, forget: float = 0.999):
-        self.stage1 = OnlineLinearModel(5 + N_BUCKETS, forget=forget)
+        self.stage1 = OnlineLinearModel(N_LINEAR + N_BUCKETS, forget=forget)
         self.stage2 = OnlineLinearModel(4, forget=forget)
         self.profiled = False
         self._corun_errors: deque[float] = deque(maxlen=500)

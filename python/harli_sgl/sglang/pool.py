@@ -1,0 +1,112 @@
+"""The unified token/tensor pool, built on SGLang's own KV pool and allocators.
+
+Three small subclasses, installed with SGLang's ``HookRegistry`` (class
+REPLACE, which also rebinds every module that imported the original name, so
+SGLang's configurator constructs ours without a line of it being copied):
+
+* ``HarliMHATokenToKVPool``: on a host without an accelerator, the KV buffers
+  are moved into shared memory as soon as SGLang creates them (before it takes
+  their data pointers), so the finetune worker can map them. On GPU nothing
+  changes: CUDA buffers travel to the worker as IPC handles.
+* ``HarliTokenToKVPoolAllocator`` / ``HarliPagedTokenToKVPoolAllocator``:
+  ``available_size()`` counts leased pages as available, because they are, on
+  demand: admission budgets and SGLang's idle leak check (available + evictable
+  + protected == total) stay exact. Every allocation first makes sure the
+  pages really are free, reclaiming leases (with the worker's acknowledgement)
+  when they are not, so a request is never retracted or refused while leased
+  pages could be taken back.
+
+:class:`SGLangPages` adapts an allocator to the engine-agnostic
+:class:`~harli_sgl.core.pool.lender.PoolLender`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sglang.srt.mem_cache.allocator.paged import PagedTokenToKVPoolAllocator
+from sglang.srt.mem_cache.allocator.token import TokenToKVPoolAllocator
+from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool
+
+
+class HarliMHATokenToKVPool(MHATokenToKVPool):
+    def _create_buffers_normal(self):
+        super()._create_buffers_normal()
+        for buffer in (*self.k_buffer, *self.v_buffer):
+            if buffer.device.type == "cpu":
+                buffer.share_memory_()
+
+
+class _LendingAllocator:
+    """Mixin: leased pages count as available and are reclaimed before an allocation fails."""
+
+    harli_lender = None  # a PoolLender, attached by the HarliScheduler
+
+    def available_size(self):
+        free = super().available_size()
+        lender = self.harli_lender
+        return free if lender is None else free + lender.leased_pages * self.page_size
+
+    def _harli_make_room(self, tokens: int) -> None:
+        lender = self.harli_lender
+        if lender is not None and lender.leased_pages:
+            lender.make_room(-(-tokens // self.page_size))
+
+    def alloc(self, need_size: int):
+        self._harli_make_room(need_size)
+        return super().alloc(need_size)
+
+
+class HarliTokenToKVPoolAllocator(_LendingAllocator, TokenToKVPoolAllocator):
+    pass
+
+
+class HarliPagedTokenToKVPoolAllocator(_LendingAllocator, PagedTokenToKVPoolAllocator):
+    def alloc_extend(self, prefix_lens, prefix_lens_cpu, seq_lens, seq_lens_cpu, last_loc,
+                     extend_num_tokens, *args, **kwargs):
+        # Upper bound on new pages, as SGLang's own check computes it.
+        self._harli_make_room((extend_num_tokens // self.page_size + len(prefix_lens) + 1)
+                              * self.page_size)
+        return super().alloc_extend(prefix_lens, prefix_lens_cpu, seq_lens, seq_lens_cpu,
+                                    last_loc, extend_num_tokens, *args, **kwargs)
+
+    def alloc_decode(self, seq_lens, seq_lens_cpu, last_loc, *args, **kwargs):
+        self._harli_make_room(len(seq_lens) * self.page_size)
+        return super().alloc_decode(seq_lens, seq_lens_cpu, last_loc, *args, **kwargs)
+
+
+HOOKS = {
+    "sglang.srt.mem_cache.memory_pool.MHATokenToKVPool": HarliMHATokenToKVPool,
+    "sglang.srt.mem_cache.allocator.token.TokenToKVPoolAllocator": HarliTokenToKVPoolAllocator,
+    "sglang.srt.mem_cache.allocator.paged.PagedTokenToKVPoolAllocator":
+        HarliPagedTokenToKVPoolAllocator,
+}
+
+
+class SGLangPages:
+    """An SGLang allocator seen as pages (the EnginePages protocol)."""
+
+    def __init__(self, allocator, kvcache):
+        self.allocator = allocator
+        self.page_tokens = allocator.page_size
+        self.total_pages = allocator.size // allocator.page_size
+        self.buffers: list[torch.Tensor] = [*kvcache.k_buffer, *kvcache.v_buffer]
+        self.page_bytes = sum(b[:self.page_tokens].numel() * b.element_size() for b in self.buffers)
+
+    def free_page_ids(self) -> np.ndarray:
+        a = self.allocator
+        return torch.cat((a.free_pages, a.release_pages)).cpu().numpy()
+
+    def take(self, ranges: list[tuple[int, int]]) -> None:
+        a = self.allocator
+        a.merge_and_sort_free()
+        ids = torch.cat([torch.arange(s, e, dtype=a.free_pages.dtype) for s, e in ranges])
+        ids = ids.to(a.free_pages.device)
+        keep = ~torch.isin(a.free_pages, ids)
+        if int((~keep).sum()) != len(ids):
+            raise RuntimeError("harli: tried to lend pages that are not free")
+        a.free_pages = a.free_pages[keep]
+
+    def give_back(self, page_ids: np.ndarray) -> None:
+        a = self.allocator
+        a.free_page_ids(torch.from_numpy(page_ids).to(a.free_pages.dtype).to(a.free_pages.device))

@@ -1,0 +1,105 @@
+"""The unified pool on a real server: KV pages lent to training, reclaimed for a burst.
+
+A dedicated server with a small KV pool (4096 tokens) and ``--enable-metrics``,
+so a burst of requests needs pages that are lent to the running finetune job.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from conftest import start_server
+from e2e_util import capital_rows, create_job, generate, status, upload, wait_job, wait_worker_alive
+
+
+@pytest.fixture(scope="module")
+def pool_server(tmp_path_factory):
+    server = start_server(tmp_path_factory, "pool", [
+        "--harli-mode", "harli", "--max-total-tokens", "4096", "--enable-metrics",
+        "--harli-startup-profile-s", "0"])
+    wait_worker_alive(server)
+    f = upload(server, capital_rows())
+    job = create_job(server, f.id, n_epochs=50, batch_size=8)
+    yield server, job
+    requests.post(f"{server.base_url}/v1/fine_tuning/jobs/{job.id}/cancel", headers=server.headers)
+    server.stop()
+
+
+def wait_pool(server, cond, timeout_s=180.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pool = status(server)["pool"]
+        if cond(pool):
+            return pool
+        time.sleep(0.5)
+    raise AssertionError(f"pool condition not met: {status(server)['pool']}")
+
+
+def metric(server, name: str) -> float:
+    text = requests.get(server.base_url + "/metrics", headers=server.headers, timeout=30).text
+    values = [float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)]
+    return sum(values)
+
+
+def test_burst_reclaims_leased_pages_without_retraction(pool_server):
+    server, _ = pool_server
+    before = wait_pool(server, lambda p: p["leased_tokens"] >= 1024)
+    assert before["integrity"] in ("ok", "unchecked")
+    assert before["total_tokens"] == 4096
+    trained_before = status(server)["totals"]["trained_tokens"]
+
+    rng = random.Random(0)
+
+    def one(i):
+        ids = [rng.randrange(256) for _ in range(300)]
+        r = requests.post(server.base_url + "/generate", headers=server.headers, timeout=600, json={
+            "input_ids": ids, "sampling_params": {"max_new_tokens": 48, "temperature": 0,
+                                                  "ignore_eos": True}})
+        r.raise_for_status()
+        return r.json()["meta_info"]["completion_tokens"]
+
+    # 8 x (300 + 48) tokens: more than what stays free while 1024+ tokens are lent.
+    assert 8 * 348 > before["free_tokens"]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, range(8))) == [48] * 8
+
+    after = status(server)["pool"]
+    assert after["reclaims"] > before["reclaims"], after
+    assert after["reclaim_latency_ms_p99"] is not None
+    assert metric(server, "sglang:num_retracted_requests_total") == 0
+    # Training goes on after the burst, and pages are lent again.
+    deadline = time.monotonic() + 120
+    while status(server)["totals"]["trained_tokens"] <= trained_before:
+        assert time.monotonic() < deadline, "training did not resume"
+        time.sleep(1)
+    wait_pool(server, lambda p: p["leased_tokens"] > 0 and p["integrity"] == "ok")
+
+
+def test_worker_killed_while_holding_a_lease_gives_the_pages_back(pool_server):
+    server, _ = pool_server
+    pool = wait_pool(server, lambda p: p["leased_tokens"] > 0)
+    pid = status(server)["worker"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    after = wait_pool(server, lambda p: p["released_on_worker_death"] > pool["released_on_worker_death"])
+    assert after["leased_tokens"] == 0 or status(server)["worker"]["pid"] != pid
+    assert generate(server, "after the crash", 4)["meta_info"]["completion_tokens"] == 4
+    s = wait_worker_alive(server)
+    assert s["worker"]["pid"] != pid
+    wait_pool(server, lambda p: p["leased_tokens"] > 0 and p["integrity"] == "ok")
+
+
+def test_prometheus_exports_harli_metrics(pool_server):
+    server, _ = pool_server
+    for name in ("harli:worker_alive", "harli:tpot_slo_ms", "harli:trained_tokens_total"):
+        assert metric(server, name) > 0, name
+    text = requests.get(server.base_url + "/metrics", headers=server.headers, timeout=30).text
+    for name in ("harli:slo_attainment", "harli:finetune_tokens_per_s", "harli:predictor_mape"):
+        assert name in text, name
