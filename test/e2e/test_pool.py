@@ -43,6 +43,15 @@ def wait_pool(server, cond, timeout_s=180.0) -> dict:
     raise AssertionError(f"pool condition not met: {status(server)['pool']}")
 
 
+def flush_prefix_cache(server) -> None:
+    """Cached prefixes hold pages too; only free pages are ever lent."""
+    deadline = time.monotonic() + 60
+    while requests.post(server.base_url + "/flush_cache", headers=server.headers,
+                        timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "could not flush the prefix cache"
+        time.sleep(1)
+
+
 def metric(server, name: str) -> float:
     text = requests.get(server.base_url + "/metrics", headers=server.headers, timeout=30).text
     values = [float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)]
@@ -80,11 +89,13 @@ def test_burst_reclaims_leased_pages_without_retraction(pool_server):
     while status(server)["totals"]["trained_tokens"] <= trained_before:
         assert time.monotonic() < deadline, "training did not resume"
         time.sleep(1)
+    flush_prefix_cache(server)
     wait_pool(server, lambda p: p["leased_tokens"] > 0 and p["integrity"] == "ok")
 
 
 def test_worker_killed_while_holding_a_lease_gives_the_pages_back(pool_server):
     server, _ = pool_server
+    flush_prefix_cache(server)
     pool = wait_pool(server, lambda p: p["leased_tokens"] > 0)
     pid = status(server)["worker"]["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -98,8 +109,12 @@ def test_worker_killed_while_holding_a_lease_gives_the_pages_back(pool_server):
 
 def test_prometheus_exports_harli_metrics(pool_server):
     server, _ = pool_server
-    for name in ("harli:worker_alive", "harli:tpot_slo_ms", "harli:trained_tokens_total"):
-        assert metric(server, name) > 0, name
+    deadline = time.monotonic() + 60  # gauges refresh once a second from the scheduler loop
+    names = ("harli:worker_alive", "harli:tpot_slo_ms", "harli:trained_tokens_total")
+    while not all(metric(server, name) > 0 for name in names):
+        assert time.monotonic() < deadline, {name: metric(server, name) for name in names}
+        time.sleep(1)
+    assert metric(server, "harli:tpot_slo_ms") == status(server)["tpot_slo_ms"]
     text = requests.get(server.base_url + "/metrics", headers=server.headers, timeout=30).text
     for name in ("harli:slo_attainment", "harli:finetune_tokens_per_s", "harli:predictor_mape"):
         assert name in text, name

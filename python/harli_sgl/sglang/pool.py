@@ -56,6 +56,14 @@ class _LendingAllocator:
         self._harli_make_room(need_size)
         return super().alloc(need_size)
 
+    def clear(self):
+        # SGLang rebuilds the free list from scratch (e.g. /flush_cache): leased pages
+        # would become free while the worker still uses them, so take them back first.
+        lender = self.harli_lender
+        if lender is not None and lender.leased_pages:
+            lender.reclaim_all()
+        super().clear()
+
 
 class HarliTokenToKVPoolAllocator(_LendingAllocator, TokenToKVPoolAllocator):
     pass

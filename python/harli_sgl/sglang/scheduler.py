@@ -81,6 +81,7 @@ class HarliScheduler(Scheduler):
             from harli_sgl.sglang.prometheus import HarliPrometheus
 
             self.harli_prometheus = HarliPrometheus(get_serving().served_model_name)
+            logger.info("harli: exporting harli:* metrics to /metrics")
         logger.info("harli: scheduler ready, mode=%s tpot_slo_ms=%.1f", config.mode, config.tpot_slo_ms)
 
     def _pool_pages(self):

@@ -113,3 +113,11 @@ def test_a_worker_that_never_acknowledges_is_killed_and_its_pages_return():
     lender.release_all()              # ...until it is known dead
     assert len(pages.free) == 64
     lender.check_integrity()
+
+
+def test_reclaim_all_takes_every_lease_back():
+    pages, worker, lender, _ = rig()
+    lender.maintain(reserve_pages=0, wanted_pages=40)
+    assert lender.ledger.leases
+    lender.reclaim_all()
+    assert lender.leased_pages == 0 and len(pages.free) == 64 and not worker.arena.chunks

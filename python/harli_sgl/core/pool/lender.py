@@ -86,6 +86,11 @@ class PoolLender:
         if short > 0 and self.leased_pages:
             self._reclaim_pages(short)
 
+    def reclaim_all(self) -> None:
+        """Take every lease back (the engine is about to reset its free list)."""
+        for lease in self.ledger.newest_first():
+            self._reclaim(lease)
+
     def release_all(self) -> None:
         """The worker is dead: every lease returns to the engine."""
         self.worker_ready = False
