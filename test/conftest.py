@@ -28,8 +28,11 @@ def start_server(tmp_path_factory, name: str, extra: list[str],
                  workdir: str | None = None) -> ServerProcess:
     root = tmp_path_factory.mktemp(name)
     workdir = workdir or str(root / "workdir")
+    # One latency-profile directory per test session: only the first server profiles.
+    profiles = str(tmp_path_factory.getbasetemp() / "profiles")
     server = ServerProcess(
-        argv=["--harli-workdir", workdir, "--api-key", API_KEY, *extra],
+        argv=["--harli-workdir", workdir, "--api-key", API_KEY, "--harli-profile-dir", profiles,
+              *extra],
         log_path=str(root / "server.log"), api_key=API_KEY,
     )
     server.workdir = workdir  # type: ignore[attr-defined]
@@ -44,9 +47,25 @@ def start_server(tmp_path_factory, name: str, extra: list[str],
     return server
 
 
+def wait_profiled(server, timeout_s: float = 300.0) -> None:
+    """The start-up latency profile drives its own traffic; tests start after it."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        s = requests.get(server.base_url + "/harli/status", headers=server.headers, timeout=30).json()
+        if s["predictor"]["profiled"] and not s["profiling"]:
+            return
+        time.sleep(1)
+    raise TimeoutError("the start-up latency profile did not finish")
+
+
 @pytest.fixture(scope="session")
 def harli_server(tmp_path_factory):
     server = start_server(tmp_path_factory, "harli", SESSION_SERVER_FLAGS)
+    wait_profiled(server)
     yield server
     server.stop()
 

@@ -11,7 +11,13 @@ import psutil
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.policy.registry import make_policy
+from harli_sgl.core.predictor.registry import make_predictor
 from harli_sgl.worker.supervisor import WorkerSupervisor
+
+
+def make_coordinator(cfg: HarliConfig, sup: WorkerSupervisor) -> SlotCoordinator:
+    predictor = make_predictor()
+    return SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
 
 
 def pump_until(coord: SlotCoordinator, cond, timeout_s=60.0):
@@ -27,7 +33,7 @@ def pump_until(coord: SlotCoordinator, cond, timeout_s=60.0):
 def test_spawn_hello_kill9_restart_and_clean_shutdown():
     cfg = HarliConfig(mode="idle", restart_backoff_s=0.2, worker_heartbeat_s=0.1)
     sup = WorkerSupervisor(cfg)
-    coord = SlotCoordinator(cfg, make_policy(cfg), sup)
+    coord = make_coordinator(cfg, sup)
     sup.start()
     try:
         pump_until(coord, lambda: sup.ready)
@@ -51,7 +57,7 @@ def test_spawn_hello_kill9_restart_and_clean_shutdown():
 def test_backoff_doubles_per_crash_up_to_the_cap():
     cfg = HarliConfig(mode="idle", restart_backoff_s=0.1, restart_backoff_max_s=0.25)
     sup = WorkerSupervisor(cfg)
-    coord = SlotCoordinator(cfg, make_policy(cfg), sup)
+    coord = make_coordinator(cfg, sup)
     sup.start()
     try:
         delays = []
@@ -72,7 +78,7 @@ def test_hung_worker_is_killed_and_restarted():
     cfg = HarliConfig(mode="idle", restart_backoff_s=0.1, worker_heartbeat_s=0.1,
                       worker_heartbeat_timeout_s=1.0)
     sup = WorkerSupervisor(cfg)
-    coord = SlotCoordinator(cfg, make_policy(cfg), sup)
+    coord = make_coordinator(cfg, sup)
     sup.start()
     try:
         pump_until(coord, lambda: sup.ready)
