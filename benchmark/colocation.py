@@ -71,7 +71,9 @@ class Bench:
         return requests.get(self.url + "/harli/status", timeout=60).json()
 
     def set_mode(self, mode: str, static_units: int | None = None) -> None:
-        body = {"mode": mode, **({"static_slot_units": static_units} if static_units else {})}
+        # 0 is a real static size (tuning found none that holds the SLO): send it too.
+        body = {"mode": mode, **({"static_slot_units": static_units}
+                                 if static_units is not None else {})}
         r = requests.post(self.url + "/harli/policy", json=body, timeout=60)
         r.raise_for_status()
 

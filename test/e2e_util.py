@@ -50,8 +50,11 @@ def upload(server, rows_or_bytes, name="train.jsonl", purpose="fine-tune"):
     return client(server).files.create(file=(name, data), purpose=purpose)
 
 
-def create_job(server, file_id, *, n_epochs=2, batch_size=4, lr=1.0, suffix=None, lora=None):
+def create_job(server, file_id, *, n_epochs=2, batch_size=4, lr=1.0, suffix=None, lora=None,
+               validation_file=None):
     kwargs = {"suffix": suffix} if suffix else {}
+    if validation_file:
+        kwargs["validation_file"] = validation_file
     return client(server).fine_tuning.jobs.create(
         model=BASE_MODEL, training_file=file_id, seed=7,
         hyperparameters={"n_epochs": n_epochs, "batch_size": batch_size,

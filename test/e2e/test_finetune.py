@@ -166,7 +166,9 @@ def test_two_jobs_run_together_and_both_succeed(harli_server):
 
 def test_worker_crash_mid_job_resumes_from_checkpoint(harli_server):
     f = upload(harli_server, capital_rows(8))
-    job = create_job(harli_server, f.id, n_epochs=12, batch_size=4)  # 24 steps, checkpoints every 5
+    v = upload(harli_server, capital_rows()[8:12], name="valid.jsonl")
+    # 24 steps, checkpoints every 5, a validation loss after each epoch (every 2 steps).
+    job = create_job(harli_server, f.id, n_epochs=12, batch_size=4, validation_file=v.id)
     c = client(harli_server)
     deadline = time.monotonic() + 600
     while not list(c.fine_tuning.jobs.checkpoints.list(job.id)):
@@ -179,8 +181,15 @@ def test_worker_crash_mid_job_resumes_from_checkpoint(harli_server):
     msgs = [e.message for e in events(harli_server, job.id)]
     assert any("resumed from the checkpoint" in m for m in msgs), msgs
     assert any("worker restarted" in m for m in msgs)
-    metrics = {e.data["step"] for e in events(harli_server, job.id) if e.type == "metrics"}
-    assert max(metrics) == 24
+    metrics = [e.data for e in events(harli_server, job.id) if e.type == "metrics"]
+    assert max(m["step"] for m in metrics) == 24
+    # Every epoch was evaluated on the validation file (an epoch re-run after the
+    # crash may be evaluated twice), and checkpoints carry the latest validation loss.
+    valid = {m["step"]: m["valid_loss"] for m in metrics if "valid_loss" in m}
+    assert sorted(valid) == list(range(2, 25, 2)), sorted(valid)
+    assert all(0 < x < 100 for x in valid.values()), valid
+    ckpts = list(client(harli_server).fine_tuning.jobs.checkpoints.list(job.id))
+    assert any("valid_loss" in c.metrics.model_dump(exclude_none=True) for c in ckpts), ckpts
 
 
 def test_job_routes_require_the_api_key(harli_server):

@@ -210,9 +210,10 @@ class JobExecutor:
             hp = Hyperparameters.from_job(job)
             text = self.store.read_file(job["training_file"]).decode("utf-8")
             examples = load_examples(text, self.tokenizer, MAX_SEQ_LEN)
+            valid = []
             if job.get("validation_file"):
-                load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
-                              self.tokenizer, MAX_SEQ_LEN)
+                valid = load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
+                                      self.tokenizer, MAX_SEQ_LEN)
         except DataError as e:
             self._fail(entry, "invalid_training_file", f"invalid training data: {e}")
             return
@@ -229,7 +230,8 @@ class JobExecutor:
         )
         kwargs = dict(on_event=lambda kind, msg, data: self._on_event(entry, kind, msg, data),
                       checkpoint_dir=lambda step: self._job_dir(job_id, f"checkpoints/step-{step:06d}"),
-                      saved_tensors_hooks=self.arena.hooks() if self.arena is not None else None)
+                      saved_tensors_hooks=self.arena.hooks() if self.arena is not None else None,
+                      validation_examples=valid)
         base = build_model(self.hf_config, self.fused)
         try:
             ckpt = self.store.latest_checkpoint(job_id)
@@ -250,11 +252,13 @@ class JobExecutor:
         self.flush()
 
     def _on_event(self, job: RunningJob, kind: str, message: str, data: dict) -> None:
-        if kind == "step":
+        if kind in ("step", "eval"):
             self._event(job, "info", message, data, "metrics")
         elif kind == "checkpoint":
-            loss = job.trainer.progress.loss if job.trainer is not None else None
-            job.events.append(("__checkpoint__", message, {**data, "train_loss": loss}, ""))
+            t = job.trainer
+            metrics = {"train_loss": t.progress.loss if t is not None else None,
+                       "valid_loss": t.last_valid_loss if t is not None else None}
+            job.events.append(("__checkpoint__", message, {**data, **metrics}, ""))
         else:
             self._event(job, "info", message, data)
 
@@ -309,8 +313,9 @@ class JobExecutor:
             for level, message, data, type_ in events:
                 try:
                     if level == "__checkpoint__":
-                        self.store.add_checkpoint(job.job_id, data["step"], data["path"],
-                                                  {"train_loss": data["train_loss"]})
+                        metrics = {k: data[k] for k in ("train_loss", "valid_loss")
+                                   if data[k] is not None}
+                        self.store.add_checkpoint(job.job_id, data["step"], data["path"], metrics)
                     elif level == "__progress__":
                         self.store.update_progress(job.job_id, **data)
                     else:

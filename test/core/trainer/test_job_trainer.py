@@ -260,3 +260,88 @@ assert trainer.done
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     assert sorted(os.listdir(tmp_path)) == ["adapter", "c1"]
+
+
+def hf_mean_loss(model, examples, pad_id) -> float:
+    """HF's own mean token loss over ``examples`` in one forward, no dropout."""
+    model.eval()
+    with torch.no_grad():
+        mb = collate(examples, pad_id)
+        loss = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask,
+                     labels=mb.labels).loss
+    model.train()
+    return float(loss)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_validation_loss_each_epoch_without_changing_training(dropout, make_model, tokenizer,
+                                                              random_examples, tmp_path):
+    examples, valid = random_examples(7, seed=31), random_examples(5, seed=32)
+    config = replace(CONFIG, lora_dropout=dropout)
+    plain = JobTrainer(make_model("llama"), tokenizer, examples, config)
+    drive(plain, seed=1)
+
+    events = []
+    trainer = JobTrainer(make_model("llama"), tokenizer, examples, config,
+                         validation_examples=valid,
+                         on_event=lambda kind, msg, data: events.append((kind, data)))
+    drive(trainer, seed=2)
+    # Evaluating changes nothing about training, not even dropout's random draws.
+    expected, actual = lora_weights(plain.peft_model), lora_weights(trainer.peft_model)
+    for name in expected:
+        assert torch.equal(actual[name], expected[name]), name
+    assert trainer.trained_tokens == plain.trained_tokens
+
+    kinds = [k for k, _ in events]
+    evals = [d for k, d in events if k == "eval"]
+    assert [d["step"] for d in evals] == [3, 6]  # after each of the 2 epochs
+    assert kinds[-2:] == ["eval", "done"]  # done only once the last epoch is evaluated
+    assert all(d["valid_examples"] == 5 for d in evals)
+    # The last evaluation is HF's mean loss of the trained model on the validation set.
+    reference = hf_mean_loss(trainer.peft_model, valid, tokenizer.pad_token_id)
+    assert evals[-1]["valid_loss"] == pytest.approx(reference, rel=1e-5)
+    assert trainer.last_valid_loss == evals[-1]["valid_loss"]
+    assert events[-1][1]["valid_loss"] == evals[-1]["valid_loss"]
+    assert evals[0]["valid_loss"] != evals[1]["valid_loss"]
+
+
+def test_evaluation_runs_in_forward_pieces_within_budgets(make_model, tokenizer, random_examples):
+    examples, valid = random_examples(3, seed=41), random_examples(4, seed=42)
+    config = replace(CONFIG, n_epochs=1)  # one step per epoch
+    trainer = JobTrainer(make_model("llama"), tokenizer, examples, config,
+                         validation_examples=valid)
+    while trainer.completed_steps < 1:
+        trainer.run(trainer.min_piece_units)
+    assert trainer.eval_pending and not trainer.done
+    layers = trainer.peft_model.get_base_model().config.num_hidden_layers
+    # Only forward pieces (layers + head) of 2 micro-batches: one piece per call at most.
+    pieces = trainer.upcoming_pieces(100)
+    assert len(pieces) == 2 * (layers + 1)
+    assert {p.kind.value for p in pieces} == {"forward", "head_forward"}
+    calls = 0
+    while not trainer.done:
+        r = trainer.run(trainer.min_piece_units)
+        assert r.pieces == 1 and r.trained_tokens == 0 and r.units_bwd == 0
+        calls += 1
+    assert calls == len(pieces) and trainer.last_valid_loss is not None
+
+
+def test_pending_evaluation_survives_a_checkpoint(make_model, tokenizer, random_examples,
+                                                  tmp_path):
+    examples, valid = random_examples(7, seed=51), random_examples(3, seed=52)
+    config = replace(CONFIG, checkpoint_every_steps=3)  # step 3 ends epoch 1
+    paths = []
+    first = JobTrainer(make_model("llama"), tokenizer, examples, config, validation_examples=valid,
+                       checkpoint_dir=lambda step: paths.append(str(tmp_path / f"s{step}")) or
+                       paths[-1])
+    drive(first, seed=3, until_step=3)
+    first.write_due_checkpoint()
+    assert first.eval_pending and paths == [str(tmp_path / "s3")]
+
+    events = []
+    resumed = JobTrainer.resume(paths[0], make_model("llama"), tokenizer, examples, config,
+                                validation_examples=valid,
+                                on_event=lambda kind, msg, data: events.append((kind, data)))
+    assert resumed.eval_pending
+    drive(resumed, seed=4)
+    assert [d["step"] for k, d in events if k == "eval"] == [3, 6]

@@ -29,6 +29,11 @@ like a layer is an approximation: its cost scales with vocabulary size rather
 than the layer width, which the predictor absorbs. The embedding lookup and the
 optimizer step are folded into the adjacent layer pieces at no extra units.
 
+An *evaluation step* (:meth:`ChunkedTrainer.start_eval`) is the forward half
+only: ``forward layer 0 .. L-1, head forward`` per micro-batch, run without
+autograd and with dropout off, ending in the mean token loss and no optimizer
+update. Validation loss is computed that way, inside slots like training.
+
 Saved activations are produced only inside forward pieces; passing
 ``saved_tensors_hooks=(pack, unpack)`` wraps every forward piece in
 ``torch.autograd.graph.saved_tensors_hooks`` so a memory pool can keep them
@@ -96,11 +101,13 @@ class _MicroState:
 class ChunkedStep:
     """Plan and cursor of one optimizer step: which piece is next and what it costs."""
 
-    def __init__(self, micro_batches: Sequence[MicroBatch], num_layers: int) -> None:
+    def __init__(self, micro_batches: Sequence[MicroBatch], num_layers: int,
+                 evaluate: bool = False) -> None:
         if not micro_batches:
             raise ValueError("a step needs at least one micro-batch")
         self.micro_batches = list(micro_batches)
         self.num_layers = num_layers
+        self.evaluate = evaluate  # forward pieces only, no gradients, no update
         self.padded_tokens = [mb.input_ids.numel() for mb in self.micro_batches]
         self.real_tokens = [int(mb.attention_mask.sum()) for mb in self.micro_batches]
         # Same count HF's shift produces: token t is predicted from positions < t.
@@ -115,7 +122,7 @@ class ChunkedStep:
 
     @property
     def pieces_per_micro_batch(self) -> int:
-        return 2 * self.num_layers + 2
+        return self.num_layers + 1 if self.evaluate else 2 * self.num_layers + 2
 
     @property
     def finished(self) -> bool:
@@ -155,7 +162,7 @@ class ChunkedStep:
 
     @property
     def remaining_units(self) -> int:
-        per_mb = 3 * (self.num_layers + 1)
+        per_mb = (1 if self.evaluate else 3) * (self.num_layers + 1)
         left = sum(per_mb * t for t in self.padded_tokens[self.micro_index + 1:])
         if not self.finished:
             left += sum(self.piece_at(self.micro_index, p).units
@@ -213,10 +220,21 @@ class ChunkedTrainer:
         """The pieces the next ``run`` calls would execute (current step only)."""
         return [] if self._step is None else self._step.upcoming(limit)
 
+    @property
+    def evaluating(self) -> bool:
+        """True while the step in flight is an evaluation step."""
+        return self._step is not None and self._step.evaluate
+
     def start_step(self, micro_batches: Sequence[MicroBatch]) -> None:
         if self._step is not None:
             raise RuntimeError("a step is already in flight; run it to completion or abort it")
         self._step = ChunkedStep(micro_batches, self.stack.num_layers)
+
+    def start_eval(self, micro_batches: Sequence[MicroBatch]) -> None:
+        """Start an evaluation step: its ``run`` result carries the mean token loss, no update."""
+        if self._step is not None:
+            raise RuntimeError("a step is already in flight; run it to completion or abort it")
+        self._step = ChunkedStep(micro_batches, self.stack.num_layers, evaluate=True)
 
     def abort_step(self) -> None:
         """Drop the step in flight: its activations and its partial gradients."""
@@ -251,7 +269,7 @@ class ChunkedTrainer:
             pieces += 1
             finished_index = step.micro_index
             if step.advance():
-                trained += step.real_tokens[finished_index]
+                trained += 0 if step.evaluate else step.real_tokens[finished_index]
                 if step.finished:
                     loss = self._finish_step(step)
         return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd,
@@ -272,7 +290,9 @@ class ChunkedTrainer:
             device = self.stack.device
             step.state = _MicroState(MicroBatch(*(t.to(device, non_blocking=True) for t in mb)))
         state, n = step.state, self.stack.num_layers
-        if piece.kind is PieceKind.FORWARD:
+        if step.evaluate:
+            self._execute_eval(step, state, piece)
+        elif piece.kind is PieceKind.FORWARD:
             with self._forward_scope():
                 self._forward_layer(state, piece.layer)
         elif piece.kind is PieceKind.HEAD_FORWARD:
@@ -289,6 +309,27 @@ class ChunkedTrainer:
             state.grad = state.inputs.pop(n).grad
         else:
             self._backward_layer(state, piece.layer)
+
+    def _execute_eval(self, step: ChunkedStep, state: _MicroState, piece: Piece) -> None:
+        # No graph, no saved tensors; eval mode so dropout neither perturbs the loss
+        # nor draws from the job's RNG stream (a resumed job must train identically).
+        model, was_training = self.stack.causal_lm, self.stack.causal_lm.training
+        model.train(False)
+        try:
+            with torch.no_grad():
+                if piece.kind is PieceKind.FORWARD:
+                    if piece.layer == 0:
+                        hidden = self.stack.embed(state.batch.input_ids)
+                        state.ctx = self.stack.context(hidden, state.batch.attention_mask)
+                    else:
+                        hidden = state.outputs.pop(piece.layer - 1)
+                    state.outputs[piece.layer] = self.stack.layer(piece.layer, hidden, state.ctx)
+                else:
+                    last = state.outputs.pop(self.stack.num_layers - 1)
+                    loss = self.stack.head_loss(last, state.batch.labels, step.supervised_tokens)
+                    step.loss_sum = loss if step.loss_sum is None else step.loss_sum + loss
+        finally:
+            model.train(was_training)
 
     def _forward_layer(self, state: _MicroState, index: int) -> None:
         if index == 0:
@@ -315,6 +356,9 @@ class ChunkedTrainer:
             state.embeds = None
 
     def _finish_step(self, step: ChunkedStep) -> float:
+        if step.evaluate:
+            self._step = None
+            return float(step.loss_sum)
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
         self.optimizer.step()

@@ -15,6 +15,14 @@ micro-batches. Together with the adapter weights, the optimizer state and the
 job's private RNG stream, that is all a checkpoint needs for a resumed run to
 end with the same adapter as an uninterrupted one.
 
+With validation examples, the end of every epoch schedules an evaluation: the
+mean token loss over the first :data:`MAX_VALID_EXAMPLES` validation examples,
+computed in forward-only pieces through the same budgets (so it, too, only runs
+inside slots) and reported as an ``eval`` event. It runs without dropout and
+without touching the RNG stream, so it changes nothing about training; a
+pending evaluation is part of the checkpoint, and a job is done only after the
+last epoch's evaluation.
+
 Hyperparameters fixed here: AdamW with betas (0.9, 0.999), eps 1e-8 and no
 weight decay (LoRA matrices are small and start at B=0; decaying them only
 pulls the adapter towards the base model), at a constant learning rate.
@@ -48,6 +56,9 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 WEIGHT_DECAY = 0.0
 STATE_FORMAT = 1
+# Validation is a cost paid every epoch inside slots; bound it like OpenAI bounds
+# its per-step validation batches.
+MAX_VALID_EXAMPLES = 256
 # Operational settings a resumed job may change; everything else must match.
 RESUMABLE_CHANGES = ("checkpoint_every_steps",)
 
@@ -72,20 +83,24 @@ class JobTrainer:
         examples: encoded training examples (see :func:`data.encode_record`).
         config: the job's :class:`TrainConfig`.
         on_event: ``on_event(kind, message, data)`` for ``step``, ``epoch``,
-            ``checkpoint`` and ``done``.
+            ``eval``, ``checkpoint`` and ``done``.
         checkpoint_dir: ``checkpoint_dir(step) -> path``; required to checkpoint.
         saved_tensors_hooks: forwarded to :class:`ChunkedTrainer`.
+        validation_examples: encoded examples evaluated after every epoch (optional).
     """
 
     def __init__(self, base_model: nn.Module, tokenizer: Any, examples: Sequence[Example],
                  config: TrainConfig, *, on_event: EventCallback | None = None,
                  checkpoint_dir: Callable[[int], str] | None = None,
-                 saved_tensors_hooks: SavedTensorsHooks | None = None) -> None:
+                 saved_tensors_hooks: SavedTensorsHooks | None = None,
+                 validation_examples: Sequence[Example] = ()) -> None:
         self.config = config
         self._on_event = on_event
         self._checkpoint_dir = checkpoint_dir
         self.checkpoint_due = False
         self._init_data(tokenizer, examples)
+        self.validation_examples = _checked(validation_examples, config.max_seq_len,
+                                            "validation ")[:MAX_VALID_EXAMPLES]
         self._init_model(base_model)
         self._init_optimizer(saved_tensors_hooks)
         self._init_schedule()
@@ -93,11 +108,7 @@ class JobTrainer:
     def _init_data(self, tokenizer: Any, examples: Sequence[Example]) -> None:
         if not examples:
             raise ValueError("a job needs at least one training example")
-        for i, e in enumerate(examples):
-            if len(e.input_ids) > self.config.max_seq_len or e.supervised_tokens == 0:
-                raise ValueError(f"example {i} is longer than max_seq_len or has no "
-                                 "supervised token; encode it with data.encode_record")
-        self.examples = list(examples)
+        self.examples = _checked(examples, self.config.max_seq_len)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
         if pad is None:
@@ -143,13 +154,15 @@ class JobTrainer:
         self.completed_steps = 0
         self.trained_tokens = 0
         self.last_loss: float | None = None
+        self.last_valid_loss: float | None = None
+        self.eval_pending = False
         self._order: tuple[int, list[int]] | None = None
         self._started_at: float | None = None
         self._session_tokens = 0
 
     @property
     def done(self) -> bool:
-        return self.completed_steps >= self.total_steps
+        return self.completed_steps >= self.total_steps and not self.eval_pending
 
     @property
     def min_piece_units(self) -> int:
@@ -194,6 +207,7 @@ class JobTrainer:
         loss = None
         while not self.done:
             self._ensure_step()
+            evaluating = self._chunked.evaluating
             with self._rng.active():
                 r = self._chunked.run(budget_units - units, deadline)
             units, tokens, pieces = units + r.units, tokens + r.tokens, pieces + r.pieces
@@ -204,6 +218,9 @@ class JobTrainer:
             self._session_tokens += r.trained_tokens
             if not r.step_done:
                 break
+            if evaluating:
+                self._after_eval(r.loss)
+                continue
             loss = r.loss
             self._after_step(r.loss)
             if self.checkpoint_due:
@@ -219,7 +236,14 @@ class JobTrainer:
         return self._chunked.upcoming_pieces(limit)
 
     def _ensure_step(self) -> None:
-        if self._chunked.idle:
+        if not self._chunked.idle:
+            return
+        if self.eval_pending:
+            mbs = self.config.micro_batch_size
+            v = self.validation_examples
+            self._chunked.start_eval([collate(v[k:k + mbs], self.pad_id)
+                                      for k in range(0, len(v), mbs)])
+        else:
             self._chunked.start_step(self._micro_batches(self.position))
 
     def _micro_batches(self, position: DataPosition) -> list[MicroBatch]:
@@ -244,13 +268,29 @@ class JobTrainer:
         if epoch_done:
             self._emit("epoch", f"epoch {epoch + 1}/{self.config.n_epochs} completed",
                        {"epoch": epoch + 1, "n_epochs": self.config.n_epochs, "step": p.step})
+            self.eval_pending = bool(self.validation_examples)
         every = self.config.checkpoint_every_steps
         if every and self._checkpoint_dir is not None and self.completed_steps % every == 0:
             self.checkpoint_due = True
+        self._maybe_done()
+
+    def _after_eval(self, loss: float) -> None:
+        self.eval_pending = False
+        self.last_valid_loss = loss
+        p = self.progress
+        self._emit("eval", f"step {p.step}/{p.total_steps}: validation loss {loss:.4f}",
+                   {"step": p.step, "total_steps": p.total_steps, "epoch": p.epoch,
+                    "valid_loss": loss, "valid_examples": len(self.validation_examples),
+                    "trained_tokens": p.trained_tokens})
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
         if self.done:
+            p = self.progress
             self._emit("done", f"training completed after {p.step} steps",
                        {"step": p.step, "total_steps": p.total_steps,
-                        "trained_tokens": p.trained_tokens, "train_loss": loss})
+                        "trained_tokens": p.trained_tokens, "train_loss": self.last_loss,
+                        "valid_loss": self.last_valid_loss})
 
     def write_due_checkpoint(self) -> str | None:
         """Write the checkpoint the last finished step asked for; returns its path.
@@ -286,6 +326,8 @@ class JobTrainer:
             "completed_steps": self.completed_steps,
             "trained_tokens": self.trained_tokens,
             "last_loss": self.last_loss,
+            "last_valid_loss": self.last_valid_loss,
+            "eval_pending": self.eval_pending,
             "rng": self._rng.state_dict(),
             "config": asdict(self.config),
             "n_examples": len(self.examples),
@@ -325,6 +367,9 @@ class JobTrainer:
         self.completed_steps = state["completed_steps"]
         self.trained_tokens = state["trained_tokens"]
         self.last_loss = state["last_loss"]
+        # Absent from checkpoints written before validation existed.
+        self.last_valid_loss = state.get("last_valid_loss")
+        self.eval_pending = bool(state.get("eval_pending", False)) and bool(self.validation_examples)
 
     def close(self) -> nn.Module:
         """Drop the in-flight step and take the LoRA layers out of the base model again."""
@@ -333,6 +378,14 @@ class JobTrainer:
         for name, p in base.named_parameters():
             p.requires_grad_(self._base_requires_grad.get(name, p.requires_grad))
         return base
+
+
+def _checked(examples: Sequence[Example], max_seq_len: int, what: str = "") -> list[Example]:
+    for i, e in enumerate(examples):
+        if len(e.input_ids) > max_seq_len or e.supervised_tokens == 0:
+            raise ValueError(f"{what}example {i} is longer than max_seq_len or has no "
+                             "supervised token; encode it with data.encode_record")
+    return list(examples)
 
 
 def _fingerprint(examples: Sequence[Example]) -> str:
