@@ -165,7 +165,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--rates", default="0.5,1,2,3")
+    p.add_argument("--rates", default="0.5,1,1.5,2,2.5")
     p.add_argument("--duration-s", type=float, default=60.0)
     p.add_argument("--tpot-slo-ms", type=float, default=100.0)
     p.add_argument("--input-len", type=int, default=128)

@@ -22,6 +22,7 @@ p50/p99 and the reclaim count are read from ``/harli/status``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -32,12 +33,18 @@ import time
 SEQ_LEN = 128
 
 
-def anon_bytes() -> int:
+def proc_status(key: str) -> int:
+    """A ``/proc/self/status`` size in bytes (``RssAnon``: resident private memory;
+    ``VmData``: what ``RLIMIT_DATA`` limits)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("RssAnon:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def anon_bytes() -> int:
+    return proc_status("RssAnon")
 
 
 def trial(tokens: int, pooled: bool, cap_mb: int) -> dict:
@@ -75,8 +82,13 @@ def trial(tokens: int, pooled: bool, cap_mb: int) -> dict:
     trainer = ChunkedTrainer(model, torch.optim.AdamW(params, lr=1e-4), saved_tensors_hooks=hooks)
     ids = torch.randint(0, cfg.vocab_size, (tokens // SEQ_LEN, SEQ_LEN))
     batch = MicroBatch(ids, torch.ones_like(ids), ids.clone())
+    # Loading the HF model and fusing it into shared memory freed ~100 MB of private
+    # heap that glibc keeps; give it back first, or activations would reuse it
+    # unseen (no RSS growth) and the cap would not mean "cap_mb more".
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     baseline = anon_bytes()
-    resource.setrlimit(resource.RLIMIT_DATA, (baseline + cap_mb * 2**20, resource.RLIM_INFINITY))
+    resource.setrlimit(resource.RLIMIT_DATA,
+                       (proc_status("VmData") + cap_mb * 2**20, resource.RLIM_INFINITY))
     peak = baseline
     trainer.start_step([batch])
     while not trainer.idle:
@@ -111,7 +123,7 @@ def reclaim_latency(out: str, bursts: int) -> dict:
     import requests
 
     from harli_sgl.model import default_model
-    from harli_sgl.tools.bench_client import BenchLoad, run_bench_serving
+    from harli_sgl.tools.bench_client import BenchLoad, failed_requests, run_bench_serving
     from harli_sgl.tools.server_process import ServerProcess
 
     model = default_model.ensure()
@@ -128,16 +140,24 @@ def reclaim_latency(out: str, bursts: int) -> dict:
             "model": default_model.SPECS["default"].name, "training_file": f["id"],
             "hyperparameters": {"n_epochs": 50, "batch_size": 8}})
         status = lambda: requests.get(server.base_url + "/harli/status").json()  # noqa: E731
-        peaks = []
-        for _ in range(bursts):
+        peaks, failed = [], 0
+        for burst in range(bursts):
+            # Cached prefixes hold pages too (only free pages are lent), and each burst
+            # sends new prompts, so every burst needs pages the worker holds.
+            requests.post(server.base_url + "/flush_cache", timeout=60)
             deadline = time.monotonic() + 120
             while status()["pool"]["leased_tokens"] < 1024 and time.monotonic() < deadline:
                 time.sleep(0.5)
             peaks.append(status()["pool"]["leased_tokens"])
-            run_bench_serving(server.base_url, model, BenchLoad(num_prompts=12, input_len=256,
-                                                                output_len=32))
+            load = BenchLoad(num_prompts=12, input_len=256, output_len=32, seed=burst + 1)
+            result = run_bench_serving(server.base_url, model, load)
+            failed += failed_requests(result) + load.num_prompts - result["completed"]
         pool = status()["pool"]
         pool["leased_tokens_before_bursts"] = peaks
+        pool["failed_requests"] = failed
+        with open(os.path.join(out, "server.log")) as f:
+            pool["retraction_log_lines"] = sum("retract" in line.lower() and "server_args" not in line
+                                               for line in f)
         return pool
     finally:
         server.stop()
@@ -152,9 +172,19 @@ def main() -> None:
     p.add_argument("--cap-mb", type=int, default=256, help="private memory cap per trial")
     p.add_argument("--max-tokens", type=int, default=16384)
     p.add_argument("--bursts", type=int, default=5)
+    p.add_argument("--reuse-capacity", action="store_true",
+                   help="reuse DIR/capacity.json from an earlier run; only measure reclaims")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     result = {"cap_mb": args.cap_mb, "seq_len": SEQ_LEN}
+    capacity = os.path.join(args.out, "capacity.json")
+    if args.reuse_capacity and os.path.exists(capacity):
+        result = json.load(open(capacity))
+        result["reclaim"] = reclaim_latency(args.out, args.bursts)
+        with open(os.path.join(args.out, "pool.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        print(json.dumps(result, indent=2))
+        return
     for pooled in (False, True):
         tokens, best = largest(pooled, args.cap_mb, args.max_tokens)
         result["with_pool" if pooled else "without_pool"] = {"largest_micro_batch_tokens": tokens,
@@ -167,6 +197,8 @@ def main() -> None:
             "without_pool_peak_private_mb": run_trial(same, False, 1 << 16)["peak_private_mb"],
             "with_pool_peak_private_mb": run_trial(same, True, 1 << 16)["peak_private_mb"],
         }
+    with open(capacity, "w") as f:
+        json.dump(result, f, indent=2)
     result["reclaim"] = reclaim_latency(args.out, args.bursts)
     with open(os.path.join(args.out, "pool.json"), "w") as f:
         json.dump(result, f, indent=2)
