@@ -225,16 +225,15 @@ class ChunkedTrainer:
         """True while the step in flight is an evaluation step."""
         return self._step is not None and self._step.evaluate
 
-    def start_step(self, micro_batches: Sequence[MicroBatch]) -> None:
+    def start_step(self, micro_batches: Sequence[MicroBatch], evaluate: bool = False) -> None:
+        """Start an optimizer step, or with ``evaluate`` an evaluation step whose ``run``
+        result carries the mean token loss and updates nothing."""
         if self._step is not None:
             raise RuntimeError("a step is already in flight; run it to completion or abort it")
-        self._step = ChunkedStep(micro_batches, self.stack.num_layers)
+        self._step = ChunkedStep(micro_batches, self.stack.num_layers, evaluate)
 
     def start_eval(self, micro_batches: Sequence[MicroBatch]) -> None:
-        """Start an evaluation step: its ``run`` result carries the mean token loss, no update."""
-        if self._step is not None:
-            raise RuntimeError("a step is already in flight; run it to completion or abort it")
-        self._step = ChunkedStep(micro_batches, self.stack.num_layers, evaluate=True)
+        self.start_step(micro_batches, evaluate=True)
 
     def abort_step(self) -> None:
         """Drop the step in flight: its activations and its partial gradients."""

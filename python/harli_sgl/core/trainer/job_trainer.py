@@ -101,6 +101,10 @@ class JobTrainer:
         self._init_data(tokenizer, examples)
         self.validation_examples = _checked(validation_examples, config.max_seq_len,
                                             "validation ")[:MAX_VALID_EXAMPLES]
+        # Collated once: the same micro-batches are evaluated after every epoch.
+        mbs = config.micro_batch_size
+        v = self.validation_examples
+        self._valid_batches = [collate(v[k:k + mbs], self.pad_id) for k in range(0, len(v), mbs)]
         self._init_model(base_model)
         self._init_optimizer(saved_tensors_hooks)
         self._init_schedule()
@@ -239,10 +243,7 @@ class JobTrainer:
         if not self._chunked.idle:
             return
         if self.eval_pending:
-            mbs = self.config.micro_batch_size
-            v = self.validation_examples
-            self._chunked.start_eval([collate(v[k:k + mbs], self.pad_id)
-                                      for k in range(0, len(v), mbs)])
+            self._chunked.start_eval(self._valid_batches)
         else:
             self._chunked.start_step(self._micro_batches(self.position))
 
