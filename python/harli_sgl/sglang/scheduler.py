@@ -143,7 +143,7 @@ class HarliScheduler(Scheduler):
             generation=0, to_worker_addr="", from_worker_addr="", parent_pid=0, config=config,
             model_path=get_model().model_path, served_model_name=serving.served_model_name,
             torch_threads=len(os.sched_getaffinity(0)), server_url=f"http://{host}:{serving.port}",
-            api_key=serving.api_key,
+            api_key=serving.api_key, admin_api_key=getattr(serving, "admin_api_key", None),
         )
         fused = share_serving_weights(self.tp_worker.model_runner.model)
         kv = {"buffers": pages.buffers, "page_tokens": pages.page_tokens} if pages is not None else None

@@ -17,6 +17,8 @@ class WorkerSpec:
         served_model_name: the base name adapters are published under.
         torch_threads: intra-op threads for training (serial mode uses the whole host).
         server_url / api_key: the HTTP server, for publishing finished adapters.
+        admin_api_key: SGLang's ``--admin-api-key``; when set, admin routes such as
+            ``/load_lora_adapter`` require it instead of ``api_key``.
     """
 
     generation: int
@@ -29,3 +31,4 @@ class WorkerSpec:
     torch_threads: int = 1
     server_url: str = ""
     api_key: str | None = None
+    admin_api_key: str | None = None
