@@ -14,7 +14,9 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-MODES = ("off", "greedy", "idle", "static", "harli")
+from harli_sgl.core.placement import default_split, format_cpus, parse_cpus
+
+MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli")
 
 # Default TPOT SLOs per device type. On a GPU, 50 ms/token is the common
 # interactive target for 7-8B models (a reader sees ~20 tokens/s). On this
@@ -28,7 +30,7 @@ class HarliConfig:
     """Everything Harli adds on top of SGLang's ServerArgs.
 
     Args:
-        mode: slot policy (off, greedy, idle, static, harli); see docs/architecture.md.
+        mode: slot policy (off, greedy, idle, static, spatial, harli-serial, harli); see docs/architecture.md.
         tpot_slo_ms: per-token latency SLO the scheduler protects; None until resolved.
         workdir: jobs, files, checkpoints, adapters and predictor profiles live here.
         static_slot_units: slot size used by ``--harli-mode static`` (token-layers).
@@ -45,6 +47,12 @@ class HarliConfig:
         profile_dir: where latency profiles are kept (default: <workdir>/predictor); one
             file per (model, device, dtype, threads), reused by every later start.
         startup_profile_s: time bound of the start-up latency profile (0 = never profile).
+        cpu_split: on a CPU host, which cores decode keeps and which are the worker's
+            share in the concurrent arrangement: ``auto`` (decode the first half,
+            rounded up), ``none`` (no split: serial slots only), or ``DECODE/WORKER``
+            core lists such as ``0/1`` or ``0-3/4-7``.
+        decode_cpus / worker_cpus: the resolved split (empty: no split, or a GPU host).
+        all_cpus: every core the server may use (the worker's share in serial and idle slots).
     """
 
     mode: str = "harli"
@@ -66,7 +74,11 @@ class HarliConfig:
     max_file_bytes: int = 64 * 2**20
     profile_dir: str | None = None
     startup_profile_s: float = 60.0
+    cpu_split: str = "auto"
     device: str = "cpu"
+    decode_cpus: tuple[int, ...] = ()
+    worker_cpus: tuple[int, ...] = ()
+    all_cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -84,18 +96,43 @@ class HarliConfig:
             raise ValueError("--harli-startup-profile-s must be >= 0")
         if self.checkpoint_every_steps < 0:
             raise ValueError("--harli-checkpoint-every-steps must be >= 0")
+        if self.cpu_split not in ("auto", "none"):
+            try:
+                decode, worker = (parse_cpus(part) for part in self.cpu_split.split("/"))
+            except ValueError:
+                raise ValueError(f"--harli-cpu-split must be auto, none or DECODE/WORKER core "
+                                 f"lists such as 0/1, got {self.cpu_split!r}") from None
+            if set(decode) & set(worker):
+                raise ValueError(f"--harli-cpu-split {self.cpu_split!r}: decode and worker cores overlap")
+
+    @property
+    def corun_possible(self) -> bool:
+        """Whether the concurrent arrangement has a share of the device to run on."""
+        return bool(self.worker_cpus) if self.device == "cpu" else self.device == "cuda"
 
     def resolved(self, device: str) -> HarliConfig:
         """Fill device-dependent defaults and make paths absolute (main process, once)."""
         slo = self.tpot_slo_ms
         if slo is None:
             slo = DEFAULT_TPOT_SLO_MS["cuda" if device == "cuda" else "cpu"]
+        cpus = tuple(sorted(os.sched_getaffinity(0)))
+        decode: tuple[int, ...] = ()
+        worker: tuple[int, ...] = ()
+        if device == "cpu" and self.cpu_split == "auto":
+            split = default_split(cpus)
+            decode, worker = split if split is not None else ((), ())
+        elif device == "cpu" and self.cpu_split != "none":
+            decode, worker = (parse_cpus(part) for part in self.cpu_split.split("/"))
+            if not set(decode + worker) <= set(cpus):
+                raise ValueError(f"--harli-cpu-split {self.cpu_split!r} names cores outside this "
+                                 f"process's CPUs {format_cpus(cpus)}")
         return dataclasses.replace(
             self,
             tpot_slo_ms=float(slo),
             workdir=os.path.abspath(os.path.expanduser(self.workdir)),
             profile_dir=os.path.abspath(os.path.expanduser(self.profile_dir)) if self.profile_dir else None,
             device=device,
+            decode_cpus=decode, worker_cpus=worker, all_cpus=cpus,
         )
 
     @property
@@ -132,6 +169,10 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
                    help="Where latency profiles are kept (default: <workdir>/predictor).")
     g.add_argument("--harli-startup-profile-s", type=float, default=d.startup_profile_s,
                    help="Time bound of the start-up latency profile; 0 disables it.")
+    g.add_argument("--harli-cpu-split", default=d.cpu_split,
+                   help="CPU hosts: decode's cores and the worker's share for co-running, as "
+                        "DECODE/WORKER (e.g. 0/1), 'auto' (default: decode keeps the first half) "
+                        "or 'none' (serial slots only).")
 
 
 def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
@@ -149,6 +190,7 @@ def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
         max_file_bytes=ns.harli_max_file_bytes,
         profile_dir=ns.harli_profile_dir,
         startup_profile_s=ns.harli_startup_profile_s,
+        cpu_split=ns.harli_cpu_split,
     )
 
 

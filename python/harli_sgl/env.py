@@ -44,3 +44,8 @@ TRACE_ITERATIONS = EnvVar(
     "HARLI_TRACE_ITERATIONS", "",
     "Append every measured iteration (features, slot work, interval, predictions) to this JSONL file.",
 )
+FAULT_CORUN_MISPLACED = EnvVar(
+    "HARLI_FAULT_CORUN_MISPLACED", False,
+    "Fault injection (tests): while co-running, the worker moves itself onto every core in the "
+    "normal scheduling class, so co-running is predicted cheap but runs slow.",
+)

@@ -10,15 +10,33 @@ subclass reduces each batch to :class:`IterationFeatures` and calls:
 * :meth:`after_iteration` / :meth:`on_idle`: pump the worker's messages, let
   the supervisor detect deaths, ask the policy, and run the slot.
 
-Slots run *serially*: the grant is sent and the scheduler blocks until the
-worker's report (bounded by the grant's time budget plus a grace), so TPOT =
-decode + slot and nothing competes with the decode forward for the cores.
+The policy answers each iteration with a :class:`Plan` in one of four
+arrangements (see ``core/policy/base.py``). A *serial* slot is sent as a grant
+and the scheduler blocks until the worker's report (bounded by the grant's time
+budget plus a grace), so TPOT = decode + slot. *Concurrent* co-running is a
+state, not a per-iteration message: ``CoRunStart`` once, then the worker trains
+piece after piece on its share while the scheduler keeps decoding, until a plan
+without co-running sends ``CoRunStop`` (waiting for the piece boundary only
+when the plan says running beside the next iteration would break the SLO).
+*Hybrid* adds a serial top-up to a co-running iteration.
 
-Start-up profile. While ``profiling`` is on, busy iterations alternate between
-no slot and a *synthetic* slot whose size sweeps a fixed schedule, so both
-predictor stages see the whole space before any customer job runs. When it
-ends the predictor is persisted and the metric windows (polluted by synthetic
-traffic) are reset.
+Placement (CPU). The scheduler, not the worker, moves the worker's threads:
+onto the worker's cores in SCHED_IDLE while co-running beside decode, onto
+every core in the normal class for serial slots, and onto every core in
+SCHED_IDLE while the server is idle. Doing it from here takes effect at once,
+even in the middle of a piece, so a request arriving while the worker uses
+every core finds decode's core free without waiting for a piece boundary.
+
+Each closed iteration is classified by what actually ran in it (overlap from
+the worker's piece timestamps, serial spans from the grants) and fed to the
+matching predictor stage.
+
+Start-up profile. While ``profiling`` is on, busy iterations rotate between no
+slot, a *synthetic* serial slot whose size sweeps a fixed schedule, and (where
+the device has a share for the worker) synthetic co-running, so every
+predictor stage sees the space before any customer job runs. When it ends the
+predictor is persisted and the metric windows (polluted by synthetic traffic)
+are reset.
 """
 
 from __future__ import annotations
@@ -31,13 +49,16 @@ import time
 
 from harli_sgl import env
 from harli_sgl.config import HarliConfig
+from harli_sgl.core import placement
+from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.iteration import NO_SLOT, IterationFeatures, SlotWork
 from harli_sgl.core.message import (
-    Heartbeat, ReclaimAck, SetFreeRun, SlotGrant, SlotReport, WorkerHello, WorkerState,
+    CORUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, Heartbeat, ReclaimAck, SetFreeRun,
+    SlotGrant, SlotReport, WorkerHello, WorkerState,
 )
 from harli_sgl.core.metrics import ColocationMetrics
-from harli_sgl.core.policy.base import Grant, SlotContext, SlotPolicy
+from harli_sgl.core.policy.base import Arrangement, Grant, Plan, SlotContext, SlotPolicy
 from harli_sgl.core.predictor.base import LatencyPredictor
 from harli_sgl.core.request_tracker import RequestTracker
 
@@ -47,6 +68,13 @@ logger = logging.getLogger(__name__)
 REPORT_GRACE_MS = 25.0
 PROFILE_UNITS = (256, 512, 1024, 2048, 4096, 8192)
 SAVE_EVERY_S = 60.0
+# An iteration with less of its decode time beside worker pieces than this ran alone.
+MIN_OVERLAP = 0.02
+# How long the scheduler waits for a co-run stop before the next iteration. A piece
+# is ~10-30 ms on its own core, but the worker's SCHED_IDLE threads yield that core
+# to SGLang's frontend, so a piece can stretch to hundreds of ms on a busy host:
+# serving never waits longer than this, and what overlaps is measured as such.
+STOP_WAIT_S = 0.02
 
 
 class SlotCoordinator:
@@ -62,7 +90,16 @@ class SlotCoordinator:
         self.worker_state = WorkerState(has_work=False)
         self.profiling = False
         self._profile_sizes = itertools.cycle(PROFILE_UNITS)
-        self._profile_turn = False
+        self._profile_turn = 0
+        self.corun = CoRunTracker()
+        self._serial_spans: list[tuple[float, float]] = []
+        self._paused_spans: list[tuple[float, float]] = []
+        self._placement: tuple[tuple[int, ...], bool] | None = None
+        # Harvest's denominator: the current job's units/ms on an idle server (every
+        # core, no decode), measured whenever the server is idle; until then the
+        # start-up profile's synthetic rate.
+        self.idle_units_per_ms: float | None = None
+        self.profile_units_per_ms: float | None = None
         self._slot_id = 0
         self._units_per_ms: float | None = None
         self._launch: tuple[float, IterationFeatures] | None = None
@@ -76,7 +113,8 @@ class SlotCoordinator:
         self._load_predictor()
         self.lender = None  # a PoolLender once the unified pool is attached
         handlers: dict[type, object] = {WorkerState: self._on_state, SlotReport: self._on_report,
-                                        ReclaimAck: self._on_reclaim_ack}
+                                        ReclaimAck: self._on_reclaim_ack,
+                                        CoRunStopped: self._on_corun_stopped}
         if supervisor is not None:
             handlers[Heartbeat] = supervisor.on_heartbeat
             handlers[WorkerHello] = self._on_hello
@@ -87,23 +125,55 @@ class SlotCoordinator:
 
     def on_launch(self, features: IterationFeatures, now: float) -> None:
         """A batch is being launched: close the previous iteration's measurement."""
+        if self.corun.active and self.corun.share >= 1.0 and self.config.worker_cpus:
+            # The worker was using every core on the idle server. Move it off decode's
+            # cores before this batch runs: pinning from here takes effect at once,
+            # mid-piece (measured: leaving a SCHED_IDLE trainer thread on decode's
+            # core slowed the next iterations 2-5x).
+            self._start_corun(self.corun_share)
+        self._drain()  # piece reports up to now: the overlap below needs them
         if self._launch is not None and not self.policy.free_run:
-            t0, f0 = self._launch
-            interval_ms = (now - t0) * 1000.0
-            predicted = self.predictor.predict_corun(f0, self._work)
-            if self._work.units:
-                self.policy.observe_corun(predicted, interval_ms)
-            if self._trace is not None:
-                self._trace.write(json.dumps({
-                    "t": now, "bs": f0.batch_size, "ctx": f0.context_tokens,
-                    "ext": f0.extend_tokens, "fwd": self._work.units_fwd, "bwd": self._work.units_bwd,
-                    "head": self._work.units_head, "interval_ms": interval_ms,
-                    "predicted_ms": predicted, "profiling": self.profiling, "policy": self.policy.name,
-                    "overrun": self._overrun_in_interval}) + "\n")
-            self.predictor.observe(f0, interval_ms, self._work)
+            self._close_iteration(*self._launch, now)
         self._launch = (now, features)
         self._work = NO_SLOT
+        self._serial_spans = []
+        self._paused_spans = []
         self._overrun_in_interval = False
+
+    def _close_iteration(self, t0: float, f0: IterationFeatures, now: float) -> None:
+        paused_ms = sum(e - s for s, e in self._paused_spans) * 1000.0
+        interval_ms = (now - t0) * 1000.0 - paused_ms
+        work = self._work
+        running_now = self.corun.synthetic or self.worker_state.has_work
+        overlap = self.corun.overlap(t0, now, self._serial_spans + self._paused_spans, running_now)
+        p = self.predictor
+        if overlap.total >= MIN_OVERLAP:
+            arrangement = Arrangement.HYBRID if work.units else Arrangement.CONCURRENT
+            serial_ms = sum(e - s for s, e in self._serial_spans) * 1000.0
+            predicted = p.predict_decode(f0) + p.interference(f0, overlap.share, overlap) + \
+                p.slot_cost(work)
+            if not self.profiling and not self._overrun_in_interval:
+                # The margin tracks live prediction error; an overrun is the worker's
+                # fault, repaid through the request deadlines, not the model's error.
+                self.policy.observe_corun(predicted, interval_ms)
+            p.observe_concurrent(f0, interval_ms - serial_ms, overlap, serial=work,
+                                 interval_ms=interval_ms)
+        else:
+            arrangement = Arrangement.SERIAL if work.units else Arrangement.NONE
+            predicted = p.predict_corun(f0, work)
+            if work.units and not self.profiling:
+                self.policy.observe_corun(predicted, interval_ms)
+            p.observe(f0, interval_ms, work)
+        if not self.profiling:
+            self.corun.account(arrangement.value, interval_ms)
+        if self._trace is not None:
+            self._trace.write(json.dumps({
+                "t": now, "bs": f0.batch_size, "ctx": f0.context_tokens, "ext": f0.extend_tokens,
+                "arrangement": arrangement.value, "fwd": work.units_fwd, "bwd": work.units_bwd,
+                "head": work.units_head, "overlap": round(overlap.total, 4), "share": overlap.share,
+                "serial_ms": sum(e - s for s, e in self._serial_spans) * 1000.0,
+                "interval_ms": interval_ms, "predicted_ms": predicted, "profiling": self.profiling,
+                "policy": self.policy.name, "overrun": self._overrun_in_interval}) + "\n")
 
     def on_tokens(self, updates: list[tuple[str, int, bool]], now: float) -> None:
         """(rid, output tokens so far, finished) for each request of the processed batch."""
@@ -121,10 +191,14 @@ class SlotCoordinator:
         self._maybe_run_slot(IterationFeatures(0, 0), 0, waiting)
 
     def has_idle_work(self) -> bool:
-        """True when an idle pass would run a slot (so the scheduler must not sleep)."""
+        """True when an idle pass would run a serial slot (so the scheduler must not sleep).
+
+        A worker co-running on the idle server needs no idle passes: the scheduler
+        sleeps in SGLang's idle sleeper, and a request (or the worker) wakes it.
+        """
         sup = self.supervisor
         return (sup is not None and sup.ready and self.worker_state.has_work
-                and not self.policy.free_run and not self.profiling)
+                and not self.policy.free_run and not self.profiling and not self.corun.active)
 
     def attach_pool(self, lender) -> None:
         self.lender = lender
@@ -146,11 +220,12 @@ class SlotCoordinator:
             left = deadline - time.monotonic()
             if left <= 0 or sup is None:
                 return done()
-            sup.check()  # a dead worker's leases are released here
             msg = sup.inbox.recv(min(left, 0.05))
             if msg is not None:
                 sup.note_alive()
                 self.dispatch(msg)
+            else:
+                sup.check()  # a dead worker's leases are released here
         return True
 
     def set_profiling(self, on: bool) -> None:
@@ -168,12 +243,18 @@ class SlotCoordinator:
 
     def set_policy(self, policy: SlotPolicy) -> None:
         old, self.policy = self.policy, policy
+        if self.corun.active:
+            self._stop_corun(wait=True)
         if self.supervisor is not None and old.free_run != policy.free_run:
             self.supervisor.outbox.send(SetFreeRun(policy.free_run))
+            # Greedy is uncoordinated co-location: the worker keeps the placement it was
+            # spawned with (every core, normal class), as a naive deployment would.
+            self._place(self.config.all_cpus, idle_class=False)
         self._launch = None
         # Error windows and metric windows describe one policy at a time.
         self.predictor.reset_errors()
         self.metrics.reset()
+        self.corun.reset()
 
     def shutdown(self) -> None:
         self.save_predictor()
@@ -182,13 +263,21 @@ class SlotCoordinator:
 
     # -- internals ---------------------------------------------------------------------
 
+    def _drain(self) -> None:
+        sup = self.supervisor
+        if sup is None:
+            return
+        while (msg := sup.inbox.recv(0.0)) is not None:
+            sup.note_alive()
+            self.dispatch(msg)
+
     def _pump(self) -> None:
         sup = self.supervisor
         if sup is not None:
+            # Read what the worker already sent *before* judging its silence: after a
+            # long iteration its heartbeats are queued here, not missing.
+            self._drain()
             sup.check()
-            while (msg := sup.inbox.recv(0.0)) is not None:
-                sup.note_alive()
-                self.dispatch(msg)
         now = time.monotonic()
         if now - self._last_save > SAVE_EVERY_S:
             self._last_save = now
@@ -201,32 +290,98 @@ class SlotCoordinator:
         if self.profiling:
             self._profile_slot(running)
             return
-        if not self.worker_state.has_work or self.policy.free_run:
+        if self.policy.free_run:
+            return
+        if not self.worker_state.has_work:
+            if self.corun.active:
+                self._stop_corun(wait=False)
             return
         slack = self.tracker.slack_ms(time.monotonic(), self.config.tpot_slo_ms) if running else None
-        grant = self.policy.grant(SlotContext(
+        plan = self.policy.plan(SlotContext(
             next_iteration=nxt, running=running, waiting=waiting,
             worker_min_units=self.worker_state.min_piece_units,
             worker_units_per_ms=self._units_per_ms,
             next_pieces=self.worker_state.next_pieces, request_slack_ms=slack,
+            corun_share=self.corun_share, corun_active=self.corun.active,
         ))
+        self._apply(plan)
+
+    @property
+    def corun_share(self) -> float:
+        """The worker's share of the device for co-running beside decode (0: serial only)."""
+        cfg = self.config
+        if cfg.device == "cpu" and cfg.worker_cpus:
+            return len(cfg.worker_cpus) / max(1, len(cfg.all_cpus))
+        return 0.0
+
+    def _apply(self, plan: Plan) -> None:
+        if plan.concurrent:
+            self._start_corun(plan.share)
+        elif self.corun.active:
+            self._stop_corun(wait=plan.stop_wait)
+        grant = plan.serial
         if grant is not None and grant.budget_units >= max(1, self.worker_state.min_piece_units):
             self._run_slot(grant)
+
+    def _corun_cpus(self, share: float) -> tuple[int, ...]:
+        return self.config.all_cpus if share >= 1.0 else self.config.worker_cpus
+
+    def _start_corun(self, share: float, synthetic: bool = False) -> None:
+        cpus = self._corun_cpus(share)
+        self._place(cpus, idle_class=True)
+        if self.corun.active and self.corun.cpus == cpus and self.corun.synthetic == synthetic:
+            return
+        self.supervisor.outbox.send(CoRunStart(share, cpus, synthetic))
+        self.corun.started(share, cpus, time.monotonic(), synthetic)
+
+    def _stop_corun(self, wait: bool) -> None:
+        seq = self.corun.stop_requested(time.monotonic())
+        self.supervisor.outbox.send(CoRunStop(seq))
+        if wait:
+            started = time.monotonic()
+            self.wait_for(lambda: self.corun.stopping is None, STOP_WAIT_S)
+            # Not decode time: excluded from the iteration's decode like a serial slot.
+            self._paused_spans.append((started, time.monotonic()))
+
+    def _place(self, cpus: tuple[int, ...], idle_class: bool) -> None:
+        """Move the worker's threads (CPU hosts with a split; a no-op elsewhere)."""
+        sup = self.supervisor
+        if not cpus or self.config.device != "cpu" or sup is None or sup.pid is None:
+            return
+        if self._placement == (cpus, idle_class):
+            return
+        keep = (sup.hello.liveness_tid,) if sup.hello is not None and sup.hello.liveness_tid else ()
+        placement.pin_threads(cpus, sup.pid)
+        placement.set_idle_class(idle_class, sup.pid, skip=keep)
+        self._placement = (cpus, idle_class)
 
     def _profile_slot(self, running: int) -> None:
         if not running:
             return
-        self._profile_turn = not self._profile_turn
-        if self._profile_turn:  # every other busy iteration runs alone (stage 1 rows)
+        phases = 3 if self.corun_share > 0 else 2
+        self._profile_turn = (self._profile_turn + 1) % phases
+        if self._profile_turn == 0:  # runs alone: stage 1 rows
+            if self.corun.active:
+                self._stop_corun(wait=True)
+        elif self._profile_turn == 1:
+            if self.corun.active:
+                self._stop_corun(wait=True)
             self._run_slot(Grant(next(self._profile_sizes), 1000.0), synthetic=True)
+        else:
+            self._start_corun(self.corun_share, synthetic=True)
 
     def _run_slot(self, grant: Grant, synthetic: bool = False) -> SlotReport | None:
         sup = self.supervisor
         self._slot_id += 1
+        co_running = self.corun.active
+        self._place(self.config.all_cpus, idle_class=False)
         sent_at = time.perf_counter()
+        started = time.monotonic()
         sup.outbox.send(SlotGrant(self._slot_id, grant.budget_units, grant.budget_ms,
-                                  grant.device_share, synthetic))
+                                  grant.device_share, synthetic,
+                                  deadline=started + grant.budget_ms / 1000.0))
         deadline = sent_at + (grant.budget_ms + REPORT_GRACE_MS) / 1000.0
+        report = None
         while True:
             msg = sup.inbox.recv(max(0.0, deadline - time.perf_counter()))
             if msg is None:
@@ -234,18 +389,25 @@ class SlotCoordinator:
                 # accounted for whenever it arrives.
                 self.slots_overrun += 1
                 self._overrun_in_interval = True
-                return None
+                break
             sup.note_alive()
             self.dispatch(msg)
             if isinstance(msg, SlotReport) and msg.slot_id == self._slot_id:
-                return msg
+                report = msg
+                break
+        self._serial_spans.append((started, time.monotonic()))
+        if co_running and self.corun.active:  # hybrid: back to the worker's share
+            self._place(self.corun.cpus, idle_class=True)
+        return report
 
     def _load_predictor(self) -> None:
         path = self.predictor_path
         if path and os.path.exists(path):
             try:
                 with open(path) as f:
-                    self.predictor.load_state_dict(json.load(f)["predictor"])
+                    saved = json.load(f)
+                self.predictor.load_state_dict(saved["predictor"])
+                self.profile_units_per_ms = saved.get("idle_units_per_ms")
                 logger.info("harli: loaded the latency profile %s", path)
             except (OSError, ValueError, KeyError) as e:
                 logger.warning("harli: ignoring unreadable latency profile %s: %s", path, e)
@@ -258,7 +420,8 @@ class SlotCoordinator:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
-            json.dump({"predictor": self.predictor.state_dict()}, f)
+            json.dump({"predictor": self.predictor.state_dict(),
+                       "idle_units_per_ms": self.profile_units_per_ms}, f)
         os.replace(tmp, path)
         self._saved_samples = samples
 
@@ -267,6 +430,10 @@ class SlotCoordinator:
     def _on_hello(self, msg: WorkerHello) -> None:
         self.supervisor.on_hello(msg)
         self.worker_state = WorkerState(has_work=False)
+        self.corun.worker_gone()
+        self._placement = None
+        # A new worker inherits the spawning thread's cores (decode's): give it every core.
+        self._place(self.config.all_cpus, idle_class=False)
         if self.lender is not None:
             self.lender.worker_ready = True
         if self.policy.free_run:
@@ -276,6 +443,9 @@ class SlotCoordinator:
         self.worker_state = msg
 
     def _on_report(self, msg: SlotReport) -> None:
+        if msg.slot_id == CORUN_SLOT:
+            self._on_corun_piece(msg)
+            return
         self.metrics.slot_ran(msg.units, msg.duration_ms, msg.trained_tokens)
         if msg.slot_id >= 0 and msg.units:  # free-run slices overlap decode; they are not slot work
             w = self._work
@@ -286,6 +456,24 @@ class SlotCoordinator:
             rate = msg.units / msg.duration_ms
             self._units_per_ms = rate if self._units_per_ms is None else \
                 0.8 * self._units_per_ms + 0.2 * rate
+            if self.profiling and msg.slot_id >= 0:
+                self.profile_units_per_ms = _ema(self.profile_units_per_ms, rate)
+            elif msg.slot_id >= 0 and self._launch is None:  # a serial slot on the idle server
+                self.idle_units_per_ms = _ema(self.idle_units_per_ms, rate)
+
+    def _on_corun_piece(self, msg: SlotReport) -> None:
+        self.corun.on_piece(msg.started_at, msg.ended_at, msg.units - msg.units_bwd - msg.units_head,
+                            msg.units_bwd, msg.units_head, msg.trained_tokens)
+        if msg.job_id is None:  # synthetic (start-up profile): not finetune work
+            return
+        self.metrics.corun_ran(msg.units, msg.trained_tokens)
+        if msg.units > 0 and msg.duration_ms > 0 and self._launch is None \
+                and self.corun.active and self.corun.share >= 1.0:
+            # A piece on every core while nothing decodes: the idle server's speed.
+            self.idle_units_per_ms = _ema(self.idle_units_per_ms, msg.units / msg.duration_ms)
+
+    def _on_corun_stopped(self, msg: CoRunStopped) -> None:
+        self.corun.stopped(msg.seq, msg.stopped_at)
 
     def _on_reclaim_ack(self, msg: ReclaimAck) -> None:
         if self.lender is not None:
@@ -293,6 +481,8 @@ class SlotCoordinator:
 
     def _on_worker_death(self) -> None:
         self.worker_state = WorkerState(has_work=False)
+        self.corun.worker_gone()
+        self._placement = None
         if self.lender is not None:
             self.lender.release_all()
 
@@ -306,7 +496,22 @@ class SlotCoordinator:
         ws = self.worker_state
         work = {"has_work": ws.has_work, "job_id": ws.job_id,
                 "max_piece_units": max((u for _, u in ws.next_pieces), default=0)}
+        idle_rate = self.idle_units_per_ms or self.profile_units_per_ms
+        units_per_s = self.metrics.units_per_s()
+        harvest = units_per_s / (idle_rate * 1000.0) if idle_rate else None
         return {"worker": worker, "worker_work": work, "policy": self.policy.status(),
                 "predictor": self.predictor.status(), "profiling": self.profiling,
                 "pool": self.lender.status() if self.lender is not None else None,
-                "slots_overrun": self.slots_overrun, **self.metrics.status()}
+                "slots_overrun": self.slots_overrun,
+                "arrangement": {**self.corun.status(), "available_share": self.corun_share,
+                                "decode_cpus": list(self.config.decode_cpus),
+                                "worker_cpus": list(self.config.worker_cpus)},
+                "harvest": {"value": harvest, "units_per_s": units_per_s,
+                            "idle_units_per_s": idle_rate * 1000.0 if idle_rate else None,
+                            "idle_source": "measured_idle" if self.idle_units_per_ms else
+                            "startup_profile" if self.profile_units_per_ms else None},
+                **self.metrics.status()}
+
+
+def _ema(old: float | None, value: float, alpha: float = 0.2) -> float:
+    return value if old is None else (1 - alpha) * old + alpha * value

@@ -51,3 +51,25 @@ class SlotWork:
 
 
 NO_SLOT = SlotWork()
+
+
+@dataclass(frozen=True, slots=True)
+class CoRunOverlap:
+    """Which share of an iteration's decode time ran beside worker pieces, by cost kind.
+
+    Fractions of the decode time (the interval minus any serial top-up), so
+    ``total`` is 0 for an iteration that ran alone and 1 for one that ran beside
+    training from start to end. ``share`` is the worker's share of the device.
+    """
+
+    fwd: float = 0.0
+    bwd: float = 0.0
+    head: float = 0.0
+    share: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.fwd + self.bwd + self.head
+
+
+NO_OVERLAP = CoRunOverlap()

@@ -17,6 +17,9 @@ WorkerState            worker -> sched     whether it has work, and the next pie
 SlotGrant              sched -> worker     run up to ``budget_units`` of finetune work now
 SlotReport             worker -> sched     what a slot did: units, tokens, measured time
 SetFreeRun             sched -> worker     greedy mode: train without waiting for grants
+CoRunStart             sched -> worker     train piece after piece on these cores, beside decode
+CoRunStop              sched -> worker     stop co-running at the next piece boundary
+CoRunStopped           worker -> sched     co-running stopped (answers CoRunStop)
 LeaseGrant             sched -> worker     KV pages lent as tensor storage
 ReclaimRequest         sched -> worker     give these leased pages back
 ReclaimAck             worker -> sched     the pages are no longer used; safe to reuse
@@ -27,6 +30,10 @@ Units. Finetune work is counted in *token-layers*: one token through one decoder
 layer's forward pass is 1 unit; its backward pass is 2 units (backward costs about
 twice the forward). A slot of ``budget_units`` therefore maps to a predictable
 amount of compute whatever the layer chunking turns out to be.
+
+Time. Every timestamp is ``time.monotonic()``: CLOCK_MONOTONIC is one clock for
+all processes of a host, so the scheduler can lay the worker's pieces over its
+own iterations and measure how much of each iteration ran beside training.
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     sent_at: float
+    # Worker -> scheduler: seconds since the worker's message loop last turned. The
+    # heartbeat itself comes from a thread of its own, so a loop busy with long
+    # but legitimate work (or starved of CPU on a busy host) still proves the
+    # process alive; only a loop stalled far beyond any piece is declared hung.
+    loop_age_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +59,9 @@ class WorkerHello:
     base_param_bytes: int
     # Base-weight bytes the worker holds outside shared memory: 0 means zero-copy.
     private_base_bytes: int = 0
+    # The heartbeat thread's id: it stays in the normal scheduling class when the
+    # scheduler moves the worker's compute threads to SCHED_IDLE.
+    liveness_tid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +90,9 @@ class SlotGrant:
     device_share: float = 1.0
     # Start-up profile: run a synthetic training workload instead of a job.
     synthetic: bool = False
+    # Absolute bound (time.monotonic()) when set: a co-running worker reaches the
+    # grant only at its next piece boundary, and that wait counts against the budget.
+    deadline: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +108,48 @@ class SlotReport:
     # Of ``units``, those in layer-backward and in head pieces (see CostKind).
     units_bwd: int = 0
     units_head: int = 0
+    # When the work ran (time.monotonic()); for co-run pieces, what overlapped decode.
+    started_at: float = 0.0
+    ended_at: float = 0.0
+
+
+# SlotReport.slot_id of work not granted slot by slot: greedy free-run slices and
+# the pieces of the concurrent arrangement.
+FREE_RUN_SLOT = -1
+CORUN_SLOT = -2
 
 
 @dataclass(frozen=True, slots=True)
 class SetFreeRun:
     enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CoRunStart:
+    """Train piece after piece, beside decode, on ``cpus`` (CPU) or ``share`` of the SMs (GPU).
+
+    The worker keeps going until :class:`CoRunStop`, reporting each piece as a
+    ``SlotReport`` with ``slot_id == CORUN_SLOT``. A ``SlotGrant`` that arrives
+    meanwhile is a serial top-up: it runs on the whole device, then co-running
+    resumes.
+    """
+
+    share: float
+    cpus: tuple[int, ...] = ()
+    # Start-up profile: co-run the synthetic workload instead of a job.
+    synthetic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CoRunStop:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CoRunStopped:
+    seq: int
+    # When the last piece ended: from then on nothing of the worker runs beside decode.
+    stopped_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +188,6 @@ class Envelope:
     message: object = field(default=None)
 
 
-SCHEDULER_TO_WORKER = (Heartbeat, SlotGrant, SetFreeRun, LeaseGrant,
+SCHEDULER_TO_WORKER = (Heartbeat, SlotGrant, SetFreeRun, CoRunStart, CoRunStop, LeaseGrant,
                        ReclaimRequest, Shutdown)
-WORKER_TO_SCHEDULER = (Heartbeat, WorkerHello, WorkerState, SlotReport, ReclaimAck)
+WORKER_TO_SCHEDULER = (Heartbeat, WorkerHello, WorkerState, SlotReport, CoRunStopped, ReclaimAck)

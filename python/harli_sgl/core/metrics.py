@@ -42,6 +42,7 @@ class ColocationMetrics:
         self.trained = _Window(throughput_window_s)
         self.slots_units = _Window(window_s)
         self.slots_ms = _Window(window_s)
+        self.units = _Window(throughput_window_s)
         self.total_trained_tokens = 0
         self.total_slots = 0
         self.total_requests = 0
@@ -56,8 +57,18 @@ class ColocationMetrics:
         self.total_slots += 1
         self.total_trained_tokens += trained_tokens
         self.trained.add(trained_tokens)
+        self.units.add(units)
         self.slots_units.add(units)
         self.slots_ms.add(duration_ms)
+
+    def corun_ran(self, units: int, trained_tokens: int) -> None:
+        """A piece the worker ran beside decode (not a slot: no slot counters move)."""
+        self.total_trained_tokens += trained_tokens
+        self.trained.add(trained_tokens)
+        self.units.add(units)
+
+    def units_per_s(self) -> float:
+        return sum(self.units.values()) / self.units.window_s
 
     def finetune_tokens_per_s(self) -> float:
         return sum(self.trained.values()) / self.trained.window_s
@@ -68,7 +79,7 @@ class ColocationMetrics:
 
     def reset(self) -> None:
         """Forget windows (e.g. after the start-up profile's synthetic traffic)."""
-        for w in (self.tpots, self.trained, self.slots_units, self.slots_ms):
+        for w in (self.tpots, self.trained, self.units, self.slots_units, self.slots_ms):
             w.clear()
 
     def status(self) -> dict:

@@ -63,6 +63,8 @@ class HarliScheduler(Scheduler):
     def _init_harli(self, config: HarliConfig) -> None:
         self.harli_config = config
         supervisor, pages = None, None
+        if config.finetune_enabled and config.decode_cpus:
+            self._place_decode(config)
         if config.finetune_enabled:
             if get_parallel().tp_size > 1 or get_parallel().pp_size > 1:
                 logger.warning("harli: finetuning needs tp_size == pp_size == 1; serving only")
@@ -83,6 +85,21 @@ class HarliScheduler(Scheduler):
             self.harli_prometheus = HarliPrometheus(get_serving().served_model_name)
             logger.info("harli: exporting harli:* metrics to /metrics")
         logger.info("harli: scheduler ready, mode=%s tpot_slo_ms=%.1f", config.mode, config.tpot_slo_ms)
+
+    def _place_decode(self, config: HarliConfig) -> None:
+        """Decode keeps its cores; the rest are the worker's share for co-running.
+
+        SGLang binds its CPU threads only where sgl_kernel's AMX path is enabled;
+        elsewhere torch uses every core. Pinning this process's threads and sizing
+        torch's pool to decode's cores makes the split real either way.
+        """
+        from harli_sgl.core import placement
+
+        placement.pin_threads(config.decode_cpus)
+        torch.set_num_threads(len(config.decode_cpus))
+        logger.info("harli: decode on cores %s (%d threads); worker share: cores %s",
+                    placement.format_cpus(config.decode_cpus), torch.get_num_threads(),
+                    placement.format_cpus(config.worker_cpus))
 
     def _pool_pages(self):
         from harli_sgl.sglang.pool import HarliMHATokenToKVPool, SGLangPages, _LendingAllocator
@@ -142,7 +159,7 @@ class HarliScheduler(Scheduler):
         spec = WorkerSpec(
             generation=0, to_worker_addr="", from_worker_addr="", parent_pid=0, config=config,
             model_path=get_model().model_path, served_model_name=serving.served_model_name,
-            torch_threads=len(os.sched_getaffinity(0)), server_url=f"http://{host}:{serving.port}",
+            torch_threads=len(config.all_cpus) or len(os.sched_getaffinity(0)), server_url=f"http://{host}:{serving.port}",
             api_key=serving.api_key, admin_api_key=getattr(serving, "admin_api_key", None),
         )
         fused = share_serving_weights(self.tp_worker.model_runner.model)
@@ -265,6 +282,8 @@ class HarliScheduler(Scheduler):
             "slo_attainment": core["slo_attainment"],
             "tpot_ms": core["tpot_ms"],
             "slots": {**core["slots"], "overrun": core["slots_overrun"]},
+            "arrangement": core["arrangement"],
+            "harvest": core["harvest"],
             "totals": core["totals"],
             "window_s": core["window_s"],
             "policy": core["policy"],

@@ -137,11 +137,26 @@ class JobExecutor:
                           r.pieces, trained_tokens=r.trained_tokens, job_id=job.job_id,
                           units_bwd=r.units_bwd, units_head=r.units_head)
 
-    def _run_synthetic(self, grant: SlotGrant, start: float, deadline: float) -> SlotReport:
+    def next_piece_units(self, synthetic: bool = False) -> int:
+        """Units of the piece the next slot would start with (0: nothing to run).
+
+        The concurrent arrangement runs one piece at a time with exactly this
+        budget, so the worker reaches a piece boundary, where it reads its inbox,
+        after every piece.
+        """
+        if synthetic:
+            return self._profile_workload().next_piece_units()
+        job = self._pick()
+        return job.trainer.min_piece_units if job is not None else 0
+
+    def _profile_workload(self) -> ProfileWorkload:
         if self._profile is None:
             self._profile = ProfileWorkload(self.hf_config, self.fused, self.tokenizer,
                                             self.config.lora_target_modules)
-        r = self._profile.run(grant.budget_units, deadline)
+        return self._profile
+
+    def _run_synthetic(self, grant: SlotGrant, start: float, deadline: float) -> SlotReport:
+        r = self._profile_workload().run(grant.budget_units, deadline)
         # Synthetic tokens are not finetune throughput: trained_tokens stays 0.
         return SlotReport(grant.slot_id, r.units, 0, (time.perf_counter() - start) * 1e3, r.pieces,
                           units_bwd=r.units_bwd, units_head=r.units_head)

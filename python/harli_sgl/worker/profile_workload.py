@@ -37,10 +37,17 @@ class ProfileWorkload:
         return JobTrainer(build_model(self.hf_config, self.fused), self.tokenizer, self.examples, cfg)
 
     def run(self, budget_units: int, deadline: float):
+        self._renew_if_done()
+        return self.trainer.run(budget_units, deadline)
+
+    def next_piece_units(self) -> int:
+        self._renew_if_done()
+        return self.trainer.min_piece_units
+
+    def _renew_if_done(self) -> None:
         if self.trainer.done:
             self.trainer.close()
             self.trainer = self._new_trainer()
-        return self.trainer.run(budget_units, deadline)
 
     def close(self) -> None:
         self.trainer.close()

@@ -10,7 +10,15 @@ Failure handling:
 * death (any exit, ``kill -9`` included) is seen through the process handle,
   logged with its exit code, counted in ``restarts``, and followed by a respawn
   after a backoff that doubles per crash (reset once a worker stays up a minute);
-* a live worker that stops heart-beating (hung) is killed and handled as a death;
+* a worker is hung only when it is truly stuck, and is then killed and handled
+  as a death. Heartbeats come from a thread of the worker's own and carry the
+  age of its message loop's last turn, and the scheduler drains them before it
+  judges silence, so neither a long scheduler iteration nor long but legitimate
+  work in the worker counts. Silence past ``worker_heartbeat_timeout_s`` kills
+  only a worker that also used no CPU meanwhile (a starved worker on a busy
+  host, or one whose compute threads sit in SCHED_IDLE, keeps running); a
+  message loop that has not turned for ``LOOP_STALL_LIMIT_S`` is stuck whatever
+  its heartbeat thread says;
 * a worker that does not say hello within the start-up timeout is killed too.
 
 Each incarnation gets a new generation number; the queues drop traffic of
@@ -39,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 180.0
 STABLE_AFTER_S = 60.0
+# No piece, checkpoint or store write takes minutes; a loop this old is stuck.
+LOOP_STALL_LIMIT_S = 300.0
 # OpenMP threads spin-wait after a parallel region. The worker's slots end right
 # before a decode iteration starts, so its threads must not spin through that
 # decode (measured: the iteration after a slot was 15-25 ms slower with libgomp's
@@ -90,6 +100,10 @@ class WorkerSupervisor:
         self._started_at = 0.0
         self._last_seen = 0.0
         self._last_sent = 0.0
+        self._loop_age_s = 0.0
+        self._cpu_at_seen: float | None = None
+        self._cpu_read_at = 0.0
+        self.busy_not_hung = 0  # silences forgiven because the worker was using CPU
         self._restart_at: float | None = None
         self._backoff = config.restart_backoff_s
         self._closed = False
@@ -115,6 +129,7 @@ class WorkerSupervisor:
         self._ready = False
         self.hello = None
         self._started_at = self._last_seen = time.monotonic()
+        self._cpu_at_seen, self._cpu_read_at, self._loop_age_s = None, 0.0, 0.0
         self._restart_at = None
         logger.info("harli: started finetune worker pid=%s generation=%d", proc.pid, self.generation)
 
@@ -147,8 +162,22 @@ class WorkerSupervisor:
             self._on_death(proc, now)
             return
         if self._ready and now - self._last_seen > self.config.worker_heartbeat_timeout_s:
-            logger.error("harli: finetune worker pid=%s silent for %.1fs; killing it as hung",
-                         proc.pid, now - self._last_seen)
+            cpu = _cpu_seconds(proc.pid)
+            if cpu is not None and self._cpu_at_seen is not None and cpu > self._cpu_at_seen:
+                # Silent but computing: starved or busy, not hung. Judge again later.
+                self.busy_not_hung += 1
+                logger.warning("harli: finetune worker pid=%s silent for %.1fs but using CPU "
+                               "(busy host); not hung", proc.pid, now - self._last_seen)
+                self._last_seen, self._cpu_at_seen = now, cpu
+            else:
+                logger.error("harli: finetune worker pid=%s silent for %.1fs and idle; killing it "
+                             "as hung", proc.pid, now - self._last_seen)
+                proc.kill()
+                return
+        if self._ready and self._loop_age_s > LOOP_STALL_LIMIT_S:
+            logger.error("harli: finetune worker pid=%s message loop stuck for %.0fs; killing it "
+                         "as hung", proc.pid, self._loop_age_s)
+            self._loop_age_s = 0.0
             proc.kill()
             return
         if not self._ready and now - self._started_at > STARTUP_TIMEOUT_S:
@@ -190,19 +219,24 @@ class WorkerSupervisor:
 
     # -- message handlers (registered in the scheduler's dispatcher) -------------------
 
-    def on_heartbeat(self, _msg: Heartbeat) -> None:
-        self._last_seen = time.monotonic()
+    def on_heartbeat(self, msg: Heartbeat) -> None:
+        self.note_alive()
+        self._loop_age_s = msg.loop_age_s
 
     def on_hello(self, msg: WorkerHello) -> None:
         self._ready = True
-        self._last_seen = time.monotonic()
+        self.note_alive()
         self.hello = msg
         logger.info("harli: finetune worker pid=%s ready (generation %d, %d layers, %.1f MB shared "
                     "base weights)", msg.pid, msg.generation, msg.num_layers, msg.base_param_bytes / 2**20)
 
     def note_alive(self) -> None:
         """Any message from the worker proves it is alive."""
-        self._last_seen = time.monotonic()
+        now = time.monotonic()
+        self._last_seen = now
+        if self._proc is not None and now - self._cpu_read_at >= 1.0:
+            self._cpu_read_at = now
+            self._cpu_at_seen = _cpu_seconds(self._proc.pid)
 
     # -- views ----------------------------------------------------------------------
 
@@ -219,8 +253,22 @@ class WorkerSupervisor:
             "alive": self.ready,
             "pid": self.pid if self.ready else None,
             "restarts": self.restarts,
+            "busy_not_hung": self.busy_not_hung,
             "generation": self.generation,
             "last_exit": self.last_exit,
             "shared_base_bytes": self.hello.base_param_bytes if self.hello else None,
             "private_base_bytes": self.hello.private_base_bytes if self.hello else None,
         }
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks

@@ -1,30 +1,46 @@
-"""The finetune worker's event loop: messages in, slots executed, reports out.
+"""The finetune worker's event loop: messages in, pieces executed, reports out.
 
-The worker never decides *when* to train; the scheduler does. In serial mode
-(the default) it sits blocked on its inbox until a :class:`SlotGrant` arrives,
-runs whole pieces of finetune work within the grant's unit and time budgets,
-and answers with a :class:`SlotReport` carrying the measured duration. In free-
-run mode (``--harli-mode greedy``) it trains continuously between messages,
-which is what uncoordinated co-location looks like.
+The worker never decides *when* or *where* to train; the scheduler does. Three
+ways to run:
 
-Liveness runs both ways: the worker heart-beats the scheduler, and exits on
-its own if the scheduler process goes away (its parent pid changes) or stays
-silent far longer than any scheduler iteration could take.
+* **serial** (a :class:`SlotGrant`): run whole pieces within the grant's unit
+  and time budgets on every core, answer with a :class:`SlotReport`;
+* **concurrent** (between :class:`CoRunStart` and :class:`CoRunStop`): run one
+  piece at a time, back to back, each reported with its start and end, reading
+  the inbox at every piece boundary, so a stop (or a serial top-up grant)
+  takes effect within one piece. The scheduler pins the worker's threads; the
+  worker only sizes its intra-op thread pool to the cores it was given;
+* **free-run** (``--harli-mode greedy``): train continuously between messages,
+  which is what uncoordinated co-location looks like.
+
+Liveness runs both ways. Heartbeats come from a thread of their own, kept in
+the normal scheduling class when the compute threads are moved to SCHED_IDLE,
+and carry the age of the message loop's last turn: a busy host or a long
+legitimate operation delays the loop, never the heartbeat, so only a truly
+stuck loop looks hung. The worker exits on its own if the scheduler process
+goes away (its parent pid changes) or stays silent far longer than any
+scheduler iteration could take.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
+import torch
 import zmq
 
+from harli_sgl import env
+from harli_sgl.core import placement
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.message import (
-    Heartbeat, LeaseGrant, ReclaimAck, ReclaimRequest, SetFreeRun, Shutdown, SlotGrant,
-    SlotReport, WorkerHello, WorkerState,
+    CORUN_SLOT, FREE_RUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, Heartbeat, LeaseGrant,
+    ReclaimAck, ReclaimRequest, SetFreeRun, Shutdown, SlotGrant, SlotReport, WorkerHello,
+    WorkerState,
 )
 from harli_sgl.core.transport import PullQueue, PushQueue
 from harli_sgl.worker.spec import WorkerSpec
@@ -35,6 +51,37 @@ logger = logging.getLogger(__name__)
 SCHEDULER_SILENCE_LIMIT_S = 120.0
 # Free-run work per loop turn: small enough to keep the inbox responsive.
 FREE_RUN_SLICE_MS = 20.0
+# Wall-clock guard of one co-run piece (a piece is tens of ms; this only bounds a pathology).
+CORUN_PIECE_BOUND_MS = 5000.0
+
+
+class Liveness(threading.Thread):
+    """Sends heartbeats on a socket of its own (ZMQ sockets are not shared between threads)."""
+
+    def __init__(self, ctx: zmq.Context, addr: str, generation: int, period_s: float,
+                 loop_seen: Callable[[], float]):
+        super().__init__(name="harli-liveness", daemon=True)
+        self._queue: PushQueue = PushQueue(ctx, addr, bind=False, generation=generation)
+        self._period_s = period_s
+        self._loop_seen = loop_seen
+        self._stop_event = threading.Event()
+        self.tid = 0
+        self._ready = threading.Event()
+
+    def run(self) -> None:
+        self.tid = threading.get_native_id()
+        self._ready.set()
+        while not self._stop_event.wait(self._period_s):
+            self._queue.send(Heartbeat(time.time(), time.monotonic() - self._loop_seen()))
+        self._queue.close()
+
+    def start_and_wait(self) -> int:
+        self.start()
+        self._ready.wait(5.0)
+        return self.tid
+
+    def stop(self) -> None:
+        self._stop_event.set()
 
 
 class Executor(Protocol):
@@ -45,6 +92,8 @@ class Executor(Protocol):
     def state(self) -> WorkerState: ...
 
     def run_slot(self, grant: SlotGrant) -> SlotReport: ...
+
+    def next_piece_units(self, synthetic: bool = False) -> int: ...
 
     def tick(self) -> None: ...
 
@@ -61,8 +110,11 @@ class FinetuneWorker:
                                            generation=spec.generation)
         self._stop_reason: str | None = None
         self._free_run = False
+        self._corun: CoRunStart | None = None
         self._last_heard = time.monotonic()
-        self._last_beat = 0.0
+        self._loop_seen = time.monotonic()
+        self._threads = max(1, spec.torch_threads)
+        self._fault_misplaced = env.FAULT_CORUN_MISPLACED.get()
         self._last_state: WorkerState | None = None
         self.executor: Executor | None = None
         self.arena = None  # LeasedArena over the engine's KV buffers, when the pool is on
@@ -74,6 +126,8 @@ class FinetuneWorker:
             Heartbeat: self._on_heartbeat,
             SlotGrant: self._on_grant,
             SetFreeRun: self._on_free_run,
+            CoRunStart: self._on_corun_start,
+            CoRunStop: self._on_corun_stop,
             Shutdown: self._on_shutdown,
             LeaseGrant: self._on_lease,
             ReclaimRequest: self._on_reclaim,
@@ -101,26 +155,34 @@ class FinetuneWorker:
         self._stop_reason = reason
 
     def run(self) -> None:
+        liveness = Liveness(self._ctx, self.spec.from_worker_addr, self.spec.generation,
+                            self.spec.config.worker_heartbeat_s, lambda: self._loop_seen)
+        tid = liveness.start_and_wait()
         self.outbox.send(WorkerHello(os.getpid(), self.spec.generation, self._num_layers,
-                                     self._base_param_bytes, self._private_base_bytes))
+                                     self._base_param_bytes, self._private_base_bytes, tid))
         self._publish_state(force=True)
-        while self._stop_reason is None:
-            busy = self._free_run and self.executor is not None and self.executor.has_work()
-            msg = self.inbox.recv(0.0 if busy else self.spec.config.worker_heartbeat_s)
-            if msg is not None:
-                self._last_heard = time.monotonic()
-                self.dispatch(msg)
-                continue
-            if busy:
-                self._run_free_slice()
-            self._housekeeping()
+        try:
+            while self._stop_reason is None:
+                self._loop_seen = time.monotonic()
+                corun = self._corun is not None and self.executor is not None and \
+                    (self._corun.synthetic or self.executor.has_work())
+                free = self._free_run and self.executor is not None and self.executor.has_work()
+                msg = self.inbox.recv(0.0 if corun or free else self.spec.config.worker_heartbeat_s)
+                if msg is not None:
+                    self._last_heard = time.monotonic()
+                    self.dispatch(msg)
+                    continue
+                if corun:
+                    self._run_corun_piece()
+                elif free:
+                    self._run_free_slice()
+                self._housekeeping()
+        finally:
+            liveness.stop()
         logger.info("worker stopping: %s", self._stop_reason)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
-        if now - self._last_beat >= self.spec.config.worker_heartbeat_s:
-            self.outbox.send(Heartbeat(time.time()))
-            self._last_beat = now
         if os.getppid() != self.spec.parent_pid:
             self.stop("scheduler process is gone")
         elif now - self._last_heard > SCHEDULER_SILENCE_LIMIT_S:
@@ -147,26 +209,67 @@ class FinetuneWorker:
     def _on_heartbeat(self, _msg: Heartbeat) -> None:
         self._housekeeping()
 
+    def _set_threads(self, n: int) -> None:
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+
     def _on_grant(self, grant: SlotGrant) -> None:
+        # A serial slot (or a hybrid top-up) has the whole device.
+        self._set_threads(self._threads)
         if self.executor is None or not (grant.synthetic or self.executor.has_work()):
             report = SlotReport(grant.slot_id, units=0, tokens=0, duration_ms=0.0, pieces=0)
         else:
+            started = time.monotonic()
+            if grant.deadline:
+                left_ms = max(0.0, (grant.deadline - started) * 1000.0)
+                grant = dataclasses.replace(grant, budget_ms=min(grant.budget_ms, left_ms))
             report = self.executor.run_slot(grant)
+            report = dataclasses.replace(report, started_at=started, ended_at=time.monotonic())
         self.outbox.send(report)
+        if self._corun is not None:
+            self._set_threads(len(self._corun.cpus) or self._threads)
         # Store writes and adapter publishing happen now, while decode runs again.
         if self.executor is not None:
             self.executor.tick()
         self._publish_state()
 
+    def _run_corun_piece(self) -> None:
+        assert self.executor is not None and self._corun is not None
+        synthetic = self._corun.synthetic
+        units = self.executor.next_piece_units(synthetic)
+        if units <= 0:
+            return
+        started = time.monotonic()
+        report = self.executor.run_slot(SlotGrant(CORUN_SLOT, units, CORUN_PIECE_BOUND_MS,
+                                                  synthetic=synthetic))
+        self.outbox.send(dataclasses.replace(report, started_at=started, ended_at=time.monotonic()))
+
     def _run_free_slice(self) -> None:
         assert self.executor is not None
         report = self.executor.run_slot(
-            SlotGrant(slot_id=-1, budget_units=1 << 40, budget_ms=FREE_RUN_SLICE_MS))
+            SlotGrant(slot_id=FREE_RUN_SLOT, budget_units=1 << 40, budget_ms=FREE_RUN_SLICE_MS))
         self.outbox.send(report)
         self._housekeeping()
 
     def _on_free_run(self, msg: SetFreeRun) -> None:
         self._free_run = msg.enabled
+        self._set_threads(self._threads)
+
+    def _on_corun_start(self, msg: CoRunStart) -> None:
+        self._corun = msg
+        self._set_threads(len(msg.cpus) or self._threads)
+        if self._fault_misplaced:
+            # Injected fault: ignore the placement the scheduler chose.
+            everything = tuple(sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1))))
+            placement.pin_threads(everything)
+            placement.set_idle_class(False)
+            self._set_threads(len(everything))
+
+    def _on_corun_stop(self, msg: CoRunStop) -> None:
+        # Messages are handled between pieces: this is the piece boundary.
+        self._corun = None
+        self._set_threads(self._threads)
+        self.outbox.send(CoRunStopped(msg.seq, time.monotonic()))
 
     def _on_lease(self, msg: LeaseGrant) -> None:
         if self.arena is None:  # cannot use it: hand it straight back

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from harli_sgl.config import HarliConfig
+from harli_sgl.config import MODES, HarliConfig
 from harli_sgl.core.policy.base import IterationFeatures, SlotContext
 from harli_sgl.core.policy.registry import POLICIES, make_policy
 from harli_sgl.core.predictor.registry import make_predictor
@@ -14,7 +14,7 @@ def ctx(running=0, waiting=0):
 
 
 def test_every_mode_has_a_policy():
-    assert set(POLICIES) == {"off", "greedy", "idle", "static", "harli"}
+    assert set(POLICIES) == set(MODES)
     for mode in POLICIES:
         assert make_policy(HarliConfig(mode=mode), make_predictor()).name == mode
 

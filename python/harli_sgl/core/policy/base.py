@@ -1,19 +1,28 @@
 """The slot-policy interface: one decision per scheduler iteration.
 
 After every scheduler iteration (and on every idle pass) the coordinator asks
-the policy how much finetune work may run before the next iteration starts.
-A policy sees only engine-agnostic facts (:class:`SlotContext`): what the next
-decode iteration will look like, whether requests are waiting, and what the
-worker can do. It answers with a :class:`Grant` or ``None`` (no slot).
+the policy how finetune work runs until the next iteration. A policy sees only
+engine-agnostic facts (:class:`SlotContext`): what the next decode iteration
+will look like, whether requests are waiting, what the worker can do and
+whether it is co-running now. It answers with a :class:`Plan` in one of four
+arrangements:
 
-Contract for implementations:
+* ``none``: no finetune work before the next iteration (co-running stops);
+* ``serial``: a slot (:class:`Grant`) between iterations; TPOT = decode + slot;
+* ``concurrent``: the worker trains piece after piece on its own share of the
+  device (cores on CPU, SMs on GPU) while decode runs on the rest;
+* ``hybrid``: concurrent during the decode forward, plus a serial top-up with
+  the slack the co-run iteration leaves.
 
-* ``grant`` is on the decode hot path: O(1), no I/O, no allocation-heavy work.
+Serial-only policies implement :meth:`SlotPolicy.grant`; the default
+:meth:`SlotPolicy.plan` wraps it. Contract for implementations:
+
+* ``plan``/``grant`` are on the decode hot path: O(1), no I/O.
 * A grant's ``budget_units`` is finetune work in token-layers (see
   ``core/message.py``); ``budget_ms`` is a hard wall-clock bound the worker
   also respects. Grants smaller than ``ctx.worker_min_units`` are useless (the
   worker cannot run a partial piece) and must not be issued.
-* ``observe_iteration`` / ``observe_slot`` feed measurements back; policies
+* ``observe_request`` / ``observe_corun`` feed measurements back; policies
   that learn (harli) update their models there.
 * ``free_run = True`` means the worker trains without grants (greedy).
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from enum import Enum
 from typing import ClassVar
 
 from harli_sgl.config import HarliConfig
@@ -43,6 +53,10 @@ class SlotContext:
     next_pieces: tuple[tuple[int, int], ...] = ()
     # Time until the earliest running request's next token is due (see RequestTracker).
     request_slack_ms: float | None = None
+    # The worker's share of the device for co-running (0: no split, serial only).
+    corun_share: float = 0.0
+    # Whether the worker is co-running now (a stop costs at most one piece).
+    corun_active: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,38 @@ class Grant:
     planned: SlotWork | None = None
 
 
+class Arrangement(str, Enum):
+    NONE = "none"
+    SERIAL = "serial"
+    CONCURRENT = "concurrent"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How finetune work runs until the next iteration.
+
+    ``serial`` is the slot (serial) or the top-up (hybrid). ``share`` is the
+    worker's share of the device while co-running (1.0 lets it use every core,
+    e.g. while the server is idle). ``stop_wait``: when co-running stops, wait
+    for the running piece to end before the next iteration (because running
+    beside it would break the SLO), instead of letting that one piece overlap.
+    """
+
+    arrangement: Arrangement
+    serial: Grant | None = None
+    share: float = 0.0
+    stop_wait: bool = False
+    reason: str = ""
+
+    @property
+    def concurrent(self) -> bool:
+        return self.arrangement in (Arrangement.CONCURRENT, Arrangement.HYBRID)
+
+
+NO_PLAN = Plan(Arrangement.NONE)
+
+
 class SlotPolicy(ABC):
     name: ClassVar[str]
     free_run: ClassVar[bool] = False
@@ -62,9 +108,14 @@ class SlotPolicy(ABC):
         self.config = config
         self.predictor = predictor
 
+    def plan(self, ctx: SlotContext) -> Plan:
+        """The arrangement until the next iteration (serial-only policies: their grant)."""
+        grant = self.grant(ctx)
+        return NO_PLAN if grant is None else Plan(Arrangement.SERIAL, serial=grant)
+
     @abstractmethod
     def grant(self, ctx: SlotContext) -> Grant | None:
-        """The slot to run before the next iteration, or None."""
+        """The serial slot to run before the next iteration, or None."""
 
     def observe_request(self, tpot_ms: float) -> None:
         """A request finished with this TPOT (feedback for policies that adapt)."""

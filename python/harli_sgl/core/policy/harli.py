@@ -1,126 +1,149 @@
-"""``harli``: the QoS-guaranteed, throughput-maximising slot policy.
+"""``harli``: Harli's policy, choosing serial, concurrent or hybrid arrangements.
 
-Each iteration it grants the largest slot whose *predicted co-run latency*
-keeps the next token within the SLO, minus a guard margin:
+Decode leaves compute idle; the worker harvests it by training *beside* decode
+on its own share of the device (cores on a CPU host, SMs on a GPU). Each
+iteration this policy picks the arrangement that trains the most while every
+running request stays within the TPOT SLO, from the two-stage predictor:
 
-1. **Target.** The next iteration may take ``beta * SLO - margin``, and never
-   more than the tightest running request's deadline allows (a request that
-   just absorbed a prefill spike is owed time; see RequestTracker).
-2. **Slot.** Stage 1 predicts the decode iteration alone; the remaining budget
-   is filled with the worker's *next pieces*, in order, while stage 2 says the
-   co-run iteration still fits. The grant names exactly those units, and its
-   wall-clock bound is the budget itself, which the worker also enforces.
-3. **Margin** adapts to the error actually observed. The SLO bounds a
-   request's *average* TPOT, so the margin covers the error of an average
-   over ``AVERAGED_TOKENS`` iterations: the mean residual (observed - predicted
-   co-run latency; positive = under-prediction) plus two standard errors,
-   floored at 3% of the SLO. A single slow iteration is not covered by the
-   margin but repaid: it tightens the affected requests' deadlines (step 1)
-   until they have caught up. While stage 2 is young the margin is wide (15%).
-4. **Feedback.** The deadlines of step 1 hold every request at
-   ``beta * SLO - 3%``; a finished request at or above 99% of the SLO means the
-   model is wrong somewhere, so ``beta`` backs off by 10% at once, before a
-   violation, and recovers by 0.02 per request that finishes normally.
+1. **Idle** (nothing running or waiting): co-run on *every* core. Unlike a
+   serial idle slot this never blocks the scheduler, so an arriving request is
+   admitted at once; the worker's threads sit in SCHED_IDLE and yield to it.
+2. **Prefill pending, nothing running**: co-run on the worker's share only,
+   so the prefill gets decode's cores back without waiting for the worker.
+3. **Decoding**: with ``target`` as in ``harli-serial`` (beta x SLO - margin,
+   capped by the tightest request's deadline) and ``dc`` the predicted decode
+   latency with the worker beside it (stage 1 + the concurrent stage 2 with its
+   fast bias correction):
 
-Prefill/extend is handled explicitly: while requests wait for prefill no slot
-is granted, because the slot would delay their first token and the coming
-prefill iteration already consumes the running requests' slack. No slack
-means no slot. With nothing running or waiting the server is idle and the slot
-is full-size (``--harli-idle-slot-ms``). Until the predictor has data, busy
-slots are exploratory: one piece, only when predicted decode leaves more than
-half the target free; a batch size stage 1 has not seen yet runs alone.
+   * ``dc <= target``: *concurrent*, plus a serial top-up of the worker's
+     next pieces that fits ``target - dc`` (*hybrid*) when stage 2 allows one;
+   * ``dc > target``: co-running would break the SLO (on the 2-core host this
+     happens from about batch 6): stop at the current piece's end *before*
+     the next iteration (``stop_wait``) and fall back to ``harli-serial``'s
+     serial slot, or to nothing;
+   * a batch-size bucket never measured co-running is explored only where
+     decode alone leaves ``EXPLORE_SLACK`` of the target free.
+
+   While requests wait for prefill, co-running continues where the current
+   batch's co-run prediction fits (no serial top-up: it would delay the first
+   token); otherwise it stops without waiting.
+4. **Calibration**: co-running every iteration would starve stage 1 of
+   iterations that ran alone, so every ``CALIBRATE_EVERY``-th decoding
+   iteration stops co-running (waiting for the piece boundary) and runs alone.
+
+5. **Margin** as in ``harli-serial``, over the co-run residuals of the last
+   ``RESIDUAL_WINDOW_S`` only and capped at ``MARGIN_CAP`` of the SLO: a burst
+   of bad predictions (a neighbour, a misplaced thread) must not shut training
+   out for good, since a margin that forbids every arrangement would never see
+   the new residuals that shrink it. The request deadlines and ``beta`` still
+   protect the SLO beyond the cap.
+
+Without a share (``--harli-cpu-split none``, a single core) this is exactly
+``harli-serial``.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import time
+from collections import deque
 
 import numpy as np
 
 from harli_sgl.core.iteration import SlotWork
-from harli_sgl.core.policy.base import Grant, SlotContext, SlotPolicy
-from harli_sgl.core.policy.baselines import UNBOUNDED_UNITS
+from harli_sgl.core.policy.base import Arrangement, Grant, Plan, SlotContext
+from harli_sgl.core.policy.harli_serial import (
+    AVERAGED_TOKENS, MARGIN_COLD, MARGIN_FLOOR, HarliSerialPolicy,
+)
 
-MARGIN_FLOOR = 0.03
-MARGIN_COLD = 0.15
-AVERAGED_TOKENS = 16
-BETA_MIN = 0.6
-NEAR_MISS = 0.99
+# Explore co-running at an unmeasured batch size only when decode alone uses at
+# most this fraction of the target (interference measured on CPU reached 3x).
+EXPLORE_SLACK = 0.5
+CALIBRATE_EVERY = 25
+RESIDUAL_WINDOW_S = 60.0
+MARGIN_CAP = 0.25
 
 
-class HarliPolicy(SlotPolicy):
+class HarliPolicy(HarliSerialPolicy):
     name = "harli"
 
     def __init__(self, config, predictor=None):
         super().__init__(config, predictor)
-        if predictor is None:
-            raise ValueError("the harli policy needs a latency predictor")
-        self.beta = 1.0
-        self.decisions: Counter[str] = Counter()
-        self.corun_residuals: deque[float] = deque(maxlen=200)
-
-    @property
-    def slo(self) -> float:
-        return self.config.tpot_slo_ms
-
-    def margin_ms(self) -> float:
-        if len(self.corun_residuals) < 10:
-            return MARGIN_COLD * self.slo
-        residuals = np.asarray(self.corun_residuals)
-        error_of_average = residuals.mean() + 2.0 * residuals.std() / np.sqrt(AVERAGED_TOKENS)
-        return max(MARGIN_FLOOR * self.slo, float(error_of_average))
-
-    def target_ms(self, ctx: SlotContext) -> float:
-        target = self.beta * self.slo - self.margin_ms()
-        if ctx.request_slack_ms is not None:
-            target = min(target, ctx.request_slack_ms - MARGIN_FLOOR * self.slo)
-        return target
-
-    def grant(self, ctx: SlotContext) -> Grant | None:
-        grant, reason = self._decide(ctx)
-        self.decisions[reason] += 1
-        return grant
-
-    def _decide(self, ctx: SlotContext) -> tuple[Grant | None, str]:
-        if ctx.running == 0 and ctx.waiting == 0:
-            return Grant(UNBOUNDED_UNITS, self.config.idle_slot_ms), "idle"
-        if ctx.waiting:
-            return None, "prefill_pending"
-        if not ctx.next_pieces or not self.predictor.ready(1):
-            return None, "predictor_cold"
-        if not self.predictor.confident(ctx.next_iteration):
-            # A batch size stage 1 has not seen: run it alone, which teaches stage 1.
-            return None, "unseen_batch_size"
-        target = self.target_ms(ctx)
-        decode = self.predictor.predict_decode(ctx.next_iteration)
-        budget = target - decode
-        if budget <= 0:
-            return None, "no_slack"
-        if not self.predictor.ready(2):
-            # Explore: one piece, only where slack is ample, to teach stage 2.
-            kind, units = ctx.next_pieces[0]
-            if decode > 0.5 * target:
-                return None, "predictor_cold"
-            return Grant(units, budget, planned=SlotWork().plus(kind, units)), "explore"
-        work = SlotWork()
-        for kind, units in ctx.next_pieces:
-            nxt = work.plus(kind, units)
-            if self.predictor.slot_cost(nxt) > budget:
-                break
-            work = nxt
-        if work.pieces == 0:
-            return None, "slack_below_one_piece"
-        return Grant(work.units, budget, planned=work), "granted"
+        self._busy_iterations = 0
+        self._timed_residuals: deque[tuple[float, float]] = deque(maxlen=400)
 
     def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
-        self.corun_residuals.append(observed_ms - predicted_ms)
+        self._timed_residuals.append((time.monotonic(), observed_ms - predicted_ms))
 
-    def observe_request(self, tpot_ms: float) -> None:
-        if tpot_ms >= NEAR_MISS * self.slo:
-            self.beta = max(BETA_MIN, self.beta * 0.9)
-        elif tpot_ms < (NEAR_MISS - 0.01) * self.slo:
-            self.beta = min(1.0, self.beta + 0.02)
+    def margin_ms(self) -> float:
+        now = time.monotonic()
+        while self._timed_residuals and now - self._timed_residuals[0][0] > RESIDUAL_WINDOW_S:
+            self._timed_residuals.popleft()
+        if len(self._timed_residuals) < 10:
+            return MARGIN_COLD * self.slo
+        r = np.asarray([v for _, v in self._timed_residuals])
+        error_of_average = r.mean() + 2.0 * r.std() / np.sqrt(AVERAGED_TOKENS)
+        return min(MARGIN_CAP * self.slo, max(MARGIN_FLOOR * self.slo, float(error_of_average)))
 
-    def status(self) -> dict:
-        return {"policy": self.name, "beta": round(self.beta, 3),
-                "margin_ms": round(self.margin_ms(), 3), "decisions": dict(self.decisions)}
+    def plan(self, ctx: SlotContext) -> Plan:
+        plan = self._plan(ctx)
+        self.decisions[plan.reason] += 1
+        return plan
+
+    def _plan(self, ctx: SlotContext) -> Plan:
+        share = ctx.corun_share
+        if share <= 0:
+            grant, reason = self._decide(ctx)
+            return self._serial(grant, reason)
+        if ctx.running == 0:
+            if ctx.waiting == 0:
+                return Plan(Arrangement.CONCURRENT, share=1.0, reason="idle_corun")
+            return Plan(Arrangement.CONCURRENT, share=share, reason="prefill_corun")
+        f = ctx.next_iteration
+        if not self.predictor.ready(1) or not self.predictor.confident(f):
+            # Stage 1 learns only from iterations that ran alone.
+            return Plan(Arrangement.NONE, stop_wait=True, reason="unseen_batch_size")
+        self._busy_iterations += 1
+        if not ctx.waiting and self._busy_iterations % CALIBRATE_EVERY == 0:
+            return Plan(Arrangement.NONE, stop_wait=True, reason="calibrate")
+        target = self.target_ms(ctx)
+        decode = self.predictor.predict_decode(f)
+        if self.predictor.concurrent_confident(f, share):
+            corun = self.predictor.predict_concurrent(f, share)
+            fits = corun <= target
+        else:
+            corun = decode
+            fits = decode <= EXPLORE_SLACK * target
+        if ctx.waiting:
+            if fits:
+                return Plan(Arrangement.CONCURRENT, share=share, reason="prefill_pending_corun")
+            return Plan(Arrangement.NONE, reason="prefill_pending")
+        if fits:
+            work = self._top_up(ctx, target - corun)
+            if work.pieces:
+                return Plan(Arrangement.HYBRID, Grant(work.units, target - corun, planned=work),
+                            share=share, reason="hybrid")
+            return Plan(Arrangement.CONCURRENT, share=share, reason="concurrent")
+        grant, reason = self._decide(ctx)
+        plan = self._serial(grant, "corun_interference_" + reason)
+        # Co-running through the next iteration would break the SLO: stop first.
+        return Plan(plan.arrangement, plan.serial, stop_wait=True, reason=plan.reason)
+
+    def _top_up(self, ctx: SlotContext, budget_ms: float) -> SlotWork:
+        work = SlotWork()
+        if budget_ms <= MARGIN_FLOOR * self.slo or not self.predictor.ready(2):
+            return work
+        for kind, units in ctx.next_pieces:
+            nxt = work.plus(kind, units)
+            if self.predictor.slot_cost(nxt) > budget_ms:
+                break
+            work = nxt
+        return work
+
+    @staticmethod
+    def _serial(grant: Grant | None, reason: str) -> Plan:
+        if grant is None:
+            return Plan(Arrangement.NONE, reason=reason)
+        return Plan(Arrangement.SERIAL, serial=grant, reason=reason)
+
+    def grant(self, ctx: SlotContext) -> Grant | None:
+        return self.plan(ctx).serial

@@ -6,10 +6,13 @@ from harli_sgl.config import HarliConfig
 from harli_sgl.core.policy.base import SlotPolicy
 from harli_sgl.core.policy.baselines import GreedyPolicy, IdlePolicy, OffPolicy
 from harli_sgl.core.policy.harli import HarliPolicy
+from harli_sgl.core.policy.harli_serial import HarliSerialPolicy
+from harli_sgl.core.policy.spatial import SpatialPolicy
 from harli_sgl.core.policy.static import StaticPolicy
 
 POLICIES: dict[str, type[SlotPolicy]] = {
-    cls.name: cls for cls in (OffPolicy, GreedyPolicy, IdlePolicy, StaticPolicy, HarliPolicy)
+    cls.name: cls for cls in (OffPolicy, GreedyPolicy, IdlePolicy, StaticPolicy, SpatialPolicy,
+                               HarliSerialPolicy, HarliPolicy)
 }
 
 

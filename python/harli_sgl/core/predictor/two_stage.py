@@ -13,9 +13,19 @@ per cost kind (layer forward, layer backward, head), fitted on the *residual*
 the interference it leaves behind (cold caches, thread wake-up), which the
 model learns as it happens.
 
-Both stages are :class:`OnlineLinearModel`s: fitted by the start-up profile,
+Stage 2 has one model per arrangement. *Serial*: the residual above, by slot
+units. *Concurrent*: how much slower decode runs while the worker trains beside
+it on its own share (one model per share): the residual ``observed - stage1``
+of an iteration that overlapped worker pieces, on the stage-1 features scaled
+by the overlapped fraction (interference grows steeply with the batch: the
+measured 2-core host goes from +12% at batch 1 to 3x at batch 8, which the
+bucket indicators capture) plus the fraction overlapped by backward and head
+pieces (the kind running beside). A *hybrid* iteration is both: its decode part
+feeds the concurrent model, and its prediction is the sum.
+
+All models are :class:`OnlineLinearModel`s: fitted by the start-up profile,
 refined online from every measured iteration, persisted between restarts, and
-scored by prospective MAPE on held-out iterations.
+scored by prospective MAPE on held-out iterations, per arrangement.
 """
 
 from __future__ import annotations
@@ -25,11 +35,11 @@ from collections import deque
 
 import numpy as np
 
-from harli_sgl.core.iteration import IterationFeatures, SlotWork
+from harli_sgl.core.iteration import NO_OVERLAP, CoRunOverlap, IterationFeatures, SlotWork
 from harli_sgl.core.predictor.base import LatencyPredictor
 from harli_sgl.core.predictor.linear import OnlineLinearModel
 
-STATE_FORMAT = 4
+STATE_FORMAT = 5
 N_LINEAR = 6
 # Decode time is not linear in the batch size (kernels switch between GEMV and
 # GEMM shapes; measured on the CPU host: 16 ms at 1, ~23 ms from 2 to 9, ~50 ms
@@ -62,6 +72,25 @@ def stage2_features(w: SlotWork) -> list[float]:
     return [1.0, w.units_fwd / 1000.0, w.units_bwd / 1000.0, w.units_head / 1000.0]
 
 
+def concurrent_features(f: IterationFeatures, o: CoRunOverlap) -> list[float]:
+    return [o.bwd, o.head] + [o.total * v for v in stage1_features(f)]
+
+
+# Worst case when the kind beside decode is not known in advance: all backward.
+FULL_OVERLAP_BWD = CoRunOverlap(bwd=1.0)
+N_CONCURRENT = 2 + N_LINEAR + N_BUCKETS
+# Co-run samples of a batch-size bucket before co-running there is trusted.
+MIN_CONCURRENT_BUCKET_SAMPLES = 3
+# Recent concurrent residuals averaged into a fast bias correction: a co-run
+# that suddenly runs slower than modelled (a neighbour, a misplaced thread) is
+# answered within a few iterations, long before the forgetting fit follows.
+BIAS_WINDOW = 6
+
+
+def share_key(share: float) -> str:
+    return f"{share:.3f}"
+
+
 class TwoStagePredictor(LatencyPredictor):
     name = "two_stage_linear"
 
@@ -71,10 +100,74 @@ class TwoStagePredictor(LatencyPredictor):
         self.profiled = False
         self._corun_errors: deque[float] = deque(maxlen=500)
         self.bucket_samples = [0] * N_BUCKETS
+        self.concurrent: dict[str, OnlineLinearModel] = {}
+        self.concurrent_bucket_samples: dict[str, list[int]] = {}
+        self._concurrent_errors: deque[float] = deque(maxlen=500)
+        self._hybrid_errors: deque[float] = deque(maxlen=500)
+        self._concurrent_recent: dict[str, deque[float]] = {}
+        self.forget = forget
 
     @property
     def samples(self) -> int:
-        return self.stage1.samples + self.stage2.samples
+        return self.stage1.samples + self.stage2.samples + \
+            sum(m.samples for m in self.concurrent.values())
+
+    def _concurrent_model(self, share: float) -> OnlineLinearModel:
+        key = share_key(share)
+        if key not in self.concurrent:
+            self.concurrent[key] = OnlineLinearModel(N_CONCURRENT, forget=self.forget)
+            self.concurrent_bucket_samples[key] = [0] * N_BUCKETS
+        return self.concurrent[key]
+
+    def interference(self, f: IterationFeatures, share: float,
+                     overlap: CoRunOverlap = FULL_OVERLAP_BWD) -> float:
+        """Extra decode time from training beside it on ``share`` (0 when no model yet)."""
+        key = share_key(share)
+        model = self.concurrent.get(key)
+        if model is None:
+            return 0.0
+        recent = self._concurrent_recent.get(key)
+        bias = float(np.mean(recent)) if recent else 0.0
+        return model.predict(concurrent_features(f, overlap)) + max(0.0, bias) * overlap.total
+
+    def predict_concurrent(self, f: IterationFeatures, share: float) -> float:
+        """Decode latency with the worker training beside it for the whole iteration."""
+        return self.predict_decode(f) + self.interference(f, share)
+
+    def concurrent_confident(self, f: IterationFeatures, share: float) -> bool:
+        """Whether co-running at this batch-size bucket and share has been measured enough."""
+        counts = self.concurrent_bucket_samples.get(share_key(share))
+        if counts is None:
+            return False
+        if f.batch_size == 0 or f.extend_tokens:
+            return sum(counts) >= MIN_CONCURRENT_BUCKET_SAMPLES
+        return counts[batch_bucket(f.batch_size)] >= MIN_CONCURRENT_BUCKET_SAMPLES
+
+    def observe_concurrent(self, f: IterationFeatures, decode_ms: float, overlap: CoRunOverlap,
+                           serial: SlotWork | None = None, interval_ms: float | None = None) -> None:
+        """An iteration whose decode (``decode_ms``, top-up excluded) overlapped worker pieces.
+
+        ``serial``/``interval_ms`` describe a hybrid iteration's top-up and whole
+        interval, scored against the hybrid prediction.
+        """
+        if overlap.total <= 0:
+            return
+        key = share_key(overlap.share)
+        model = self._concurrent_model(overlap.share)
+        x = concurrent_features(f, overlap)
+        alone = self.predict_decode(f)
+        predicted = alone + self.interference(f, overlap.share, overlap)
+        if serial is not None and serial.units and interval_ms:
+            hybrid_predicted = predicted + self.slot_cost(serial)
+            self._hybrid_errors.append(abs(hybrid_predicted - interval_ms) / interval_ms)
+        residual = decode_ms - alone
+        recent = self._concurrent_recent.setdefault(key, deque(maxlen=BIAS_WINDOW))
+        recent.append(decode_ms - predicted)
+        held_out = model.observe(x, residual)
+        if held_out and decode_ms > 0:
+            self._concurrent_errors.append(abs(predicted - decode_ms) / decode_ms)
+        if f.batch_size > 0 and not f.extend_tokens:
+            self.concurrent_bucket_samples[key][batch_bucket(f.batch_size)] += 1
 
     def predict_decode(self, f: IterationFeatures) -> float:
         return self.stage1.predict(stage1_features(f))
@@ -104,10 +197,20 @@ class TwoStagePredictor(LatencyPredictor):
         """
         return float(np.mean(self._corun_errors)) if self._corun_errors else None
 
+    def concurrent_mape(self) -> float | None:
+        return float(np.mean(self._concurrent_errors)) if self._concurrent_errors else None
+
+    def hybrid_mape(self) -> float | None:
+        return float(np.mean(self._hybrid_errors)) if self._hybrid_errors else None
+
     def reset_errors(self) -> None:
         self.stage1.reset_errors()
         self.stage2.reset_errors()
         self._corun_errors.clear()
+        self._concurrent_errors.clear()
+        self._hybrid_errors.clear()
+        for m in self.concurrent.values():
+            m.reset_errors()
 
     def confident(self, f: IterationFeatures) -> bool:
         """Whether stage 1 has seen this iteration's batch-size bucket often enough."""
@@ -123,14 +226,26 @@ class TwoStagePredictor(LatencyPredictor):
         def one(m: OnlineLinearModel, mape: float | None) -> dict:
             return {"mape": mape, "samples": m.samples, "heldout": m.heldout,
                     "weights": [round(v, 6) for v in m.w]}
+        concurrent = {k: {"mape": m.mape, "samples": m.samples, "heldout": m.heldout}
+                      for k, m in self.concurrent.items()}
         return {"name": self.name, "profiled": self.profiled,
                 "stage1": one(self.stage1, self.stage1.mape),
-                "stage2": one(self.stage2, self.stage2_mape())}
+                "stage2": one(self.stage2, self.stage2_mape()),
+                # Stage 2 per arrangement: held-out MAPE of the whole iteration's prediction.
+                "stage2_by_arrangement": {
+                    "serial": {"mape": self.stage2_mape(), "samples": self.stage2.samples},
+                    "concurrent": {"mape": self.concurrent_mape(),
+                                   "samples": sum(m.samples for m in self.concurrent.values()),
+                                   "by_share": concurrent},
+                    "hybrid": {"mape": self.hybrid_mape(), "samples": len(self._hybrid_errors)},
+                }}
 
     def state_dict(self) -> dict:
         return {"format": STATE_FORMAT, "profiled": self.profiled,
                 "stage1": self.stage1.state_dict(), "stage2": self.stage2.state_dict(),
-                "bucket_samples": self.bucket_samples}
+                "bucket_samples": self.bucket_samples,
+                "concurrent": {k: m.state_dict() for k, m in self.concurrent.items()},
+                "concurrent_bucket_samples": self.concurrent_bucket_samples}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != STATE_FORMAT:
@@ -139,3 +254,9 @@ class TwoStagePredictor(LatencyPredictor):
         self.stage2.load_state_dict(state["stage2"])
         self.profiled = bool(state.get("profiled"))
         self.bucket_samples = list(state["bucket_samples"])
+        self.concurrent, self.concurrent_bucket_samples = {}, {}
+        for key, model_state in state.get("concurrent", {}).items():
+            model = OnlineLinearModel(N_CONCURRENT, forget=self.forget)
+            model.load_state_dict(model_state)
+            self.concurrent[key] = model
+            self.concurrent_bucket_samples[key] = list(state["concurrent_bucket_samples"][key])

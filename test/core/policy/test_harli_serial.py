@@ -33,7 +33,7 @@ def trained():
         w = SlotWork(256 * int(rng.integers(0, 5)), 512 * int(rng.integers(0, 3)),
                      256 * int(rng.integers(0, 3)), 2) if i % 2 else SlotWork()
         p.observe(f, (decode_ms(f) + (slot_ms(w) if w.units else 0)) * rng.normal(1, 0.01), w)
-    policy = make_policy(HarliConfig(mode="harli", tpot_slo_ms=SLO), p)
+    policy = make_policy(HarliConfig(mode="harli-serial", tpot_slo_ms=SLO), p)
     for _ in range(20):
         policy.observe_corun(50.0, 50.5)  # small observed error -> margin at its floor
     return policy
@@ -97,7 +97,7 @@ def test_feedback_backs_off_before_violation_and_recovers(trained):
 
 
 def test_cold_predictor_explores_with_one_piece_only():
-    policy = make_policy(HarliConfig(mode="harli", tpot_slo_ms=SLO), make_predictor())
+    policy = make_policy(HarliConfig(mode="harli-serial", tpot_slo_ms=SLO), make_predictor())
     assert policy.grant(ctx(2)) is None  # stage 1 knows nothing yet
     p = policy.predictor
     for bs in range(1, 40):
@@ -114,7 +114,7 @@ def test_unseen_batch_size_runs_alone_until_learned():
         f = IterationFeatures(bs, 300 * bs)
         w = SlotWork(256, 0, 0, 1) if i % 3 == 0 else SlotWork()
         p.observe(f, decode_ms(f) + (slot_ms(w) if w.units else 0), w)
-    policy = make_policy(HarliConfig(mode="harli", tpot_slo_ms=SLO), p)
+    policy = make_policy(HarliConfig(mode="harli-serial", tpot_slo_ms=SLO), p)
     assert policy.grant(ctx(2)) is not None
     assert policy.grant(ctx(9)) is None
     for _ in range(5):
