@@ -25,7 +25,7 @@ def pytest_configure(config):
 
 
 def start_server(tmp_path_factory, name: str, extra: list[str],
-                 workdir: str | None = None) -> ServerProcess:
+                 workdir: str | None = None, env: dict[str, str] | None = None) -> ServerProcess:
     root = tmp_path_factory.mktemp(name)
     workdir = workdir or str(root / "workdir")
     # One latency-profile directory per test session: only the first server profiles.
@@ -34,8 +34,11 @@ def start_server(tmp_path_factory, name: str, extra: list[str],
         argv=["--harli-workdir", workdir, "--api-key", API_KEY, "--harli-profile-dir", profiles,
               *extra],
         log_path=str(root / "server.log"), api_key=API_KEY,
+        # Every iteration and co-run piece, with timestamps: what the co-run tests read.
+        env={"HARLI_TRACE_ITERATIONS": str(root / "trace.jsonl"), **(env or {})},
     )
     server.workdir = workdir  # type: ignore[attr-defined]
+    server.trace_path = str(root / "trace.jsonl")  # type: ignore[attr-defined]
     server.start()
     try:
         server.wait_ready()

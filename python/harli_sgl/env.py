@@ -42,7 +42,8 @@ FORCE_CPU = EnvVar(
 )
 TRACE_ITERATIONS = EnvVar(
     "HARLI_TRACE_ITERATIONS", "",
-    "Append every measured iteration (features, slot work, interval, predictions) to this JSONL file.",
+    "Append every measured iteration (features, slot work, interval, predictions) and every "
+    "co-run piece (start, end) to this JSONL file.",
 )
 FAULT_CORUN_MISPLACED = EnvVar(
     "HARLI_FAULT_CORUN_MISPLACED", False,

@@ -7,7 +7,6 @@ real JobStore; slots are granted by the real coordinator and policies.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -26,7 +25,7 @@ from harli_sgl.model import default_model
 from harli_sgl.worker.spec import WorkerSpec
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
-ROWS = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(8)]
+from worker_util import ROWS, pump, submit
 
 
 @pytest.fixture
@@ -48,27 +47,6 @@ def rig(tmp_path):
     yield coord, store, cfg
     coord.shutdown()
     store.close()
-
-
-def submit(store, rows, **hp):
-    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    f = store.create_file("train.jsonl", "fine-tune", data)
-    job = store.create_job("tiny", f["id"], None, "t", 3,
-                           {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, **hp},
-                           {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0},
-                           None)
-    store.set_status(job["id"], "queued")
-    return job["id"]
-
-
-def pump(coord, until, timeout_s=120.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        coord.on_idle(waiting=0)
-        if until():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out; coordinator status: {coord.status()}")
 
 
 def test_job_trains_in_idle_slots_and_saves_its_adapter(rig):

@@ -168,7 +168,7 @@ class SlotCoordinator:
             self.corun.account(arrangement.value, interval_ms)
         if self._trace is not None:
             self._trace.write(json.dumps({
-                "t": now, "bs": f0.batch_size, "ctx": f0.context_tokens, "ext": f0.extend_tokens,
+                "t0": t0, "t": now, "bs": f0.batch_size, "ctx": f0.context_tokens, "ext": f0.extend_tokens,
                 "arrangement": arrangement.value, "fwd": work.units_fwd, "bwd": work.units_bwd,
                 "head": work.units_head, "overlap": round(overlap.total, 4), "share": overlap.share,
                 "serial_ms": sum(e - s for s, e in self._serial_spans) * 1000.0,
@@ -464,6 +464,10 @@ class SlotCoordinator:
     def _on_corun_piece(self, msg: SlotReport) -> None:
         self.corun.on_piece(msg.started_at, msg.ended_at, msg.units - msg.units_bwd - msg.units_head,
                             msg.units_bwd, msg.units_head, msg.trained_tokens)
+        if self._trace is not None:
+            self._trace.write(json.dumps({
+                "piece": True, "start": msg.started_at, "end": msg.ended_at, "units": msg.units,
+                "job_id": msg.job_id, "share": self.corun.share}) + "\n")
         if msg.job_id is None:  # synthetic (start-up profile): not finetune work
             return
         self.metrics.corun_ran(msg.units, msg.trained_tokens)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 
 from harli_sgl.core.iteration import IterationFeatures, SlotWork
@@ -44,3 +46,63 @@ def test_state_roundtrip():
     q.load_state_dict(p.state_dict())
     assert q.profiled and q.predict_decode(IterationFeatures(3, 300)) == p.predict_decode(
         IterationFeatures(3, 300))
+
+
+# -- stage 2 per arrangement -------------------------------------------------------------
+
+from harli_sgl.core.iteration import CoRunOverlap  # noqa: E402
+
+
+def _concurrent_law(bs: int, share: float) -> float:
+    # Interference grows with the batch and with the worker's share.
+    return (20.0 + 4.0 * bs) + share * 2.0 * bs * bs
+
+
+def test_concurrent_stage_learns_interference_per_share_with_heldout_mape():
+    import random
+
+    from harli_sgl.core.iteration import NO_SLOT
+    from harli_sgl.core.predictor.two_stage import TwoStagePredictor
+
+    rng = random.Random(3)
+    p = TwoStagePredictor()
+    for _ in range(30):
+        for bs in range(1, 9):
+            f = IterationFeatures(bs, 100 * bs)
+            p.observe(f, (20.0 + 4.0 * bs) * rng.uniform(0.98, 1.02), NO_SLOT)
+            for share in (0.5, 1.0):
+                p.observe_concurrent(f, _concurrent_law(bs, share) * rng.uniform(0.98, 1.02),
+                                     CoRunOverlap(fwd=0.5, bwd=0.5, share=share))
+    for bs in (1, 4, 8):
+        f = IterationFeatures(bs, 100 * bs)
+        half = p.predict_decode(f) + p.interference(f, 0.5, CoRunOverlap(fwd=0.5, bwd=0.5, share=0.5))
+        full = p.predict_decode(f) + p.interference(f, 1.0, CoRunOverlap(fwd=0.5, bwd=0.5, share=1.0))
+        assert half == pytest.approx(_concurrent_law(bs, 0.5), rel=0.05)
+        assert full == pytest.approx(_concurrent_law(bs, 1.0), rel=0.05)
+        assert p.concurrent_confident(f, 0.5)
+    assert not p.concurrent_confident(IterationFeatures(12, 1200), 0.5)  # never co-ran at 12
+    assert p.interference(IterationFeatures(1, 100), 0.25) == 0.0  # a share never measured
+    by = p.status()["stage2_by_arrangement"]
+    assert by["concurrent"]["mape"] is not None and by["concurrent"]["mape"] < 0.05
+    assert set(by["concurrent"]["by_share"]) == {"0.500", "1.000"}
+
+
+def test_partial_overlap_scales_the_interference_and_state_round_trips():
+    from harli_sgl.core.iteration import NO_SLOT
+    from harli_sgl.core.predictor.two_stage import TwoStagePredictor
+
+    p = TwoStagePredictor()
+    for _ in range(20):
+        for bs in (1, 2, 4):
+            f = IterationFeatures(bs, 100 * bs)
+            p.observe(f, 20.0 + 4.0 * bs, NO_SLOT)
+            p.observe_concurrent(f, 20.0 + 4.0 * bs + 10.0 * bs, CoRunOverlap(bwd=1.0, share=0.5))
+    f = IterationFeatures(4, 400)
+    whole = p.interference(f, 0.5, CoRunOverlap(bwd=1.0, share=0.5))
+    half = p.interference(f, 0.5, CoRunOverlap(bwd=0.5, share=0.5))
+    assert whole == pytest.approx(40.0, rel=0.05) and half == pytest.approx(20.0, rel=0.1)
+    q = TwoStagePredictor()
+    q.load_state_dict(p.state_dict())
+    assert q.interference(f, 0.5) == pytest.approx(p.interference(f, 0.5) - p.concurrent_bias(0.5),
+                                                   abs=1e-6)
+    assert q.concurrent_confident(f, 0.5)

@@ -60,6 +60,7 @@ from harli_sgl.core.policy.harli_serial import (
 EXPLORE_SLACK = 0.5
 CALIBRATE_EVERY = 25
 RESIDUAL_WINDOW_S = 60.0
+INTERFERENCE_LIMIT = 0.25
 MARGIN_CAP = 0.25
 
 
@@ -97,6 +98,10 @@ class HarliPolicy(HarliSerialPolicy):
         if ctx.running == 0:
             if ctx.waiting == 0:
                 return Plan(Arrangement.CONCURRENT, share=1.0, reason="idle_corun")
+            if self.predictor.concurrent_bias(share) > INTERFERENCE_LIMIT * self.slo:
+                # Co-running has just been measured far slower than modelled: keep
+                # it away from the prefill until the evidence expires.
+                return Plan(Arrangement.NONE, reason="prefill_pending_interference")
             return Plan(Arrangement.CONCURRENT, share=share, reason="prefill_corun")
         f = ctx.next_iteration
         if not self.predictor.ready(1) or not self.predictor.confident(f):

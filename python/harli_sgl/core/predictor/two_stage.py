@@ -31,6 +31,7 @@ scored by prospective MAPE on held-out iterations, per arrangement.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import deque
 
 import numpy as np
@@ -84,7 +85,10 @@ MIN_CONCURRENT_BUCKET_SAMPLES = 3
 # Recent concurrent residuals averaged into a fast bias correction: a co-run
 # that suddenly runs slower than modelled (a neighbour, a misplaced thread) is
 # answered within a few iterations, long before the forgetting fit follows.
+# Entries expire, so a policy that stopped co-running because of them tries
+# again later instead of never.
 BIAS_WINDOW = 6
+BIAS_EXPIRE_S = 60.0
 
 
 def share_key(share: float) -> str:
@@ -104,7 +108,7 @@ class TwoStagePredictor(LatencyPredictor):
         self.concurrent_bucket_samples: dict[str, list[int]] = {}
         self._concurrent_errors: deque[float] = deque(maxlen=500)
         self._hybrid_errors: deque[float] = deque(maxlen=500)
-        self._concurrent_recent: dict[str, deque[float]] = {}
+        self._concurrent_recent: dict[str, deque[tuple[float, float]]] = {}
         self.forget = forget
 
     @property
@@ -126,9 +130,18 @@ class TwoStagePredictor(LatencyPredictor):
         model = self.concurrent.get(key)
         if model is None:
             return 0.0
-        recent = self._concurrent_recent.get(key)
-        bias = float(np.mean(recent)) if recent else 0.0
+        bias = self.concurrent_bias(share)
         return model.predict(concurrent_features(f, overlap)) + max(0.0, bias) * overlap.total
+
+    def concurrent_bias(self, share: float, now: float | None = None) -> float:
+        """Mean of the recent concurrent residuals (observed - predicted), unexpired."""
+        recent = self._concurrent_recent.get(share_key(share))
+        if not recent:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        while recent and now - recent[0][0] > BIAS_EXPIRE_S:
+            recent.popleft()
+        return float(np.mean([r for _, r in recent])) if recent else 0.0
 
     def predict_concurrent(self, f: IterationFeatures, share: float) -> float:
         """Decode latency with the worker training beside it for the whole iteration."""
@@ -162,7 +175,7 @@ class TwoStagePredictor(LatencyPredictor):
             self._hybrid_errors.append(abs(hybrid_predicted - interval_ms) / interval_ms)
         residual = decode_ms - alone
         recent = self._concurrent_recent.setdefault(key, deque(maxlen=BIAS_WINDOW))
-        recent.append(decode_ms - predicted)
+        recent.append((time.monotonic(), decode_ms - predicted))
         held_out = model.observe(x, residual)
         if held_out and decode_ms > 0:
             self._concurrent_errors.append(abs(predicted - decode_ms) / decode_ms)

@@ -1,0 +1,29 @@
+"""Helpers shared by the worker tests (a real spawned worker, a real store and coordinator)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+ROWS = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(8)]
+
+
+def submit(store, rows, **hp):
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    f = store.create_file("train.jsonl", "fine-tune", data)
+    job = store.create_job("tiny", f["id"], None, "t", 3,
+                           {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, **hp},
+                           {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0},
+                           None)
+    store.set_status(job["id"], "queued")
+    return job["id"]
+
+
+def pump(coord, until, timeout_s=120.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        coord.on_idle(waiting=0)
+        if until():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out; coordinator status: {coord.status()}")
