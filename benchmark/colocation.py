@@ -1,7 +1,7 @@
 """Co-location benchmark: decode QoS and finetune throughput per mode and request rate.
 
-    python benchmark/colocation.py --out out/colocation
-    python benchmark/colocation.py --out /tmp/small --modes idle,harli --rates 1,2 --duration-s 20
+    python benchmark/colocation.py --out benchmark/results/<date>-colocation
+    python benchmark/colocation.py --out /tmp/small --modes idle,harli --rates 1,2 --duration-s 20 --reps 1
 
 One harli_sgl server (embedded default model) runs one long finetune job for
 the whole benchmark. For each mode the slot policy is switched at run time
@@ -15,11 +15,27 @@ requests, and finetune tokens/s from the server's trained-token counter.
 
 ``static`` is tuned first, as an operator would: at the highest rate, slot
 sizes are tried from small to large and the largest that still holds SLO
-attainment >= 0.99 is kept. Predictor MAPE per stage is read from
-``/harli/status`` (prospective error on held-out iterations).
+attainment >= 0.99 is kept. ``spatial`` is tuned the same way over the worker
+shares the host offers (a 2-core host offers one: one core of two). Predictor
+MAPE per stage and arrangement is read from ``/harli/status`` (prospective
+error on held-out iterations).
 
-Outputs: DIR/results.json (rows: mode, request_rate, tpot_p50_ms, tpot_p99_ms,
-slo_attainment, finetune_tokens_per_s, failed_requests), DIR/summary.json,
+Noise. The whole set of modes runs ``--reps`` times, the order of modes
+reversed on every other repetition, and the summary reports each ratio per
+repetition and its spread.
+
+Finetune throughput counts the arrival period only: a thread polls the
+server's trained-token counter every 0.5 s, the period starts when the first
+request is in flight and lasts ``num_prompts / rate`` seconds (bench_serving's
+start-up and the drain after the last arrival are excluded).
+
+Harvest = finetune tokens/s under load / the same job's tokens/s on the idle
+server, measured by this benchmark with no traffic (``harli`` mode: the worker
+co-runs on every core) before and after each repetition.
+
+Outputs: DIR/results.json (rows: mode, request_rate, rep, tpot_p50_ms,
+tpot_p99_ms, itl_p99_ms, ttft_p50_ms, ttft_p99_ms, slo_attainment,
+finetune_tokens_per_s, harvest, failed_requests), DIR/summary.json,
 DIR/colocation.png, and a markdown table on stdout.
 """
 
@@ -29,6 +45,8 @@ import argparse
 import json
 import os
 import random
+import statistics
+import threading
 import time
 
 import requests
@@ -36,10 +54,12 @@ import requests
 from harli_sgl.model import default_model
 from harli_sgl.tools.bench_client import (
     BenchLoad, failed_requests, percentile, request_tpots_ms, run_bench_serving, slo_attainment,
+    token_itls_ms,
 )
 from harli_sgl.tools.server_process import ServerProcess
 
-MODES = ("off", "greedy", "idle", "static", "harli")
+MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli")
+DEFAULT_MODES = ("off", "idle", "static", "spatial", "harli-serial", "harli")
 # Static slot sizes tried, in multiples of the job's largest piece: a smaller
 # slot could never run a backward piece and would "hold the SLO" by not training.
 STATIC_MULTIPLES = (1, 1.5, 2, 3, 4, 6, 8)
@@ -54,6 +74,40 @@ def training_rows(n: int, seed: int = 0) -> list[dict]:
         rows.append({"messages": [{"role": "user", "content": f"Add {a} and {b}."},
                                   {"role": "assistant", "content": f"{a} + {b} = {a + b}"}]})
     return rows
+
+
+class CounterPoller(threading.Thread):
+    """Samples (time, trained tokens, requests in flight) from /harli/status every 0.5 s."""
+
+    def __init__(self, bench):
+        super().__init__(daemon=True)
+        self.bench, self.samples = bench, []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            s = self.bench.status()
+            self.samples.append((time.monotonic(), s["totals"]["trained_tokens"],
+                                 s.get("requests_in_flight", 0)))
+            self._stop_event.wait(0.5)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def at(self, t: float) -> float:
+        """Trained tokens at time t (linear between samples)."""
+        xs = self.samples
+        for (t0, v0, _), (t1, v1, _) in zip(xs, xs[1:]):
+            if t0 <= t <= t1:
+                return v0 + (v1 - v0) * (t - t0) / max(t1 - t0, 1e-9)
+        return xs[-1][1] if t > xs[-1][0] else xs[0][1]
+
+    def arrival_rate(self, arrival_s: float) -> tuple[float, float]:
+        """(tokens/s over the arrival period, its length in s)."""
+        start = next((t for t, _, n in self.samples if n > 0), self.samples[0][0])
+        end = min(start + arrival_s, self.samples[-1][0])
+        return (self.at(end) - self.at(start)) / max(end - start, 1e-9), end - start
 
 
 class Bench:
@@ -96,31 +150,49 @@ class Bench:
         while not self.status()["worker"]["alive"]:
             time.sleep(1)
 
-    def run(self, mode: str, rate: float, duration_s: float, static_units: int | None = None) -> dict:
+    def run(self, mode: str, rate: float, duration_s: float, static_units: int | None = None,
+            rep: int = 0, idle_tokens_per_s: float | None = None) -> dict:
         self.set_mode(mode, static_units)
         # Every run sends the same prompts for a given rate; without a flush, later
         # modes would hit the prefix cache on earlier modes' prompts.
         requests.post(self.url + "/flush_cache", timeout=60)
         time.sleep(self.args.settle_s)
-        before, t0 = self.status()["totals"]["trained_tokens"], time.monotonic()
         load = BenchLoad(num_prompts=max(4, round(rate * duration_s)), input_len=self.args.input_len,
                          output_len=self.args.output_len, request_rate=rate, seed=int(rate * 1000))
-        result = run_bench_serving(self.url, self.model, load)
+        poller = CounterPoller(self)
+        poller.start()
+        try:
+            result = run_bench_serving(self.url, self.model, load)
+        finally:
+            poller.stop()
         status = self.status()
-        after, t1 = status["totals"]["trained_tokens"], time.monotonic()
+        tok_s, window_s = poller.arrival_rate(load.num_prompts / rate)
         tpots = request_tpots_ms(result)
         return {
-            "mode": mode, "request_rate": rate,
+            "mode": mode, "request_rate": rate, "rep": rep,
             "tpot_p50_ms": percentile(tpots, 50), "tpot_p99_ms": percentile(tpots, 99),
+            "itl_p99_ms": percentile(token_itls_ms(result), 99),
             "ttft_p50_ms": result["median_ttft_ms"], "ttft_p99_ms": result["p99_ttft_ms"],
             "slo_attainment": slo_attainment(tpots, self.args.tpot_slo_ms),
-            "finetune_tokens_per_s": (after - before) / (t1 - t0),
+            "finetune_tokens_per_s": tok_s, "arrival_window_s": window_s,
+            "harvest": tok_s / idle_tokens_per_s if idle_tokens_per_s else None,
             "failed_requests": failed_requests(result) + load.num_prompts - result["completed"],
             "completed": result["completed"], "static_slot_units": static_units,
-            "policy": status["policy"], "predictor_mape": {
+            "policy": status["policy"], "arrangement": status.get("arrangement"),
+            "server_harvest": status.get("harvest"), "predictor_mape": {
                 "stage1": status["predictor"]["stage1"]["mape"],
-                "stage2": status["predictor"]["stage2"]["mape"]},
+                "stage2": status["predictor"]["stage2"]["mape"],
+                "by_arrangement": status["predictor"].get("stage2_by_arrangement")},
         }
+
+    def idle_tokens_per_s(self, seconds: float) -> float:
+        """The job's finetune tokens/s on the idle server (harli: co-running on every core)."""
+        self.set_mode("harli")
+        time.sleep(self.args.settle_s)
+        s0, t0 = self.status()["totals"]["trained_tokens"], time.monotonic()
+        time.sleep(seconds)
+        s1, t1 = self.status()["totals"]["trained_tokens"], time.monotonic()
+        return (s1 - s0) / (t1 - t0)
 
     def tune_static(self, rate: float) -> tuple[int, list[dict]]:
         piece = self.status()["worker"]["max_piece_units"]
@@ -146,12 +218,13 @@ def plot(rows: list[dict], path: str, slo: float) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for mode in MODES:
-        rs = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["request_rate"])
+        rs = [r for r in rows if r["mode"] == mode]
         if not rs:
             continue
-        x = [r["request_rate"] for r in rs]
-        a.plot(x, [r["slo_attainment"] for r in rs], marker="o", label=mode)
-        b.plot(x, [r["finetune_tokens_per_s"] for r in rs], marker="o", label=mode)
+        x = sorted({r["request_rate"] for r in rs})
+        mean = lambda key, rate: statistics.mean(r[key] or 0 for r in rs if r["request_rate"] == rate)
+        a.plot(x, [mean("slo_attainment", q) for q in x], marker="o", label=mode)
+        b.plot(x, [mean("finetune_tokens_per_s", q) for q in x], marker="o", label=mode)
     a.axhline(0.99, color="grey", ls="--", lw=0.8)
     a.set(xlabel="request rate (req/s)", ylabel=f"SLO attainment (TPOT <= {slo:g} ms)",
           ylim=(-0.02, 1.02), title="Decode QoS")
@@ -161,12 +234,44 @@ def plot(rows: list[dict], path: str, slo: float) -> None:
     fig.savefig(path, dpi=120)
 
 
+def summarize(rows: list[dict], modes: list[str], rates: list[float], reps: int) -> dict:
+    out: dict = {}
+    per_rep = {rep: {m: sum(r["finetune_tokens_per_s"] for r in rows if r["mode"] == m and r["rep"] == rep)
+                     for m in modes} for rep in range(reps)}
+    out["finetune_tokens_per_s_summed_over_rates"] = per_rep
+    if "harli" in modes:
+        ratios = {m: [per_rep[rep]["harli"] / per_rep[rep][m] if per_rep[rep][m] else None
+                      for rep in range(reps)] for m in modes if m != "harli"}
+        out["harli_over"] = ratios
+        if "harli-serial" in modes:
+            out["harli_at_least_harli_serial_every_rate"] = {
+                f"{rate:g}/rep{rep}": next(r["finetune_tokens_per_s"] for r in rows if r["mode"] == "harli"
+                                          and r["request_rate"] == rate and r["rep"] == rep) >=
+                next(r["finetune_tokens_per_s"] for r in rows if r["mode"] == "harli-serial"
+                     and r["request_rate"] == rate and r["rep"] == rep)
+                for rate in rates for rep in range(reps)}
+        harli = [r for r in rows if r["mode"] == "harli"]
+        out["harli_attainment_min"] = min((r["slo_attainment"] or 0) for r in harli)
+        out["harli_failed_requests"] = sum(r["failed_requests"] for r in harli)
+        out["harli_harvest"] = {f"{rate:g}": [r["harvest"] for r in harli if r["request_rate"] == rate]
+                                for rate in rates}
+        if "off" in modes:
+            out["ttft_p99_harli_over_off"] = {
+                f"{rate:g}": [next(r["ttft_p99_ms"] for r in harli if r["request_rate"] == rate and r["rep"] == rep)
+                              / next(r["ttft_p99_ms"] for r in rows if r["mode"] == "off"
+                                     and r["request_rate"] == rate and r["rep"] == rep)
+                              for rep in range(reps)] for rate in rates}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--rates", default="0.5,1,1.5,2,2.5")
-    p.add_argument("--duration-s", type=float, default=60.0)
+    p.add_argument("--modes", default=",".join(DEFAULT_MODES))
+    p.add_argument("--rates", default="0.5,1,1.5,2")
+    p.add_argument("--duration-s", type=float, default=30.0)
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--idle-s", type=float, default=20.0)
     p.add_argument("--tpot-slo-ms", type=float, default=100.0)
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=64)
@@ -189,45 +294,54 @@ def main() -> None:
         if "static" in modes and static_units is None:
             static_units, trials = bench.tune_static(rates[-1])
             summary["static_tuning"] = {"rate": rates[-1], "chosen_units": static_units, "trials": trials}
-        for mode in modes:
-            for rate in rates:
-                units = static_units if mode == "static" else None
-                if mode == "static" and not units:
-                    # No slot size held the SLO at the highest rate: static trains nothing.
-                    units = 0
-                row = bench.run(mode, rate, args.duration_s, units)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        if "spatial" in modes:
+            share = bench.status()["arrangement"]["available_share"]
+            # Shares this host offers for a fixed partition; 2 cores offer one (1 of 2).
+            summary["spatial_tuning"] = {"candidate_shares": [share] if share else [],
+                                         "chosen_share": share or None}
+        idle = []
+        for rep in range(args.reps):
+            idle.append(bench.idle_tokens_per_s(args.idle_s))
+            print(json.dumps({"idle_tokens_per_s": idle[-1], "rep": rep}), flush=True)
+            order = modes if rep % 2 == 0 else list(reversed(modes))
+            for mode in order:
+                for rate in rates:
+                    units = static_units if mode == "static" else None
+                    if mode == "static" and not units:
+                        units = 0  # no slot size held the SLO at the highest rate
+                    row = bench.run(mode, rate, args.duration_s, units, rep=rep,
+                                    idle_tokens_per_s=idle[-1])
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+        idle.append(bench.idle_tokens_per_s(args.idle_s))
+        summary["idle_tokens_per_s"] = idle
+        # Harvest against the mean idle speed of the whole run (the job's speed drifts little).
+        for row in rows:
+            row["harvest"] = row["finetune_tokens_per_s"] / statistics.mean(idle) if any(idle) else None
         summary["predictor"] = bench.status()["predictor"]
     finally:
         bench.server.stop()
 
+    keys = ("mode", "request_rate", "rep", "tpot_p50_ms", "tpot_p99_ms", "itl_p99_ms", "ttft_p50_ms",
+            "ttft_p99_ms", "slo_attainment", "finetune_tokens_per_s", "harvest", "failed_requests")
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump([{k: r[k] for k in ("mode", "request_rate", "tpot_p50_ms", "tpot_p99_ms",
-                                      "slo_attainment", "finetune_tokens_per_s", "failed_requests")}
-                   for r in rows], f, indent=2)
-    totals = {m: sum(r["finetune_tokens_per_s"] for r in rows if r["mode"] == m) for m in modes}
-    summary["finetune_tokens_per_s_summed_over_rates"] = totals
-    if "harli" in totals:
-        summary["harli_over"] = {m: (totals["harli"] / totals[m] if totals[m] else None)
-                                 for m in modes if m != "harli"}
+        json.dump([{k: r[k] for k in keys} for r in rows], f, indent=2)
+    summary.update(summarize(rows, modes, rates, args.reps))
     summary["rows"] = rows
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     plot(rows, os.path.join(args.out, "colocation.png"), args.tpot_slo_ms)
 
-    print("\n| mode | rate (req/s) | TPOT p50 (ms) | TPOT p99 (ms) | SLO attainment | finetune tok/s "
-          "| TTFT p50 (ms) | TTFT p99 (ms) | failed |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| mode | rate | rep | TPOT p50 | TPOT p99 | ITL p99 | attainment | finetune tok/s | harvest "
+          "| TTFT p50 | TTFT p99 | failed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['request_rate']:g} | {r['tpot_p50_ms']:.1f} | {r['tpot_p99_ms']:.1f} | "
-              f"{r['slo_attainment']:.3f} | {r['finetune_tokens_per_s']:.1f} | {r['ttft_p50_ms']:.0f} | "
+        print(f"| {r['mode']} | {r['request_rate']:g} | {r['rep']} | {r['tpot_p50_ms']:.1f} | "
+              f"{r['tpot_p99_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['slo_attainment']:.3f} | "
+              f"{r['finetune_tokens_per_s']:.1f} | {(r['harvest'] or 0):.2f} | {r['ttft_p50_ms']:.0f} | "
               f"{r['ttft_p99_ms']:.0f} | {r['failed_requests']} |")
-    print(json.dumps({k: summary[k] for k in summary if k in (
-        "finetune_tokens_per_s_summed_over_rates", "harli_over", "static_tuning")}, indent=1))
-    pr = summary.get("predictor", {})
-    print("predictor MAPE (held-out): stage 1", pr.get("stage1", {}).get("mape"),
-          "stage 2", pr.get("stage2", {}).get("mape"))
+    print(json.dumps({k: summary[k] for k in summary if k not in ("rows", "predictor", "args")},
+                     indent=1))
 
 
 if __name__ == "__main__":

@@ -507,6 +507,7 @@ class SlotCoordinator:
                 "predictor": self.predictor.status(), "profiling": self.profiling,
                 "pool": self.lender.status() if self.lender is not None else None,
                 "slots_overrun": self.slots_overrun,
+                "requests_in_flight": len(self.tracker),
                 "arrangement": {**self.corun.status(), "available_share": self.corun_share,
                                 "decode_cpus": list(self.config.decode_cpus),
                                 "worker_cpus": list(self.config.worker_cpus)},

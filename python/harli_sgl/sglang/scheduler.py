@@ -283,6 +283,7 @@ class HarliScheduler(Scheduler):
             "tpot_ms": core["tpot_ms"],
             "slots": {**core["slots"], "overrun": core["slots_overrun"]},
             "arrangement": core["arrangement"],
+            "requests_in_flight": core["requests_in_flight"],
             "harvest": core["harvest"],
             "totals": core["totals"],
             "window_s": core["window_s"],

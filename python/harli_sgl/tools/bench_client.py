@@ -61,6 +61,11 @@ def request_tpots_ms(result: dict) -> list[float]:
     return tpots
 
 
+def token_itls_ms(result: dict) -> list[float]:
+    """Every inter-token latency (ms) of every request: per-token ITL, not per-request TPOT."""
+    return [1000.0 * x for itls in result["itls"] for x in (itls or [])]
+
+
 def failed_requests(result: dict) -> int:
     return sum(1 for e in result.get("errors", []) if e)
 

@@ -1,0 +1,189 @@
+"""Co-running beside decode on a real server (real SGLang on CPU, real worker, real clients).
+
+* In the concurrent arrangement decode iterations and training pieces overlap in
+  time: shown from the scheduler's iteration timestamps and the worker's piece
+  timestamps (both CLOCK_MONOTONIC) in the server's trace, not from a flag.
+* The worker's threads and decode's threads run on the cores the scheduler
+  chose: read from ``/proc/<pid>/task/*/status``.
+* A co-run predicted cheap that runs slow (injected: the worker ignores its
+  placement) is stopped before any request's TPOT crosses the SLO.
+* ``--harli-mode harli-serial`` behaves as before: serial slots only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import psutil
+import requests
+
+from conftest import start_server
+from e2e_util import capital_rows, client, create_job, status, upload, wait_worker_alive
+from harli_sgl.core.placement import thread_affinity
+
+SLO_MS = 100.0
+
+
+def set_mode(server, mode: str) -> None:
+    r = requests.post(server.base_url + "/harli/policy", headers=server.headers, timeout=60,
+                      json={"mode": mode})
+    r.raise_for_status()
+
+
+def start_long_job(server):
+    f = upload(server, capital_rows() * 16)  # outlasts any test: 96 steps per epoch
+    job = create_job(server, f.id, n_epochs=50, lr=0.1)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        s = status(server)
+        if s["worker"]["alive"] and s["worker"]["job_id"] == job.id:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job.id} never started: {status(server)}")
+
+
+def stream_tpot_ms(server, prompt: str, max_new_tokens: int) -> float:
+    """Per-request TPOT as bench_serving computes it: (last token - first token) / (n - 1)."""
+    times = []
+    with requests.post(server.base_url + "/generate", headers=server.headers, stream=True,
+                       timeout=300, json={"text": prompt, "stream": True, "sampling_params": {
+                           "max_new_tokens": max_new_tokens, "temperature": 0,
+                           "ignore_eos": True}}) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if line.startswith(b"data:") and line != b"data: [DONE]":
+                times.append(time.monotonic())
+    assert len(times) == max_new_tokens
+    return 1000.0 * (times[-1] - times[0]) / (len(times) - 1)
+
+
+class Traffic:
+    """Requests one after another (plus a second stream) until stopped; records their TPOT."""
+
+    def __init__(self, server, streams: int = 2, max_new_tokens: int = 48):
+        self.server, self.max_new_tokens = server, max_new_tokens
+        self.tpots: list[float] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(streams)]
+
+    def _run(self, i: int) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            self.tpots.append(stream_tpot_ms(self.server, f"stream {i} request {n}: the capital of",
+                                             self.max_new_tokens))
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(300)
+
+
+def read_trace(server, since: float) -> tuple[list[dict], list[dict]]:
+    with open(server.trace_path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    pieces = [r for r in rows if r.get("piece") and r["start"] >= since]
+    iterations = [r for r in rows if not r.get("piece") and r["t0"] >= since and not r["profiling"]]
+    return iterations, pieces
+
+
+def overlapped_fraction(iteration: dict, pieces: list[dict]) -> float:
+    t0, t1 = iteration["t0"], iteration["t"]
+    ov = sum(max(0.0, min(t1, p["end"]) - max(t0, p["start"])) for p in pieces)
+    return ov / (t1 - t0)
+
+
+def scheduler_pid(server) -> int:
+    for child in psutil.Process(server.proc.pid).children(recursive=True):
+        if child.name().startswith("sglang::schedul"):
+            return child.pid
+    raise AssertionError("no sglang::scheduler process")
+
+
+def test_corun_overlaps_decode_in_time_on_the_chosen_cores(harli_server):
+    s = wait_worker_alive(harli_server)
+    decode, worker = set(s["arrangement"]["decode_cpus"]), set(s["arrangement"]["worker_cpus"])
+    assert decode and worker and not decode & worker, s["arrangement"]
+    set_mode(harli_server, "harli")
+    job = start_long_job(harli_server)
+    since = time.monotonic()
+    checked = False
+    try:
+        with Traffic(harli_server):
+            deadline = time.monotonic() + 120
+            while not checked and time.monotonic() < deadline:
+                before = status(harli_server)
+                arr, pid = before["arrangement"], before["worker"]["pid"]
+                if arr["active"] and set(arr["cpus"]) == worker and before["tpot_ms"] is not None:
+                    worker_threads = thread_affinity(pid)
+                    decode_threads = thread_affinity(scheduler_pid(harli_server))
+                    after = status(harli_server)
+                    if after["arrangement"]["active"] and set(after["arrangement"]["cpus"]) == worker \
+                            and after["worker"]["pid"] == pid:
+                        assert worker_threads and all(set(c) <= worker for c in worker_threads.values()), \
+                            worker_threads
+                        assert all(set(c) <= decode for c in decode_threads.values()), decode_threads
+                        checked = True
+                time.sleep(0.2)
+            time.sleep(10)
+    finally:
+        client(harli_server).fine_tuning.jobs.cancel(job.id)
+    assert checked, "never saw the worker co-running on its share during decode"
+    iterations, pieces = read_trace(harli_server, since)
+    job_pieces = [p for p in pieces if p["job_id"] == job.id]
+    assert job_pieces, "the worker reported no co-run pieces"
+    decoding = [it for it in iterations if it["bs"] > 0 and it["ext"] == 0]
+    beside = [it for it in decoding if overlapped_fraction(it, job_pieces) >= 0.5]
+    assert len(beside) >= 10, f"{len(beside)} of {len(decoding)} decode iterations ran beside training"
+
+
+def test_harli_serial_behaves_as_before(harli_server):
+    wait_worker_alive(harli_server)
+    set_mode(harli_server, "harli-serial")
+    job = start_long_job(harli_server)
+    since = time.monotonic()
+    try:
+        with Traffic(harli_server, streams=1):
+            time.sleep(15)
+        s = status(harli_server)
+    finally:
+        client(harli_server).fine_tuning.jobs.cancel(job.id)
+        set_mode(harli_server, "harli")
+    assert s["policy"]["policy"] == "harli-serial"
+    assert set(s["arrangement"]["time_fraction"]) <= {"serial", "none"}, s["arrangement"]
+    assert s["slots"]["count"] > 0 and s["totals"]["trained_tokens"] > 0
+    _, pieces = read_trace(harli_server, since)
+    assert not [p for p in pieces if p["job_id"] == job.id], "harli-serial co-ran"
+
+
+def test_slow_corun_is_stopped_before_the_slo_breaks(tmp_path_factory, harli_server):
+    # Same latency profile as the session server (its co-run model says co-running is
+    # cheap); this worker ignores its placement, so co-running is in fact slow.
+    server = start_server(tmp_path_factory, "misplaced", ["--harli-mode", "harli"],
+                          env={"HARLI_FAULT_CORUN_MISPLACED": "1"})
+    try:
+        wait_worker_alive(server)
+        assert status(server)["predictor"]["profiled"]
+        job = start_long_job(server)
+        since = time.monotonic()
+        with Traffic(server, streams=1, max_new_tokens=64) as traffic:
+            time.sleep(30)
+        s = status(server)
+        client(server).fine_tuning.jobs.cancel(job.id)
+        iterations, _ = read_trace(server, since)
+        slow = [it for it in iterations if it["arrangement"] in ("concurrent", "hybrid")
+                and it["bs"] > 0 and it["interval_ms"] > 1.5 * it["predicted_ms"]]
+        assert slow, "the injected fault did not make co-running slow"
+        stops = sum(n for reason, n in s["policy"]["decisions"].items()
+                    if reason.startswith("corun_interference") or reason.endswith("_interference"))
+        assert stops > 0, s["policy"]["decisions"]
+        assert traffic.tpots and max(traffic.tpots) <= SLO_MS, sorted(traffic.tpots)[-5:]
+    finally:
+        server.stop()
