@@ -46,17 +46,18 @@ def start_long_job(server):
 
 def stream_tpot_ms(server, prompt: str, max_new_tokens: int) -> float:
     """Per-request TPOT as bench_serving computes it: (last token - first token) / (n - 1)."""
-    times = []
+    times, tokens = [], []
     with requests.post(server.base_url + "/generate", headers=server.headers, stream=True,
                        timeout=300, json={"text": prompt, "stream": True, "sampling_params": {
                            "max_new_tokens": max_new_tokens, "temperature": 0,
                            "ignore_eos": True}}) as r:
         r.raise_for_status()
         for line in r.iter_lines():
-            if line.startswith(b"data:") and line != b"data: [DONE]":
+            if line.startswith(b"data:") and line.strip() != b"data: [DONE]":
                 times.append(time.monotonic())
-    assert len(times) == max_new_tokens
-    return 1000.0 * (times[-1] - times[0]) / (len(times) - 1)
+                tokens.append(json.loads(line[5:])["meta_info"]["completion_tokens"])
+    assert tokens and tokens[-1] == max_new_tokens, tokens[-3:]
+    return 1000.0 * (times[-1] - times[0]) / (tokens[-1] - tokens[0])
 
 
 class Traffic:
@@ -65,6 +66,7 @@ class Traffic:
     def __init__(self, server, streams: int = 2, max_new_tokens: int = 48):
         self.server, self.max_new_tokens = server, max_new_tokens
         self.tpots: list[float] = []
+        self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(streams)]
 
@@ -72,8 +74,12 @@ class Traffic:
         n = 0
         while not self._stop.is_set():
             n += 1
-            self.tpots.append(stream_tpot_ms(self.server, f"stream {i} request {n}: the capital of",
-                                             self.max_new_tokens))
+            try:
+                self.tpots.append(stream_tpot_ms(
+                    self.server, f"stream {i} request {n}: the capital of", self.max_new_tokens))
+            except BaseException as e:  # surfaced by __exit__: a dead stream is no traffic
+                self.errors.append(e)
+                return
 
     def __enter__(self):
         for t in self._threads:
@@ -84,6 +90,8 @@ class Traffic:
         self._stop.set()
         for t in self._threads:
             t.join(300)
+        if self.errors and exc[0] is None:
+            raise self.errors[0]
 
 
 def read_trace(server, since: float) -> tuple[list[dict], list[dict]]:

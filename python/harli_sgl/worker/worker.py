@@ -239,6 +239,8 @@ class FinetuneWorker:
         units = self.executor.next_piece_units(synthetic)
         if units <= 0:
             return
+        if self._fault_misplaced and not synthetic:
+            self._misplace()
         started = time.monotonic()
         report = self.executor.run_slot(SlotGrant(CORUN_SLOT, units, CORUN_PIECE_BOUND_MS,
                                                   synthetic=synthetic))
@@ -258,12 +260,13 @@ class FinetuneWorker:
     def _on_corun_start(self, msg: CoRunStart) -> None:
         self._corun = msg
         self._set_threads(len(msg.cpus) or self._threads)
-        if self._fault_misplaced:
-            # Injected fault: ignore the placement the scheduler chose.
-            everything = tuple(sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1))))
-            placement.pin_threads(everything)
-            placement.set_idle_class(False)
-            self._set_threads(len(everything))
+
+    def _misplace(self) -> None:
+        """Injected fault: ignore the placement the scheduler chose, before every piece."""
+        everything = tuple(range(os.cpu_count() or 1))
+        placement.pin_threads(everything)
+        placement.set_idle_class(False)
+        self._set_threads(len(everything))
 
     def _on_corun_stop(self, msg: CoRunStop) -> None:
         # Messages are handled between pieces: this is the piece boundary.
