@@ -86,7 +86,7 @@ class JobExecutor:
         self.private_base_bytes = private_bytes(probe)
         del probe
         self.store = JobStore(self.config.workdir)
-        self.publisher = AdapterPublisher(spec.server_url, spec.api_key)
+        self.publisher = AdapterPublisher(spec.server_url, spec.api_key, spec.admin_api_key)
         self.arena = arena
         self.running: dict[str, RunningJob] = {}
         self._profile: ProfileWorkload | None = None
