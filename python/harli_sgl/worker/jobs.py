@@ -37,7 +37,7 @@ from harli_sgl.core.iteration import CostKind
 from harli_sgl.core.trainer.chunked import HEAD_KINDS, PieceKind
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataError, load_examples
-from harli_sgl.core.trainer.job_trainer import JobTrainer
+from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainingDiverged
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.hyperparameters import Hyperparameters
 from harli_sgl.jobs.store import InvalidTransitionError, JobStore, StoreError
@@ -125,6 +125,11 @@ class JobExecutor:
             return SlotReport(grant.slot_id, 0, 0, 0.0, 0)
         try:
             r = job.trainer.run(grant.budget_units, deadline)
+        except TrainingDiverged as e:
+            logger.warning("job %s: %s", job.job_id, e)
+            self._fail(job, "training_diverged", f"training failed: {e}")
+            return SlotReport(grant.slot_id, 0, 0, (time.perf_counter() - start) * 1e3, 0,
+                              job_id=job.job_id)
         except Exception as e:  # a fault in one job fails that job, never the worker
             logger.exception("job %s failed while training", job.job_id)
             self._fail(job, "training_error", f"training failed: {type(e).__name__}: {e}")
