@@ -20,6 +20,15 @@ failed after ``MAX_ATTEMPTS``.
 
 Store writes (events, progress) never happen inside a slot: they are queued
 and flushed after the slot's report is sent, while decode runs again.
+
+Preparing a job (reading its files, parsing and tokenising every record) can
+take seconds for a legal 64 MiB upload, so it never runs on the worker's
+message loop: a claimed job is prepared on a background thread (the store is
+thread-safe; the tokenizer releases the GIL in its batch encode) while the
+loop keeps answering grants and heartbeats and trains the other jobs. The job
+counts as running meanwhile but offers no pieces; a later tick builds its
+trainer. Whatever goes wrong while preparing (bad or unreadable data, running
+out of memory) fails that job alone, with a message naming the cause.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -39,7 +49,7 @@ from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataError, load_examples
 from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainingDiverged
 from harli_sgl.jobs import ids
-from harli_sgl.jobs.hyperparameters import Hyperparameters
+from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
 from harli_sgl.jobs.store import InvalidTransitionError, JobStore, StoreError
 from harli_sgl.worker.profile_workload import ProfileWorkload
 from harli_sgl.worker.publisher import AdapterPublisher
@@ -68,6 +78,16 @@ class RunningJob:
     served_units: int = 0
     adapter_path: str | None = None   # set once training is done and the adapter saved
     events: list[tuple[str, str, dict, str]] = field(default_factory=list)
+    # While its data is read and tokenised off the loop: the job row and the pending result.
+    job: dict | None = None
+    preparing: Future | None = None
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    hp: Hyperparameters
+    examples: list
+    validation: list
 
 
 class JobExecutor:
@@ -89,6 +109,10 @@ class JobExecutor:
         self.publisher = AdapterPublisher(spec.server_url, spec.api_key, spec.admin_api_key)
         self.arena = arena
         self.running: dict[str, RunningJob] = {}
+        # One thread: jobs are prepared one after the other, never competing with the loop
+        # for more than one core's worth of Python.
+        self._prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-prepare")
+        self._prepare_tokenizer = None
         self._profile: ProfileWorkload | None = None
         self._last_poll = 0.0
         self._last_flush = 0.0
@@ -154,6 +178,9 @@ class JobExecutor:
     def tick(self) -> None:
         """Between slots: flush store writes, publish adapters, notice cancels, admit jobs."""
         for job in list(self.running.values()):
+            if job.preparing is not None and job.preparing.done():
+                self._finish_start(job)
+        for job in list(self.running.values()):
             if job.trainer is not None and job.trainer.checkpoint_due:
                 job.trainer.write_due_checkpoint()
             if job.trainer is not None and job.trainer.done:
@@ -188,6 +215,7 @@ class JobExecutor:
             self._start(claimed)
 
     def close(self) -> None:
+        self._prepare_pool.shutdown(wait=False, cancel_futures=True)
         if self._profile is not None:
             self._profile.close()
         self.flush()
@@ -211,20 +239,54 @@ class JobExecutor:
             self._fail(entry, "worker_crashed",
                        f"the finetune worker stopped {attempts - 1} times while running this job")
             return
+        entry.job = job
+        entry.preparing = self._prepare_pool.submit(self._prepare, job)
+
+    def _prepare(self, job: dict) -> PreparedData:
+        """Read and tokenise a job's files (on the prepare thread, never on the loop)."""
+        if self._prepare_tokenizer is None:
+            from transformers import AutoTokenizer
+
+            # Its own tokenizer: a fast tokenizer's Rust state must not be shared across
+            # threads (concurrent calls can fail with "Already borrowed").
+            self._prepare_tokenizer = AutoTokenizer.from_pretrained(self.spec.model_path)
+        tokenizer = self._prepare_tokenizer
+        hp = Hyperparameters.from_job(job)
+        text = self.store.read_file(job["training_file"]).decode("utf-8")
+        examples = load_examples(text, tokenizer, MAX_SEQ_LEN)
+        del text
+        valid = []
+        if job.get("validation_file"):
+            valid = load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
+                                  tokenizer, MAX_SEQ_LEN)
+        return PreparedData(hp, examples, valid)
+
+    def _finish_start(self, entry: RunningJob) -> None:
+        """On the loop, once the job's data is ready: build its trainer, or fail the job."""
+        job, future = entry.job, entry.preparing
+        entry.job = entry.preparing = None
+        job_id = job["id"]
         try:
-            hp = Hyperparameters.from_job(job)
-            text = self.store.read_file(job["training_file"]).decode("utf-8")
-            examples = load_examples(text, self.tokenizer, MAX_SEQ_LEN)
-            valid = []
-            if job.get("validation_file"):
-                valid = load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
-                                      self.tokenizer, MAX_SEQ_LEN)
+            data = future.result()
         except DataError as e:
             self._fail(entry, "invalid_training_file", f"invalid training data: {e}")
+            return
+        except SettingError as e:
+            self._fail(entry, "invalid_hyperparameters", f"invalid job settings: {e}")
             return
         except (StoreError, UnicodeDecodeError, ValueError) as e:
             self._fail(entry, "invalid_training_file", str(e))
             return
+        except MemoryError:
+            self._fail(entry, "invalid_training_file",
+                       "the training data is too large to tokenise in the worker's memory")
+            return
+        except Exception as e:  # whatever the input does, it fails this job only
+            logger.exception("job %s: preparing its data failed", job_id)
+            self._fail(entry, "invalid_training_file",
+                       f"could not prepare the training data: {type(e).__name__}: {e}")
+            return
+        hp, examples, valid = data.hp, data.examples, data.validation
         cfg = TrainConfig(
             n_epochs=hp.n_epochs, batch_size=hp.batch_size,
             micro_batch_size=min(hp.batch_size, self.config.micro_batch_size),
@@ -301,6 +363,9 @@ class JobExecutor:
         self._drop(job)
 
     def _drop(self, job: RunningJob) -> None:
+        if job.preparing is not None:
+            job.preparing.cancel()  # once started it runs to its end; the result is dropped
+            job.preparing = None
         if job.trainer is not None:
             job.trainer.close()
         self.running.pop(job.job_id, None)
