@@ -37,12 +37,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from harli_sgl.jobs import ids
-from harli_sgl.jobs.errors import ApiError, bad_request, not_found, server_error, too_large
+from harli_sgl.jobs.errors import (ApiError, bad_request, insufficient_storage, not_found,
+                                  server_error, too_large)
 from harli_sgl.jobs.hyperparameters import LLAMA_PROJECTIONS
 from harli_sgl.jobs.job_request import JobRequest, parse_job_request
 from harli_sgl.jobs.objects import list_object
 from harli_sgl.jobs.store import (FileContentError, FileInUseError, InvalidTransitionError,
-                                  JobStore, NotFoundError)
+                                  JobStore, NotFoundError, is_storage_full)
 from harli_sgl.jobs.upload import read_multipart
 from harli_sgl.jobs.validation import JsonlError, validate_training_jsonl
 
@@ -85,6 +86,9 @@ def _as_api_error(exc: Exception) -> ApiError | None:
         return ApiError(409, str(exc), code="file_in_use")
     if isinstance(exc, FileContentError):
         return server_error(str(exc))
+    if is_storage_full(exc):
+        logger.warning("refused a request: the disk is full (%s)", exc)
+        return insufficient_storage()
     return None
 
 

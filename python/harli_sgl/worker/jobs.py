@@ -29,6 +29,13 @@ loop keeps answering grants and heartbeats and trains the other jobs. The job
 counts as running meanwhile but offers no pieces; a later tick builds its
 trainer. Whatever goes wrong while preparing (bad or unreadable data, running
 out of memory) fails that job alone, with a message naming the cause.
+
+A full disk is waited out, never a crash: a store write that fails for lack of
+space (:class:`StorageFullError`) keeps its events queued in memory, and store
+work pauses for ``STORAGE_RETRY_S`` before it is tried again; a status change
+that could not be written is retried the same way. Training goes on meanwhile.
+A checkpoint that cannot be written is skipped with a warning event (the job
+keeps its previous one); a final adapter that cannot be saved is retried.
 """
 
 from __future__ import annotations
@@ -50,7 +57,8 @@ from harli_sgl.core.trainer.data import DataError, load_examples
 from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainingDiverged
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
-from harli_sgl.jobs.store import InvalidTransitionError, JobStore, StoreError
+from harli_sgl.jobs.store import (InvalidTransitionError, JobStore, StorageFullError, StoreError,
+                                  is_storage_full)
 from harli_sgl.worker.profile_workload import ProfileWorkload
 from harli_sgl.worker.publisher import AdapterPublisher
 from harli_sgl.worker.spec import WorkerSpec
@@ -62,6 +70,7 @@ MAX_ATTEMPTS = 3
 MAX_SEQ_LEN = 1024
 NEXT_PIECES = 24  # pieces announced to the scheduler for slot sizing
 FLUSH_EVERY_S = 1.0
+STORAGE_RETRY_S = 5.0  # how often store writes are retried while the disk is full
 
 
 def cost_kind(kind: PieceKind) -> int:
@@ -116,8 +125,10 @@ class JobExecutor:
         self._profile: ProfileWorkload | None = None
         self._last_poll = 0.0
         self._last_flush = 0.0
-        for job in self.store.recover_running_jobs():
-            logger.info("job %s was running when the worker stopped; it will resume", job["id"])
+        self._storage_retry_at = 0.0
+        self._pending_status: list[tuple[str, str, dict]] = []
+        self._recovered = False
+        self._recover()
         # After a server restart SGLang serves no adapter: bring back every finished one.
         self._republish = [(j["fine_tuned_model"], os.path.join(self.config.workdir, "adapters",
                                                                  j["fine_tuned_model"]))
@@ -182,9 +193,26 @@ class JobExecutor:
                 self._finish_start(job)
         for job in list(self.running.values()):
             if job.trainer is not None and job.trainer.checkpoint_due:
-                job.trainer.write_due_checkpoint()
-            if job.trainer is not None and job.trainer.done:
+                self._write_checkpoint(job)
+            if job.trainer is not None and job.trainer.done and not self._storage_full_now():
                 self._finish_training(job)
+        if self._storage_full_now():
+            return  # the disk is full: store work waits (training goes on in slots)
+        try:
+            self._store_tick()
+        except StorageFullError as e:
+            self._storage_full(e)
+
+    def _store_tick(self) -> None:
+        while self._pending_status:
+            job_id, status, kwargs = self._pending_status[0]
+            try:
+                self.store.set_status(job_id, status, **kwargs)
+            except InvalidTransitionError:
+                pass
+            self._pending_status.pop(0)
+        if not self._recovered:
+            self._recover()
         # Store writes run while decode does: batch them (once a second, and always
         # before a status change, which flushes on its own).
         if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
@@ -213,6 +241,39 @@ class JobExecutor:
             if claimed is None:
                 break
             self._start(claimed)
+
+    # -- a full disk ----------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        try:
+            for job in self.store.recover_running_jobs():
+                logger.info("job %s was running when the worker stopped; it will resume", job["id"])
+        except StorageFullError as e:
+            self._storage_full(e)  # retried by a later tick; no job is claimed until then
+            return
+        self._recovered = True
+
+    def _storage_full_now(self) -> bool:
+        return time.monotonic() < self._storage_retry_at
+
+    def _storage_full(self, e: BaseException) -> None:
+        logger.warning("the disk is full; store writes wait and are retried in %.0fs (%s)",
+                       STORAGE_RETRY_S, e)
+        self._storage_retry_at = time.monotonic() + STORAGE_RETRY_S
+
+    def _write_checkpoint(self, job: RunningJob) -> None:
+        step = job.trainer.completed_steps
+        try:
+            job.trainer.write_due_checkpoint()
+        except Exception as e:  # the job goes on from its previous checkpoint, if any
+            full = is_storage_full(e)
+            if full:
+                self._storage_full(e)
+            else:
+                logger.exception("job %s: the checkpoint at step %d failed", job.job_id, step)
+            cause = "the disk is full" if full else f"{type(e).__name__}: {e}"
+            self._event(job, "warn", f"the checkpoint at step {step} was not written ({cause}); "
+                        "training continues", {"step": step})
 
     def close(self) -> None:
         self._prepare_pool.shutdown(wait=False, cancel_futures=True)
@@ -331,7 +392,16 @@ class JobExecutor:
 
     def _finish_training(self, job: RunningJob) -> None:
         path = os.path.join(self.config.workdir, "adapters", job.name)
-        job.trainer.save_adapter(path)
+        try:
+            job.trainer.save_adapter(path)
+        except Exception as e:
+            if is_storage_full(e):
+                self._storage_full(e)  # the trained adapter stays in memory; saved once there is room
+                return
+            logger.exception("job %s: saving the adapter failed", job.job_id)
+            self._fail(job, "adapter_save_failed",
+                       f"the trained adapter could not be saved: {type(e).__name__}: {e}")
+            return
         p = job.trainer.progress
         job.events.append(("__progress__", "", {"trained_tokens": p.trained_tokens,
                                                  "step": p.step, "total_steps": p.total_steps}, ""))
@@ -343,6 +413,8 @@ class JobExecutor:
 
     def _publish(self, job: RunningJob) -> None:
         self.flush()  # every event of the job is stored before it can succeed
+        if job.events:
+            return  # not stored yet (the disk is full): publish on a later tick
         ok, why = self.publisher.publish(job.name, job.adapter_path)
         if ok:
             try:
@@ -355,11 +427,14 @@ class JobExecutor:
 
     def _fail(self, job: RunningJob, code: str, message: str) -> None:
         self.flush()
+        error = {"code": code, "message": message, "param": None}
         try:
-            self.store.set_status(job.job_id, "failed", error={"code": code, "message": message,
-                                                               "param": None})
+            self.store.set_status(job.job_id, "failed", error=error)
         except InvalidTransitionError:
             pass
+        except StorageFullError as e:
+            self._storage_full(e)
+            self._pending_status.append((job.job_id, "failed", {"error": error}))
         self._drop(job)
 
     def _drop(self, job: RunningJob) -> None:
@@ -378,9 +453,11 @@ class JobExecutor:
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
+        if self._storage_full_now():
+            return
         for job in list(self.running.values()):
             events, job.events = job.events, []
-            for level, message, data, type_ in events:
+            for i, (level, message, data, type_) in enumerate(events):
                 try:
                     if level == "__checkpoint__":
                         metrics = {k: data[k] for k in ("train_loss", "valid_loss")
@@ -393,6 +470,10 @@ class JobExecutor:
                         if type_ == "metrics":
                             self.store.update_progress(job.job_id, data["trained_tokens"],
                                                        data["step"], data["total_steps"])
+                except StorageFullError as e:
+                    job.events[:0] = events[i:]  # kept, in order, for the next flush
+                    self._storage_full(e)
+                    return
                 except StoreError as e:
                     logger.warning("job %s: could not record %r: %s", job.job_id, message, e)
 
