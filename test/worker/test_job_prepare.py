@@ -27,15 +27,20 @@ from harli_sgl.worker.spec import WorkerSpec
 ROWS = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(8)]
 
 
-@pytest.fixture
-def executor(tmp_path):
+def make_executor(workdir: str, checkpoint_every_steps: int = 0) -> JobExecutor:
     model_dir = default_model.ensure("tiny")
-    cfg = HarliConfig(mode="idle", workdir=str(tmp_path), checkpoint_every_steps=0).resolved("cpu")
+    cfg = HarliConfig(mode="idle", workdir=workdir,
+                      checkpoint_every_steps=checkpoint_every_steps).resolved("cpu")
     hf = AutoModelForCausalLM.from_pretrained(model_dir)
     fused = fuse(hf.state_dict(), AutoConfig.from_pretrained(model_dir))
     spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=1,
                       server_url="http://127.0.0.1:9")  # nothing listens: publishing waits
-    ex = JobExecutor(spec, (fused,))
+    return JobExecutor(spec, (fused,))
+
+
+@pytest.fixture
+def executor(tmp_path):
+    ex = make_executor(str(tmp_path))
     yield ex
     ex.close()
 
