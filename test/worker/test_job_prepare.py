@@ -1,4 +1,4 @@
-"""The job executor prepares a job's data off its message loop (issue 12, item 2).
+"""The job executor prepares and publishes jobs off its message loop (issue 12, item 2).
 
 A real :class:`JobExecutor` over the tiny model's weights in shared memory and a
 real JobStore, driven the way the worker loop drives it (``tick`` between
@@ -27,14 +27,16 @@ from harli_sgl.worker.spec import WorkerSpec
 ROWS = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(8)]
 
 
-def make_executor(workdir: str, checkpoint_every_steps: int = 0) -> JobExecutor:
+def make_executor(workdir: str, checkpoint_every_steps: int = 0,
+                  server_url: str = "http://127.0.0.1:9") -> JobExecutor:
     model_dir = default_model.ensure("tiny")
     cfg = HarliConfig(mode="idle", workdir=workdir,
                       checkpoint_every_steps=checkpoint_every_steps).resolved("cpu")
     hf = AutoModelForCausalLM.from_pretrained(model_dir)
     fused = fuse(hf.state_dict(), AutoConfig.from_pretrained(model_dir))
+    # By default nothing listens at server_url, so publishing waits.
     spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=1,
-                      server_url="http://127.0.0.1:9")  # nothing listens: publishing waits
+                      server_url=server_url)
     return JobExecutor(spec, (fused,))
 
 
@@ -127,3 +129,73 @@ def test_cancelling_a_job_while_it_is_prepared_drops_it(executor, hold):
     for _ in range(3):
         ex.tick()
     assert store.get_job(job)["status"] == "cancelled" and not ex.running
+
+
+class SlowServer:
+    """A real HTTP server that answers the publisher's calls only once ``release`` is set."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.release = threading.Event()
+        self.loaded: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _json(self, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # /v1/models
+                outer.release.wait()
+                self._json({"data": [{"id": n, "parent": "tiny"} for n in outer.loaded]})
+
+            def do_POST(self) -> None:  # /load_lora_adapter
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                outer.loaded.append(body["lora_name"])
+                self._json({"success": True})
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+
+
+def test_publishing_waits_for_the_server_off_the_loop(tmp_path):
+    server = SlowServer()
+    ex = make_executor(str(tmp_path), server_url=server.url)
+    try:
+        store = ex.store
+        first = submit(store, ROWS)
+        tick_until(ex, lambda: first in ex.running and ex.running[first].trainer is not None)
+        slot = 0
+        while ex.running[first].adapter_path is None:
+            ex.run_slot(SlotGrant(slot, budget_units=1 << 40, budget_ms=60_000))
+            ex.tick()
+            slot += 1
+        ex.tick()
+        # The server holds the publish call; the loop does not wait for it.
+        assert ex.running[first].publishing is not None
+        assert not ex.running[first].publishing.done()
+        second = submit(store, ROWS)
+        tick_until(ex, lambda: second in ex.running and ex.running[second].trainer is not None)
+        report = ex.run_slot(SlotGrant(slot, budget_units=1 << 40, budget_ms=60_000))
+        assert report.job_id == second and report.units > 0
+        assert store.get_job(first)["status"] == "running"
+
+        server.release.set()
+        tick_until(ex, lambda: store.get_job(first)["status"] == "succeeded")
+        assert store.get_job(first)["fine_tuned_model"] == server.loaded[0]
+    finally:
+        ex.close()
+        server.close()

@@ -29,6 +29,8 @@ loop keeps answering grants and heartbeats and trains the other jobs. The job
 counts as running meanwhile but offers no pieces; a later tick builds its
 trainer. Whatever goes wrong while preparing (bad or unreadable data, running
 out of memory) fails that job alone, with a message naming the cause.
+Publishing a finished adapter (an HTTP call SGLang may take seconds to answer)
+runs on its own background thread for the same reason.
 
 A full disk is waited out, never a crash: a store write that fails for lack of
 space (:class:`StorageFullError`) keeps its events queued in memory, and store
@@ -90,6 +92,7 @@ class RunningJob:
     # While its data is read and tokenised off the loop: the job row and the pending result.
     job: dict | None = None
     preparing: Future | None = None
+    publishing: Future | None = None  # the pending AdapterPublisher.publish call
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,10 @@ class JobExecutor:
         # for more than one core's worth of Python.
         self._prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-prepare")
         self._prepare_tokenizer = None
+        # Publishing calls the server over HTTP; one thread keeps them in order and keeps
+        # AdapterPublisher's retry state single-threaded.
+        self._publish_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-publish")
+        self._republishing: Future | None = None
         self._profile: ProfileWorkload | None = None
         self._last_poll = 0.0
         self._last_flush = 0.0
@@ -222,7 +229,12 @@ class JobExecutor:
                 self._publish(job)
         while self._republish:
             name, path = self._republish[0]
-            ok, why = self.publisher.publish(name, path)
+            if self._republishing is None:
+                self._republishing = self._publish_pool.submit(self._publish_call, name, path)
+            if not self._republishing.done():
+                break
+            ok, why = self._republishing.result()
+            self._republishing = None
             if not ok and not why.startswith("server refused"):
                 break  # server not up yet: retry on a later tick
             if not ok:
@@ -277,6 +289,7 @@ class JobExecutor:
 
     def close(self) -> None:
         self._prepare_pool.shutdown(wait=False, cancel_futures=True)
+        self._publish_pool.shutdown(wait=False, cancel_futures=True)
         if self._profile is not None:
             self._profile.close()
         self.flush()
@@ -411,11 +424,25 @@ class JobExecutor:
         job.trainer = None
         job.adapter_path = path
 
+    def _publish_call(self, name: str, path: str) -> tuple[bool, str]:
+        """On the publish thread: never raises, whatever the server answers."""
+        try:
+            return self.publisher.publish(name, path)
+        except Exception as e:  # e.g. a 200 whose body is not JSON: retried like a hiccup
+            logger.exception("publishing adapter %s failed", name)
+            return False, f"publishing failed: {type(e).__name__}: {e}"
+
     def _publish(self, job: RunningJob) -> None:
-        self.flush()  # every event of the job is stored before it can succeed
-        if job.events:
-            return  # not stored yet (the disk is full): publish on a later tick
-        ok, why = self.publisher.publish(job.name, job.adapter_path)
+        if job.publishing is None:
+            self.flush()  # every event of the job is stored before it can succeed
+            if job.events:
+                return  # not stored yet (the disk is full): publish on a later tick
+            job.publishing = self._publish_pool.submit(self._publish_call, job.name,
+                                                       job.adapter_path)
+        if not job.publishing.done():
+            return  # the loop goes on; a later tick sees the answer
+        ok, why = job.publishing.result()
+        job.publishing = None
         if ok:
             try:
                 self.store.set_status(job.job_id, "succeeded", fine_tuned_model=job.name)
