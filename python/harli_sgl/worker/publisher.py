@@ -8,10 +8,11 @@ goes through SGLang's TokenizerManager, which owns the adapter registry that
 request routing consults; no SGLang internals are touched.
 
 Publishing is idempotent: ``GET /v1/models`` lists loaded adapters, and only
-missing ones are loaded. It runs between slots (never inside one: the load is
-served by the same scheduler that is waiting for the slot to finish), and
-retries with backoff while the HTTP server is not up yet (at start-up the
-worker is spawned before uvicorn listens).
+missing ones are loaded. The job executor calls it on a background thread of
+its own, so the worker's loop keeps answering grants and heartbeats while
+SGLang serves the load (the scheduler that loads the adapter is the one that
+grants the slots). It retries with backoff while the HTTP server is not up yet
+(at start-up the worker is spawned before uvicorn listens).
 
 Keys: ``/v1/models`` is one of SGLang's normal routes (``--api-key``), while
 ``/load_lora_adapter`` is admin-optional: with ``--admin-api-key`` set it
