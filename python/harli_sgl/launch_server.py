@@ -82,7 +82,8 @@ def startup_profiler(server_args, harli: harli_config.HarliConfig):
     host = "127.0.0.1" if server_args.host in ("0.0.0.0", "::", "") else server_args.host
     vocab = AutoConfig.from_pretrained(server_args.model_path).vocab_size
     return StartupProfiler(f"http://{host}:{server_args.port}", server_args.api_key, harli,
-                           max_batch=min(server_args.max_running_requests or 16, 16), vocab=vocab)
+                           max_batch=min(server_args.max_running_requests or 16, 16), vocab=vocab,
+                           admin_api_key=getattr(server_args, "admin_api_key", None))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,6 +93,11 @@ def main(argv: list[str] | None = None) -> None:
 
     load_plugins()
     server_args, harli = prepare(sys.argv[1:] if argv is None else argv)
+    from harli_sgl.sglang import redact
+
+    # Before SGLang logs its server_args: neither key may reach a log line or /server_info.
+    secrets = redact.secrets_of(server_args)
+    redact.install_log_redaction(secrets)
     logger.info("harli: mode=%s tpot_slo_ms=%.1f workdir=%s", harli.mode, harli.tpot_slo_ms, harli.workdir)
 
     from sglang.srt.entrypoints.http_server import app, launch_server
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
 
     routes.install(app, harli, served_model_name=server_args.served_model_name
                    or server_args.model_path)
+    redact.install_server_info_redaction(app, secrets)
     try:
         launch_server(server_args, run_scheduler_process_func=run_harli_scheduler_process,
                       launch_callback=startup_profiler(server_args, harli).start)

@@ -118,6 +118,15 @@ def test_bad_lora_names_the_field(lora, field):
     assert err.value.field == field
 
 
+@pytest.mark.parametrize("alpha", [1024.5, 1e30, 2**40])
+def test_lora_alpha_has_an_upper_bound(alpha):
+    with pytest.raises(SettingError) as err:
+        make(lora={"alpha": alpha})
+    assert err.value.field == "lora.alpha"
+    assert "must be at most 1024" in str(err.value) and repr(alpha) in str(err.value)
+    assert make(lora={"alpha": 1024}).lora.alpha == 1024.0
+
+
 def test_server_limits_bound_lora_and_clip_its_defaults():
     hp = Hyperparameters.from_request(max_lora_rank=4, allowed_target_modules=["q_proj", "v_proj"])
     assert hp.lora.r == 4 and hp.lora.target_modules == ("q_proj", "v_proj")

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.router import DEFAULT_MAX_FILE_BYTES, make_router
 from harli_sgl.jobs.store import JobStore
-from harli_sgl.jobs.upload import FRAMING_ALLOWANCE
+from harli_sgl.jobs.upload import FRAMING_ALLOWANCE, MAX_PARTS
 
 MODEL = "harli-base"
 MAX_FILE_BYTES = 64 * 1024
@@ -388,6 +388,73 @@ def test_oversize_streamed_upload_is_not_read_to_the_end(http, server, seeded):
                    if entry[:2] == ["POST", "/v1/files"]][-1]
     assert MAX_FILE_BYTES < read_by_app < MAX_FILE_BYTES + 1024 * 1024 < total
     assert not [n for n in os.listdir(server.store.files_dir) if n.endswith(".tmp")]
+    assert snapshot(http) == before
+
+
+def _read_by_app(server) -> int:
+    return [entry[2] for entry in server.recorder.requests if entry[:2] == ["POST", "/v1/files"]][-1]
+
+
+@pytest.mark.parametrize("shape", ["many_fields", "huge_preamble", "huge_part_headers"])
+def test_the_whole_chunked_upload_is_bounded(http, server, seeded, shape):
+    """Issue 12: 75,000 extra 4 KB fields in a chunked body were read and kept. Now the read
+    stops near the limit, whatever part of the body grows, with an OpenAI-style 413."""
+    before = snapshot(http)
+    field = b"z" * 4000
+    sent = 0
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        if shape == "huge_preamble":  # bytes before the first boundary belong to no part
+            for _ in range(200):
+                sent += 65536
+                yield b"p" * 65536
+        yield b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        if shape == "huge_part_headers":
+            yield b"--B\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Pad: "
+            for _ in range(200):
+                sent += 65536
+                yield b"h" * 65536
+            yield b"\r\n\r\nv\r\n"
+        for i in range(20_000):
+            sent += len(field)
+            yield b'--B\r\nContent-Disposition: form-data; name="extra%d"\r\n\r\n' % i + field + b"\r\n"
+        yield (b'--B\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n'
+               + GOOD + b"\r\n--B--\r\n")
+
+    response = http.post("/v1/files", content=body(),
+                         headers={"content-type": "multipart/form-data; boundary=B"})
+    if shape == "many_fields":
+        error = assert_openai_error(response, 413, None, code="payload_too_large")
+        assert f"more than {MAX_PARTS} parts" in error["message"], error["message"]
+    else:  # the multipart parser refuses these shapes (400), unless the body bound hits first
+        assert response.status_code in (400, 413), response.text
+        assert_openai_error(response, response.status_code, None)
+    assert _read_by_app(server) < MAX_FILE_BYTES + FRAMING_ALLOWANCE + 256 * 1024
+    assert snapshot(http) == before  # nothing stored, and the server still serves
+
+
+def test_a_form_with_a_few_extra_fields_is_still_accepted(http, seeded):
+    response = http.post("/v1/files", files={"file": ("t.jsonl", GOOD, "application/jsonl")},
+                         data={"purpose": "fine-tune", "a": "1", "b": "2"})
+    assert response.status_code == 200, response.text
+    assert http.delete(f"/v1/files/{response.json()['id']}").status_code == 200
+
+
+@pytest.mark.parametrize("method, raw_path", [
+    ("GET", b"/v1/files/file-abc/def"), ("GET", b"/v1/files/file-abc%2Fdef"),
+    ("GET", b"/v1/files/file-abc%2fdef/content"), ("DELETE", b"/v1/files/a/b"),
+    ("GET", b"/v1/files/x/y/content"), ("GET", b"/v1/fine_tuning/jobs/ftjob-a%2Fb"),
+    ("POST", b"/v1/fine_tuning/jobs/ftjob-a/b/cancel"), ("GET", b"/v1/fine_tuning/jobs/a/b/events"),
+    ("GET", b"/v1/fine_tuning/unknown"), ("PUT", b"/v1/files/file-abc"),
+    ("DELETE", b"/v1/fine_tuning/jobs/{job}"),
+])
+def test_ids_with_a_slash_and_unknown_routes_get_an_openai_404(http, seeded, method, raw_path):
+    before = snapshot(http)
+    request = http.build_request(method, "/")
+    request.url = request.url.copy_with(raw_path=raw_path.replace(b"{job}", seeded["job"].encode()))
+    error = assert_openai_error(http.send(request), 404, None, code="not_found")
+    assert error["message"].startswith(f"No such object or route: {method} /v1/")
     assert snapshot(http) == before
 
 

@@ -67,3 +67,10 @@ def too_large(what: str, limit: int) -> ApiError:
 
 def server_error(message: str = "The server hit an internal error while handling the request") -> ApiError:
     return ApiError(500, message, type=SERVER_ERROR, code="internal_error")
+
+
+def insufficient_storage() -> ApiError:
+    """507: the server's disk is full. Nothing was stored; deleting files frees space."""
+    return ApiError(507, "The server's disk is full, so nothing was stored. Free space (e.g. "
+                    "delete files you no longer need with DELETE /v1/files/{file_id}) and retry.",
+                    type=SERVER_ERROR, code="insufficient_storage")

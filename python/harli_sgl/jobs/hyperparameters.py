@@ -14,7 +14,7 @@ learning_rate_multiplier    1.0     (0, 10]    lr = BASE_LEARNING_RATE (1e-3) * 
 ==========================  ======  =========  =====================================
 
 LoRA is Harli's documented extra body field ``lora={"r", "alpha",
-"target_modules", "dropout"}`` (defaults r=8, alpha=16, the seven Llama
+"target_modules", "dropout"}`` (defaults r=8, alpha=16 with 0 < alpha <= 1024, the seven Llama
 projections, dropout 0; the r and target_modules defaults are clipped to the
 server's limits when those are smaller). Its bounds come from the server, because SGLang
 reserves LoRA capacity at start-up: ``r`` may not exceed the server's max rank
@@ -46,6 +46,10 @@ MAX_LEARNING_RATE_MULTIPLIER = 10.0
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEFAULT_LORA_R = 8
 DEFAULT_LORA_ALPHA = 16.0
+# PEFT scales the update by alpha / r. Beyond ~1024 (scaling 64 at r=16, 1024 at
+# r=1) the first steps blow the activations up and the loss goes flat or NaN:
+# such a job would "succeed" with a useless adapter, so it is refused up front.
+MAX_LORA_ALPHA = 1024.0
 DEFAULT_LORA_DROPOUT = 0.0
 
 HYPERPARAMETER_FIELDS = ("n_epochs", "batch_size", "learning_rate_multiplier")
@@ -98,6 +102,9 @@ class LoraSettings:
         _check_int("lora.r", self.r, 1, max_rank if max_rank is not None else 2**16)
         if not _is_number(self.alpha) or not math.isfinite(self.alpha) or self.alpha <= 0:
             raise SettingError("lora.alpha", f"must be a positive number, got {self.alpha!r}")
+        if self.alpha > MAX_LORA_ALPHA:
+            raise SettingError("lora.alpha", f"must be at most {MAX_LORA_ALPHA:g} (the update is "
+                               f"scaled by alpha / r), got {self.alpha!r}")
         if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise SettingError("lora.dropout", f"must be a number in [0, 1), got {self.dropout!r}")
         modules = self.target_modules

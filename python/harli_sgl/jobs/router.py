@@ -37,12 +37,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from harli_sgl.jobs import ids
-from harli_sgl.jobs.errors import ApiError, bad_request, not_found, server_error, too_large
+from harli_sgl.jobs.errors import (ApiError, bad_request, insufficient_storage, not_found,
+                                  server_error, too_large)
 from harli_sgl.jobs.hyperparameters import LLAMA_PROJECTIONS
 from harli_sgl.jobs.job_request import JobRequest, parse_job_request
 from harli_sgl.jobs.objects import list_object
 from harli_sgl.jobs.store import (FileContentError, FileInUseError, InvalidTransitionError,
-                                  JobStore, NotFoundError)
+                                  JobStore, NotFoundError, is_storage_full)
 from harli_sgl.jobs.upload import read_multipart
 from harli_sgl.jobs.validation import JsonlError, validate_training_jsonl
 
@@ -57,6 +58,7 @@ UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data", "e
 DEFAULT_PAGE, MAX_PAGE = 20, 100
 DEFAULT_CHECKPOINTS_PAGE = 10  # OpenAI's default for checkpoints
 DEFAULT_FILES_PAGE, MAX_FILES_PAGE = 10_000, 10_000  # OpenAI's files list bounds
+ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def _as_api_error(exc: Exception) -> ApiError | None:
@@ -84,6 +86,9 @@ def _as_api_error(exc: Exception) -> ApiError | None:
         return ApiError(409, str(exc), code="file_in_use")
     if isinstance(exc, FileContentError):
         return server_error(str(exc))
+    if is_storage_full(exc):
+        logger.warning("refused a request: the disk is full (%s)", exc)
+        return insufficient_storage()
     return None
 
 
@@ -295,6 +300,15 @@ def make_router(store: JobStore, *,
         if job is None:
             raise not_found("fine-tuning job", job_id)
         return job
+
+    # Last, so every route above wins: anything else under these prefixes (an id with a
+    # slash, literal or %2F, which the routes' {id} cannot match; an unknown sub-route or
+    # method) is an OpenAI-style 404 rather than the framework's {"detail": "Not Found"}.
+    @router.api_route("/v1/files/{rest:path}", methods=ANY_METHOD, include_in_schema=False)
+    @router.api_route("/v1/fine_tuning/{rest:path}", methods=ANY_METHOD, include_in_schema=False)
+    def unknown_route(request: Request, rest: str) -> None:
+        raise ApiError(404, f"No such object or route: {request.method} {request.url.path}",
+                       code="not_found")
 
     return router
 

@@ -14,6 +14,13 @@ read-modify-write is one ``BEGIN IMMEDIATE`` transaction, so checks such as
 "is this file used by a live job" and the write they guard are atomic across
 both processes.
 
+A full disk is a state to wait out, not a bug: every write that fails for lack
+of space (SQLite's "database or disk is full", ``ENOSPC``/``EDQUOT`` on file
+bytes) raises :class:`StorageFullError`, so the API can answer 507 and the
+worker can retry later instead of crashing. Deleting a file must free space
+even then, so :meth:`JobStore.delete_file` removes the bytes first when the row
+cannot be deleted for lack of space, and retries.
+
 Job lifecycle (anything else raises :class:`InvalidTransitionError`)::
 
     validating_files -> queued | failed | cancelled
@@ -31,6 +38,7 @@ changes add an event themselves, so callers need not log them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -85,6 +93,32 @@ class FileInUseError(StoreError):
     """The file is the training or validation file of a job that has not finished."""
 
 
+class StorageFullError(StoreError, OSError):
+    """A write failed because the disk (or the database's file system) is full."""
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a failure for lack of disk space."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, StorageFullError):
+            return True
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(e, sqlite3.OperationalError) and "disk is full" in str(e):
+            return True
+        if "No space left on device" in str(e):  # e.g. torch.save's RuntimeError
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _storage_full(exc: BaseException, what: str) -> StorageFullError:
+    return StorageFullError(errno.ENOSPC, f"the server's disk is full ({what}: {exc})")
+
+
 class FileContentError(StoreError):
     """A file's row exists but its bytes are missing or not the recorded size."""
 
@@ -127,14 +161,20 @@ class JobStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                # Also after a failed COMMIT: a transaction left open would wedge the connection.
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    # Also after a failed COMMIT: a transaction left open would wedge the
+                    # connection.
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if is_storage_full(exc):
+                    raise _storage_full(exc, "database write") from exc
                 raise
 
     def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
@@ -161,6 +201,11 @@ class JobStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as exc:
+            _unlink(tmp)
+            if is_storage_full(exc):
+                raise _storage_full(exc, "writing the file's bytes") from exc
+            raise
         except BaseException:
             _unlink(tmp)
             raise
@@ -205,20 +250,38 @@ class JobStore:
         """Delete a file; False if there is none. Refuses a file a live job still needs."""
         if not ids.is_valid_id(file_id, ids.FILE):
             return False
+        try:
+            return self._delete_file_row(file_id)
+        except StorageFullError:
+            # The row cannot go while the disk is full (SQLite must write to delete), but the
+            # bytes can, and removing them is what frees the space. Only a file no live job
+            # uses (checked again by the retry), and the retry then deletes the row; if the
+            # process died in between, the row would report its bytes as missing.
+            if self.get_file(file_id) is None:
+                return False
+            self._check_not_in_use(self._conn, file_id)
+            _unlink(self.file_path(file_id))
+            return self._delete_file_row(file_id)
+
+    def _delete_file_row(self, file_id: str) -> bool:
         with self._write() as db:
             if db.execute("SELECT 1 FROM files WHERE id = ?", (file_id,)).fetchone() is None:
                 return False
-            live = db.execute(
-                "SELECT id, status FROM jobs WHERE (training_file = ? OR validation_file = ?) "
-                f"AND status NOT IN ({_marks(TERMINAL_STATUSES)}) ORDER BY seq LIMIT 1",
-                (file_id, file_id, *TERMINAL_STATUSES)).fetchone()
-            if live is not None:
-                raise FileInUseError(f"{file_id} is used by fine-tuning job {live['id']} "
-                                     f"({live['status']}); cancel it or wait for it to finish")
+            self._check_not_in_use(db, file_id)
             db.execute("DELETE FROM files WHERE id = ?", (file_id,))
         # Row first, then bytes: a crash in between leaves unreferenced bytes, not a dangling row.
         _unlink(self.file_path(file_id))
         return True
+
+    def _check_not_in_use(self, db: sqlite3.Connection, file_id: str) -> None:
+        with self._lock:
+            live = db.execute(
+                "SELECT id, status FROM jobs WHERE (training_file = ? OR validation_file = ?) "
+                f"AND status NOT IN ({_marks(TERMINAL_STATUSES)}) ORDER BY seq LIMIT 1",
+                (file_id, file_id, *TERMINAL_STATUSES)).fetchone()
+        if live is not None:
+            raise FileInUseError(f"{file_id} is used by fine-tuning job {live['id']} "
+                                 f"({live['status']}); cancel it or wait for it to finish")
 
     # ------------------------------------------------------------------ jobs
 

@@ -7,6 +7,13 @@ the file part is counted as it arrives: the moment it passes the limit the
 read stops and a 413 is raised, so at most ``max_file_bytes`` (plus one chunk)
 is ever held. A ``Content-Length`` that already announces too much is refused
 before a single body byte is read. Text fields (``purpose``) are capped too.
+
+The whole request is bounded, not only the file part: the body may carry at
+most ``MAX_PARTS`` parts, each part's headers at most ``MAX_PART_HEADER_BYTES``,
+and the body as streamed (chunked requests included, which announce no length)
+at most ``max_file_bytes + FRAMING_ALLOWANCE`` bytes; past any of these the read
+stops with a 413. So the server never holds more than the limit, the framing
+allowance and one chunk, whatever the client sends.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ MAX_FIELD_BYTES = 4096
 MAX_FILENAME_CHARS = 512
 # Room for the multipart framing around the file: boundaries, part headers, small fields.
 FRAMING_ALLOWANCE = 64 * 1024
+# OpenAI's form has two parts (file, purpose); a few more are tolerated, no more.
+MAX_PARTS = 8
+MAX_PART_HEADER_BYTES = 8192
 
 
 @dataclass
@@ -49,12 +59,14 @@ class _Collector:
         self._buf = bytearray()
         self._name: str | None = None
         self._is_file = False
+        self._parts = 0
+        self._header_bytes = 0
 
     def callbacks(self) -> dict:
         return {
             "on_part_begin": self._part_begin,
-            "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),
-            "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
+            "on_header_field": lambda d, s, e: self._header_data(self._header_field, d[s:e]),
+            "on_header_value": lambda d, s, e: self._header_data(self._header_value, d[s:e]),
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
@@ -63,10 +75,22 @@ class _Collector:
         }
 
     def _part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_PARTS:
+            raise ApiError(413, f"the form has more than {MAX_PARTS} parts; send only 'file' and "
+                           "'purpose'", code="payload_too_large")
+        self._header_bytes = 0
         self._headers = {}
         self._buf = bytearray()
         self._name = None
         self._is_file = False
+
+    def _header_data(self, into: bytearray, data: bytes) -> None:
+        self._header_bytes += len(data)
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise ApiError(413, f"the headers of form part {self._parts} exceed "
+                           f"{MAX_PART_HEADER_BYTES} bytes", code="payload_too_large")
+        into.extend(data)
 
     def _header_end(self) -> None:
         self._headers[self._header_field.decode("latin-1").lower()] = bytes(self._header_value)
@@ -116,8 +140,15 @@ async def read_multipart(chunks: AsyncIterator[bytes], content_type: str | None,
         raise too_large("The uploaded file", max_file_bytes)
     collector = _Collector(file_field, max_file_bytes)
     parser = MultipartParser(boundary, collector.callbacks())
+    max_body = max_file_bytes + FRAMING_ALLOWANCE
+    received = 0
     try:
         async for chunk in chunks:
+            received += len(chunk)
+            if received > max_body:  # whatever the body holds, and with no Content-Length too
+                raise ApiError(413, f"The request body exceeds the limit of {max_body} bytes "
+                               f"(the file limit {max_file_bytes} plus {FRAMING_ALLOWANCE} for the "
+                               "form around it)", code="payload_too_large")
             if chunk:
                 parser.write(chunk)
             if collector.ended:

@@ -6,6 +6,8 @@ top-level function. It registers Harli's classes with SGLang's ``HookRegistry``
 and hands over to the stock ``run_scheduler_process``, whose ``load_plugins()``
 applies them before anything is constructed. On a host without an accelerator
 it first makes SGLang's LoRA serving pin-free (:mod:`harli_sgl.sglang.cpu_lora`).
+Like the launcher, it keeps the API keys out of this process's logs
+(:mod:`harli_sgl.sglang.redact`).
 No SGLang code is copied or edited.
 """
 
@@ -16,8 +18,12 @@ def run_harli_scheduler_process(*args, **kwargs):
     from sglang.srt.managers import scheduler as scheduler_module
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-    from harli_sgl.sglang import cpu_lora, pool
+    from harli_sgl.sglang import cpu_lora, pool, redact
     from harli_sgl.sglang.scheduler import HarliScheduler
+
+    # A spawned process starts with the default record factory: redact the keys here too.
+    server_args = kwargs.get("server_args", args[0] if args else None)
+    redact.install_log_redaction(redact.secrets_of(server_args))
 
     if cpu_lora.needed():
         cpu_lora.apply()

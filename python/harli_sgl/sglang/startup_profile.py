@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from harli_sgl.auth_headers import admin_headers, normal_headers
 from harli_sgl.config import HarliConfig
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,11 @@ PROMPT_LENS = (32, 384)
 
 class StartupProfiler:
     def __init__(self, base_url: str, api_key: str | None, config: HarliConfig,
-                 max_batch: int, vocab: int):
+                 max_batch: int, vocab: int, admin_api_key: str | None = None):
         self.base_url = base_url
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = normal_headers(api_key)
+        # /harli/profile is admin-optional: with --admin-api-key set only that key opens it.
+        self.admin_headers = admin_headers(api_key, admin_api_key)
         self.config = config
         self.max_batch = max_batch
         self.vocab = vocab
@@ -47,14 +50,18 @@ class StartupProfiler:
             self.run()
         except Exception:
             logger.exception("harli: the start-up latency profile failed; the predictor learns online")
-            self._set_profiling(False)
+            try:
+                self._set_profiling(False)
+            except Exception:
+                logger.exception("harli: could not end the profile phase")
 
     def _status(self) -> dict:
         return requests.get(self.base_url + "/harli/status", headers=self.headers, timeout=60).json()
 
     def _set_profiling(self, on: bool) -> None:
-        requests.post(self.base_url + "/harli/profile", headers=self.headers, timeout=60,
-                      json={"enabled": on})
+        r = requests.post(self.base_url + "/harli/profile", headers=self.admin_headers, timeout=60,
+                          json={"enabled": on})
+        r.raise_for_status()  # a refused toggle would silently profile nothing
 
     def run(self) -> None:
         if self.config.startup_profile_s <= 0 or not self.config.finetune_enabled:

@@ -20,6 +20,24 @@ failed after ``MAX_ATTEMPTS``.
 
 Store writes (events, progress) never happen inside a slot: they are queued
 and flushed after the slot's report is sent, while decode runs again.
+
+Preparing a job (reading its files, parsing and tokenising every record) can
+take seconds for a legal 64 MiB upload, so it never runs on the worker's
+message loop: a claimed job is prepared on a background thread (the store is
+thread-safe; the tokenizer releases the GIL in its batch encode) while the
+loop keeps answering grants and heartbeats and trains the other jobs. The job
+counts as running meanwhile but offers no pieces; a later tick builds its
+trainer. Whatever goes wrong while preparing (bad or unreadable data, running
+out of memory) fails that job alone, with a message naming the cause.
+Publishing a finished adapter (an HTTP call SGLang may take seconds to answer)
+runs on its own background thread for the same reason.
+
+A full disk is waited out, never a crash: a store write that fails for lack of
+space (:class:`StorageFullError`) keeps its events queued in memory, and store
+work pauses for ``STORAGE_RETRY_S`` before it is tried again; a status change
+that could not be written is retried the same way. Training goes on meanwhile.
+A checkpoint that cannot be written is skipped with a warning event (the job
+keeps its previous one); a final adapter that cannot be saved is retried.
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -37,10 +56,11 @@ from harli_sgl.core.iteration import CostKind
 from harli_sgl.core.trainer.chunked import HEAD_KINDS, PieceKind
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataError, load_examples
-from harli_sgl.core.trainer.job_trainer import JobTrainer
+from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainingDiverged
 from harli_sgl.jobs import ids
-from harli_sgl.jobs.hyperparameters import Hyperparameters
-from harli_sgl.jobs.store import InvalidTransitionError, JobStore, StoreError
+from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
+from harli_sgl.jobs.store import (InvalidTransitionError, JobStore, StorageFullError, StoreError,
+                                  is_storage_full)
 from harli_sgl.worker.profile_workload import ProfileWorkload
 from harli_sgl.worker.publisher import AdapterPublisher
 from harli_sgl.worker.spec import WorkerSpec
@@ -52,6 +72,7 @@ MAX_ATTEMPTS = 3
 MAX_SEQ_LEN = 1024
 NEXT_PIECES = 24  # pieces announced to the scheduler for slot sizing
 FLUSH_EVERY_S = 1.0
+STORAGE_RETRY_S = 5.0  # how often store writes are retried while the disk is full
 
 
 def cost_kind(kind: PieceKind) -> int:
@@ -68,6 +89,17 @@ class RunningJob:
     served_units: int = 0
     adapter_path: str | None = None   # set once training is done and the adapter saved
     events: list[tuple[str, str, dict, str]] = field(default_factory=list)
+    # While its data is read and tokenised off the loop: the job row and the pending result.
+    job: dict | None = None
+    preparing: Future | None = None
+    publishing: Future | None = None  # the pending AdapterPublisher.publish call
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    hp: Hyperparameters
+    examples: list
+    validation: list
 
 
 class JobExecutor:
@@ -86,14 +118,24 @@ class JobExecutor:
         self.private_base_bytes = private_bytes(probe)
         del probe
         self.store = JobStore(self.config.workdir)
-        self.publisher = AdapterPublisher(spec.server_url, spec.api_key)
+        self.publisher = AdapterPublisher(spec.server_url, spec.api_key, spec.admin_api_key)
         self.arena = arena
         self.running: dict[str, RunningJob] = {}
+        # One thread: jobs are prepared one after the other, never competing with the loop
+        # for more than one core's worth of Python.
+        self._prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-prepare")
+        self._prepare_tokenizer = None
+        # Publishing calls the server over HTTP; one thread keeps them in order and keeps
+        # AdapterPublisher's retry state single-threaded.
+        self._publish_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-publish")
+        self._republishing: Future | None = None
         self._profile: ProfileWorkload | None = None
         self._last_poll = 0.0
         self._last_flush = 0.0
-        for job in self.store.recover_running_jobs():
-            logger.info("job %s was running when the worker stopped; it will resume", job["id"])
+        self._storage_retry_at = 0.0
+        self._pending_status: list[tuple[str, str, dict]] = []
+        self._recovered = False
+        self._recover()
         # After a server restart SGLang serves no adapter: bring back every finished one.
         self._republish = [(j["fine_tuned_model"], os.path.join(self.config.workdir, "adapters",
                                                                  j["fine_tuned_model"]))
@@ -125,6 +167,11 @@ class JobExecutor:
             return SlotReport(grant.slot_id, 0, 0, 0.0, 0)
         try:
             r = job.trainer.run(grant.budget_units, deadline)
+        except TrainingDiverged as e:
+            logger.warning("job %s: %s", job.job_id, e)
+            self._fail(job, "training_diverged", f"training failed: {e}")
+            return SlotReport(grant.slot_id, 0, 0, (time.perf_counter() - start) * 1e3, 0,
+                              job_id=job.job_id)
         except Exception as e:  # a fault in one job fails that job, never the worker
             logger.exception("job %s failed while training", job.job_id)
             self._fail(job, "training_error", f"training failed: {type(e).__name__}: {e}")
@@ -164,10 +211,30 @@ class JobExecutor:
     def tick(self) -> None:
         """Between slots: flush store writes, publish adapters, notice cancels, admit jobs."""
         for job in list(self.running.values()):
+            if job.preparing is not None and job.preparing.done():
+                self._finish_start(job)
+        for job in list(self.running.values()):
             if job.trainer is not None and job.trainer.checkpoint_due:
-                job.trainer.write_due_checkpoint()
-            if job.trainer is not None and job.trainer.done:
+                self._write_checkpoint(job)
+            if job.trainer is not None and job.trainer.done and not self._storage_full_now():
                 self._finish_training(job)
+        if self._storage_full_now():
+            return  # the disk is full: store work waits (training goes on in slots)
+        try:
+            self._store_tick()
+        except StorageFullError as e:
+            self._storage_full(e)
+
+    def _store_tick(self) -> None:
+        while self._pending_status:
+            job_id, status, kwargs = self._pending_status[0]
+            try:
+                self.store.set_status(job_id, status, **kwargs)
+            except InvalidTransitionError:
+                pass
+            self._pending_status.pop(0)
+        if not self._recovered:
+            self._recover()
         # Store writes run while decode does: batch them (once a second, and always
         # before a status change, which flushes on its own).
         if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
@@ -177,7 +244,12 @@ class JobExecutor:
                 self._publish(job)
         while self._republish:
             name, path = self._republish[0]
-            ok, why = self.publisher.publish(name, path)
+            if self._republishing is None:
+                self._republishing = self._publish_pool.submit(self._publish_call, name, path)
+            if not self._republishing.done():
+                break
+            ok, why = self._republishing.result()
+            self._republishing = None
             if not ok and not why.startswith("server refused"):
                 break  # server not up yet: retry on a later tick
             if not ok:
@@ -197,7 +269,42 @@ class JobExecutor:
                 break
             self._start(claimed)
 
+    # -- a full disk ----------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        try:
+            for job in self.store.recover_running_jobs():
+                logger.info("job %s was running when the worker stopped; it will resume", job["id"])
+        except StorageFullError as e:
+            self._storage_full(e)  # retried by a later tick; no job is claimed until then
+            return
+        self._recovered = True
+
+    def _storage_full_now(self) -> bool:
+        return time.monotonic() < self._storage_retry_at
+
+    def _storage_full(self, e: BaseException) -> None:
+        logger.warning("the disk is full; store writes wait and are retried in %.0fs (%s)",
+                       STORAGE_RETRY_S, e)
+        self._storage_retry_at = time.monotonic() + STORAGE_RETRY_S
+
+    def _write_checkpoint(self, job: RunningJob) -> None:
+        step = job.trainer.completed_steps
+        try:
+            job.trainer.write_due_checkpoint()
+        except Exception as e:  # the job goes on from its previous checkpoint, if any
+            full = is_storage_full(e)
+            if full:
+                self._storage_full(e)
+            else:
+                logger.exception("job %s: the checkpoint at step %d failed", job.job_id, step)
+            cause = "the disk is full" if full else f"{type(e).__name__}: {e}"
+            self._event(job, "warn", f"the checkpoint at step {step} was not written ({cause}); "
+                        "training continues", {"step": step})
+
     def close(self) -> None:
+        self._prepare_pool.shutdown(wait=False, cancel_futures=True)
+        self._publish_pool.shutdown(wait=False, cancel_futures=True)
         if self._profile is not None:
             self._profile.close()
         self.flush()
@@ -221,20 +328,54 @@ class JobExecutor:
             self._fail(entry, "worker_crashed",
                        f"the finetune worker stopped {attempts - 1} times while running this job")
             return
+        entry.job = job
+        entry.preparing = self._prepare_pool.submit(self._prepare, job)
+
+    def _prepare(self, job: dict) -> PreparedData:
+        """Read and tokenise a job's files (on the prepare thread, never on the loop)."""
+        if self._prepare_tokenizer is None:
+            from transformers import AutoTokenizer
+
+            # Its own tokenizer: a fast tokenizer's Rust state must not be shared across
+            # threads (concurrent calls can fail with "Already borrowed").
+            self._prepare_tokenizer = AutoTokenizer.from_pretrained(self.spec.model_path)
+        tokenizer = self._prepare_tokenizer
+        hp = Hyperparameters.from_job(job)
+        text = self.store.read_file(job["training_file"]).decode("utf-8")
+        examples = load_examples(text, tokenizer, MAX_SEQ_LEN)
+        del text
+        valid = []
+        if job.get("validation_file"):
+            valid = load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
+                                  tokenizer, MAX_SEQ_LEN)
+        return PreparedData(hp, examples, valid)
+
+    def _finish_start(self, entry: RunningJob) -> None:
+        """On the loop, once the job's data is ready: build its trainer, or fail the job."""
+        job, future = entry.job, entry.preparing
+        entry.job = entry.preparing = None
+        job_id = job["id"]
         try:
-            hp = Hyperparameters.from_job(job)
-            text = self.store.read_file(job["training_file"]).decode("utf-8")
-            examples = load_examples(text, self.tokenizer, MAX_SEQ_LEN)
-            valid = []
-            if job.get("validation_file"):
-                valid = load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
-                                      self.tokenizer, MAX_SEQ_LEN)
+            data = future.result()
         except DataError as e:
             self._fail(entry, "invalid_training_file", f"invalid training data: {e}")
+            return
+        except SettingError as e:
+            self._fail(entry, "invalid_hyperparameters", f"invalid job settings: {e}")
             return
         except (StoreError, UnicodeDecodeError, ValueError) as e:
             self._fail(entry, "invalid_training_file", str(e))
             return
+        except MemoryError:
+            self._fail(entry, "invalid_training_file",
+                       "the training data is too large to tokenise in the worker's memory")
+            return
+        except Exception as e:  # whatever the input does, it fails this job only
+            logger.exception("job %s: preparing its data failed", job_id)
+            self._fail(entry, "invalid_training_file",
+                       f"could not prepare the training data: {type(e).__name__}: {e}")
+            return
+        hp, examples, valid = data.hp, data.examples, data.validation
         cfg = TrainConfig(
             n_epochs=hp.n_epochs, batch_size=hp.batch_size,
             micro_batch_size=min(hp.batch_size, self.config.micro_batch_size),
@@ -279,7 +420,16 @@ class JobExecutor:
 
     def _finish_training(self, job: RunningJob) -> None:
         path = os.path.join(self.config.workdir, "adapters", job.name)
-        job.trainer.save_adapter(path)
+        try:
+            job.trainer.save_adapter(path)
+        except Exception as e:
+            if is_storage_full(e):
+                self._storage_full(e)  # the trained adapter stays in memory; saved once there is room
+                return
+            logger.exception("job %s: saving the adapter failed", job.job_id)
+            self._fail(job, "adapter_save_failed",
+                       f"the trained adapter could not be saved: {type(e).__name__}: {e}")
+            return
         p = job.trainer.progress
         job.events.append(("__progress__", "", {"trained_tokens": p.trained_tokens,
                                                  "step": p.step, "total_steps": p.total_steps}, ""))
@@ -289,9 +439,25 @@ class JobExecutor:
         job.trainer = None
         job.adapter_path = path
 
+    def _publish_call(self, name: str, path: str) -> tuple[bool, str]:
+        """On the publish thread: never raises, whatever the server answers."""
+        try:
+            return self.publisher.publish(name, path)
+        except Exception as e:  # e.g. a 200 whose body is not JSON: retried like a hiccup
+            logger.exception("publishing adapter %s failed", name)
+            return False, f"publishing failed: {type(e).__name__}: {e}"
+
     def _publish(self, job: RunningJob) -> None:
-        self.flush()  # every event of the job is stored before it can succeed
-        ok, why = self.publisher.publish(job.name, job.adapter_path)
+        if job.publishing is None:
+            self.flush()  # every event of the job is stored before it can succeed
+            if job.events:
+                return  # not stored yet (the disk is full): publish on a later tick
+            job.publishing = self._publish_pool.submit(self._publish_call, job.name,
+                                                       job.adapter_path)
+        if not job.publishing.done():
+            return  # the loop goes on; a later tick sees the answer
+        ok, why = job.publishing.result()
+        job.publishing = None
         if ok:
             try:
                 self.store.set_status(job.job_id, "succeeded", fine_tuned_model=job.name)
@@ -303,14 +469,20 @@ class JobExecutor:
 
     def _fail(self, job: RunningJob, code: str, message: str) -> None:
         self.flush()
+        error = {"code": code, "message": message, "param": None}
         try:
-            self.store.set_status(job.job_id, "failed", error={"code": code, "message": message,
-                                                               "param": None})
+            self.store.set_status(job.job_id, "failed", error=error)
         except InvalidTransitionError:
             pass
+        except StorageFullError as e:
+            self._storage_full(e)
+            self._pending_status.append((job.job_id, "failed", {"error": error}))
         self._drop(job)
 
     def _drop(self, job: RunningJob) -> None:
+        if job.preparing is not None:
+            job.preparing.cancel()  # once started it runs to its end; the result is dropped
+            job.preparing = None
         if job.trainer is not None:
             job.trainer.close()
         self.running.pop(job.job_id, None)
@@ -323,9 +495,11 @@ class JobExecutor:
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
+        if self._storage_full_now():
+            return
         for job in list(self.running.values()):
             events, job.events = job.events, []
-            for level, message, data, type_ in events:
+            for i, (level, message, data, type_) in enumerate(events):
                 try:
                     if level == "__checkpoint__":
                         metrics = {k: data[k] for k in ("train_loss", "valid_loss")
@@ -338,6 +512,10 @@ class JobExecutor:
                         if type_ == "metrics":
                             self.store.update_progress(job.job_id, data["trained_tokens"],
                                                        data["step"], data["total_steps"])
+                except StorageFullError as e:
+                    job.events[:0] = events[i:]  # kept, in order, for the next flush
+                    self._storage_full(e)
+                    return
                 except StoreError as e:
                     logger.warning("job %s: could not record %r: %s", job.job_id, message, e)
 

@@ -8,10 +8,16 @@ goes through SGLang's TokenizerManager, which owns the adapter registry that
 request routing consults; no SGLang internals are touched.
 
 Publishing is idempotent: ``GET /v1/models`` lists loaded adapters, and only
-missing ones are loaded. It runs between slots (never inside one: the load is
-served by the same scheduler that is waiting for the slot to finish), and
-retries with backoff while the HTTP server is not up yet (at start-up the
-worker is spawned before uvicorn listens).
+missing ones are loaded. The job executor calls it on a background thread of
+its own, so the worker's loop keeps answering grants and heartbeats while
+SGLang serves the load (the scheduler that loads the adapter is the one that
+grants the slots). It retries with backoff while the HTTP server is not up yet
+(at start-up the worker is spawned before uvicorn listens).
+
+Keys: ``/v1/models`` is one of SGLang's normal routes (``--api-key``), while
+``/load_lora_adapter`` is admin-optional: with ``--admin-api-key`` set it
+accepts only that key (see :mod:`harli_sgl.auth_headers`), so each call
+carries the key its route wants and publishing works with any combination.
 """
 
 from __future__ import annotations
@@ -21,37 +27,47 @@ import time
 
 import requests
 
+from harli_sgl.auth_headers import admin_headers, normal_headers
+
 logger = logging.getLogger(__name__)
 
 
 class AdapterPublisher:
-    def __init__(self, base_url: str, api_key: str | None):
+    def __init__(self, base_url: str, api_key: str | None, admin_api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = normal_headers(api_key)
+        self.admin_headers = admin_headers(api_key, admin_api_key)
         self._retry_at = 0.0
         self._backoff = 0.5
 
-    def loaded(self) -> set[str] | None:
-        """Names of the adapters the server serves now, or None if it does not answer."""
+    def loaded(self) -> set[str] | int | None:
+        """Names of the adapters the server serves now; the HTTP status if it refuses the
+        request (401/403: a key problem, which no retry fixes); None if it does not answer."""
         try:
             r = requests.get(self.base_url + "/v1/models", headers=self.headers, timeout=10)
-            r.raise_for_status()
         except requests.RequestException:
+            return None
+        if r.status_code in (401, 403):
+            return r.status_code
+        if r.status_code != 200:
             return None
         return {m["id"] for m in r.json()["data"] if m.get("parent")}
 
     def publish(self, name: str, path: str) -> tuple[bool, str]:
-        """(published, message). A transient failure returns (False, why) and may be retried."""
+        """(published, message). A transient failure returns (False, why) and may be retried;
+        a refusal returns (False, "server refused ...")."""
         if time.monotonic() < self._retry_at:
             return False, "waiting to retry"
         loaded = self.loaded()
         if loaded is None:
             self._defer()
             return False, "server not reachable yet"
+        if isinstance(loaded, int):
+            return False, f"server refused to list the served adapters ({loaded}): check --api-key"
         if name in loaded:
             return True, "already loaded"
         try:
-            r = requests.post(self.base_url + "/load_lora_adapter", headers=self.headers,
+            r = requests.post(self.base_url + "/load_lora_adapter", headers=self.admin_headers,
                               json={"lora_name": name, "lora_path": path}, timeout=120)
         except requests.RequestException as e:
             self._defer()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harli_sgl.config import HarliConfig
 
@@ -30,5 +30,6 @@ class WorkerSpec:
     served_model_name: str = ""
     torch_threads: int = 1
     server_url: str = ""
-    api_key: str | None = None
-    admin_api_key: str | None = None
+    # Never in a repr: a logged spec must not print the keys.
+    api_key: str | None = field(default=None, repr=False)
+    admin_api_key: str | None = field(default=None, repr=False)

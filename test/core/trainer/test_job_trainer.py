@@ -345,3 +345,27 @@ def test_pending_evaluation_survives_a_checkpoint(make_model, tokenizer, random_
     assert resumed.eval_pending
     drive(resumed, seed=4)
     assert [d["step"] for k, d in events if k == "eval"] == [3, 6]
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_a_non_finite_loss_stops_the_job_with_a_clear_error(bad, make_model, tokenizer,
+                                                            random_examples):
+    """A loss that is NaN or inf is refused, never reported as a step or trained further."""
+    from harli_sgl.core.trainer.job_trainer import TrainingDiverged
+
+    events = []
+    model = make_model("llama")
+    trainer = JobTrainer(model, tokenizer, random_examples(7, seed=8), CONFIG,
+                         on_event=lambda kind, message, data: events.append(kind))
+    drive(trainer, seed=9, until_step=2)
+    done = trainer.completed_steps
+    assert done >= 2 and events.count("step") == done
+    with torch.no_grad():  # the run diverges: one logit row goes non-finite
+        model.lm_head.weight[:, 0] = bad
+    with pytest.raises(TrainingDiverged) as err:
+        drive(trainer, seed=10)
+    message = str(err.value)
+    assert message.startswith(f"the training loss became nan at step {done + 1}/"
+                              f"{trainer.total_steps}: training diverged (learning rate 0.001, "
+                              "lora alpha 8, r 4"), message
+    assert not trainer.done and events.count("step") == done

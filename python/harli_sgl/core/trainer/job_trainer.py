@@ -23,6 +23,11 @@ without touching the RNG stream, so it changes nothing about training; a
 pending evaluation is part of the checkpoint, and a job is done only after the
 last epoch's evaluation.
 
+A loss that is NaN or infinite (a diverged run: too high a learning rate or
+LoRA scaling) raises :class:`TrainingDiverged` naming the step: every later
+step would only train on garbage, and the job must not "succeed" with an
+adapter that produces it.
+
 Hyperparameters fixed here: AdamW with betas (0.9, 0.999), eps 1e-8 and no
 weight decay (LoRA matrices are small and start at B=0; decaying them only
 pulls the adapter towards the base model), at a constant learning rate.
@@ -63,6 +68,10 @@ MAX_VALID_EXAMPLES = 256
 RESUMABLE_CHANGES = ("checkpoint_every_steps",)
 
 EventCallback = Callable[[str, str, dict], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training or validation loss became NaN or infinite; the job cannot go on."""
 
 
 class Progress(NamedTuple):
@@ -222,6 +231,7 @@ class JobTrainer:
             self._session_tokens += r.trained_tokens
             if not r.step_done:
                 break
+            self._check_finite(r.loss, "validation" if evaluating else "training")
             if evaluating:
                 self._after_eval(r.loss)
                 continue
@@ -231,6 +241,16 @@ class JobTrainer:
                 break
         return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd,
                          units_head)
+
+    def _check_finite(self, loss: float, what: str) -> None:
+        if loss is None or math.isfinite(loss):
+            return
+        step = self.completed_steps + (what == "training")
+        raise TrainingDiverged(
+            f"the {what} loss became {loss} at step {step}/{self.total_steps}: training "
+            f"diverged (learning rate {self.config.learning_rate:g}, lora alpha "
+            f"{self.config.lora_alpha:g}, r {self.config.lora_r}; try a lower learning rate "
+            f"multiplier or alpha)")
 
     def upcoming_pieces(self, limit: int) -> list:
         """The pieces the next ``run`` would execute, in order (within the current step)."""
