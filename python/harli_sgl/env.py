@@ -46,7 +46,8 @@ TRACE_ITERATIONS = EnvVar(
     "co-run piece (start, end) to this JSONL file.",
 )
 FAULT_CORUN_MISPLACED = EnvVar(
-    "HARLI_FAULT_CORUN_MISPLACED", False,
-    "Fault injection (tests): while co-running, the worker moves itself onto every core in the "
-    "normal scheduling class, so co-running is predicted cheap but runs slow.",
+    "HARLI_FAULT_CORUN_MISPLACED", 0,
+    "Fault injection (tests): when N > 0, before every co-run piece the worker moves itself onto "
+    "every core in the normal scheduling class with N threads per core, so co-running is "
+    "predicted cheap but runs slow.",
 )

@@ -175,7 +175,7 @@ def test_slow_corun_is_stopped_before_the_slo_breaks(tmp_path_factory, harli_ser
     # Same latency profile as the session server (its co-run model says co-running is
     # cheap); this worker ignores its placement, so co-running is in fact slow.
     server = start_server(tmp_path_factory, "misplaced", ["--harli-mode", "harli"],
-                          env={"HARLI_FAULT_CORUN_MISPLACED": "1"})
+                          env={"HARLI_FAULT_CORUN_MISPLACED": "4"})
     try:
         wait_worker_alive(server)
         assert status(server)["predictor"]["profiled"]

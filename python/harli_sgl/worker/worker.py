@@ -264,9 +264,9 @@ class FinetuneWorker:
     def _misplace(self) -> None:
         """Injected fault: ignore the placement the scheduler chose, before every piece."""
         everything = tuple(range(os.cpu_count() or 1))
+        self._set_threads(self._fault_misplaced * len(everything))
         placement.pin_threads(everything)
         placement.set_idle_class(False)
-        self._set_threads(len(everything))
 
     def _on_corun_stop(self, msg: CoRunStop) -> None:
         # Messages are handled between pieces: this is the piece boundary.
