@@ -116,8 +116,14 @@ def test_prometheus_exports_harli_metrics(pool_server):
         time.sleep(1)
     assert metric(server, "harli:tpot_slo_ms") == status(server)["tpot_slo_ms"]
     text = requests.get(server.base_url + "/metrics", headers=server.headers, timeout=30).text
-    for name in ("harli:slo_attainment", "harli:finetune_tokens_per_s"):
+    for name in ("harli:slo_attainment", "harli:finetune_tokens_per_s",
+                 "harli:arrangement_time_fraction", "harli:corun_share"):
         assert name in text, name
+    # Harvest needs the job's idle speed, measured while the worker co-runs on the idle server.
+    deadline = time.monotonic() + 60
+    while metric(server, "harli:harvest") == 0:
+        assert time.monotonic() < deadline, status(server)["harvest"]
+        time.sleep(1)
     # The MAPE gauge mirrors /harli/status, which has a value once held-out
     # iterations exist (this server skipped the start-up profile), so drive decode.
     deadline = time.monotonic() + 120

@@ -34,6 +34,13 @@ class HarliPrometheus:
         self.worker_alive = gauge("worker_alive", "1 if the finetune worker is up.")
         self.worker_restarts = gauge("worker_restarts", "Finetune worker restarts.")
         self.tpot_slo = gauge("tpot_slo_ms", "The TPOT SLO (ms).")
+        self.harvest = gauge("harvest", "Finetune work per second / the same job's on an idle server.")
+        self.corun_share = gauge("corun_share", "The worker's share of the device while co-running "
+                                 "(0 when it is not co-running).")
+        self.arrangement_fraction = gauge("arrangement_time_fraction",
+                                          "Fraction of iteration time per arrangement.",
+                                          ("arrangement",))
+        self.stop_latency = gauge("corun_stop_latency_ms", "Co-run stop latency (ms).", ("quantile",))
         self._last = 0.0
 
     def due(self) -> bool:
@@ -63,3 +70,13 @@ class HarliPrometheus:
         put(self.worker_alive, 1.0 if status["worker"]["alive"] else 0.0)
         put(self.worker_restarts, status["worker"]["restarts"])
         put(self.tpot_slo, status["tpot_slo_ms"])
+        arrangement = status.get("arrangement") or {}
+        put(self.harvest, (status.get("harvest") or {}).get("value"))
+        put(self.corun_share, arrangement.get("share"))
+        for name in ("none", "serial", "concurrent", "hybrid"):
+            put(self.arrangement_fraction, arrangement.get("time_fraction", {}).get(name, 0.0), name)
+        stop = arrangement.get("stop_latency_ms") or {}
+        put(self.stop_latency, stop.get("p50"), "0.5")
+        put(self.stop_latency, stop.get("p99"), "0.99")
+        for arr, stats in (status["predictor"].get("stage2_by_arrangement") or {}).items():
+            put(self.mape, stats.get("mape"), f"2-{arr}")
