@@ -39,6 +39,7 @@ import openai
 import psutil
 import requests
 
+from colocation import training_rows  # benchmark/ is on sys.path when run as a script
 from harli_sgl.model import default_model
 from harli_sgl.tools.bench_client import BenchLoad, failed_requests, run_bench_serving
 from harli_sgl.tools.server_process import ServerProcess
@@ -48,13 +49,7 @@ ROLES = (("harli::finetune", "worker"), ("sglang::scheduler", "scheduler"),
 
 
 def small_rows(n: int = 64, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        a, b = rng.randrange(100, 999), rng.randrange(100, 999)
-        rows.append({"messages": [{"role": "user", "content": f"Add {a} and {b}."},
-                                  {"role": "assistant", "content": f"{a} + {b} = {a + b}"}]})
-    return rows
+    return training_rows(n, seed)
 
 
 def big_upload(total_mb: float, lines: int = 10) -> bytes:

@@ -14,20 +14,12 @@ from harli_sgl.core.policy.registry import make_policy
 from harli_sgl.core.predictor.registry import make_predictor
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
+from worker_util import pump
+
 
 def make_coordinator(cfg: HarliConfig, sup: WorkerSupervisor) -> SlotCoordinator:
     predictor = make_predictor()
     return SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
-
-
-def pump_until(coord: SlotCoordinator, cond, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        coord.on_idle(waiting=0)
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met; worker status {coord.status()}")
 
 
 def test_spawn_hello_kill9_restart_and_clean_shutdown():
@@ -36,17 +28,17 @@ def test_spawn_hello_kill9_restart_and_clean_shutdown():
     coord = make_coordinator(cfg, sup)
     sup.start()
     try:
-        pump_until(coord, lambda: sup.ready)
+        pump(coord, lambda: sup.ready)
         pid = sup.pid
         proc = psutil.Process(pid)
         assert "harli::finetune" in (proc.name() + " ".join(proc.cmdline()))
         assert proc.ppid() == os.getpid()
 
         os.kill(pid, signal.SIGKILL)
-        pump_until(coord, lambda: sup.restarts == 1)
+        pump(coord, lambda: sup.restarts == 1)
         assert sup.status()["last_exit"] == "signal 9"
         assert not sup.ready
-        pump_until(coord, lambda: sup.ready and sup.pid != pid)
+        pump(coord, lambda: sup.ready and sup.pid != pid)
         assert sup.generation == 2
     finally:
         last = sup.pid
@@ -62,10 +54,10 @@ def test_backoff_doubles_per_crash_up_to_the_cap():
     try:
         delays = []
         for _ in range(3):
-            pump_until(coord, lambda: sup.ready)
+            pump(coord, lambda: sup.ready)
             before = sup.restarts
             os.kill(sup.pid, signal.SIGKILL)
-            pump_until(coord, lambda: sup.restarts == before + 1)
+            pump(coord, lambda: sup.restarts == before + 1)
             delays.append(sup._restart_at - time.monotonic())
         # 0.1, 0.2, then capped at 0.25 (measured a little after each death).
         assert delays[0] < delays[1] <= 0.25 + 1e-6
@@ -81,11 +73,11 @@ def test_hung_worker_is_killed_and_restarted():
     coord = make_coordinator(cfg, sup)
     sup.start()
     try:
-        pump_until(coord, lambda: sup.ready)
+        pump(coord, lambda: sup.ready)
         pid = sup.pid
         os.kill(pid, signal.SIGSTOP)  # alive but silent: a hang
-        pump_until(coord, lambda: sup.restarts == 1, timeout_s=30)
+        pump(coord, lambda: sup.restarts == 1, timeout_s=30)
         assert sup.status()["last_exit"] == "signal 9"
-        pump_until(coord, lambda: sup.ready and sup.pid != pid)
+        pump(coord, lambda: sup.ready and sup.pid != pid)
     finally:
         coord.shutdown()

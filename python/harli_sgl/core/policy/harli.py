@@ -47,13 +47,9 @@ from __future__ import annotations
 import time
 from collections import deque
 
-import numpy as np
-
 from harli_sgl.core.iteration import SlotWork
 from harli_sgl.core.policy.base import Arrangement, Grant, Plan, SlotContext
-from harli_sgl.core.policy.harli_serial import (
-    AVERAGED_TOKENS, MARGIN_COLD, MARGIN_FLOOR, HarliSerialPolicy,
-)
+from harli_sgl.core.policy.harli_serial import MARGIN_FLOOR, HarliSerialPolicy
 
 # Explore co-running at an unmeasured batch size only when decode alone uses at
 # most this fraction of the target (interference measured on CPU reached 3x).
@@ -79,11 +75,7 @@ class HarliPolicy(HarliSerialPolicy):
         now = time.monotonic()
         while self._timed_residuals and now - self._timed_residuals[0][0] > RESIDUAL_WINDOW_S:
             self._timed_residuals.popleft()
-        if len(self._timed_residuals) < 10:
-            return MARGIN_COLD * self.slo
-        r = np.asarray([v for _, v in self._timed_residuals])
-        error_of_average = r.mean() + 2.0 * r.std() / np.sqrt(AVERAGED_TOKENS)
-        return min(MARGIN_CAP * self.slo, max(MARGIN_FLOOR * self.slo, float(error_of_average)))
+        return self._margin_of([v for _, v in self._timed_residuals], cap=MARGIN_CAP)
 
     def plan(self, ctx: SlotContext) -> Plan:
         plan = self._plan(ctx)

@@ -66,11 +66,16 @@ class HarliSerialPolicy(SlotPolicy):
         return self.config.tpot_slo_ms
 
     def margin_ms(self) -> float:
-        if len(self.corun_residuals) < 10:
+        return self._margin_of(list(self.corun_residuals))
+
+    def _margin_of(self, residuals: list[float], cap: float | None = None) -> float:
+        """Bias plus two standard errors of a 16-token average, floored (and optionally capped)."""
+        if len(residuals) < 10:
             return MARGIN_COLD * self.slo
-        residuals = np.asarray(self.corun_residuals)
-        error_of_average = residuals.mean() + 2.0 * residuals.std() / np.sqrt(AVERAGED_TOKENS)
-        return max(MARGIN_FLOOR * self.slo, float(error_of_average))
+        r = np.asarray(residuals)
+        error_of_average = r.mean() + 2.0 * r.std() / np.sqrt(AVERAGED_TOKENS)
+        margin = max(MARGIN_FLOOR * self.slo, float(error_of_average))
+        return margin if cap is None else min(cap * self.slo, margin)
 
     def target_ms(self, ctx: SlotContext) -> float:
         target = self.beta * self.slo - self.margin_ms()
