@@ -147,7 +147,9 @@ class Bench:
         while requests.get(f"{self.url}/v1/fine_tuning/jobs/{job['id']}", timeout=60).json()["status"] \
                 != "running":
             time.sleep(1)
-        while not self.status()["worker"]["alive"]:
+        # The job is claimed before its data is tokenised (on the worker's prepare thread);
+        # static tuning sizes slots from its pieces, so wait until the worker announces them.
+        while not (self.status()["worker"]["alive"] and self.status()["worker"]["max_piece_units"]):
             time.sleep(1)
 
     def run(self, mode: str, rate: float, duration_s: float, static_units: int | None = None,
@@ -268,7 +270,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--modes", default=",".join(DEFAULT_MODES))
-    p.add_argument("--rates", default="0.5,1,1.5,2")
+    p.add_argument("--rates", default="0.5,0.75,1,1.25")
     p.add_argument("--duration-s", type=float, default=30.0)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--idle-s", type=float, default=20.0)

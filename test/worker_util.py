@@ -27,3 +27,20 @@ def pump(coord, until, timeout_s=120.0):
             return
         time.sleep(0.01)
     raise AssertionError(f"timed out; coordinator status: {coord.status()}")
+
+
+def busy_silent_worker(spec, *_shared) -> None:
+    """A worker that says hello, then computes without ever heart-beating (starved-looking)."""
+    import os
+
+    import zmq
+
+    from harli_sgl.core.message import WorkerHello
+    from harli_sgl.core.transport import PushQueue
+
+    queue = PushQueue(zmq.Context(), spec.from_worker_addr, bind=False, generation=spec.generation)
+    queue.send(WorkerHello(os.getpid(), spec.generation, 0, 0, 0))
+    deadline = time.monotonic() + 60
+    x = 0
+    while time.monotonic() < deadline:
+        x += 1

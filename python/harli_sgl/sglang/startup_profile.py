@@ -7,8 +7,11 @@ switches the scheduler into profiling (busy iterations alternate between no
 slot and a synthetic slot of sweeping size), and sends bursts of ``/generate``
 requests at batch sizes 1..max with short and long prompts, so stage 1 sees
 decode and prefill across the batch space and stage 2 sees slots of every
-size. It stops at ``--harli-startup-profile-s`` whatever is left, then turns
-profiling off, which makes the scheduler persist the fitted predictor. Every
+size. It stops at ``--harli-startup-profile-s`` whatever is left: requests of a
+burst still running then are abandoned by this client (their time-out is the
+budget left), and profiling is turned off, which makes the scheduler persist
+the fitted predictor. The bound covers the profiling phase; the wait for the
+finetune worker to come up before it (at most 180 s) is logged apart. Every
 step is logged. It runs in a daemon thread and never delays serving.
 """
 
@@ -70,13 +73,15 @@ class StartupProfiler:
             logger.info("harli: reusing the persisted latency profile")
             return
         deadline = time.monotonic() + 180
+        waited = time.monotonic()
         while not self._status()["worker"]["alive"]:
             if time.monotonic() > deadline:
                 logger.warning("harli: the finetune worker did not start; profiling decode only")
                 break
             time.sleep(1)
         budget = self.config.startup_profile_s
-        logger.info("harli: profiling decode latency with and without slots (at most %.0fs)", budget)
+        logger.info("harli: profiling decode latency with and without slots (at most %.0fs; waited "
+                    "%.0fs for the worker first)", budget, time.monotonic() - waited)
         self._set_profiling(True)
         end = time.monotonic() + budget
         sizes = sorted({1, 2, 4, 8, self.max_batch} & set(range(1, self.max_batch + 1)))
@@ -86,18 +91,23 @@ class StartupProfiler:
                 for bs in sizes:
                     if time.monotonic() > end:
                         break
-                    self._burst(bs, prompt_len, rng)
+                    self._burst(bs, prompt_len, rng, end)
         finally:
             self._set_profiling(False)
         p = self._status()["predictor"]
         logger.info("harli: profile fitted: stage 1 %d samples, stage 2 %d samples",
                     p["stage1"]["samples"], p["stage2"]["samples"])
 
-    def _burst(self, bs: int, prompt_len: int, rng: random.Random) -> None:
+    def _burst(self, bs: int, prompt_len: int, rng: random.Random, end: float) -> None:
         def one(_):
             ids = [rng.randrange(self.vocab) for _ in range(prompt_len)]
-            requests.post(self.base_url + "/generate", headers=self.headers, timeout=600, json={
-                "input_ids": ids, "sampling_params": {"max_new_tokens": OUTPUT_TOKENS,
-                                                      "temperature": 0, "ignore_eos": True}})
+            try:
+                requests.post(self.base_url + "/generate", headers=self.headers,
+                              timeout=max(1.0, end - time.monotonic()), json={
+                                  "input_ids": ids, "sampling_params": {
+                                      "max_new_tokens": OUTPUT_TOKENS, "temperature": 0,
+                                      "ignore_eos": True}})
+            except requests.RequestException:
+                pass  # past the budget: the profile ends without this request
         with ThreadPoolExecutor(bs) as pool:
             list(pool.map(one, range(bs)))
