@@ -51,6 +51,9 @@ class HarliConfig:
             share in the concurrent arrangement: ``auto`` (decode the first half,
             rounded up), ``none`` (no split: serial slots only), or ``DECODE/WORKER``
             core lists such as ``0/1`` or ``0-3/4-7``.
+        gpu_worker_share: GPU hosts: the worker's share of the SMs for co-running, through
+            CUDA MPS (``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` of the worker's context); 0 = serial
+            slots only. UNTESTED: no GPU has been available to run it.
         decode_cpus / worker_cpus: the resolved split (empty: no split, or a GPU host).
         all_cpus: every core the server may use (the worker's share in serial and idle slots).
     """
@@ -75,6 +78,7 @@ class HarliConfig:
     profile_dir: str | None = None
     startup_profile_s: float = 60.0
     cpu_split: str = "auto"
+    gpu_worker_share: float = 0.0
     device: str = "cpu"
     decode_cpus: tuple[int, ...] = ()
     worker_cpus: tuple[int, ...] = ()
@@ -96,6 +100,8 @@ class HarliConfig:
             raise ValueError("--harli-startup-profile-s must be >= 0")
         if self.checkpoint_every_steps < 0:
             raise ValueError("--harli-checkpoint-every-steps must be >= 0")
+        if not 0.0 <= self.gpu_worker_share < 1.0:
+            raise ValueError(f"--harli-gpu-worker-share must be in [0, 1), got {self.gpu_worker_share}")
         if self.cpu_split not in ("auto", "none"):
             try:
                 decode, worker = (parse_cpus(part) for part in self.cpu_split.split("/"))
@@ -108,7 +114,7 @@ class HarliConfig:
     @property
     def corun_possible(self) -> bool:
         """Whether the concurrent arrangement has a share of the device to run on."""
-        return bool(self.worker_cpus) if self.device == "cpu" else self.device == "cuda"
+        return bool(self.worker_cpus) if self.device == "cpu" else self.gpu_worker_share > 0
 
     def resolved(self, device: str) -> HarliConfig:
         """Fill device-dependent defaults and make paths absolute (main process, once)."""
@@ -173,6 +179,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
                    help="CPU hosts: decode's cores and the worker's share for co-running, as "
                         "DECODE/WORKER (e.g. 0/1), 'auto' (default: decode keeps the first half) "
                         "or 'none' (serial slots only).")
+    g.add_argument("--harli-gpu-worker-share", type=float, default=d.gpu_worker_share,
+                   help="GPU hosts: the worker's SM share for co-running through CUDA MPS "
+                        "(0 = serial slots only). Untested.")
 
 
 def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
@@ -191,6 +200,7 @@ def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
         profile_dir=ns.harli_profile_dir,
         startup_profile_s=ns.harli_startup_profile_s,
         cpu_split=ns.harli_cpu_split,
+        gpu_worker_share=ns.harli_gpu_worker_share,
     )
 
 

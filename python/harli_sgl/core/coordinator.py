@@ -312,6 +312,8 @@ class SlotCoordinator:
         cfg = self.config
         if cfg.device == "cpu" and cfg.worker_cpus:
             return len(cfg.worker_cpus) / max(1, len(cfg.all_cpus))
+        if cfg.device == "cuda":  # an MPS share fixed when the worker starts (untested)
+            return cfg.gpu_worker_share
         return 0.0
 
     def _apply(self, plan: Plan) -> None:

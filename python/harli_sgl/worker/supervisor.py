@@ -59,10 +59,18 @@ WORKER_ENV = {"GOMP_SPINCOUNT": "10000"}
 
 
 @contextlib.contextmanager
-def _worker_environment():
-    """Environment for the spawned worker only; spawn copies os.environ at exec."""
-    saved = {k: os.environ.get(k) for k in WORKER_ENV}
-    os.environ.update({k: v for k, v in WORKER_ENV.items() if saved[k] is None})
+def _worker_environment(config: HarliConfig):
+    """Environment for the spawned worker only; spawn copies os.environ at exec.
+
+    On a GPU host with ``--harli-gpu-worker-share`` the worker's CUDA context is an
+    MPS client limited to that share of the SMs (read once, at context creation;
+    it needs a running MPS control daemon). UNTESTED: no GPU has been available.
+    """
+    wanted = dict(WORKER_ENV)
+    if config.device == "cuda" and config.gpu_worker_share > 0:
+        wanted["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(max(1, int(config.gpu_worker_share * 100)))
+    saved = {k: os.environ.get(k) for k in wanted}
+    os.environ.update({k: v for k, v in wanted.items() if saved[k] is None})
     try:
         yield
     finally:
@@ -123,7 +131,7 @@ class WorkerSupervisor:
         proc = mp.get_context("spawn").Process(
             target=self._target, args=(spec, *self._extra_args), name="harli::finetune", daemon=True,
         )
-        with _worker_environment():
+        with _worker_environment(self.config):
             proc.start()
         self._proc = proc
         self._ready = False

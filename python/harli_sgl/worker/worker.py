@@ -209,6 +209,11 @@ class FinetuneWorker:
     def _on_heartbeat(self, _msg: Heartbeat) -> None:
         self._housekeeping()
 
+    def _fence(self) -> None:
+        """On a GPU, wait for the queued kernels: timestamps and hand-backs must be real."""
+        if self.spec.config.device == "cuda" and torch.cuda.is_available():
+            torch.cuda.synchronize()  # UNTESTED: no GPU has been available
+
     def _set_threads(self, n: int) -> None:
         if n != torch.get_num_threads():
             torch.set_num_threads(n)
@@ -224,6 +229,7 @@ class FinetuneWorker:
                 left_ms = max(0.0, (grant.deadline - started) * 1000.0)
                 grant = dataclasses.replace(grant, budget_ms=min(grant.budget_ms, left_ms))
             report = self.executor.run_slot(grant)
+            self._fence()
             report = dataclasses.replace(report, started_at=started, ended_at=time.monotonic())
         self.outbox.send(report)
         if self._corun is not None:
@@ -244,6 +250,7 @@ class FinetuneWorker:
         started = time.monotonic()
         report = self.executor.run_slot(SlotGrant(CORUN_SLOT, units, CORUN_PIECE_BOUND_MS,
                                                   synthetic=synthetic))
+        self._fence()
         self.outbox.send(dataclasses.replace(report, started_at=started, ended_at=time.monotonic()))
 
     def _run_free_slice(self) -> None:
@@ -282,8 +289,10 @@ class FinetuneWorker:
 
     def _on_reclaim(self, msg: ReclaimRequest) -> None:
         # Messages are handled between pieces, so no backward holds a view into the
-        # lease: moving its blocks out makes the pages safe to reuse.
+        # lease: moving its blocks out makes the pages safe to reuse once the GPU's
+        # queued kernels (those that read them, and the copies out) have finished.
         moved = self.arena.reclaim(msg.lease_id) if self.arena is not None else 0
+        self._fence()
         self.outbox.send(ReclaimAck(msg.lease_id, moved))
 
     def _on_shutdown(self, msg: Shutdown) -> None:
