@@ -52,16 +52,19 @@ def flush_prefix_cache(server) -> None:
         time.sleep(1)
 
 
-def metric(server, name: str) -> float:
+def metric_lines(server, name: str) -> list[str]:
     text = requests.get(server.base_url + "/metrics", headers=server.headers, timeout=30).text
-    values = [float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)]
-    return sum(values)
+    return re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+
+
+def metric(server, name: str) -> float:
+    return sum(float(v) for v in metric_lines(server, name))
 
 
 def test_burst_reclaims_leased_pages_without_retraction(pool_server):
     server, _ = pool_server
-    before = wait_pool(server, lambda p: p["leased_tokens"] >= 1024)
-    assert before["integrity"] in ("ok", "unchecked")
+    # Integrity is checked every 10 s; "unchecked" is not a pass.
+    before = wait_pool(server, lambda p: p["leased_tokens"] >= 1024 and p["integrity"] == "ok")
     assert before["total_tokens"] == 4096
     trained_before = status(server)["totals"]["trained_tokens"]
 
@@ -83,6 +86,8 @@ def test_burst_reclaims_leased_pages_without_retraction(pool_server):
     after = status(server)["pool"]
     assert after["reclaims"] > before["reclaims"], after
     assert after["reclaim_latency_ms_p99"] is not None
+    # The metric must exist (a missing line would read as 0), then be 0.
+    assert metric_lines(server, "sglang:num_retracted_requests_total"), "retraction metric missing"
     assert metric(server, "sglang:num_retracted_requests_total") == 0
     # Training goes on after the burst, and pages are lent again.
     deadline = time.monotonic() + 120
@@ -99,8 +104,7 @@ def test_worker_killed_while_holding_a_lease_gives_the_pages_back(pool_server):
     pool = wait_pool(server, lambda p: p["leased_tokens"] > 0)
     pid = status(server)["worker"]["pid"]
     os.kill(pid, signal.SIGKILL)
-    after = wait_pool(server, lambda p: p["released_on_worker_death"] > pool["released_on_worker_death"])
-    assert after["leased_tokens"] == 0 or status(server)["worker"]["pid"] != pid
+    wait_pool(server, lambda p: p["released_on_worker_death"] > pool["released_on_worker_death"])
     assert generate(server, "after the crash", 4)["meta_info"]["completion_tokens"] == 4
     s = wait_worker_alive(server)
     assert s["worker"]["pid"] != pid

@@ -4,7 +4,9 @@ SGLang runs prometheus_client in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
 is set before its children start), and the main process's ``/metrics`` merges
 every process's files. So gauges created here, in the scheduler process, with
 ``multiprocess_mode="mostrecent"`` show up on the same ``/metrics`` page.
-They mirror ``/harli/status`` and are refreshed at most once a second.
+They mirror ``/harli/status`` and are refreshed at most once a second. Totals
+(trained tokens, restarts, SLO violations, slot overruns) are Prometheus
+counters, advanced by the growth of the lifetime totals since the last refresh.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ REFRESH_S = 1.0
 
 class HarliPrometheus:
     def __init__(self, model_name: str):
-        from prometheus_client import Gauge
+        from prometheus_client import Counter, Gauge
 
         labels = ["model_name"]
+
+        def counter(name: str, doc: str):
+            return Counter(f"harli:{name}", doc, labelnames=labels)
 
         def gauge(name: str, doc: str, extra: tuple[str, ...] = ()):
             return Gauge(f"harli:{name}", doc, labelnames=labels + list(extra),
@@ -28,11 +33,14 @@ class HarliPrometheus:
         self.slo_attainment = gauge("slo_attainment", "Fraction of recent requests with TPOT <= SLO.")
         self.tpot = gauge("tpot_ms", "TPOT of recent requests (ms).", ("quantile",))
         self.finetune_tps = gauge("finetune_tokens_per_s", "Trained tokens per second (recent).")
-        self.trained_total = gauge("trained_tokens_total", "Trained tokens since start.")
+        self.trained_total = counter("trained_tokens", "Trained tokens since start.")
         self.slot_units = gauge("slot_units", "Granted slot sizes (token-layers).", ("quantile",))
         self.mape = gauge("predictor_mape", "Held-out MAPE of the latency predictor.", ("stage",))
         self.worker_alive = gauge("worker_alive", "1 if the finetune worker is up.")
-        self.worker_restarts = gauge("worker_restarts", "Finetune worker restarts.")
+        self.worker_restarts = counter("worker_restarts", "Finetune worker restarts.")
+        self.violations = counter("slo_violations", "Requests that finished with TPOT > SLO.")
+        self.overruns = counter("slot_overruns", "Serial slots the worker overran.")
+        self._seen: dict[str, float] = {}
         self.tpot_slo = gauge("tpot_slo_ms", "The TPOT SLO (ms).")
         self.harvest = gauge("harvest", "Finetune work per second / the same job's on an idle server.")
         self.corun_share = gauge("corun_share", "The worker's share of the device while co-running "
@@ -62,13 +70,15 @@ class HarliPrometheus:
         put(self.tpot, status["tpot_ms"]["p50"], "0.5")
         put(self.tpot, status["tpot_ms"]["p99"], "0.99")
         put(self.finetune_tps, status["finetune_tokens_per_s"])
-        put(self.trained_total, status["totals"]["trained_tokens"])
+        self._advance("trained", self.trained_total, status["totals"]["trained_tokens"])
+        self._advance("violations", self.violations, status["totals"]["slo_violations"])
+        self._advance("overruns", self.overruns, status["slots"]["overrun"])
         put(self.slot_units, status["slots"]["units_p50"], "0.5")
         put(self.slot_units, status["slots"]["units_p99"], "0.99")
         put(self.mape, status["predictor"]["stage1"]["mape"], "1")
         put(self.mape, status["predictor"]["stage2"]["mape"], "2")
         put(self.worker_alive, 1.0 if status["worker"]["alive"] else 0.0)
-        put(self.worker_restarts, status["worker"]["restarts"])
+        self._advance("restarts", self.worker_restarts, status["worker"]["restarts"])
         put(self.tpot_slo, status["tpot_slo_ms"])
         arrangement = status.get("arrangement") or {}
         put(self.harvest, (status.get("harvest") or {}).get("value"))
@@ -80,3 +90,12 @@ class HarliPrometheus:
         put(self.stop_latency, stop.get("p99"), "0.99")
         for arr, stats in (status["predictor"].get("stage2_by_arrangement") or {}).items():
             put(self.mape, stats.get("mape"), f"2-{arr}")
+
+    def _advance(self, key: str, counter, total: float | None) -> None:
+        """Move a counter to a lifetime total (totals only grow; a reset restarts from 0)."""
+        if total is None:
+            return
+        seen = self._seen.get(key, 0.0)
+        if total > seen:
+            counter.labels(self.model).inc(total - seen)
+        self._seen[key] = max(seen, total)
