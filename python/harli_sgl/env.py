@@ -45,9 +45,8 @@ TRACE_ITERATIONS = EnvVar(
     "Append every measured iteration (features, slot work, interval, predictions) and every "
     "co-run piece (start, end) to this JSONL file.",
 )
-FAULT_CORUN_MISPLACED = EnvVar(
-    "HARLI_FAULT_CORUN_MISPLACED", 0,
-    "Fault injection (tests): when N > 0, before every co-run piece the worker moves itself onto "
-    "every core in the normal scheduling class with N threads per core, so co-running is "
-    "predicted cheap but runs slow.",
+FAULT_CORUN_INTERFERENCE = EnvVar(
+    "HARLI_FAULT_CORUN_INTERFERENCE", 0,
+    "Fault injection (tests): when N > 0, while it co-runs the worker keeps N busy processes "
+    "on decode's cores at normal priority, so co-running is predicted cheap but runs slow.",
 )

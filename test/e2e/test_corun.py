@@ -5,8 +5,8 @@
   timestamps (both CLOCK_MONOTONIC) in the server's trace, not from a flag.
 * The worker's threads and decode's threads run on the cores the scheduler
   chose: read from ``/proc/<pid>/task/*/status``.
-* A co-run predicted cheap that runs slow (injected: the worker ignores its
-  placement) is stopped before any request's TPOT crosses the SLO.
+* A co-run predicted cheap that runs slow (injected: busy processes on decode's
+  core while the worker co-runs) is stopped before any request's TPOT crosses the SLO.
 * ``--harli-mode harli-serial`` behaves as before: serial slots only.
 """
 
@@ -173,9 +173,10 @@ def test_harli_serial_behaves_as_before(harli_server):
 
 def test_slow_corun_is_stopped_before_the_slo_breaks(tmp_path_factory, harli_server):
     # Same latency profile as the session server (its co-run model says co-running is
-    # cheap); this worker ignores its placement, so co-running is in fact slow.
+    # cheap); this worker keeps two busy processes on decode's core while it co-runs, so
+    # co-running is in fact slow.
     server = start_server(tmp_path_factory, "misplaced", ["--harli-mode", "harli"],
-                          env={"HARLI_FAULT_CORUN_MISPLACED": "4"})
+                          env={"HARLI_FAULT_CORUN_INTERFERENCE": "2"})
     try:
         wait_worker_alive(server)
         assert status(server)["predictor"]["profiled"]

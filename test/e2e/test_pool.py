@@ -86,8 +86,10 @@ def test_burst_reclaims_leased_pages_without_retraction(pool_server):
     after = status(server)["pool"]
     assert after["reclaims"] > before["reclaims"], after
     assert after["reclaim_latency_ms_p99"] is not None
-    # The metric must exist (a missing line would read as 0), then be 0.
-    assert metric_lines(server, "sglang:num_retracted_requests_total"), "retraction metric missing"
+    # SGLang's retraction counter has no line until its first increment, so a missing line
+    # reads as 0 only if the collector that would increment it runs: its per-interval
+    # retraction gauge must be exported. Then the total must be 0.
+    assert metric_lines(server, "sglang:num_retracted_reqs"), "SGLang's scheduler metrics missing"
     assert metric(server, "sglang:num_retracted_requests_total") == 0
     # Training goes on after the burst, and pages are lent again.
     deadline = time.monotonic() + 120

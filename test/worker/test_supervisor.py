@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -20,6 +21,22 @@ from worker_util import pump
 def make_coordinator(cfg: HarliConfig, sup: WorkerSupervisor) -> SlotCoordinator:
     predictor = make_predictor()
     return SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
+
+
+FAST_LIVENESS = HarliConfig(mode="idle", restart_backoff_s=0.1, worker_heartbeat_s=0.1,
+                            worker_heartbeat_timeout_s=1.0)
+
+
+@contextlib.contextmanager
+def supervised(cfg: HarliConfig = FAST_LIVENESS, target=None):
+    """A started supervisor with its coordinator, shut down on exit."""
+    sup = WorkerSupervisor(cfg, target=target)
+    coord = make_coordinator(cfg, sup)
+    sup.start()
+    try:
+        yield sup, coord
+    finally:
+        coord.shutdown()
 
 
 def test_spawn_hello_kill9_restart_and_clean_shutdown():
@@ -67,67 +84,40 @@ def test_backoff_doubles_per_crash_up_to_the_cap():
 
 
 def test_hung_worker_is_killed_and_restarted():
-    cfg = HarliConfig(mode="idle", restart_backoff_s=0.1, worker_heartbeat_s=0.1,
-                      worker_heartbeat_timeout_s=1.0)
-    sup = WorkerSupervisor(cfg)
-    coord = make_coordinator(cfg, sup)
-    sup.start()
-    try:
+    with supervised() as (sup, coord):
         pump(coord, lambda: sup.ready)
         pid = sup.pid
         os.kill(pid, signal.SIGSTOP)  # alive but silent: a hang
         pump(coord, lambda: sup.restarts == 1, timeout_s=30)
         assert sup.status()["last_exit"] == "signal 9"
         pump(coord, lambda: sup.ready and sup.pid != pid)
-    finally:
-        coord.shutdown()
 
 
 def test_heartbeats_queued_behind_a_long_iteration_are_not_silence():
-    cfg = HarliConfig(mode="idle", restart_backoff_s=0.1, worker_heartbeat_s=0.1,
-                      worker_heartbeat_timeout_s=1.0)
-    sup = WorkerSupervisor(cfg)
-    coord = make_coordinator(cfg, sup)
-    sup.start()
-    try:
+    with supervised() as (sup, coord):
         pump(coord, lambda: sup.ready)
         time.sleep(3.0)  # the scheduler is busy with a long iteration; heartbeats queue up
         for _ in range(20):
             coord.on_idle(waiting=0)
             time.sleep(0.02)
         assert sup.restarts == 0, sup.status()
-    finally:
-        coord.shutdown()
 
 
 def test_a_silent_worker_that_computes_is_not_killed_as_hung():
     from worker_util import busy_silent_worker
 
-    cfg = HarliConfig(mode="idle", restart_backoff_s=0.1, worker_heartbeat_s=0.1,
-                      worker_heartbeat_timeout_s=1.0)
-    sup = WorkerSupervisor(cfg, target=busy_silent_worker)
-    coord = make_coordinator(cfg, sup)
-    sup.start()
-    try:
+    with supervised(target=busy_silent_worker) as (sup, coord):
         pump(coord, lambda: sup.ready, timeout_s=60)
         pump(coord, lambda: sup.busy_not_hung >= 2, timeout_s=30)
         assert sup.restarts == 0 and sup.ready
-    finally:
-        coord.shutdown()
 
 
 def test_a_stuck_message_loop_is_hung_even_with_heartbeats():
     from harli_sgl.core.message import Heartbeat
 
-    cfg = HarliConfig(mode="idle", restart_backoff_s=0.1, worker_heartbeat_s=0.1)
-    sup = WorkerSupervisor(cfg)
-    coord = make_coordinator(cfg, sup)
-    sup.start()
-    try:
+    with supervised() as (sup, coord):
         pump(coord, lambda: sup.ready)
         sup.on_heartbeat(Heartbeat(time.time(), loop_age_s=301.0))  # the loop has not turned in 5 min
         sup.check()
         pump(coord, lambda: sup.restarts == 1, timeout_s=30)
         assert sup.status()["last_exit"] == "signal 9"
-    finally:
-        coord.shutdown()
