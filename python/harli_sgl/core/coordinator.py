@@ -75,6 +75,9 @@ MIN_OVERLAP = 0.02
 # to SGLang's frontend, so a piece can stretch to hundreds of ms on a busy host:
 # serving never waits longer than this, and what overlaps is measured as such.
 STOP_WAIT_S = 0.02
+# Recent co-run residuals above this fraction of the SLO keep the worker from co-running
+# beside a batch that launches while it trains on the idle server.
+CORUN_BIAS_LIMIT = 0.25
 
 
 class SlotCoordinator:
@@ -129,8 +132,14 @@ class SlotCoordinator:
             # The worker was using every core on the idle server. Move it off decode's
             # cores before this batch runs: pinning from here takes effect at once,
             # mid-piece (measured: leaving a SCHED_IDLE trainer thread on decode's
-            # core slowed the next iterations 2-5x).
-            self._start_corun(self.corun_share)
+            # core slowed the next iterations 2-5x). If co-running on its share was just
+            # measured far slower than modelled, stop instead.
+            if self.predictor.concurrent_bias(self.corun_share) > \
+                    CORUN_BIAS_LIMIT * self.config.tpot_slo_ms:
+                self._place(self.config.worker_cpus, idle_class=True)
+                self._stop_corun(wait=False)
+            else:
+                self._start_corun(self.corun_share)
         self._drain()  # piece reports up to now: the overlap below needs them
         if self._launch is not None and not self.policy.free_run:
             self._close_iteration(*self._launch, now)

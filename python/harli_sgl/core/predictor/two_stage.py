@@ -131,7 +131,9 @@ class TwoStagePredictor(LatencyPredictor):
         if model is None:
             return 0.0
         bias = self.concurrent_bias(share)
-        return model.predict(concurrent_features(f, overlap)) + max(0.0, bias) * overlap.total
+        # Training beside decode never makes it faster: a negative fit is extrapolation.
+        return max(0.0, model.predict(concurrent_features(f, overlap))) + \
+            max(0.0, bias) * overlap.total
 
     def concurrent_bias(self, share: float, now: float | None = None) -> float:
         """Mean of the recent concurrent residuals (observed - predicted), unexpired."""
