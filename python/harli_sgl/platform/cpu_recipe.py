@@ -2,7 +2,7 @@
 
 Applied by the launcher only when the host has no NVIDIA driver; on a GPU host
 nothing here runs and SGLang keeps every one of its defaults. It does three
-things (see ../shared/docs/cpu-sglang.md for how each was found):
+things (docs/architecture.md and the README explain each):
 
 1. ``SGLANG_USE_CPU_ENGINE=1``: SGLang's ``is_cpu()`` reads only this variable,
    and without it the rotary embedding imports vllm's CUDA ops.

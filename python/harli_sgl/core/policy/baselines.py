@@ -1,4 +1,4 @@
-"""The baseline policies Harli is compared against (see DESIGN.md, Modes).
+"""The baseline policies Harli is compared against (docs/usage.md, Modes).
 
 * ``off``    -- no finetuning at all: the QoS reference.
 * ``greedy`` -- the worker trains flat out, uncoordinated (free-run mode).
