@@ -6,4 +6,5 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$repo/scripts/setup.sh"
 cd "$repo"
+export PYTHONPATH="$repo/python${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, not the last one set up
 exec "$repo/.venv/bin/python" -m harli_sgl.demo "$@"

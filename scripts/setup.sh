@@ -9,6 +9,8 @@
 # 3. On hosts without an NVIDIA driver: the CPU driver stand-in (libcuda.so.1),
 #    built from the symbol list of the installed sgl_kernel.
 # 4. The embedded default model, built offline and deterministically.
+# 5. The PostgreSQL server (Debian package `postgresql`), for the fleet's shared
+#    job store and its tests; installed with apt-get when no `pg_ctl` is found.
 #
 # Environment: HARLI_CACHE_DIR (default ~/.cache/harli_sgl), PYTHON (default python3).
 set -euo pipefail
@@ -47,6 +49,16 @@ here="$("$venv/bin/python" -c 'import harli_sgl, os; print(os.path.dirname(os.pa
 if [ "$here" != "$repo/python" ]; then
   say "installing harli_sgl (editable) from $repo"
   "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$repo"
+fi
+
+say "checking the PostgreSQL server (the fleet's job store)"
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null 2>&1; then
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  say "installing postgresql with apt-get"
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql
+  # The package starts a cluster on port 5432; harli_sgl starts its own per workdir
+  # and per test, so the packaged one is not needed.
 fi
 
 say "checking the CPU driver stand-in"
