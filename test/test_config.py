@@ -38,3 +38,29 @@ def test_config_is_frozen_and_validated():
 def test_unknown_mode_is_rejected_at_parse_time():
     with pytest.raises(SystemExit):
         split_argv(["--harli-mode", "turbo"])
+
+
+def test_every_declared_flag_parses_into_its_field():
+    cfg, rest = split_argv(["--harli-db", "postgresql://u@127.0.0.1:5/h", "--harli-shared-dir", "/s",
+                            "--harli-instance-id", "a", "--harli-lease-s", "7.5",
+                            "--harli-lora-target-modules", "q_proj", "v_proj",
+                            "--harli-max-running-jobs", "2", "--harli-cpu-split", "0/1"])
+    assert rest == []
+    assert cfg.db == "postgresql://u@127.0.0.1:5/h" and cfg.shared_dir == "/s"
+    assert cfg.instance_id == "a" and cfg.lease_s == 7.5 and cfg.max_running_jobs == 2
+    assert cfg.lora_target_modules == ("q_proj", "v_proj") and cfg.cpu_split == "0/1"
+
+
+def test_shared_paths_resolve_from_the_workdir_or_the_shared_dir(tmp_path):
+    alone = HarliConfig(workdir=str(tmp_path / "w")).resolved("cpu")
+    assert alone.shared_dir == str(tmp_path / "w")
+    assert alone.profile_dir == str(tmp_path / "w" / "predictor")
+    fleet = HarliConfig(workdir=str(tmp_path / "w"), shared_dir=str(tmp_path / "s")).resolved("cpu")
+    assert fleet.workdir == str(tmp_path / "w") and fleet.profile_dir == str(tmp_path / "s" / "predictor")
+
+
+def test_db_must_be_a_postgresql_url():
+    with pytest.raises(ValueError, match="postgresql://"):
+        HarliConfig(db="mysql://x")
+    with pytest.raises(ValueError, match="lease"):
+        HarliConfig(lease_s=0)

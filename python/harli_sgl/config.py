@@ -25,60 +25,75 @@ MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli")
 DEFAULT_TPOT_SLO_MS = {"cuda": 50.0, "cpu": 100.0}
 
 
+def _flag(default, help: str, *, flag: str | None = None, **argparse_kwargs):
+    """A config field that is also a command-line flag: declared once, here.
+
+    ``flag`` overrides the derived name ``--harli-<field-name>``; ``argparse_kwargs``
+    (``type``, ``choices``, ``nargs``) go to ``add_argument`` as they are. A tuple
+    default is parsed with ``nargs="+"`` and turned back into a tuple.
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "flag": flag, "argparse": argparse_kwargs})
+
+
 @dataclass(frozen=True)
 class HarliConfig:
     """Everything Harli adds on top of SGLang's ServerArgs.
 
-    Args:
-        mode: slot policy (off, greedy, idle, static, spatial, harli-serial, harli); see docs/architecture.md.
-        tpot_slo_ms: per-token latency SLO the scheduler protects; None until resolved.
-        workdir: jobs, files, checkpoints, adapters and predictor profiles live here.
-        static_slot_units: slot size used by ``--harli-mode static`` (token-layers).
-        idle_slot_ms: budget of one slot while no request runs (bounds added TTFT).
-        worker_heartbeat_s: heartbeat period in both directions.
-        worker_heartbeat_timeout_s: silence after which a live-looking peer is declared hung.
-        restart_backoff_s / restart_backoff_max_s: worker restart backoff, doubled per crash.
-        lora_max_rank / lora_target_modules: LoRA capacity SGLang reserves at start-up so
-            finished adapters can be hot-loaded; jobs may not exceed them.
-        max_running_jobs: jobs trained at once (fair share of slots); the rest wait queued.
-        micro_batch_size: examples per micro-batch (bounds the smallest slot a job can use).
-        checkpoint_every_steps: optimizer steps between checkpoints (0 = never).
-        max_file_bytes: upload size limit of /v1/files.
-        profile_dir: where latency profiles are kept (default: <workdir>/predictor); one
-            file per (model, device, dtype, threads), reused by every later start.
-        startup_profile_s: time bound of the start-up latency profile (0 = never profile).
-        cpu_split: on a CPU host, which cores decode keeps and which are the worker's
-            share in the concurrent arrangement: ``auto`` (decode the first half,
-            rounded up), ``none`` (no split: serial slots only), or ``DECODE/WORKER``
-            core lists such as ``0/1`` or ``0-3/4-7``.
-        gpu_worker_share: GPU hosts: the worker's share of the SMs for co-running, through
-            CUDA MPS (``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` of the worker's context); 0 = serial
-            slots only. UNTESTED: no GPU has been available to run it.
-        decode_cpus / worker_cpus: the resolved split (empty: no split, or a GPU host).
-        all_cpus: every core the server may use (the worker's share in serial and idle slots).
+    Each field that the user sets is declared once, with its flag and help text
+    (:func:`_flag`); :func:`add_cli_args` and :func:`from_cli_args` are derived from
+    those declarations, so a new flag is one line. The fields after them are
+    resolved by :meth:`resolved` in the main process: the device, and the cores of
+    the CPU split (``decode_cpus``, ``worker_cpus``, ``all_cpus``; empty on a GPU
+    host or without a split). See docs/usage.md for what each setting does.
     """
 
-    mode: str = "harli"
-    tpot_slo_ms: float | None = None
-    workdir: str = ".harli"
-    static_slot_units: int = 2048
-    idle_slot_ms: float = 50.0
-    worker_heartbeat_s: float = 0.5
-    worker_heartbeat_timeout_s: float = 10.0
-    restart_backoff_s: float = 0.5
-    restart_backoff_max_s: float = 30.0
-    lora_max_rank: int = 16
-    lora_target_modules: tuple[str, ...] = (
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-    )
-    max_running_jobs: int = 4
-    micro_batch_size: int = 4
-    checkpoint_every_steps: int = 25
-    max_file_bytes: int = 64 * 2**20
-    profile_dir: str | None = None
-    startup_profile_s: float = 60.0
-    cpu_split: str = "auto"
-    gpu_worker_share: float = 0.0
+    mode: str = _flag("harli", "How finetune work is co-located with decode (default: harli).",
+                      choices=MODES)
+    tpot_slo_ms: float | None = _flag(None, "TPOT SLO in ms. Default: 50 on GPU, 100 on CPU.",
+                                      flag="--tpot-slo-ms", type=float)
+    workdir: str = _flag(".harli", "This instance's own directory: its SQLite store (without "
+                         "--harli-db) and, without --harli-shared-dir, files, checkpoints, "
+                         "adapters and latency profiles (default: ./.harli).")
+    db: str | None = _flag(None, "The job store: a postgresql://... URL shared by a fleet of "
+                           "instances (default: SQLite in the workdir, one instance).")
+    shared_dir: str | None = _flag(None, "Storage every instance of a fleet reaches: uploaded "
+                                   "files, checkpoints, adapters and latency profiles "
+                                   "(default: the workdir).")
+    instance_id: str | None = _flag(None, "This instance's name in the fleet's store: it holds "
+                                    "the leases of the jobs it trains (default: host:port).")
+    lease_s: float = _flag(30.0, "Seconds a running job's lease lasts without renewal; after "
+                           "that another instance resumes the job from its checkpoint.",
+                           type=float)
+    static_slot_units: int = _flag(2048, "Slot size for --harli-mode static, in token-layers.",
+                                   type=int)
+    idle_slot_ms: float = _flag(50.0, "Budget of a slot while the server is idle.", type=float)
+    worker_heartbeat_s: float = 0.5          # heartbeat period in both directions
+    worker_heartbeat_timeout_s: float = 10.0  # silence after which a live-looking peer is hung
+    restart_backoff_s: float = 0.5            # worker restart backoff, doubled per crash ...
+    restart_backoff_max_s: float = 30.0       # ... up to this
+    lora_max_rank: int = _flag(16, "Largest LoRA rank a finetune job may use (reserved in "
+                               "SGLang's LoRA pool).", type=int)
+    lora_target_modules: tuple[str, ...] = _flag(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        "Modules finetune jobs may target (reserved in SGLang's LoRA pool).")
+    max_running_jobs: int = _flag(4, "Jobs trained at once, sharing slots fairly; others wait "
+                                  "queued.", type=int)
+    micro_batch_size: int = _flag(4, "Examples per training micro-batch.", type=int)
+    checkpoint_every_steps: int = _flag(25, "Optimizer steps between checkpoints (0 = never).",
+                                        type=int)
+    max_file_bytes: int = _flag(64 * 2**20, "Upload size limit of /v1/files (default 64 MiB).",
+                                type=int)
+    profile_dir: str | None = _flag(None, "Where latency profiles are kept, one file per (model, "
+                                    "device, dtype, threads) (default: <shared dir>/predictor).")
+    startup_profile_s: float = _flag(60.0, "Time bound of the start-up latency profile; 0 "
+                                     "disables it.", type=float)
+    cpu_split: str = _flag("auto", "CPU hosts: decode's cores and the worker's share for "
+                           "co-running, as DECODE/WORKER (e.g. 0/1), 'auto' (default: decode "
+                           "keeps the first half) or 'none' (serial slots only).")
+    gpu_worker_share: float = _flag(0.0, "GPU hosts: the worker's SM share for co-running "
+                                    "through CUDA MPS (0 = serial slots only). UNTESTED: no GPU "
+                                    "has been available to run it.", type=float)
     device: str = "cpu"
     decode_cpus: tuple[int, ...] = ()
     worker_cpus: tuple[int, ...] = ()
@@ -96,6 +111,11 @@ class HarliConfig:
         for name in ("max_running_jobs", "micro_batch_size", "max_file_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--harli-{name.replace('_', '-')} must be >= 1")
+        if self.lease_s <= 0:
+            raise ValueError("--harli-lease-s must be positive")
+        if self.db is not None and not self.db.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"--harli-db must be a postgresql:// URL, got {self.db!r} "
+                             "(without it the store is SQLite in the workdir)")
         if self.startup_profile_s < 0:
             raise ValueError("--harli-startup-profile-s must be >= 0")
         if self.checkpoint_every_steps < 0:
@@ -132,11 +152,14 @@ class HarliConfig:
             if not set(decode + worker) <= set(cpus):
                 raise ValueError(f"--harli-cpu-split {self.cpu_split!r} names cores outside this "
                                  f"process's CPUs {format_cpus(cpus)}")
+        workdir = _abspath(self.workdir)
+        shared = _abspath(self.shared_dir) if self.shared_dir else workdir
         return dataclasses.replace(
             self,
             tpot_slo_ms=float(slo),
-            workdir=os.path.abspath(os.path.expanduser(self.workdir)),
-            profile_dir=os.path.abspath(os.path.expanduser(self.profile_dir)) if self.profile_dir else None,
+            workdir=workdir,
+            shared_dir=shared,
+            profile_dir=_abspath(self.profile_dir) if self.profile_dir else os.path.join(shared, "predictor"),
             device=device,
             decode_cpus=decode, worker_cpus=worker, all_cpus=cpus,
         )
@@ -146,62 +169,27 @@ class HarliConfig:
         return self.mode != "off"
 
 
+def _abspath(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _flags() -> list[tuple[dataclasses.Field, str]]:
+    return [(f, f.metadata["flag"] or "--harli-" + f.name.replace("_", "-"))
+            for f in dataclasses.fields(HarliConfig) if "help" in f.metadata]
+
+
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    d = HarliConfig()
     g = parser.add_argument_group("harli")
-    g.add_argument("--harli-mode", choices=MODES, default=d.mode,
-                   help="How finetune work is co-located with decode (default: harli).")
-    g.add_argument("--tpot-slo-ms", type=float, default=None,
-                   help="TPOT SLO in ms. Default: 50 on GPU, 100 on CPU.")
-    g.add_argument("--harli-workdir", default=d.workdir,
-                   help="Directory for jobs, files, checkpoints and adapters (default: ./.harli).")
-    g.add_argument("--harli-static-slot-units", type=int, default=d.static_slot_units,
-                   help="Slot size for --harli-mode static, in token-layers.")
-    g.add_argument("--harli-idle-slot-ms", type=float, default=d.idle_slot_ms,
-                   help="Budget of a slot while the server is idle.")
-    g.add_argument("--harli-lora-max-rank", type=int, default=d.lora_max_rank,
-                   help="Largest LoRA rank a finetune job may use (reserved in SGLang's LoRA pool).")
-    g.add_argument("--harli-lora-target-modules", nargs="+", default=list(d.lora_target_modules),
-                   help="Modules finetune jobs may target (reserved in SGLang's LoRA pool).")
-    g.add_argument("--harli-max-running-jobs", type=int, default=d.max_running_jobs,
-                   help="Jobs trained at once, sharing slots fairly; others wait queued.")
-    g.add_argument("--harli-micro-batch-size", type=int, default=d.micro_batch_size,
-                   help="Examples per training micro-batch.")
-    g.add_argument("--harli-checkpoint-every-steps", type=int, default=d.checkpoint_every_steps,
-                   help="Optimizer steps between checkpoints (0 = never).")
-    g.add_argument("--harli-max-file-bytes", type=int, default=d.max_file_bytes,
-                   help="Upload size limit of /v1/files (default 64 MiB).")
-    g.add_argument("--harli-profile-dir", default=None,
-                   help="Where latency profiles are kept (default: <workdir>/predictor).")
-    g.add_argument("--harli-startup-profile-s", type=float, default=d.startup_profile_s,
-                   help="Time bound of the start-up latency profile; 0 disables it.")
-    g.add_argument("--harli-cpu-split", default=d.cpu_split,
-                   help="CPU hosts: decode's cores and the worker's share for co-running, as "
-                        "DECODE/WORKER (e.g. 0/1), 'auto' (default: decode keeps the first half) "
-                        "or 'none' (serial slots only).")
-    g.add_argument("--harli-gpu-worker-share", type=float, default=d.gpu_worker_share,
-                   help="GPU hosts: the worker's SM share for co-running through CUDA MPS "
-                        "(0 = serial slots only). Untested.")
+    for f, flag in _flags():
+        kwargs = dict(f.metadata["argparse"])
+        if isinstance(f.default, tuple):
+            kwargs.setdefault("nargs", "+")
+        g.add_argument(flag, dest=f.name, default=f.default, help=f.metadata["help"], **kwargs)
 
 
 def from_cli_args(ns: argparse.Namespace) -> HarliConfig:
-    return HarliConfig(
-        mode=ns.harli_mode,
-        tpot_slo_ms=ns.tpot_slo_ms,
-        workdir=ns.harli_workdir,
-        static_slot_units=ns.harli_static_slot_units,
-        idle_slot_ms=ns.harli_idle_slot_ms,
-        lora_max_rank=ns.harli_lora_max_rank,
-        lora_target_modules=tuple(ns.harli_lora_target_modules),
-        max_running_jobs=ns.harli_max_running_jobs,
-        micro_batch_size=ns.harli_micro_batch_size,
-        checkpoint_every_steps=ns.harli_checkpoint_every_steps,
-        max_file_bytes=ns.harli_max_file_bytes,
-        profile_dir=ns.harli_profile_dir,
-        startup_profile_s=ns.harli_startup_profile_s,
-        cpu_split=ns.harli_cpu_split,
-        gpu_worker_share=ns.harli_gpu_worker_share,
-    )
+    values = {f.name: getattr(ns, f.name) for f, _ in _flags()}
+    return HarliConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def split_argv(argv: list[str]) -> tuple[HarliConfig, list[str]]:

@@ -14,8 +14,10 @@ children re-import the main module.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import socket
 import sys
 
 from harli_sgl import config as harli_config
@@ -46,7 +48,11 @@ def prepare(argv: list[str]):
 
     server_args = prepare_server_args(rest)
     harli = harli.resolved("cuda" if gpu else "cpu")
+    if harli.instance_id is None:
+        # Unique on a host (one server per port) and readable in the fleet's store.
+        harli = dataclasses.replace(harli, instance_id=f"{socket.gethostname()}:{server_args.port}")
     os.makedirs(harli.workdir, exist_ok=True)
+    os.makedirs(harli.shared_dir, exist_ok=True)
     server_args._harli = harli
     return server_args, harli
 
