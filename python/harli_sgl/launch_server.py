@@ -15,6 +15,7 @@ children re-import the main module.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -92,6 +93,19 @@ def startup_profiler(server_args, harli: harli_config.HarliConfig):
                            admin_api_key=getattr(server_args, "admin_api_key", None))
 
 
+def tokenizer_manager_factory(harli):
+    """SGLang's ``init_tokenizer_manager`` building a HarliTokenizerManager that serves the
+    fleet's adapters (see harli_sgl/sglang/tokenizer_manager.py)."""
+    from sglang.srt.entrypoints.engine import init_tokenizer_manager
+
+    from harli_sgl.jobs.adapter_catalog import AdapterCatalog
+    from harli_sgl.jobs.stores import artifacts_of, open_store
+    from harli_sgl.sglang.tokenizer_manager import HarliTokenizerManager
+
+    HarliTokenizerManager.harli_catalog = AdapterCatalog(open_store(harli), artifacts_of(harli))
+    return functools.partial(init_tokenizer_manager, TokenizerManagerClass=HarliTokenizerManager)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")
@@ -117,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     redact.install_server_info_redaction(app, secrets)
     try:
         launch_server(server_args, run_scheduler_process_func=run_harli_scheduler_process,
+                      init_tokenizer_manager_func=tokenizer_manager_factory(harli),
                       launch_callback=startup_profiler(server_args, harli).start)
     finally:
         kill_process_tree(os.getpid(), include_parent=False)

@@ -54,7 +54,7 @@ from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.iteration import NO_SLOT, IterationFeatures, SlotWork
 from harli_sgl.core.message import (
-    CORUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, Heartbeat, ReclaimAck, SetFreeRun,
+    CORUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, FreeCompute, Heartbeat, ReclaimAck, SetFreeRun,
     SlotGrant, SlotReport, WorkerHello, WorkerState,
 )
 from harli_sgl.core.metrics import ColocationMetrics
@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 REPORT_GRACE_MS = 25.0
 PROFILE_UNITS = (256, 512, 1024, 2048, 4096, 8192)
 SAVE_EVERY_S = 60.0
+FREE_COMPUTE_EVERY_S = 2.0  # how often the worker learns this instance's free compute
 # An iteration with less of its decode time beside worker pieces than this ran alone.
 MIN_OVERLAP = 0.02
 # How long the scheduler waits for a co-run stop before the next iteration. A piece
@@ -109,6 +110,7 @@ class SlotCoordinator:
         self._work = NO_SLOT  # slot work run since the last launch
         self._overrun_in_interval = False
         self._last_save = time.monotonic()
+        self._last_free_compute = 0.0
         self._saved_samples = 0
         self.slots_overrun = 0
         trace = env.TRACE_ITERATIONS.get()
@@ -175,6 +177,7 @@ class SlotCoordinator:
             p.observe(f0, interval_ms, work)
         if not self.profiling:
             self.corun.account(arrangement.value, interval_ms)
+            self.metrics.decode_ran(interval_ms - sum(e - s for s, e in self._serial_spans) * 1000.0)
         if self._trace is not None:
             self._trace.write(json.dumps({
                 "t0": t0, "t": now, "bs": f0.batch_size, "ctx": f0.context_tokens, "ext": f0.extend_tokens,
@@ -288,6 +291,9 @@ class SlotCoordinator:
             self._drain()
             sup.check()
         now = time.monotonic()
+        if sup is not None and sup.ready and now - self._last_free_compute >= FREE_COMPUTE_EVERY_S:
+            self._last_free_compute = now
+            sup.outbox.send(FreeCompute(self.free_units_per_s()))
         if now - self._last_save > SAVE_EVERY_S:
             self._last_save = now
             self.save_predictor()
@@ -505,6 +511,18 @@ class SlotCoordinator:
         self.metrics.request_finished(tpot_ms)
         self.policy.observe_request(tpot_ms)
 
+    def free_units_per_s(self) -> float | None:
+        """The compute a new job could get here: the idle speed times the share of time
+        decode leaves free over the last minute (None until a speed is known).
+
+        A ranking signal for placing jobs across a fleet, not a promise: co-running also
+        harvests compute while decode runs, which this leaves out on every instance alike.
+        """
+        idle_rate = self.idle_units_per_ms or self.profile_units_per_ms
+        if not idle_rate:
+            return None
+        return idle_rate * 1000.0 * (1.0 - self.metrics.decode_busy_fraction())
+
     def status(self) -> dict:
         worker = self.supervisor.status() if self.supervisor is not None else \
             {"alive": False, "pid": None, "restarts": 0}
@@ -523,6 +541,8 @@ class SlotCoordinator:
                                 "decode_cpus": list(self.config.decode_cpus),
                                 "worker_cpus": list(self.config.worker_cpus)},
                 "harvest": {"value": harvest, "units_per_s": units_per_s,
+                            "free_units_per_s": self.free_units_per_s(),
+                            "decode_busy_fraction": self.metrics.decode_busy_fraction(),
                             "idle_units_per_s": idle_rate * 1000.0 if idle_rate else None,
                             "idle_source": "measured_idle" if self.idle_units_per_ms else
                             "startup_profile" if self.profile_units_per_ms else None},

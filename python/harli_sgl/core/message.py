@@ -52,6 +52,17 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class FreeCompute:
+    """Scheduler -> worker, every few seconds: the compute this instance could give one
+    more job, in work units per second (None: not known yet).
+
+    The worker writes it into the fleet's store with its instance heartbeat, so that a
+    queued job is pulled by the instance with the most slack (see worker/fleet.py).
+    """
+    units_per_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerHello:
     pid: int
     generation: int

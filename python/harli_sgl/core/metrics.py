@@ -43,6 +43,7 @@ class ColocationMetrics:
         self.slots_units = _Window(window_s)
         self.slots_ms = _Window(window_s)
         self.units = _Window(throughput_window_s)
+        self.decode_ms = _Window(window_s)
         self.total_trained_tokens = 0
         self.total_slots = 0
         self.total_requests = 0
@@ -67,6 +68,14 @@ class ColocationMetrics:
         self.trained.add(trained_tokens)
         self.units.add(units)
 
+    def decode_ran(self, ms: float) -> None:
+        """Time one decode iteration kept the device busy (its own time, slots excluded)."""
+        self.decode_ms.add(ms)
+
+    def decode_busy_fraction(self) -> float:
+        """Share of the last ``window_s`` seconds that decode iterations ran."""
+        return min(1.0, sum(self.decode_ms.values()) / (self.decode_ms.window_s * 1000.0))
+
     def units_per_s(self) -> float:
         return sum(self.units.values()) / self.units.window_s
 
@@ -79,7 +88,8 @@ class ColocationMetrics:
 
     def reset(self) -> None:
         """Forget windows (e.g. after the start-up profile's synthetic traffic)."""
-        for w in (self.tpots, self.trained, self.units, self.slots_units, self.slots_ms):
+        for w in (self.tpots, self.trained, self.units, self.slots_units, self.slots_ms,
+                  self.decode_ms):
             w.clear()
 
     def status(self) -> dict:

@@ -40,9 +40,21 @@ def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
 def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
     from harli_sgl.jobs.errors import ApiError
     from harli_sgl.jobs.router import make_router
-    from harli_sgl.jobs.store import JobStore
+    from harli_sgl.jobs.stores import open_store
 
-    store = JobStore(config.workdir)
+    store = open_store(config)
+
+    @app.middleware("http")
+    async def adapters_ready_gate(request: Request, call_next):
+        """A router sends traffic once /health answers 200: only after the fleet's
+        adapters are registered and the newest loaded (HarliTokenizerManager)."""
+        if request.url.path in ("/health", "/health_generate"):
+            from sglang.srt.entrypoints.http_server import get_global_state
+
+            tm = get_global_state().tokenizer_manager
+            if hasattr(tm, "harli_ready") and not tm.harli_ready():
+                return JSONResponse({"status": "loading the fleet's adapters"}, status_code=503)
+        return await call_next(request)
 
     @app.get("/harli/status")
     async def harli_status():

@@ -39,7 +39,7 @@ import zmq
 from harli_sgl import env
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.message import (
-    CORUN_SLOT, FREE_RUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, Heartbeat, LeaseGrant,
+    CORUN_SLOT, FREE_RUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, FreeCompute, Heartbeat, LeaseGrant,
     ReclaimAck, ReclaimRequest, SetFreeRun, Shutdown, SlotGrant, SlotReport, WorkerHello,
     WorkerState,
 )
@@ -100,6 +100,8 @@ class Executor(Protocol):
 
     def tick(self) -> None: ...
 
+    def set_free_compute(self, units_per_s: float | None) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -128,6 +130,7 @@ class FinetuneWorker:
         self._init_executor(shared)
         self.dispatch = Dispatcher({
             Heartbeat: self._on_heartbeat,
+            FreeCompute: self._on_free_compute,
             SlotGrant: self._on_grant,
             SetFreeRun: self._on_free_run,
             CoRunStart: self._on_corun_start,
@@ -213,6 +216,10 @@ class FinetuneWorker:
 
     def _on_heartbeat(self, _msg: Heartbeat) -> None:
         self._housekeeping()
+
+    def _on_free_compute(self, msg: FreeCompute) -> None:
+        if self.executor is not None:
+            self.executor.set_free_compute(msg.units_per_s)
 
     def _fence(self) -> None:
         """On a GPU, wait for the queued kernels: timestamps and hand-backs must be real."""

@@ -1,0 +1,51 @@
+"""AdapterCatalog: every adapter the fleet has finished, and where its files are.
+
+A job's adapter is written once, under its fine-tuned model name, to the shared
+artifacts (:mod:`harli_sgl.jobs.artifacts`), and the job becomes ``succeeded``
+in the shared store. Any instance can therefore serve it: the catalog turns the
+store's succeeded jobs into ``(name, path)`` pairs. It follows the store by
+sequence number (:meth:`JobStore.succeeded_adapters`), so a poll costs one
+indexed query however many adapters exist, and it answers a lookup by name for
+a request that names an adapter the poll has not seen yet.
+
+It is engine-agnostic: the SGLang hook (:mod:`harli_sgl.sglang.tokenizer_manager`)
+decides what "serving" means (registering the adapter with SGLang, which loads
+it on first use and evicts the least recently used past ``--max-loaded-loras``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harli_sgl.jobs.artifacts import Artifacts
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    path: str
+    seq: int
+
+
+class AdapterCatalog:
+    def __init__(self, store, artifacts: Artifacts) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self._seen_seq = 0
+
+    def _adapter(self, seq: int, name: str) -> Adapter:
+        return Adapter(name=name, path=self.artifacts.path("adapters", name), seq=seq)
+
+    def new_adapters(self) -> list[Adapter]:
+        """Adapters that succeeded since the last call (all of them on the first), oldest first."""
+        found = [self._adapter(seq, name)
+                 for seq, name, _ in self.store.succeeded_adapters(after_seq=self._seen_seq)]
+        if found:
+            self._seen_seq = max(a.seq for a in found)
+        return found
+
+    def find(self, name: str) -> Adapter | None:
+        """The adapter called ``name``, if some job of the fleet has finished it."""
+        for seq, found, _ in self.store.succeeded_adapters(after_seq=0, name=name):
+            return self._adapter(seq, found)
+        return None

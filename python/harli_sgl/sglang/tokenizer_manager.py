@@ -1,0 +1,109 @@
+"""HarliTokenizerManager: serve every adapter of the fleet, whichever instance trained it.
+
+SGLang already does the hard half. ``TokenizerManager.lora_ref_cache`` remembers
+every adapter ever loaded by name and path; when a request names one that is
+not loaded (evicted past ``--max-loaded-loras``), ``_resolve_lora_path`` loads it
+again and SGLang evicts the least recently used one. What it cannot know is an
+adapter this instance never loaded: a request for it fails with "Got LoRA
+adapter that has never been loaded". In a fleet that is every adapter another
+instance trained, so behind a router half the requests for a new adapter failed.
+
+This subclass (passed to SGLang through ``init_tokenizer_manager``'s
+``TokenizerManagerClass`` seam) closes that gap with the fleet's
+:class:`~harli_sgl.jobs.adapter_catalog.AdapterCatalog`:
+
+* **At start** it registers every finished adapter in ``lora_ref_cache`` and
+  loads the newest ones, up to ``--max-loaded-loras`` (``EAGER_LOADS`` when
+  unset), before the instance reports healthy (:meth:`harli_ready`), so a router
+  sends it traffic only once it can serve them.
+* **While running** it polls the catalog every ``POLL_S`` and registers new
+  adapters; SGLang loads each on its first request.
+* **On a request** that names an adapter neither loaded nor registered, it asks
+  the catalog before SGLang decides, which covers an adapter finished in the
+  last poll interval; an adapter the catalog does not know fails exactly as in
+  SGLang.
+
+Adapters are read from the shared artifacts directory, so every instance loads
+the same files. Store queries run in a thread: the event loop serves requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sglang.srt.lora.lora_registry import LoRARef
+from sglang.srt.managers.io_struct import LoadLoRAAdapterReqInput
+from sglang.srt.managers.tokenizer_manager import TokenizerManager
+from sglang.srt.runtime_context import get_lora
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 2.0
+EAGER_LOADS = 8
+
+
+class HarliTokenizerManager(TokenizerManager):
+    # Set in the main process before SGLang builds the manager (there is one per server).
+    harli_catalog = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._harli_ready = self.harli_catalog is None or not self.enable_lora
+        self._harli_follow: asyncio.Task | None = None
+
+    # -- readiness ------------------------------------------------------------------------
+
+    def harli_ready(self) -> bool:
+        """Whether the fleet's adapters are registered and the newest loaded.
+
+        The first call starts the catalog follower on the running event loop (the
+        server's), which is why health checks call it.
+        """
+        if self._harli_follow is None and not self._harli_ready:
+            self._harli_follow = asyncio.get_running_loop().create_task(self._follow_catalog())
+        return self._harli_ready
+
+    async def _follow_catalog(self) -> None:
+        catalog = self.harli_catalog
+        while True:
+            try:
+                adapters = await asyncio.to_thread(catalog.new_adapters)
+                for adapter in adapters:
+                    self._register(adapter)
+                if not self._harli_ready:
+                    await self._load_newest(adapters)
+                    self._harli_ready = True
+                    logger.info("harli: %d finished adapters registered; serving", len(adapters))
+            except Exception:  # the store may be unreachable for a moment; try again
+                logger.exception("harli: reading the fleet's adapters failed; retrying")
+            await asyncio.sleep(POLL_S)
+
+    async def _load_newest(self, adapters) -> None:
+        limit = get_lora().max_loaded_loras or EAGER_LOADS
+        loaded = set(self.lora_registry.get_all_adapters())
+        for adapter in adapters[-limit:]:
+            if adapter.name in loaded:
+                continue
+            result = await self.load_lora_adapter(
+                LoadLoRAAdapterReqInput(lora_name=adapter.name, lora_path=adapter.path))
+            if not result.success:
+                # Still registered: a request for it retries the load and reports SGLang's error.
+                logger.error("harli: adapter %s from %s did not load: %s", adapter.name,
+                             adapter.path, result.error_message)
+
+    def _register(self, adapter) -> None:
+        if adapter.name not in self.lora_ref_cache:
+            self.lora_ref_cache[adapter.name] = LoRARef(lora_name=adapter.name,
+                                                        lora_path=adapter.path)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _resolve_lora_path(self, obj) -> None:
+        if self.harli_catalog is not None:
+            names = [obj.lora_path] if isinstance(obj.lora_path, str) else list(obj.lora_path)
+            for name in {n for n in names if n is not None and n not in self.lora_ref_cache}:
+                adapter = await asyncio.to_thread(self.harli_catalog.find, name)
+                if adapter is not None:
+                    self._register(adapter)
+        await super()._resolve_lora_path(obj)
