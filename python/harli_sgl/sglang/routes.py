@@ -37,6 +37,31 @@ def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
 
+class AdaptersReadyGate:
+    """ASGI middleware: ``/health`` answers 503 until the fleet's adapters are served.
+
+    A router sends traffic to an instance once its health check passes, so the
+    instance must pass only after HarliTokenizerManager has registered every
+    finished adapter and loaded the newest (harli_sgl/sglang/tokenizer_manager.py).
+    """
+
+    PATHS = ("/health", "/health_generate")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.PATHS:
+            from sglang.srt.entrypoints.http_server import get_global_state
+
+            tm = get_global_state().tokenizer_manager
+            if hasattr(tm, "harli_ready") and not tm.harli_ready():
+                response = JSONResponse({"status": "loading the fleet's adapters"}, status_code=503)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
     from harli_sgl.jobs.errors import ApiError
     from harli_sgl.jobs.router import make_router
@@ -44,17 +69,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
 
     store = open_store(config)
 
-    @app.middleware("http")
-    async def adapters_ready_gate(request: Request, call_next):
-        """A router sends traffic once /health answers 200: only after the fleet's
-        adapters are registered and the newest loaded (HarliTokenizerManager)."""
-        if request.url.path in ("/health", "/health_generate"):
-            from sglang.srt.entrypoints.http_server import get_global_state
-
-            tm = get_global_state().tokenizer_manager
-            if hasattr(tm, "harli_ready") and not tm.harli_ready():
-                return JSONResponse({"status": "loading the fleet's adapters"}, status_code=503)
-        return await call_next(request)
+    app.add_middleware(AdaptersReadyGate)
 
     @app.get("/harli/status")
     async def harli_status():

@@ -54,14 +54,17 @@ class HarliTokenizerManager(TokenizerManager):
 
     # -- readiness ------------------------------------------------------------------------
 
-    def harli_ready(self) -> bool:
-        """Whether the fleet's adapters are registered and the newest loaded.
+    def auto_create_handle_loop(self):
+        # SGLang creates its loops on the first request (its own warm-up at start); the
+        # catalog follower starts with them, on the server's event loop.
+        super().auto_create_handle_loop()
+        if self._harli_follow is None and self.harli_catalog is not None and self.enable_lora:
+            self._harli_follow = self.event_loop.create_task(self._follow_catalog())
 
-        The first call starts the catalog follower on the running event loop (the
-        server's), which is why health checks call it.
-        """
-        if self._harli_follow is None and not self._harli_ready:
-            self._harli_follow = asyncio.get_running_loop().create_task(self._follow_catalog())
+    def harli_ready(self) -> bool:
+        """Whether the fleet's adapters are registered and the newest loaded."""
+        if self._harli_follow is None:
+            self.auto_create_handle_loop()
         return self._harli_ready
 
     async def _follow_catalog(self) -> None:

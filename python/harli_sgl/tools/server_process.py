@@ -53,6 +53,8 @@ class ServerProcess:
     api_key: str | None = None
     inherit_output: bool = False  # share the caller's terminal instead of a log file
     proc: subprocess.Popen | None = None
+    # What answers 200 once the process serves (SGLang and harli_sgl; the router: /readiness).
+    ready_path: str = "/get_model_info"
 
     @property
     def base_url(self) -> str:
@@ -81,7 +83,7 @@ class ServerProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; log: {self.log_path}")
             try:
-                r = requests.get(self.base_url + "/get_model_info", headers=self.headers, timeout=5)
+                r = requests.get(self.base_url + self.ready_path, headers=self.headers, timeout=5)
                 if r.status_code == 200:
                     return self
             except requests.RequestException:
