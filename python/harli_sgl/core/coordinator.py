@@ -41,6 +41,7 @@ are reset.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -59,6 +60,10 @@ from harli_sgl.core.message import (
 )
 from harli_sgl.core.metrics import ColocationMetrics
 from harli_sgl.core.policy.base import Arrangement, Grant, Plan, SlotContext, SlotPolicy
+from harli_sgl.core.policy.registry import make_policy
+from harli_sgl.core.pool.ledger import PoolIntegrityError
+from harli_sgl.core.pool.lender import EnginePages, PoolLender
+from harli_sgl.core.worker_link import WorkerLink
 from harli_sgl.core.predictor.base import LatencyPredictor
 from harli_sgl.core.request_tracker import RequestTracker
 
@@ -68,6 +73,7 @@ logger = logging.getLogger(__name__)
 REPORT_GRACE_MS = 25.0
 PROFILE_UNITS = (256, 512, 1024, 2048, 4096, 8192)
 SAVE_EVERY_S = 60.0
+POOL_CHECK_EVERY_S = 10.0
 FREE_COMPUTE_EVERY_S = 2.0  # how often the worker learns this instance's free compute
 # An iteration with less of its decode time beside worker pieces than this ran alone.
 MIN_OVERLAP = 0.02
@@ -83,7 +89,7 @@ CORUN_BIAS_LIMIT = 0.25
 
 class SlotCoordinator:
     def __init__(self, config: HarliConfig, policy: SlotPolicy, predictor: LatencyPredictor,
-                 supervisor=None, predictor_path: str | None = None):
+                 supervisor: WorkerLink | None = None, predictor_path: str | None = None):
         self.config = config
         self.policy = policy
         self.predictor = predictor
@@ -93,6 +99,8 @@ class SlotCoordinator:
         self.tracker = RequestTracker(on_finished=self._on_request_finished)
         self.worker_state = WorkerState(has_work=False)
         self.profiling = False
+        self.pool_integrity = "unchecked"
+        self._last_pool_check = time.monotonic()
         self._profile_sizes = itertools.cycle(PROFILE_UNITS)
         self._profile_turn = 0
         self.corun = CoRunTracker()
@@ -212,17 +220,39 @@ class SlotCoordinator:
         return (sup is not None and sup.ready and self.worker_state.has_work
                 and not self.policy.free_run and not self.profiling and not self.corun.active)
 
-    def attach_pool(self, lender) -> None:
-        self.lender = lender
-        lender.worker_ready = self.supervisor is not None and self.supervisor.ready
+    def attach_pool(self, pages: EnginePages) -> PoolLender:
+        """Lend the engine's free KV pages to the worker: the one place a lender is built.
+
+        The engine's allocator must ask the returned lender before it evicts (the
+        SGLang hook does, see harli_sgl/sglang/pool.py).
+        """
+        assert self.supervisor is not None, "the pool is lent to a worker"
+        sup = self.supervisor
+        self.lender = PoolLender(pages, send=sup.outbox.send, wait=self.wait_for,
+                                 kill_worker=sup.kill_now)
+        self.lender.worker_ready = sup.ready
+        self._last_pool_check = time.monotonic()
+        return self.lender
 
     def maintain_pool(self, reserve_pages: int) -> None:
-        """Lend or reclaim KV pages against serving's near-term demand (once per iteration)."""
-        if self.lender is None or self.policy.name == "off":
+        """Lend or reclaim KV pages against serving's near-term demand (once per iteration),
+        and check the ledger against the engine every ``POOL_CHECK_EVERY_S``."""
+        if self.lender is None:
             return
-        page_bytes = self.lender.engine.page_bytes
-        wanted = -(-self.worker_state.wanted_bytes // page_bytes) if self.worker_state.has_work else 0
-        self.lender.maintain(reserve_pages, wanted)
+        if self.policy.name != "off":
+            page_bytes = self.lender.engine.page_bytes
+            wanted = -(-self.worker_state.wanted_bytes // page_bytes) if self.worker_state.has_work else 0
+            self.lender.maintain(reserve_pages, wanted)
+        now = time.monotonic()
+        if now - self._last_pool_check > POOL_CHECK_EVERY_S:
+            self._last_pool_check = now
+            try:
+                self.lender.check_integrity()
+                self.pool_integrity = "ok"
+            except PoolIntegrityError as e:
+                # Reported loudly, never fatal: serving must outlive a bookkeeping bug.
+                logger.error("harli: unified pool integrity check failed: %s", e)
+                self.pool_integrity = str(e)
 
     def wait_for(self, done, timeout_s: float) -> bool:
         """Dispatch the worker's messages until ``done()`` or the timeout (used by reclaims)."""
@@ -510,6 +540,57 @@ class SlotCoordinator:
     def _on_request_finished(self, tpot_ms: float) -> None:
         self.metrics.request_finished(tpot_ms)
         self.policy.observe_request(tpot_ms)
+
+    CONTROLS = ("profile", "mode", "static_slot_units")
+
+    def control(self, knobs: dict) -> bool:
+        """Operator controls, validated here once: ``profile`` (bool), ``mode`` (one of
+        MODES, by name) and ``static_slot_units`` (int >= 0). All or nothing."""
+        if not knobs or not set(knobs) <= set(self.CONTROLS):
+            logger.warning("harli: unknown controls %s", sorted(set(knobs) - set(self.CONTROLS)))
+            return False
+        changes = {k: knobs[k] for k in ("mode", "static_slot_units") if k in knobs}
+        if changes:
+            try:
+                config = dataclasses.replace(self.config, **changes)
+            except (TypeError, ValueError) as e:
+                logger.warning("harli: rejected controls %s: %s", knobs, e)
+                return False
+            if config.finetune_enabled and self.supervisor is None:
+                logger.warning("harli: this server was started without a finetune worker")
+                return False
+        if "profile" in knobs:
+            self.set_profiling(bool(knobs["profile"]))
+        if changes:
+            self.config = config
+            self.set_policy(make_policy(config, self.predictor))
+            logger.info("harli: policy now %s (static_slot_units=%d)", config.mode,
+                        config.static_slot_units)
+        return True
+
+    def report(self) -> dict:
+        """The scheduler's part of ``/harli/status`` (the main process adds ``jobs``)."""
+        cfg, core = self.config, self.status()
+        return {
+            "mode": cfg.mode,
+            "tpot_slo_ms": cfg.tpot_slo_ms,
+            "static_slot_units": cfg.static_slot_units,
+            "worker": {**core["worker"], **core["worker_work"]},
+            "jobs": None,
+            "finetune_tokens_per_s": core["finetune_tokens_per_s"],
+            "slo_attainment": core["slo_attainment"],
+            "tpot_ms": core["tpot_ms"],
+            "slots": {**core["slots"], "overrun": core["slots_overrun"]},
+            "arrangement": core["arrangement"],
+            "requests_in_flight": core["requests_in_flight"],
+            "harvest": core["harvest"],
+            "totals": core["totals"],
+            "window_s": core["window_s"],
+            "policy": core["policy"],
+            "predictor": core["predictor"],
+            "profiling": core["profiling"],
+            "pool": None if core["pool"] is None else {**core["pool"], "integrity": self.pool_integrity},
+        }
 
     def free_units_per_s(self) -> float | None:
         """The compute a new job could get here: the idle speed times the share of time

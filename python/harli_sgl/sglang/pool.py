@@ -91,8 +91,21 @@ HOOKS = {
 }
 
 
+def lendable_pages(allocator) -> SGLangPages | None:
+    """The allocator's pages for the coordinator to lend, or None when this allocator and
+    KV pool are not the lending ones (another attention backend, a hybrid pool)."""
+    kvcache = allocator.get_kvcache()
+    if not isinstance(allocator, _LendingAllocator) or not isinstance(kvcache, HarliMHATokenToKVPool):
+        return None
+    return SGLangPages(allocator, kvcache)
+
+
 class SGLangPages:
-    """An SGLang allocator seen as pages (the EnginePages protocol)."""
+    """An SGLang allocator seen as pages (the EnginePages protocol).
+
+    :meth:`lend_through` is the one path from the lender to the allocator: the
+    allocator asks it before every allocation and counts its leases as available.
+    """
 
     def __init__(self, allocator, kvcache):
         self.allocator = allocator
@@ -100,6 +113,9 @@ class SGLangPages:
         self.total_pages = allocator.size // allocator.page_size
         self.buffers: list[torch.Tensor] = [*kvcache.k_buffer, *kvcache.v_buffer]
         self.page_bytes = sum(b[:self.page_tokens].numel() * b.element_size() for b in self.buffers)
+
+    def lend_through(self, lender) -> None:
+        self.allocator.harli_lender = lender
 
     def free_page_ids(self) -> np.ndarray:
         a = self.allocator

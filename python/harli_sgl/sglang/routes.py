@@ -87,7 +87,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
         if "mode" in body:
             if body["mode"] not in MODES:
                 return _error(400, f"mode must be one of {list(MODES)}", "mode")
-            knobs["harli_mode"] = MODES.index(body["mode"])
+            knobs["harli_mode"] = body["mode"]
         if "static_slot_units" in body:
             units = body["static_slot_units"]
             if not isinstance(units, int) or isinstance(units, bool) or units < 0:

@@ -21,7 +21,6 @@ A thin subclass; all co-location logic lives in the engine-agnostic
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -33,16 +32,13 @@ from sglang.srt.managers.io_struct import SetInternalStateReqOutput
 from sglang.srt.managers.scheduler import Scheduler
 from sglang.srt.runtime_context import get_model, get_observability, get_parallel, get_serving
 
-from harli_sgl.config import MODES, HarliConfig
+from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.iteration import IterationFeatures
 from harli_sgl.core.policy.registry import make_policy
-from harli_sgl.core.pool.ledger import PoolIntegrityError
 from harli_sgl.core.predictor.registry import make_predictor
 
 logger = logging.getLogger(__name__)
-
-POOL_CHECK_EVERY_S = 10.0
 
 
 def batch_features(batch) -> IterationFeatures:
@@ -61,7 +57,6 @@ class HarliScheduler(Scheduler):
         self._init_harli(server_args._harli)
 
     def _init_harli(self, config: HarliConfig) -> None:
-        self.harli_config = config
         supervisor, pages = None, None
         if config.finetune_enabled and config.decode_cpus:
             self._place_decode(config)
@@ -75,9 +70,7 @@ class HarliScheduler(Scheduler):
         self.harli = SlotCoordinator(config, make_policy(config, predictor), predictor, supervisor,
                                      predictor_path=self._predictor_path(config))
         if pages is not None:
-            self._attach_pool(pages, supervisor)
-        self._last_pool_check = time.monotonic()
-        self.harli_pool_integrity = "unchecked"
+            self._attach_pool(pages)
         self.harli_prometheus = None
         if get_observability().enable_metrics:
             from harli_sgl.sglang.prometheus import HarliPrometheus
@@ -102,23 +95,17 @@ class HarliScheduler(Scheduler):
                     placement.format_cpus(config.worker_cpus))
 
     def _pool_pages(self):
-        from harli_sgl.sglang.pool import HarliMHATokenToKVPool, SGLangPages, _LendingAllocator
+        from harli_sgl.sglang.pool import lendable_pages
 
-        allocator = self.token_to_kv_pool_allocator
-        kvcache = allocator.get_kvcache()
-        if not isinstance(allocator, _LendingAllocator) or not isinstance(kvcache, HarliMHATokenToKVPool):
+        pages = lendable_pages(self.token_to_kv_pool_allocator)
+        if pages is None:
+            allocator = self.token_to_kv_pool_allocator
             logger.warning("harli: unified pool off (allocator %s, KV pool %s are not lendable)",
-                           type(allocator).__name__, type(kvcache).__name__)
-            return None
-        return SGLangPages(allocator, kvcache)
+                           type(allocator).__name__, type(allocator.get_kvcache()).__name__)
+        return pages
 
-    def _attach_pool(self, pages, supervisor) -> None:
-        from harli_sgl.core.pool.lender import PoolLender
-
-        lender = PoolLender(pages, send=supervisor.outbox.send, wait=self.harli.wait_for,
-                            kill_worker=supervisor.kill_now)
-        pages.allocator.harli_lender = lender
-        self.harli.attach_pool(lender)
+    def _attach_pool(self, pages) -> None:
+        pages.lend_through(self.harli.attach_pool(pages))
         logger.info("harli: unified pool: %d pages of %d tokens, %.1f KB per page",
                     pages.total_pages, pages.page_tokens, pages.page_bytes / 1024)
 
@@ -135,19 +122,8 @@ class HarliScheduler(Scheduler):
         return lender.policy.reserve_pages(pages.total_pages, pages.page_tokens, remaining, waiting)
 
     def _maintain_pool(self) -> None:
-        if self.harli.lender is None:
-            return
-        self.harli.maintain_pool(self._pool_reserve_pages())
-        now = time.monotonic()
-        if now - self._last_pool_check > POOL_CHECK_EVERY_S:
-            self._last_pool_check = now
-            try:
-                self.harli.lender.check_integrity()
-                self.harli_pool_integrity = "ok"
-            except PoolIntegrityError as e:
-                # Reported loudly, never fatal: serving must outlive a bookkeeping bug.
-                logger.error("harli: unified pool integrity check failed: %s", e)
-                self.harli_pool_integrity = str(e)
+        if self.harli.lender is not None:
+            self.harli.maintain_pool(self._pool_reserve_pages())
 
     def _start_worker(self, config: HarliConfig, pages=None):
         from harli_sgl.sglang.weights import share_serving_weights
@@ -238,58 +214,8 @@ class HarliScheduler(Scheduler):
     # -- control and status --------------------------------------------------------------
 
     def harli_control(self, knobs: dict) -> bool:
-        """Apply ``harli_profile``, ``harli_mode`` (index into MODES) and ``harli_static_slot_units``."""
-        known = {"harli_profile", "harli_mode", "harli_static_slot_units"}
-        if not set(knobs) <= known:
-            logger.warning("harli: unknown control knobs %s", sorted(set(knobs) - known))
-            return False
-        if "harli_profile" in knobs:
-            self.harli.set_profiling(bool(knobs["harli_profile"]))
-        changes = {}
-        if "harli_mode" in knobs:
-            index = int(knobs["harli_mode"])
-            if not 0 <= index < len(MODES):
-                return False
-            changes["mode"] = MODES[index]
-            if (MODES[index] == "off") != (self.harli_config.mode == "off") and \
-                    self.harli.supervisor is None:
-                logger.warning("harli: this server was started without a finetune worker")
-                return False
-        if "harli_static_slot_units" in knobs:
-            changes["static_slot_units"] = int(knobs["harli_static_slot_units"])
-        if changes:
-            try:
-                config = dataclasses.replace(self.harli_config, **changes)
-            except ValueError as e:
-                logger.warning("harli: rejected control %s: %s", knobs, e)
-                return False
-            self.harli_config = config
-            self.harli.set_policy(make_policy(config, self.harli.predictor))
-            logger.info("harli: policy now %s (static_slot_units=%d)", config.mode,
-                        config.static_slot_units)
-        return True
+        """``harli_<name>`` knobs from the main process, applied by the coordinator."""
+        return self.harli.control({k.removeprefix("harli_"): v for k, v in knobs.items()})
 
     def harli_status(self) -> dict:
-        cfg = self.harli_config
-        core = self.harli.status()
-        return {
-            "mode": cfg.mode,
-            "tpot_slo_ms": cfg.tpot_slo_ms,
-            "static_slot_units": cfg.static_slot_units,
-            "worker": {**core["worker"], **core["worker_work"]},
-            "jobs": None,  # filled in by the main process from the job store
-            "finetune_tokens_per_s": core["finetune_tokens_per_s"],
-            "slo_attainment": core["slo_attainment"],
-            "tpot_ms": core["tpot_ms"],
-            "slots": {**core["slots"], "overrun": core["slots_overrun"]},
-            "arrangement": core["arrangement"],
-            "requests_in_flight": core["requests_in_flight"],
-            "harvest": core["harvest"],
-            "totals": core["totals"],
-            "window_s": core["window_s"],
-            "policy": core["policy"],
-            "predictor": core["predictor"],
-            "profiling": core["profiling"],
-            "pool": None if core["pool"] is None else
-            {**core["pool"], "integrity": self.harli_pool_integrity},
-        }
+        return self.harli.report()
