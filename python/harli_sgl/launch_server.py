@@ -84,7 +84,7 @@ def with_lora_serving(argv: list[str], harli: harli_config.HarliConfig, gpu: boo
 def startup_profiler(server_args, harli: harli_config.HarliConfig):
     from transformers import AutoConfig
 
-    from harli_sgl.sglang.startup_profile import StartupProfiler
+    from harli_sgl.core.predictor.startup_profile import StartupProfiler
 
     host = "127.0.0.1" if server_args.host in ("0.0.0.0", "::", "") else server_args.host
     vocab = AutoConfig.from_pretrained(server_args.model_path).vocab_size

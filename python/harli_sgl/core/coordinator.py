@@ -45,7 +45,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import time
 
 from harli_sgl import env
@@ -65,6 +64,7 @@ from harli_sgl.core.pool.ledger import PoolIntegrityError
 from harli_sgl.core.pool.lender import EnginePages, PoolLender
 from harli_sgl.core.worker_link import WorkerLink
 from harli_sgl.core.predictor.base import LatencyPredictor
+from harli_sgl.core.predictor.profile_store import load_profile, save_profile
 from harli_sgl.core.request_tracker import RequestTracker
 
 logger = logging.getLogger(__name__)
@@ -448,28 +448,22 @@ class SlotCoordinator:
         return report
 
     def _load_predictor(self) -> None:
-        path = self.predictor_path
-        if path and os.path.exists(path):
-            try:
-                with open(path) as f:
-                    saved = json.load(f)
-                self.predictor.load_state_dict(saved["predictor"])
-                self.profile_units_per_ms = saved.get("idle_units_per_ms")
-                logger.info("harli: loaded the latency profile %s", path)
-            except (OSError, ValueError, KeyError) as e:
-                logger.warning("harli: ignoring unreadable latency profile %s: %s", path, e)
+        saved = load_profile(self.predictor_path)
+        if saved is None:
+            return
+        try:
+            self.predictor.load_state_dict(saved["predictor"])
+        except (ValueError, KeyError) as e:
+            logger.warning("harli: ignoring unreadable latency profile %s: %s", self.predictor_path, e)
+            return
+        self.profile_units_per_ms = saved.get("idle_units_per_ms")
+        logger.info("harli: loaded the latency profile %s", self.predictor_path)
 
     def save_predictor(self) -> None:
-        path = self.predictor_path
         samples = self.predictor.samples
-        if not path or samples == self._saved_samples:
+        if not self.predictor_path or samples == self._saved_samples:
             return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump({"predictor": self.predictor.state_dict(),
-                       "idle_units_per_ms": self.profile_units_per_ms}, f)
-        os.replace(tmp, path)
+        save_profile(self.predictor_path, self.predictor.state_dict(), self.profile_units_per_ms)
         self._saved_samples = samples
 
     # -- message handlers --------------------------------------------------------------

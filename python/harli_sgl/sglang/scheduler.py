@@ -21,7 +21,6 @@ A thin subclass; all co-location logic lives in the engine-agnostic
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -148,18 +147,11 @@ class HarliScheduler(Scheduler):
         return supervisor
 
     def _predictor_path(self, config: HarliConfig) -> str:
-        """One latency profile per (model, device, dtype, threads): what decode speed depends on."""
-        model_path = get_model().model_path
-        try:
-            with open(os.path.join(model_path, "config.json"), "rb") as f:
-                model_id = hashlib.sha256(f.read()).hexdigest()[:12]
-        except OSError:
-            model_id = hashlib.sha256(model_path.encode()).hexdigest()[:12]
+        from harli_sgl.core.predictor.profile_store import profile_path
+
         dtype = str(self.tp_worker.model_runner.dtype).replace("torch.", "")
-        key = f"{os.path.basename(model_path.rstrip('/'))}-{model_id}-{config.device}-{dtype}-" \
-              f"t{torch.get_num_threads()}"
-        return os.path.join(config.profile_dir or os.path.join(config.workdir, "predictor"),
-                            f"{key}.json")
+        return profile_path(config.profile_dir or os.path.join(config.workdir, "predictor"),
+                            get_model().model_path, config.device, dtype, torch.get_num_threads())
 
     # -- hooks ---------------------------------------------------------------------------
 
