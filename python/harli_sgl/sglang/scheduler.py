@@ -118,7 +118,7 @@ class HarliScheduler(Scheduler):
         waiting = (len(r.origin_input_ids) + (r.sampling_params.max_new_tokens or context)
                    for r in self.waiting_queue)
         pages = lender.engine
-        return lender.policy.reserve_pages(pages.total_pages, pages.page_tokens, remaining, waiting)
+        return lender.watermarks.reserve_pages(pages.total_pages, pages.page_tokens, remaining, waiting)
 
     def _maintain_pool(self) -> None:
         if self.harli.lender is not None:

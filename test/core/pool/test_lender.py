@@ -13,7 +13,7 @@ import torch
 from harli_sgl.core.message import LeaseGrant, ReclaimAck, ReclaimRequest
 from harli_sgl.core.pool.arena import LeasedArena
 from harli_sgl.core.pool.lender import PoolLender
-from harli_sgl.core.pool.watermark import LendingPolicy
+from harli_sgl.core.pool.watermark import Watermarks
 
 
 class Pages:
@@ -65,7 +65,7 @@ def rig(respond=True, total=64, page_tokens=2):
     worker = Worker(pages, respond)
     killed = []
     lender = PoolLender(pages, worker.send, worker.wait, kill_worker=lambda: killed.append(1),
-                        policy=LendingPolicy(quantum_pages=8, guard_fraction=0.0))
+                        watermarks=Watermarks(quantum_pages=8, guard_fraction=0.0))
     worker.lender = lender
     lender.worker_ready = True
     return pages, worker, lender, killed

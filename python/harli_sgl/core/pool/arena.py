@@ -113,10 +113,6 @@ class LeasedArena:
         """Leased bytes that would hold a whole micro-batch's saved activations (with slack)."""
         return int(1.25 * max(self._window_peak, self._window))
 
-    @property
-    def leased_bytes(self) -> int:
-        return sum(c.data.numel() for cs in self.chunks.values() for c in cs)
-
     # -- saved-tensor hooks ------------------------------------------------------------
 
     def hooks(self):

@@ -29,7 +29,7 @@ import numpy as np
 
 from harli_sgl.core.message import LeaseGrant, ReclaimAck, ReclaimRequest
 from harli_sgl.core.pool.ledger import Lease, LeaseLedger, pick_ranges
-from harli_sgl.core.pool.watermark import LendingPolicy
+from harli_sgl.core.pool.watermark import Watermarks
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ class EnginePages(Protocol):
 class PoolLender:
     def __init__(self, engine: EnginePages, send: Callable[[object], bool],
                  wait: Callable[[Callable[[], bool], float], bool], kill_worker: Callable[[], None],
-                 policy: LendingPolicy | None = None, ack_timeout_s: float = ACK_TIMEOUT_S):
+                 watermarks: Watermarks | None = None, ack_timeout_s: float = ACK_TIMEOUT_S):
         self.engine = engine
         self.ledger = LeaseLedger(engine.total_pages)
-        self.policy = policy or LendingPolicy()
+        self.watermarks = watermarks or Watermarks()
         self._send, self._wait, self._kill = send, wait, kill_worker
         self.ack_timeout_s = ack_timeout_s
         self.worker_ready = False
@@ -69,13 +69,13 @@ class PoolLender:
 
     def maintain(self, reserve_pages: int, wanted_pages: int) -> None:
         free = len(self.engine.free_page_ids())
-        short = self.policy.to_reclaim(free, reserve_pages)
+        short = self.watermarks.to_reclaim(free, reserve_pages)
         if short and self.leased_pages:
             self._reclaim_pages(short)
             return
         if not self.worker_ready:
             return
-        pages = self.policy.to_lend(free, reserve_pages, self.leased_pages, self.engine.total_pages,
+        pages = self.watermarks.to_lend(free, reserve_pages, self.leased_pages, self.engine.total_pages,
                                     wanted_pages - self.leased_pages)
         if pages:
             self._lend(pages)
@@ -117,7 +117,7 @@ class PoolLender:
 
     def _lend(self, pages: int) -> None:
         free = np.sort(self.engine.free_page_ids())
-        ranges = pick_ranges(free, pages, self.policy.quantum_pages)
+        ranges = pick_ranges(free, pages, self.watermarks.quantum_pages)
         if not ranges:
             return
         self.engine.take(ranges)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class LendingPolicy:
+class Watermarks:
     quantum_pages: int = 1024
     guard_fraction: float = 0.10
     max_lent_fraction: float = 0.75

@@ -1,13 +1,15 @@
 """The decode-latency predictor interface.
 
 Contract: ``predict_decode(f)`` is the time (ms) of a scheduler iteration whose
-batch is ``f`` when no finetune slot runs (stage 1); ``predict_corun(f, w)``
-is that iteration's time when slot work ``w`` runs inside its cadence, in the
-execution mode in use (stage 2; serial here: the slot runs between iterations
-and the cadence includes it). Both are called on the decode hot path and must
-be O(1). ``observe`` feeds one measured iteration; implementations learn
-online. ``ready`` says whether a stage has seen enough data to be trusted.
-Predictors are picked by name from :mod:`harli_sgl.core.predictor.registry`.
+batch is ``f`` when no finetune slot runs (stage 1); ``predict_corun(f, w)`` is
+that iteration's time when serial slot work ``w`` runs inside its cadence
+(``slot_cost(w)`` is the slot's own part); ``predict_concurrent(f, share)`` is
+its time when the worker trains beside it on ``share`` of the device for the
+whole iteration (``interference`` is the added part). All are called on the
+decode hot path and must be O(1). ``observe`` and ``observe_concurrent`` feed
+one measured iteration of each kind; implementations learn online. ``ready``
+and the ``confident`` pair say whether a prediction rests on data. These are
+exactly the calls the coordinator and the policies make.
 """
 
 from __future__ import annotations
@@ -35,6 +37,26 @@ class LatencyPredictor(ABC):
 
     @abstractmethod
     def observe(self, f: IterationFeatures, interval_ms: float, work: SlotWork) -> None: ...
+
+    @abstractmethod
+    def slot_cost(self, work: SlotWork) -> float: ...
+
+    @abstractmethod
+    def predict_concurrent(self, f: IterationFeatures, share: float) -> float: ...
+
+    @abstractmethod
+    def interference(self, f: IterationFeatures, share: float, overlap=None) -> float: ...
+
+    @abstractmethod
+    def concurrent_bias(self, share: float, now: float | None = None) -> float:
+        """Recent error of the concurrent model at ``share`` (observed - predicted, ms)."""
+
+    @abstractmethod
+    def concurrent_confident(self, f: IterationFeatures, share: float) -> bool: ...
+
+    @abstractmethod
+    def observe_concurrent(self, f: IterationFeatures, decode_ms: float, overlap,
+                           serial: SlotWork | None = None, interval_ms: float | None = None) -> None: ...
 
     @abstractmethod
     def ready(self, stage: int) -> bool: ...

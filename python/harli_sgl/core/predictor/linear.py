@@ -95,10 +95,6 @@ class OnlineLinearModel:
     def mape(self) -> float | None:
         return float(np.mean(self._errors)) if self._errors else None
 
-    def residual_quantile(self, q: float) -> float | None:
-        """Quantile of recent (actual - predicted); positive means under-prediction."""
-        return float(np.quantile(self._residuals, q)) if len(self._residuals) >= 10 else None
-
     @property
     def heldout(self) -> int:
         return len(self._errors)
