@@ -121,6 +121,7 @@ class JobExecutor:
         self.publisher = AdapterPublisher(spec.server_url, spec.api_key, spec.admin_api_key)
         self.arena = arena
         self.running: dict[str, RunningJob] = {}
+        self.free_units_per_s: float | None = None
         # One thread: jobs are prepared one after the other, never competing with the loop
         # for more than one core's worth of Python.
         self._prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-prepare")
@@ -142,6 +143,10 @@ class JobExecutor:
                            for j in self.store.jobs_with_status("succeeded") if j["fine_tuned_model"]]
 
     # -- Executor protocol ---------------------------------------------------------------
+
+    def set_free_compute(self, units_per_s: float | None) -> None:
+        """The scheduler's estimate of this instance's free compute (FreeCompute)."""
+        self.free_units_per_s = units_per_s
 
     def has_work(self) -> bool:
         return self._pick() is not None
