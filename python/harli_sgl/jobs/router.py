@@ -117,7 +117,7 @@ def make_router(store: JobStore, *,
                 max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
                 allowed_target_modules: Sequence[str] = LLAMA_PROJECTIONS,
                 on_jobs_changed: Callable[[], None] | None = None) -> APIRouter:
-    """Build the files and fine-tuning routes.
+    """Build the files and fine-tuning routes over ``store`` (see :class:`FineTuningApi`).
 
     Args:
         store: where files and jobs live (shared with the finetune worker through the DB).
@@ -128,38 +128,71 @@ def make_router(store: JobStore, *,
         on_jobs_changed: called after a job is queued or cancelled, so the worker can react
             at once instead of at its next poll. Its failures are logged, never returned.
     """
-    if callable(served_model_names):
-        models = served_model_names
-    else:
-        fixed_models = tuple(served_model_names)
-        models = lambda: fixed_models  # noqa: E731
-    allowed_modules = tuple(allowed_target_modules)
-    router = APIRouter(route_class=OpenAIErrorRoute)
+    api = FineTuningApi(store, served_model_names, max_file_bytes, max_lora_rank,
+                        allowed_target_modules, on_jobs_changed)
+    # A job whose server died mid-validation would wait in validating_files forever.
+    for stuck in store.jobs_with_status("validating_files"):
+        api.finish_validation(stuck)
+    return api.router()
 
-    def notify() -> None:
-        if on_jobs_changed is None:
+
+class FineTuningApi:
+    """The handlers of ``/v1/files`` and ``/v1/fine_tuning/jobs``, one method per route.
+
+    Methods named like a route are FastAPI endpoints (their parameters are the
+    route's); the others are the blocking steps they run in the thread pool.
+    """
+
+    def __init__(self, store: JobStore,
+                 served_model_names: Callable[[], Sequence[str]] | Sequence[str],
+                 max_file_bytes: int, max_lora_rank: int, allowed_target_modules: Sequence[str],
+                 on_jobs_changed: Callable[[], None] | None) -> None:
+        self.store = store
+        if callable(served_model_names):
+            self.models = served_model_names
+        else:
+            fixed = tuple(served_model_names)
+            self.models = lambda: fixed
+        self.max_file_bytes = max_file_bytes
+        self.max_lora_rank = max_lora_rank
+        self.allowed_modules = tuple(allowed_target_modules)
+        self.on_jobs_changed = on_jobs_changed
+
+    def router(self) -> APIRouter:
+        r = APIRouter(route_class=OpenAIErrorRoute)
+        r.add_api_route("/v1/files", self.create_file, methods=["POST"])
+        r.add_api_route("/v1/files", self.list_files, methods=["GET"])
+        r.add_api_route("/v1/files/{file_id}", self.retrieve_file, methods=["GET"])
+        r.add_api_route("/v1/files/{file_id}/content", self.file_content, methods=["GET"])
+        r.add_api_route("/v1/files/{file_id}", self.delete_file, methods=["DELETE"])
+        r.add_api_route("/v1/fine_tuning/jobs", self.create_job, methods=["POST"])
+        r.add_api_route("/v1/fine_tuning/jobs", self.list_jobs, methods=["GET"])
+        r.add_api_route("/v1/fine_tuning/jobs/{job_id}", self.retrieve_job, methods=["GET"])
+        r.add_api_route("/v1/fine_tuning/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"])
+        r.add_api_route("/v1/fine_tuning/jobs/{job_id}/events", self.list_events, methods=["GET"])
+        r.add_api_route("/v1/fine_tuning/jobs/{job_id}/checkpoints", self.list_checkpoints,
+                        methods=["GET"])
+        # Last, so every route above wins: anything else under these prefixes (an id with a
+        # slash, literal or %2F, which the routes' {id} cannot match; an unknown sub-route or
+        # method) is an OpenAI-style 404 rather than the framework's {"detail": "Not Found"}.
+        for prefix in ("/v1/files/{rest:path}", "/v1/fine_tuning/{rest:path}"):
+            r.add_api_route(prefix, unknown_route, methods=ANY_METHOD, include_in_schema=False)
+        return r
+
+    def notify(self) -> None:
+        if self.on_jobs_changed is None:
             return
         try:
-            on_jobs_changed()
+            self.on_jobs_changed()
         except Exception:
             logger.exception("on_jobs_changed failed; the worker will see the change at its next poll")
 
     # ---------------------------------------------------------------- files
 
-    def store_upload(filename: str, purpose: str, data: bytes) -> dict[str, Any]:
-        if purpose == FINE_TUNE:
-            try:
-                validate_training_jsonl(data)
-            except JsonlError as exc:
-                raise bad_request(f"Invalid fine-tuning file {filename!r}: {exc}", param="file",
-                                  code="invalid_file_format") from None
-        return store.create_file(filename, purpose, data)
-
-    @router.post("/v1/files")
-    async def create_file(request: Request) -> dict[str, Any]:
+    async def create_file(self, request: Request) -> dict[str, Any]:
         upload = await read_multipart(request.stream(), request.headers.get("content-type"),
                                       request.headers.get("content-length"),
-                                      max_file_bytes=max_file_bytes)
+                                      max_file_bytes=self.max_file_bytes)
         purpose = upload.fields.get("purpose")
         if not purpose:
             raise bad_request("Missing required parameter: 'purpose'", param="purpose")
@@ -169,25 +202,31 @@ def make_router(store: JobStore, *,
         if not upload.data:
             raise bad_request(f"The uploaded file {upload.filename!r} is empty", param="file",
                               code="empty_file")
-        return await run_in_threadpool(store_upload, upload.filename, purpose, upload.data)
+        return await run_in_threadpool(self.store_upload, upload.filename, purpose, upload.data)
 
-    @router.get("/v1/files")
-    def list_files(purpose: str | None = None, after: str | None = None, limit: int | None = None,
-                   order: str = "desc") -> dict[str, Any]:
+    def store_upload(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+        if purpose == FINE_TUNE:
+            try:
+                validate_training_jsonl(data)
+            except JsonlError as exc:
+                raise bad_request(f"Invalid fine-tuning file {filename!r}: {exc}", param="file",
+                                  code="invalid_file_format") from None
+        return self.store.create_file(filename, purpose, data)
+
+    def list_files(self, purpose: str | None = None, after: str | None = None,
+                   limit: int | None = None, order: str = "desc") -> dict[str, Any]:
         limit = _limit(limit, DEFAULT_FILES_PAGE, MAX_FILES_PAGE)
         if order not in ("asc", "desc"):
             raise bad_request(f"order must be 'asc' or 'desc', got {order!r}", param="order")
-        data = store.list_files(purpose, after=after, limit=limit + 1, order=order)
+        data = self.store.list_files(purpose, after=after, limit=limit + 1, order=order)
         return list_object(data[:limit], len(data) > limit)
 
-    @router.get("/v1/files/{file_id}")
-    def retrieve_file(file_id: str) -> dict[str, Any]:
-        return _file(file_id)
+    def retrieve_file(self, file_id: str) -> dict[str, Any]:
+        return self._file(file_id)
 
-    @router.get("/v1/files/{file_id}/content")
-    def file_content(file_id: str) -> Response:
-        row = _file(file_id)
-        path = store.file_path(file_id)
+    def file_content(self, file_id: str) -> Response:
+        row = self._file(file_id)
+        path = self.store.file_path(file_id)
         try:
             size = os.stat(path).st_size
         except FileNotFoundError:
@@ -196,22 +235,39 @@ def make_router(store: JobStore, *,
             raise server_error(f"the stored bytes of {file_id} are missing or damaged")
         return FileResponse(path, media_type="application/octet-stream", filename=row["filename"])
 
-    @router.delete("/v1/files/{file_id}")
-    def delete_file(file_id: str) -> dict[str, Any]:
-        if not store.delete_file(file_id):
+    def delete_file(self, file_id: str) -> dict[str, Any]:
+        if not self.store.delete_file(file_id):
             raise not_found("file", file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
-    def _file(file_id: str) -> dict[str, Any]:
-        row = store.get_file(file_id)
+    def _file(self, file_id: str) -> dict[str, Any]:
+        row = self.store.get_file(file_id)
         if row is None:
             raise not_found("file", file_id)
         return row
 
     # ----------------------------------------------------------------- jobs
 
-    def check_file_ref(file_id: str, param: str) -> None:
-        row = store.get_file(file_id)
+    async def create_job(self, request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        req = parse_job_request(body, models=list(self.models()), max_lora_rank=self.max_lora_rank,
+                                allowed_target_modules=self.allowed_modules)
+        return await run_in_threadpool(self.create_job_blocking, req)
+
+    def create_job_blocking(self, req: JobRequest) -> dict[str, Any]:
+        self.check_file_ref(req.training_file, "training_file")
+        if req.validation_file is not None:
+            self.check_file_ref(req.validation_file, "validation_file")
+        # The store re-checks the files atomically: one may be deleted since the check above.
+        job = self.finish_validation(self.store.create_job(
+            req.model, req.training_file, req.validation_file, req.suffix, req.seed,
+            req.settings.to_openai(), req.settings.lora.to_dict(), req.metadata))
+        if job["status"] == "queued":
+            self.notify()
+        return job
+
+    def check_file_ref(self, file_id: str, param: str) -> None:
+        row = self.store.get_file(file_id)
         if row is None:
             raise bad_request(f"{param} {file_id!r} does not exist; upload it with "
                               f"POST /v1/files and purpose 'fine-tune' first",
@@ -221,96 +277,64 @@ def make_router(store: JobStore, *,
                               f"training data needs purpose 'fine-tune'", param=param,
                               code=f"invalid_{param}")
 
-    def stored_file_error(file_id: str, param: str) -> dict[str, Any] | None:
+    def stored_file_error(self, file_id: str, param: str) -> dict[str, Any] | None:
         """Why a stored file cannot be trained on, as a job ``error``; None if it can."""
         what = param.replace("_", " ")
         try:
-            validate_training_jsonl(store.read_file(file_id))
+            validate_training_jsonl(self.store.read_file(file_id))
         except (NotFoundError, FileContentError, JsonlError) as exc:
             return {"code": f"invalid_{param}", "param": param,
                     "message": f"The {what} {file_id} is unusable: {exc}"}
         return None
 
-    def finish_validation(job: dict[str, Any]) -> dict[str, Any]:
+    def finish_validation(self, job: dict[str, Any]) -> dict[str, Any]:
         """Move a ``validating_files`` job to ``queued``, or ``failed`` if a stored file is unusable."""
-        error = stored_file_error(job["training_file"], "training_file")
+        error = self.stored_file_error(job["training_file"], "training_file")
         if error is None and job["validation_file"] is not None:
-            error = stored_file_error(job["validation_file"], "validation_file")
+            error = self.stored_file_error(job["validation_file"], "validation_file")
         try:
             if error is not None:
-                return store.set_status(job["id"], "failed", error=error)
-            return store.set_status(job["id"], "queued")
+                return self.store.set_status(job["id"], "failed", error=error)
+            return self.store.set_status(job["id"], "queued")
         except InvalidTransitionError:  # cancelled while its files were being checked
-            return store.get_job(job["id"])  # type: ignore[return-value]
+            return self.store.get_job(job["id"])  # type: ignore[return-value]
 
-    def create_job_blocking(req: JobRequest) -> dict[str, Any]:
-        check_file_ref(req.training_file, "training_file")
-        if req.validation_file is not None:
-            check_file_ref(req.validation_file, "validation_file")
-        # The store re-checks the files atomically: one may be deleted since the check above.
-        job = finish_validation(store.create_job(
-            req.model, req.training_file, req.validation_file, req.suffix, req.seed,
-            req.settings.to_openai(), req.settings.lora.to_dict(), req.metadata))
-        if job["status"] == "queued":
-            notify()
-        return job
-
-    # A job whose server died mid-validation would wait in validating_files forever.
-    for stuck in store.jobs_with_status("validating_files"):
-        finish_validation(stuck)
-
-    @router.post("/v1/fine_tuning/jobs")
-    async def create_job(request: Request) -> dict[str, Any]:
-        body = await _json_body(request)
-        req = parse_job_request(body, models=list(models()), max_lora_rank=max_lora_rank,
-                                allowed_target_modules=allowed_modules)
-        return await run_in_threadpool(create_job_blocking, req)
-
-    @router.get("/v1/fine_tuning/jobs")
-    def list_jobs(after: str | None = None, limit: int | None = None) -> dict[str, Any]:
-        data, has_more = store.list_jobs(after, _limit(limit, DEFAULT_PAGE, MAX_PAGE))
+    def list_jobs(self, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        data, has_more = self.store.list_jobs(after, _limit(limit, DEFAULT_PAGE, MAX_PAGE))
         return list_object(data, has_more)
 
-    @router.get("/v1/fine_tuning/jobs/{job_id}")
-    def retrieve_job(job_id: str) -> dict[str, Any]:
-        return _job(job_id)
+    def retrieve_job(self, job_id: str) -> dict[str, Any]:
+        return self._job(job_id)
 
-    @router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
-    def cancel_job(job_id: str) -> dict[str, Any]:
-        _job(job_id)
-        job = store.request_cancel(job_id)
-        notify()
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        self._job(job_id)
+        job = self.store.request_cancel(job_id)
+        self.notify()
         return job
 
-    @router.get("/v1/fine_tuning/jobs/{job_id}/events")
-    def list_events(job_id: str, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
-        _job(job_id)
-        data, has_more = store.list_events(job_id, after, _limit(limit, DEFAULT_PAGE, MAX_PAGE))
+    def list_events(self, job_id: str, after: str | None = None,
+                    limit: int | None = None) -> dict[str, Any]:
+        self._job(job_id)
+        data, has_more = self.store.list_events(job_id, after, _limit(limit, DEFAULT_PAGE, MAX_PAGE))
         return list_object(data, has_more)
 
-    @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
-    def list_checkpoints(job_id: str, after: str | None = None,
+    def list_checkpoints(self, job_id: str, after: str | None = None,
                          limit: int | None = None) -> dict[str, Any]:
-        _job(job_id)
-        data, has_more = store.list_checkpoints(job_id, after, _limit(limit, DEFAULT_CHECKPOINTS_PAGE, MAX_PAGE))
+        self._job(job_id)
+        data, has_more = self.store.list_checkpoints(
+            job_id, after, _limit(limit, DEFAULT_CHECKPOINTS_PAGE, MAX_PAGE))
         return list_object(data, has_more)
 
-    def _job(job_id: str) -> dict[str, Any]:
-        job = store.get_job(job_id)
+    def _job(self, job_id: str) -> dict[str, Any]:
+        job = self.store.get_job(job_id)
         if job is None:
             raise not_found("fine-tuning job", job_id)
         return job
 
-    # Last, so every route above wins: anything else under these prefixes (an id with a
-    # slash, literal or %2F, which the routes' {id} cannot match; an unknown sub-route or
-    # method) is an OpenAI-style 404 rather than the framework's {"detail": "Not Found"}.
-    @router.api_route("/v1/files/{rest:path}", methods=ANY_METHOD, include_in_schema=False)
-    @router.api_route("/v1/fine_tuning/{rest:path}", methods=ANY_METHOD, include_in_schema=False)
-    def unknown_route(request: Request, rest: str) -> None:
-        raise ApiError(404, f"No such object or route: {request.method} {request.url.path}",
-                       code="not_found")
 
-    return router
+def unknown_route(request: Request, rest: str) -> None:
+    raise ApiError(404, f"No such object or route: {request.method} {request.url.path}",
+                   code="not_found")
 
 
 def _limit(limit: int | None, default: int, maximum: int) -> int:
