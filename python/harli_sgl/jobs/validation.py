@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-ROLES = ("system", "user", "assistant")
+from harli_sgl.core.trainer import data
+
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -59,49 +60,12 @@ def validate_training_jsonl(data: bytes) -> int:
 
 
 def validate_record(obj: Any, line_no: int) -> None:
-    """Raise :class:`JsonlError` naming ``line_no`` if ``obj`` is not a usable training record."""
-    if not isinstance(obj, dict):
-        raise JsonlError(line_no, f"expected a JSON object, got {_kind(obj)}")
-    if "messages" in obj:
-        if "prompt" in obj or "completion" in obj:
-            raise JsonlError(line_no, "mixes the chat format ('messages') with prompt/completion")
-        _validate_chat(obj["messages"], line_no)
-    elif "prompt" in obj or "completion" in obj:
-        for key in ("prompt", "completion"):
-            if key not in obj:
-                raise JsonlError(line_no, f"prompt/completion record is missing '{key}'")
-            if not isinstance(obj[key], str):
-                raise JsonlError(line_no, f"'{key}' must be a string, got {_kind(obj[key])}")
-        if not obj["completion"]:
-            raise JsonlError(line_no, "'completion' is empty")
-    else:
-        raise JsonlError(line_no, "record has neither 'messages' nor 'prompt'/'completion'")
+    """Raise :class:`JsonlError` naming ``line_no`` if ``obj`` is not a usable training record.
 
-
-def _validate_chat(messages: Any, line_no: int) -> None:
-    if not isinstance(messages, list):
-        raise JsonlError(line_no, f"'messages' must be a list, got {_kind(messages)}")
-    if not messages:
-        raise JsonlError(line_no, "'messages' is empty")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise JsonlError(line_no, f"messages[{i}] must be an object, got {_kind(message)}")
-        role = message.get("role")
-        if role not in ROLES:
-            raise JsonlError(line_no, f"messages[{i}] has unknown role {role!r}; expected one of {ROLES}")
-        if not isinstance(message.get("content"), str):
-            got = _kind(message["content"]) if "content" in message else "nothing"
-            raise JsonlError(line_no, f"messages[{i}].content must be a string, got {got}")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise JsonlError(line_no, "conversation has no assistant message to train on")
-
-
-def _kind(value: Any) -> str:
-    """JSON's name for a value's type, which is what the user wrote."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    The rules are the trainer's own (``core/trainer/data.py``), so a file accepted
+    here is never rejected on shape by the worker later.
+    """
+    try:
+        data.validate_record(obj, line_no)
+    except data.DataError as exc:
+        raise JsonlError(line_no, exc.problem) from None

@@ -45,7 +45,20 @@ _SENTINEL = "HARLI-ASSISTANT-SPAN-7f3a"
 
 
 class DataError(ValueError):
-    """A training file or record is unusable; the message names the offending line."""
+    """A training file or record is unusable; the message names the offending line.
+
+    Record-shape errors also carry ``line`` (1-based) and ``problem`` apart, so the
+    upload-time check (harli_sgl/jobs/validation.py) reports the same words.
+    """
+
+    def __init__(self, message: str, line: int | None = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.problem = problem if problem is not None else message
+
+
+def _record_error(line_no: int | None, problem: str) -> DataError:
+    return DataError(f"{_where(line_no)}{problem}", line_no, problem)
 
 
 class Example(NamedTuple):
@@ -89,41 +102,40 @@ def _where(line_no: int | None) -> str:
 
 def validate_record(obj: Any, line_no: int) -> None:
     """Raise :class:`DataError` naming ``line_no`` (1-based) if ``obj`` is not a usable record."""
-    at = _where(line_no)
     if not isinstance(obj, dict):
-        raise DataError(f"{at}expected a JSON object, got {_kind(obj)}")
+        raise _record_error(line_no, f"expected a JSON object, got {_kind(obj)}")
     if "messages" in obj:
         if "prompt" in obj or "completion" in obj:
-            raise DataError(f"{at}mixes the chat format ('messages') with prompt/completion")
-        _validate_chat(obj["messages"], at)
+            raise _record_error(line_no, "mixes the chat format ('messages') with prompt/completion")
+        _validate_chat(obj["messages"], line_no)
     elif "prompt" in obj or "completion" in obj:
         for key in ("prompt", "completion"):
             if key not in obj:
-                raise DataError(f"{at}prompt/completion record is missing '{key}'")
+                raise _record_error(line_no, f"prompt/completion record is missing '{key}'")
             if not isinstance(obj[key], str):
-                raise DataError(f"{at}'{key}' must be a string, got {_kind(obj[key])}")
+                raise _record_error(line_no, f"'{key}' must be a string, got {_kind(obj[key])}")
         if not obj["completion"]:
-            raise DataError(f"{at}'completion' is empty")
+            raise _record_error(line_no, "'completion' is empty")
     else:
-        raise DataError(f"{at}record has neither 'messages' nor 'prompt'/'completion'")
+        raise _record_error(line_no, "record has neither 'messages' nor 'prompt'/'completion'")
 
 
-def _validate_chat(messages: Any, at: str) -> None:
+def _validate_chat(messages: Any, line_no: int | None) -> None:
     if not isinstance(messages, list):
-        raise DataError(f"{at}'messages' must be a list, got {_kind(messages)}")
+        raise _record_error(line_no, f"'messages' must be a list, got {_kind(messages)}")
     if not messages:
-        raise DataError(f"{at}'messages' is empty")
+        raise _record_error(line_no, "'messages' is empty")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise DataError(f"{at}messages[{i}] must be an object, got {_kind(message)}")
+            raise _record_error(line_no, f"messages[{i}] must be an object, got {_kind(message)}")
         role = message.get("role")
         if role not in ROLES:
-            raise DataError(f"{at}messages[{i}] has unknown role {role!r}; expected one of {ROLES}")
+            raise _record_error(line_no, f"messages[{i}] has unknown role {role!r}; expected one of {ROLES}")
         if not isinstance(message.get("content"), str):
             got = _kind(message["content"]) if "content" in message else "nothing"
-            raise DataError(f"{at}messages[{i}].content must be a string, got {got}")
+            raise _record_error(line_no, f"messages[{i}].content must be a string, got {got}")
     if not any(m["role"] == "assistant" for m in messages):
-        raise DataError(f"{at}conversation has no assistant message to train on")
+        raise _record_error(line_no, "conversation has no assistant message to train on")
 
 
 def parse_jsonl(text: str) -> list[dict]:
