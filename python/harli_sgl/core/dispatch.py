@@ -23,3 +23,6 @@ class Dispatcher:
 
     def handles(self, message_type: type) -> bool:
         return message_type in self._handlers
+
+    def handled_types(self) -> frozenset[type]:
+        return frozenset(self._handlers)

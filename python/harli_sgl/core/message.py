@@ -199,6 +199,8 @@ class Envelope:
     message: object = field(default=None)
 
 
+# What each side sends; each process's Dispatcher handles exactly the other side's list
+# (test/core/test_message_directions.py holds both to it).
 SCHEDULER_TO_WORKER = (Heartbeat, SlotGrant, SetFreeRun, CoRunStart, CoRunStop, LeaseGrant,
-                       ReclaimRequest, Shutdown)
+                       ReclaimRequest, Shutdown, FreeCompute)
 WORKER_TO_SCHEDULER = (Heartbeat, WorkerHello, WorkerState, SlotReport, CoRunStopped, ReclaimAck)
