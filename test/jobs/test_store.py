@@ -2,7 +2,7 @@
 
 Every test that takes ``store`` or ``make_store`` runs twice: on a real SQLite
 file in the workdir and on a fresh database of a real PostgreSQL server (see
-``db_url`` in conftest.py). Leases, the fleet and migrations have their own files
+``db_url`` in test/conftest.py). Leases, the fleet and migrations have their own files
 under test/jobs/store and test/jobs/db.
 """
 
@@ -23,61 +23,9 @@ from harli_sgl.jobs.schema import JOB_STATUSES
 from harli_sgl.jobs.store import (TRANSITIONS, FileContentError, FileInUseError,
                                   InvalidTransitionError, JobStore, NotFoundError)
 
-DATA = b'{"prompt": "2+2=", "completion": "4"}\n'
-HP = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0}
-LORA = {"r": 8, "alpha": 16.0, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0}
+from store_util import DATA, HP, LORA, job_in, new_job, queued_job
+
 PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "python")
-
-
-@pytest.fixture
-def make_store(tmp_path, db_url):
-    """Opens JobStores on this test's backend (default workdir: tmp_path/work); closes them all."""
-    made: list[JobStore] = []
-
-    def make(workdir: str | None = None, **kw) -> JobStore:
-        made.append(JobStore(workdir or str(tmp_path / "work"), db_url=db_url, **kw))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
-
-
-@pytest.fixture
-def store(make_store):
-    return make_store()
-
-
-def new_job(store: JobStore, file_id: str | None = None, **kw) -> dict:
-    if file_id is None:
-        file_id = store.create_file("train.jsonl", "fine-tune", DATA)["id"]
-    args = dict(model="base", training_file=file_id, validation_file=None, suffix=None, seed=1,
-                hyperparameters=HP, lora=LORA, metadata=None)
-    args.update(kw)
-    return store.create_job(**args)
-
-
-def queued_job(store: JobStore, file_id: str | None = None) -> dict:
-    return store.set_status(new_job(store, file_id)["id"], "queued")
-
-
-# Shortest legal path from validating_files to each status.
-PATH_TO = {
-    "validating_files": [],
-    "queued": ["queued"],
-    "running": ["queued", "running"],
-    "succeeded": ["queued", "running", "succeeded"],
-    "failed": ["failed"],
-    "cancelled": ["cancelled"],
-}
-
-
-def job_in(store: JobStore, status: str) -> dict:
-    job = new_job(store)
-    for step in PATH_TO[status]:
-        job = store.set_status(job["id"], step)
-    assert job["status"] == status
-    return job
 
 
 # ----------------------------------------------------------------------------- files
