@@ -75,10 +75,5 @@ class JobStore(FileRecords, JobLeases, JobLog, FleetRecords):
             self._db.close()
             raise
 
-    @property
-    def backend(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
-        return self._db.dialect
-
     def close(self) -> None:
         self._db.close()
