@@ -53,6 +53,10 @@ fi
 
 say "checking the PostgreSQL server (the fleet's job store)"
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "no apt-get here: install the PostgreSQL server (initdb, pg_ctl, postgres) yourself"
+    exit 1
+  fi
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
   say "installing postgresql with apt-get"
   $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -q
@@ -60,6 +64,8 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl 
   # The package starts a cluster on port 5432; harli_sgl starts its own per workdir
   # and per test, so the packaged one is not needed.
 fi
+# What harli_sgl.tools.postgres will use (it fails the same way when nothing is found).
+PYTHONPATH="$repo/python" "$venv/bin/python" -c 'from harli_sgl.tools.postgres import find_bindir; print("[setup] PostgreSQL server binaries in", find_bindir())'
 
 say "checking the CPU driver stand-in"
 "$venv/bin/python" -m harli_sgl.platform.cuda_stub --ensure

@@ -1,16 +1,25 @@
-"""Shared fixtures: one real harli_sgl server (real SGLang on CPU) per test session.
+"""Shared fixtures: one real harli_sgl server (real SGLang on CPU) per test session, and the job store's backends.
 
 The server runs the embedded default model with ``--api-key`` set, so every
 end-to-end test also exercises SGLang's auth middleware on Harli's routes.
 Its log is kept under the session's temp dir and printed when start-up fails.
+
+Job-store tests take ``db_url`` and run once per backend: ``None`` (SQLite in
+the workdir) and a fresh database on one throwaway PostgreSQL server per
+session (:class:`~harli_sgl.tools.postgres.PostgresServer`, fsync off). A
+missing PostgreSQL fails those tests, never skips them: the fleet depends on it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
+import tempfile
 
 import pytest
 
+from harli_sgl.tools.postgres import PostgresNotFound, PostgresServer
 from harli_sgl.tools.server_process import ServerProcess
 
 API_KEY = "harli-test-key"
@@ -22,6 +31,40 @@ SESSION_SERVER_FLAGS = ["--harli-mode", "harli", "--harli-checkpoint-every-steps
 
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+_database_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    # Under /tmp, not pytest's temporary root: under root the server runs as the postgres
+    # user, which cannot enter root's private directories.
+    try:
+        server = PostgresServer(tempfile.mkdtemp(prefix="harli-pg-"), durable=False)
+    except PostgresNotFound as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new, empty database for this test (dropped afterwards, open connections and all)."""
+    name = f"harli_test_{next(_database_numbers)}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request) -> str | None:
+    """The job store's ``db_url`` for this run of the test: None (SQLite), then PostgreSQL."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
 
 def start_server(tmp_path_factory, name: str, extra: list[str],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -55,8 +56,8 @@ class Recorder:
 
 
 class Server:
-    def __init__(self, workdir: str) -> None:
-        self.store = JobStore(workdir)
+    def __init__(self, workdir: str, db_url: str | None = None) -> None:
+        self.store = JobStore(workdir, db_url=db_url)
         self.changes = 0
         app = FastAPI()
         app.include_router(make_router(
@@ -98,10 +99,21 @@ def _raise() -> None:
     raise RuntimeError("the scheduler is unreachable")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    with Server(str(tmp_path_factory.mktemp("harli") / "work")) as s:
-        yield s
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request, tmp_path_factory) -> Iterator[Server]:
+    """One server per backend; every test of the module runs against each."""
+    workdir = str(tmp_path_factory.mktemp("harli") / "work")
+    if request.param == "sqlite":
+        with Server(workdir) as s:
+            yield s
+        return
+    postgres = request.getfixturevalue("postgres_server")
+    name = f"harli_router_{secrets.token_hex(4)}"
+    try:
+        with Server(workdir, postgres.create_database(name)) as s:
+            yield s
+    finally:
+        postgres.drop_database(name)
 
 
 @pytest.fixture(scope="module")
@@ -302,8 +314,8 @@ def test_stored_file_rechecked_at_job_creation(client, server, damage, fragment)
     assert server.store.get_job(job.id)["status"] == "failed"
 
 
-def test_jobs_left_validating_are_finished_when_the_router_is_built(tmp_path):
-    store = JobStore(str(tmp_path / "work"))
+def test_jobs_left_validating_are_finished_when_the_router_is_built(tmp_path, db_url):
+    store = JobStore(str(tmp_path / "work"), db_url=db_url)
     good = store.create_file("good.jsonl", "fine-tune", GOOD)["id"]
     bad = store.create_file("bad.jsonl", "fine-tune", GOOD)["id"]
     with open(store.file_path(bad), "wb") as fh:
@@ -587,14 +599,14 @@ def test_unknown_ids_via_the_openai_client(client):
 def test_path_tricks_touch_nothing(http, server, seeded, method, raw_path):
     """Whether the route matches (our 404) or not (the app's 404), nothing is read or removed."""
     before = snapshot(http)
-    db = os.path.join(server.store.workdir, "harli.db")
+    kept = sorted(os.listdir(server.store.workdir))  # harli.db on SQLite, the files directory
     request = http.build_request(method, "/")
     request.url = request.url.copy_with(raw_path=raw_path)
     # The app may redirect 'x/' to 'x' first; wherever it lands must be a 404.
     response = http.send(request, follow_redirects=True)
     assert response.status_code == 404
     assert b"root:" not in response.content
-    assert os.path.exists(db) and snapshot(http) == before
+    assert sorted(os.listdir(server.store.workdir)) == kept and snapshot(http) == before
 
 
 @pytest.mark.parametrize("query, param", [

@@ -1,11 +1,16 @@
-"""JobStore on a real SQLite file: files, the job lifecycle, events, checkpoints, two processes."""
+"""JobStore on both backends: files, the job lifecycle, events, checkpoints, threads and processes.
+
+Every test that takes ``store`` or ``make_store`` runs twice: on a real SQLite
+file in the workdir and on a fresh database of a real PostgreSQL server (see
+``db_url`` in test/conftest.py). Leases, the fleet and migrations have their own files
+under test/jobs/store and test/jobs/db.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,53 +19,13 @@ import time
 import pytest
 
 from harli_sgl.jobs import ids
-from harli_sgl.jobs.schema import JOB_STATUSES, SCHEMA_VERSION, SchemaVersionError
+from harli_sgl.jobs.schema import JOB_STATUSES
 from harli_sgl.jobs.store import (TRANSITIONS, FileContentError, FileInUseError,
                                   InvalidTransitionError, JobStore, NotFoundError)
 
-DATA = b'{"prompt": "2+2=", "completion": "4"}\n'
-HP = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0}
-LORA = {"r": 8, "alpha": 16.0, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0}
+from store_util import DATA, HP, LORA, job_in, new_job, queued_job
+
 PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "python")
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = JobStore(str(tmp_path / "work"))
-    yield s
-    s.close()
-
-
-def new_job(store: JobStore, file_id: str | None = None, **kw) -> dict:
-    if file_id is None:
-        file_id = store.create_file("train.jsonl", "fine-tune", DATA)["id"]
-    args = dict(model="base", training_file=file_id, validation_file=None, suffix=None, seed=1,
-                hyperparameters=HP, lora=LORA, metadata=None)
-    args.update(kw)
-    return store.create_job(**args)
-
-
-def queued_job(store: JobStore, file_id: str | None = None) -> dict:
-    return store.set_status(new_job(store, file_id)["id"], "queued")
-
-
-# Shortest legal path from validating_files to each status.
-PATH_TO = {
-    "validating_files": [],
-    "queued": ["queued"],
-    "running": ["queued", "running"],
-    "succeeded": ["queued", "running", "succeeded"],
-    "failed": ["failed"],
-    "cancelled": ["cancelled"],
-}
-
-
-def job_in(store: JobStore, status: str) -> dict:
-    job = new_job(store)
-    for step in PATH_TO[status]:
-        job = store.set_status(job["id"], step)
-    assert job["status"] == status
-    return job
 
 
 # ----------------------------------------------------------------------------- files
@@ -120,20 +85,23 @@ def test_validation_file_counts_as_used(store):
 @pytest.mark.parametrize("bad", ["../harli.db", "file-..%2F", "../../etc/passwd", "file-" + "0" * 23,
                                  "files/../harli.db", "ftjob-" + "0" * 24])
 def test_path_like_ids_never_reach_the_filesystem(store, bad):
-    sentinel = os.path.join(store.workdir, "harli.db")
-    before = os.path.getsize(sentinel)
+    def snapshot() -> dict[str, int]:
+        return {os.path.join(d, n): os.path.getsize(os.path.join(d, n))
+                for d, _, names in os.walk(store.workdir) for n in names
+                if not n.endswith(("-wal", "-shm"))}
+
+    before = snapshot()
     assert store.get_file(bad) is None
     assert store.delete_file(bad) is False
     with pytest.raises(ids.InvalidId):
         store.file_path(bad)
     with pytest.raises(NotFoundError):
         store.read_file(bad)
-    assert os.path.getsize(sentinel) == before
+    assert snapshot() == before
 
 
-def test_stale_upload_temporaries_are_removed_on_open(tmp_path):
-    work = str(tmp_path / "work")
-    store = JobStore(work)
+def test_stale_upload_temporaries_are_removed_on_open(make_store):
+    store = make_store()
     kept = store.create_file("train.jsonl", "fine-tune", DATA)
     stale = os.path.join(store.files_dir, ids.new_id(ids.FILE) + ".jsonl.0a0b.tmp")
     fresh = os.path.join(store.files_dir, ids.new_id(ids.FILE) + ".jsonl.0c0d.tmp")
@@ -141,10 +109,9 @@ def test_stale_upload_temporaries_are_removed_on_open(tmp_path):
         open(path, "wb").close()
     os.utime(stale, (time.time() - 2 * 3600, time.time() - 2 * 3600))
     store.close()
-    reopened = JobStore(work)
+    reopened = make_store()
     assert not os.path.exists(stale) and os.path.exists(fresh)
     assert reopened.read_file(kept["id"]) == DATA
-    reopened.close()
 
 
 def test_missing_or_damaged_bytes_are_reported(store):
@@ -379,33 +346,17 @@ def test_checkpoints(store):
 
 # --------------------------------------------------------------- durability/concurrency
 
-def test_everything_survives_reopening(tmp_path):
-    work = str(tmp_path / "work")
-    first = JobStore(work)
+def test_everything_survives_reopening(make_store):
+    first = make_store()
     job = job_in(first, "running")
     first.add_checkpoint(job["id"], 1, "/c", {})
     state = (first.list_files(), first.list_jobs(), first.list_events(job["id"], limit=100),
              first.list_checkpoints(job["id"]))
     first.close()
-    second = JobStore(work)
+    second = make_store()
     assert (second.list_files(), second.list_jobs(), second.list_events(job["id"], limit=100),
             second.list_checkpoints(job["id"])) == state
     assert second.read_file(job["training_file"]) == DATA
-    second.close()
-
-
-def test_database_settings_and_newer_schema_is_refused(tmp_path):
-    work = str(tmp_path / "work")
-    JobStore(work).close()
-    db = sqlite3.connect(os.path.join(work, "harli.db"))
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
-        "files", "jobs", "events", "checkpoints"}
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.close()
-    with pytest.raises(SchemaVersionError, match="newer|understands"):
-        JobStore(work)
 
 
 def test_threads_share_one_store(store):
@@ -428,34 +379,70 @@ def test_threads_share_one_store(store):
     assert sorted(claimed) == sorted(made)
 
 
+def test_stores_claiming_at_the_same_moment_never_take_a_job_twice(make_store):
+    """Separate stores (as separate instances have) race for every job, released by a barrier."""
+    setup = make_store()
+    f = setup.create_file("train.jsonl", "fine-tune", DATA)["id"]
+    made = {queued_job(setup, f)["id"] for _ in range(120)}
+    stores = [make_store() for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    claimed: dict[str, list[str]] = {}
+
+    def claim(owner: str, store: JobStore) -> None:
+        mine = claimed.setdefault(owner, [])
+        barrier.wait()
+        while (job := store.claim_next_job(owner)) is not None:
+            assert job["status"] == "running"
+            mine.append(job["id"])
+            time.sleep(0.002)  # a moment of work, so the others are claiming while this one is not
+
+    threads = [threading.Thread(target=claim, args=(f"instance-{i}", s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [job_id for ids_ in claimed.values() for job_id in ids_]
+    assert len(everything) == len(set(everything)), "a job was claimed twice"
+    assert set(everything) == made
+    assert sum(1 for ids_ in claimed.values() if ids_) > 1, "one store took every job: no race"
+    for owner, ids_ in claimed.items():
+        for job_id in ids_:
+            job = setup.get_job(job_id)
+            assert job["progress"]["attempts"] == 1 and setup.lease(job_id).owner == owner
+            starts = [e for e in setup.list_events(job_id, limit=100)[0] if e["message"] ==
+                      "Fine-tuning job started"]
+            assert len(starts) == 1
+
+
 CHILD = r"""
 import json, os, sys, time
 from harli_sgl.jobs.store import JobStore
-store = JobStore(sys.argv[1])
+store = JobStore(sys.argv[1], db_url=sys.argv[2] or None)
 stop = os.path.join(sys.argv[1], "stop")
 print("ready", flush=True)
 claimed = []
 deadline = time.time() + 60
 while time.time() < deadline:
-    job = store.claim_next_job()
+    job = store.claim_next_job("child")
     if job is not None:
         claimed.append(job["id"])
         store.add_event(job["id"], "info", "claimed by the child process")
-        store.update_progress(job["id"], trained_tokens=1, step=1, total_steps=1)
+        store.update_progress(job["id"], trained_tokens=1, step=1, total_steps=1, owner="child")
     elif os.path.exists(stop):
         break
 print(json.dumps(claimed), flush=True)
+store.close()
 """
 
 
-def test_two_processes_claim_each_job_exactly_once(tmp_path):
+def test_two_processes_claim_each_job_exactly_once(make_store, db_url):
     """A separate process claims jobs while this one adds (and also claims) them."""
-    work = str(tmp_path / "work")
-    parent = JobStore(work)
+    parent = make_store()
+    work = parent.workdir
     f = parent.create_file("train.jsonl", "fine-tune", DATA)["id"]
     env = {**os.environ, "PYTHONPATH": os.path.abspath(PYTHON_DIR)}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, work], stdout=subprocess.PIPE, text=True,
-                             env=env)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, work, db_url or ""],
+                             stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert child.stdout.readline().strip() == "ready"
         made, claimed_here = [], []
@@ -479,4 +466,4 @@ def test_two_processes_claim_each_job_exactly_once(tmp_path):
     for job_id in made:
         job = parent.get_job(job_id)
         assert job["status"] == "running" and job["progress"]["attempts"] == 1
-    parent.close()
+        assert parent.lease(job_id).owner == ("child" if job_id in claimed_there else "local")

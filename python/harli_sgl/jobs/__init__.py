@@ -1,7 +1,7 @@
 """OpenAI-compatible files and fine-tuning jobs: the API, its validation and its persistent store.
 
-* :mod:`.store` (with :mod:`.schema`, :mod:`.objects`): ``JobStore`` over SQLite, shared by
-  the HTTP process and the finetune worker;
+* :mod:`.store` (with :mod:`.schema`, :mod:`.objects`, :mod:`.db`): ``JobStore`` over SQLite
+  (one instance's HTTP process and finetune worker) or PostgreSQL (a fleet);
 * :mod:`.router`: the FastAPI routes SGLang's app mounts (the only FastAPI user here);
 * :mod:`.job_request`, :mod:`.hyperparameters`, :mod:`.validation`, :mod:`.upload`,
   :mod:`.ids`, :mod:`.errors`: request checking, framework-free.

@@ -18,8 +18,9 @@ end), so clients can watch progress.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
+
+from harli_sgl.jobs.db.base import Row
 
 ORGANIZATION_ID = "harli"
 
@@ -28,7 +29,7 @@ def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def file_object(row: sqlite3.Row) -> dict[str, Any]:
+def file_object(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "object": "file",
@@ -41,7 +42,7 @@ def file_object(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def job_object(row: sqlite3.Row) -> dict[str, Any]:
+def job_object(row: Row) -> dict[str, Any]:
     hyperparameters = _json(row["hyperparameters"])
     return {
         "id": row["id"],
@@ -74,7 +75,7 @@ def job_object(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def event_object(row: sqlite3.Row) -> dict[str, Any]:
+def event_object(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "object": "fine_tuning.job.event",
@@ -86,7 +87,7 @@ def event_object(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def checkpoint_object(row: sqlite3.Row, fine_tuned_model: str) -> dict[str, Any]:
+def checkpoint_object(row: Row, fine_tuned_model: str) -> dict[str, Any]:
     return {
         "id": row["id"],
         "object": "fine_tuning.job.checkpoint",

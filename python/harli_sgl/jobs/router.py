@@ -9,7 +9,7 @@ a logged 500. Nothing a request sends can lose stored data: ids are validated
 before any lookup (:mod:`.ids`), uploads are bounded and validated before they
 are stored (:mod:`.upload`, :mod:`.validation`), and the store writes atomically.
 
-Blocking work (SQLite, validating a 64 MiB file) runs in the thread pool so the
+Blocking work (the database, validating a 64 MiB file) runs in the thread pool so the
 event loop, which also serves inference, is never stalled by it.
 
 Job creation: check the request (:mod:`.job_request`) and that its files exist

@@ -1,36 +1,33 @@
-"""The SQLite schema of ``<workdir>/harli.db`` and how a connection to it is opened.
+"""The job store's tables, as the list of steps that build them version by version.
 
-Two processes use the database at once (the HTTP process and the finetune
-worker), so every connection runs in WAL mode (readers never block the writer)
-with a busy timeout (a writer waits for the other process instead of failing),
-in autocommit mode so the store opens its own ``BEGIN IMMEDIATE`` transactions:
-taking the write lock up front means a read-then-write never has to upgrade a
-shared lock, which is where SQLite would otherwise report "database is locked"
-without waiting. ``synchronous=FULL`` because the write volume is tiny and a
-committed job must survive a power cut.
+``MIGRATIONS[v - 1]`` turns a version ``v - 1`` database into version ``v``;
+a new database runs them all, an older one only those it lacks (see
+:mod:`harli_sgl.jobs.db.migrations`), and a database newer than
+:data:`SCHEMA_VERSION` is refused rather than misread. Steps are written once
+for both backends: ``@SEQ@`` is the auto-numbered key (SQLite ``AUTOINCREMENT``,
+PostgreSQL ``GENERATED ... AS IDENTITY``), and each backend's ``translate``
+widens ``INTEGER`` and ``REAL`` to PostgreSQL's 64-bit types. On SQLite,
+version 1 is byte for byte the schema workdirs were created with before
+versions were stepped, so they open unchanged and upgrade in place.
 
-The schema version is SQLite's ``PRAGMA user_version``: 0 means a new file
-(the schema is created), :data:`SCHEMA_VERSION` means ready, anything newer was
-written by a newer harli_sgl and is refused rather than misread. Every object
-table has an ``seq`` integer key: ids are random, and ``seq`` is what gives
-lists a total creation order (``created_at`` has one-second ties).
+Every object table has a ``seq`` key: ids are random, and ``seq`` is what gives
+lists a total creation order (``created_at`` has one-second ties). Version 2
+adds the fleet: a job's lease (which instance runs it, until when; see
+:mod:`harli_sgl.jobs.store.leases`), ``succeeded_seq`` (the order in which
+adapters became servable, which instances poll), and the ``instances`` table
+each serving instance heart-beats into.
 """
 
 from __future__ import annotations
-
-import sqlite3
-
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
 
 JOB_STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 _STATUS_CHECK = ", ".join(f"'{s}'" for s in JOB_STATUSES)
 
-SCHEMA = """
+V1_FILES_JOBS_EVENTS_CHECKPOINTS = """
 CREATE TABLE files (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         @SEQ@,
     id          TEXT NOT NULL UNIQUE,
     filename    TEXT NOT NULL,
     purpose     TEXT NOT NULL,
@@ -38,7 +35,7 @@ CREATE TABLE files (
     created_at  INTEGER NOT NULL
 );
 CREATE TABLE jobs (
-    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq              @SEQ@,
     id               TEXT NOT NULL UNIQUE,
     model            TEXT NOT NULL,
     training_file    TEXT NOT NULL,
@@ -61,7 +58,7 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_by_status ON jobs (status, seq);
 CREATE TABLE events (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         @SEQ@,
     id          TEXT NOT NULL UNIQUE,
     job_id      TEXT NOT NULL REFERENCES jobs (id),
     created_at  INTEGER NOT NULL,
@@ -72,7 +69,7 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_job ON events (job_id, seq);
 CREATE TABLE checkpoints (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         @SEQ@,
     id          TEXT NOT NULL UNIQUE,
     job_id      TEXT NOT NULL REFERENCES jobs (id),
     step        INTEGER NOT NULL,
@@ -83,43 +80,30 @@ CREATE TABLE checkpoints (
 CREATE INDEX checkpoints_by_job ON checkpoints (job_id, seq);
 """.replace("@STATUSES@", _STATUS_CHECK)
 
+V2_LEASES_INSTANCES = """
+ALTER TABLE jobs ADD COLUMN lease_owner TEXT;        -- instance running the job, NULL otherwise
+ALTER TABLE jobs ADD COLUMN lease_expires_at REAL;   -- database clock, seconds since the epoch
+ALTER TABLE jobs ADD COLUMN succeeded_seq INTEGER;   -- 1, 2, ... in the order jobs succeeded
+UPDATE jobs SET succeeded_seq = seq WHERE status = 'succeeded';
+CREATE UNIQUE INDEX jobs_by_succeeded_seq ON jobs (succeeded_seq);
+CREATE TABLE instances (
+    id           TEXT PRIMARY KEY,
+    url          TEXT NOT NULL,
+    model        TEXT NOT NULL,
+    harvest      REAL NOT NULL,       -- measured free compute (tokens/s, or a fraction)
+    room         INTEGER NOT NULL,    -- how many more jobs its worker can take
+    heartbeat_at REAL NOT NULL        -- database clock
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_FILES_JOBS_EVENTS_CHECKPOINTS, V2_LEASES_INSTANCES)
+SCHEMA_VERSION = len(MIGRATIONS)
+
 
 class SchemaVersionError(RuntimeError):
     """The database was written by a newer harli_sgl; refuse instead of misreading it."""
 
 
-def connect(db_path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
-    """Open ``db_path`` (creating the schema if the file is new) ready for two-process use."""
-    conn = sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None,
-                           check_same_thread=False)
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        _migrate(conn, db_path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, db_path: str) -> None:
-    # Both processes may open a brand-new file at once; the write lock makes one
-    # of them create the schema and the other see version 1 when it gets the lock.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version > SCHEMA_VERSION:
-            raise SchemaVersionError(f"{db_path} has schema version {version}; this harli_sgl "
-                                     f"understands up to {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+def statements(step: str) -> list[str]:
+    """A step's statements, one by one (no step has a ``;`` inside a literal or comment)."""
+    return [s.strip() for s in step.split(";") if s.strip()]

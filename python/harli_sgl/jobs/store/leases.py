@@ -1,0 +1,101 @@
+"""Leases: which instance runs a job, until when, and what happens when it stops renewing.
+
+A worker takes a job with :meth:`JobLeases.claim_next_job`, which moves the
+next queued job to ``running`` under a lease: ``lease_owner`` (the instance)
+and ``lease_expires_at`` (the database's clock, so instances whose clocks
+disagree still agree on when a lease ends). Previously started jobs come first,
+so a job whose run was interrupted does not go to the back of the line; then
+oldest first. On PostgreSQL the claim reads with ``FOR UPDATE SKIP LOCKED``:
+instances polling at the same moment each lock a different queued row, never
+the same one, and none waits for another.
+
+While it trains, the worker calls :meth:`JobLeases.renew_lease` well within
+the lease; False means the job is gone from it (expired and re-queued,
+cancelled) and it must stop. Any instance may call
+:meth:`JobLeases.requeue_expired_leases` periodically: a job whose owner
+stopped renewing (crashed, partitioned, stalled) goes back to ``queued`` and
+resumes elsewhere from its latest checkpoint. A stalled owner that wakes up
+cannot undo that: its guarded writes raise ``LeaseLostError`` (see
+:mod:`.lifecycle`). A restarted worker calls
+:meth:`JobLeases.recover_running_jobs` for its own jobs at once rather than
+waiting for their leases to run out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from harli_sgl.jobs.store.base import DEFAULT_LEASE_S, LOCAL_OWNER, now_s
+from harli_sgl.jobs.store.lifecycle import JobRecords
+
+
+class Lease(NamedTuple):
+    owner: str | None
+    expires_at: float | None  # database clock; None with owner None: not leased
+
+
+class JobLeases(JobRecords):
+    def claim_next_job(self, owner: str = LOCAL_OWNER,
+                       lease_s: float = DEFAULT_LEASE_S) -> dict[str, Any] | None:
+        """Atomically move the next queued job to ``running`` under ``owner``'s lease; None if none."""
+        # A plain read first: it takes no lock, so a worker polling an empty queue never
+        # holds the write lock (SQLite) or a connection in a transaction (PostgreSQL).
+        if self._one("SELECT 1 FROM jobs WHERE status = 'queued' LIMIT 1") is None:
+            return None
+        with self._db.write() as tx:
+            row = tx.one("SELECT * FROM jobs WHERE status = 'queued' "
+                         f"ORDER BY started_at IS NULL, seq LIMIT 1{tx.lock(skip_locked=True)}")
+            if row is None:
+                return None
+            tx.execute("UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+                       "started_at = COALESCE(started_at, ?), lease_owner = ?, "
+                       "lease_expires_at = ? WHERE id = ?",
+                       (now_s(), owner, tx.now() + lease_s, row["id"]))
+            self._status_event(tx, row, "running", None, None, owner)
+        return self.get_job(row["id"])
+
+    def renew_lease(self, job_id: str, owner: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
+        """Extend ``owner``'s lease by ``lease_s`` from now; False if it no longer holds one."""
+        with self._db.write() as tx:
+            self._job_row(tx, job_id)
+            return tx.execute("UPDATE jobs SET lease_expires_at = ? "
+                              "WHERE id = ? AND status = 'running' AND lease_owner = ?",
+                              (tx.now() + lease_s, job_id, owner)) == 1
+
+    def lease(self, job_id: str) -> Lease:
+        """Who holds the job's lease and until when (both None unless it is running)."""
+        with self._db.read() as tx:
+            row = self._job_row(tx, job_id)
+        return Lease(row["lease_owner"], row["lease_expires_at"])
+
+    def requeue_expired_leases(self) -> list[dict[str, Any]]:
+        """Re-queue running jobs whose lease ran out; return them (now ``queued``), oldest first."""
+        expired = "SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at < ? ORDER BY seq"
+        with self._db.read() as tx:
+            if not tx.all(expired + " LIMIT 1", (tx.now(),)):
+                return []  # the usual answer, without a write transaction
+        with self._db.write() as tx:
+            # SKIP LOCKED: a row locked now is being renewed, ended or re-queued by someone else.
+            rows = tx.all(expired + tx.lock(skip_locked=True), (tx.now(),))
+            for row in rows:
+                self._requeue(tx, row, f"The lease of {row['lease_owner']!r} on this job expired "
+                              "(it stopped renewing it); the job is queued again and resumes "
+                              "from its latest checkpoint")
+        return [self.get_job(r["id"]) for r in rows]
+
+    def recover_running_jobs(self, owner: str = LOCAL_OWNER) -> list[dict[str, Any]]:
+        """Re-queue the jobs ``owner`` left ``running`` (its worker died); return them, oldest first.
+
+        Call once when a worker starts, before :meth:`claim_next_job`; the returned jobs
+        are ``queued`` again and claim_next_job hands them out first. Resume each from
+        ``latest_checkpoint``. Running jobs without an owner (left by a store from
+        before leases) count as the caller's; other instances' jobs are left alone.
+        """
+        with self._db.write() as tx:
+            rows = tx.all("SELECT * FROM jobs WHERE status = 'running' "
+                          f"AND (lease_owner = ? OR lease_owner IS NULL) ORDER BY seq{tx.lock()}",
+                          (owner,))
+            for row in rows:
+                self._requeue(tx, row, "The fine-tuning worker restarted; the job is queued again "
+                              "and resumes from its latest checkpoint")
+        return [self.get_job(r["id"]) for r in rows]
