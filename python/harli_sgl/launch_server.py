@@ -50,8 +50,10 @@ def prepare(argv: list[str]):
     server_args = prepare_server_args(rest)
     harli = harli.resolved("cuda" if gpu else "cpu")
     if harli.instance_id is None:
-        # Unique on a host (one server per port) and readable in the fleet's store.
-        harli = dataclasses.replace(harli, instance_id=f"{socket.gethostname()}:{server_args.port}")
+        # A SQLite store belongs to this instance alone: a fixed owner lets a restart on
+        # another port resume its jobs at once. In a fleet, host:port is unique and readable.
+        harli = dataclasses.replace(harli, instance_id="local" if harli.db is None else
+                                    f"{socket.gethostname()}:{server_args.port}")
     os.makedirs(harli.workdir, exist_ok=True)
     os.makedirs(harli.shared_dir, exist_ok=True)
     server_args._harli = harli

@@ -28,7 +28,7 @@ LEASE_S = 6.0
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("fleet"))
-    f = Fleet(root, instances=2, api_key=API_KEY,
+    f = Fleet(root, instances=2, api_key=API_KEY, durable_db=False,
               extra_flags=("--harli-lease-s", str(LEASE_S), "--harli-checkpoint-every-steps", "3",
                            "--harli-startup-profile-s", "20"))
     try:
@@ -68,7 +68,7 @@ def started_by(fleet, job_id) -> list[str]:
     for (data,) in rows:
         d = json.loads(data) if isinstance(data, str) else (data or {})
         if d.get("status") == "running":
-            out.append(d.get("instance"))
+            out.append(d.get("lease_owner"))
     return out
 
 

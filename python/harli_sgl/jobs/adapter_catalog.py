@@ -38,14 +38,13 @@ class AdapterCatalog:
 
     def new_adapters(self) -> list[Adapter]:
         """Adapters that succeeded since the last call (all of them on the first), oldest first."""
-        found = [self._adapter(seq, name)
-                 for seq, name, _ in self.store.succeeded_adapters(after_seq=self._seen_seq)]
+        found = [self._adapter(a.seq, a.fine_tuned_model)
+                 for a in self.store.succeeded_adapters(after_seq=self._seen_seq)]
         if found:
             self._seen_seq = max(a.seq for a in found)
         return found
 
     def find(self, name: str) -> Adapter | None:
         """The adapter called ``name``, if some job of the fleet has finished it."""
-        for seq, found, _ in self.store.succeeded_adapters(after_seq=0, name=name):
-            return self._adapter(seq, found)
-        return None
+        found = self.store.adapter_named(name)
+        return None if found is None else self._adapter(found.seq, found.fine_tuned_model)

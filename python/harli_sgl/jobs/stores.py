@@ -18,6 +18,4 @@ def artifacts_of(config: HarliConfig) -> SharedDir:
 
 
 def open_store(config: HarliConfig) -> JobStore:
-    if config.db is None and (config.shared_dir or config.workdir) == config.workdir:
-        return JobStore(config.workdir)  # TEMPORARY until the two-backend store lands
     return JobStore(config.workdir, db_url=config.db, files_dir=artifacts_of(config).path("files"))

@@ -23,6 +23,7 @@ design does not depend on it.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ class Fleet:
     api_key: str | None = None
     extra_flags: tuple[str, ...] = ()
     router_policy: str = "round_robin"
+    durable_db: bool = True  # tests turn fsync off
     env: dict[str, str] = field(default_factory=dict)
     postgres: PostgresServer | None = None
     servers: list[ServerProcess] = field(default_factory=list)
@@ -57,7 +59,10 @@ class Fleet:
 
     def start(self, timeout_s: float = 900.0) -> Fleet:
         os.makedirs(self.shared_dir, exist_ok=True)
-        self.postgres = PostgresServer(os.path.join(self.root, "postgres")).start()
+        # Under /tmp: run as root, the server runs as the postgres user, which cannot enter
+        # root's private directories (pytest's temporary root is one).
+        self.postgres = PostgresServer(tempfile.mkdtemp(prefix="harli-fleet-pg-"),
+                                       durable=self.durable_db).start()
         for i in range(self.instances):
             self.servers.append(self.start_instance(i))
         for server in self.servers:

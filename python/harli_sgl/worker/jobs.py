@@ -59,8 +59,10 @@ from harli_sgl.core.trainer.data import DataError, load_examples
 from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainingDiverged
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
-from harli_sgl.jobs.store import (InvalidTransitionError, JobStore, StorageFullError, StoreError,
-                                  is_storage_full)
+from harli_sgl.jobs.store import (InvalidTransitionError, LeaseLostError, StorageFullError,
+                                  StoreError, is_storage_full)
+from harli_sgl.jobs.stores import artifacts_of, open_store
+from harli_sgl.worker.fleet import FleetMember
 from harli_sgl.worker.profile_workload import ProfileWorkload
 from harli_sgl.worker.publisher import AdapterPublisher
 from harli_sgl.worker.spec import WorkerSpec
@@ -117,11 +119,14 @@ class JobExecutor:
         self.base_param_bytes = sum(p.numel() * p.element_size() for p in probe.parameters())
         self.private_base_bytes = private_bytes(probe)
         del probe
-        self.store = JobStore(self.config.workdir)
+        self.store = open_store(self.config)
+        self.artifacts = artifacts_of(self.config)
+        self.owner = self.config.instance_id or "local"
+        self.fleet = FleetMember(self.store, self.owner, spec.server_url,
+                                 spec.served_model_name or spec.model_path, self.config.lease_s)
         self.publisher = AdapterPublisher(spec.server_url, spec.api_key, spec.admin_api_key)
         self.arena = arena
         self.running: dict[str, RunningJob] = {}
-        self.free_units_per_s: float | None = None
         # One thread: jobs are prepared one after the other, never competing with the loop
         # for more than one core's worth of Python.
         self._prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-prepare")
@@ -129,7 +134,6 @@ class JobExecutor:
         # Publishing calls the server over HTTP; one thread keeps them in order and keeps
         # AdapterPublisher's retry state single-threaded.
         self._publish_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-publish")
-        self._republishing: Future | None = None
         self._profile: ProfileWorkload | None = None
         self._last_poll = 0.0
         self._last_flush = 0.0
@@ -137,16 +141,14 @@ class JobExecutor:
         self._pending_status: list[tuple[str, str, dict]] = []
         self._recovered = False
         self._recover()
-        # After a server restart SGLang serves no adapter: bring back every finished one.
-        self._republish = [(j["fine_tuned_model"], os.path.join(self.config.workdir, "adapters",
-                                                                 j["fine_tuned_model"]))
-                           for j in self.store.jobs_with_status("succeeded") if j["fine_tuned_model"]]
+        # Finished adapters are served again after a restart by the server itself (its
+        # adapter catalog, harli_sgl/sglang/tokenizer_manager.py), not from here.
 
     # -- Executor protocol ---------------------------------------------------------------
 
     def set_free_compute(self, units_per_s: float | None) -> None:
         """The scheduler's estimate of this instance's free compute (FreeCompute)."""
-        self.free_units_per_s = units_per_s
+        self.fleet.set_free_compute(units_per_s)
 
     def has_work(self) -> bool:
         return self._pick() is not None
@@ -247,19 +249,11 @@ class JobExecutor:
         for job in list(self.running.values()):
             if job.adapter_path is not None:
                 self._publish(job)
-        while self._republish:
-            name, path = self._republish[0]
-            if self._republishing is None:
-                self._republishing = self._publish_pool.submit(self._publish_call, name, path)
-            if not self._republishing.done():
-                break
-            ok, why = self._republishing.result()
-            self._republishing = None
-            if not ok and not why.startswith("server refused"):
-                break  # server not up yet: retry on a later tick
-            if not ok:
-                logger.error("cannot serve finished adapter %s again: %s", name, why)
-            self._republish.pop(0)
+        if self.fleet.beat_due():
+            room = max(0, self.config.max_running_jobs - len(self.running))
+            for job_id in self.fleet.beat(list(self.running), room):
+                if job_id in self.running:
+                    self._lost(self.running[job_id])
         now = time.monotonic()
         if now - self._last_poll < POLL_INTERVAL_S:
             return
@@ -268,8 +262,9 @@ class JobExecutor:
             if self.store.is_cancelled(job.job_id):
                 logger.info("job %s was cancelled", job.job_id)
                 self._drop(job)
-        while len(self.running) < self.config.max_running_jobs:
-            claimed = self.store.claim_next_job()
+        while len(self.running) < self.config.max_running_jobs and self.fleet.may_claim():
+            claimed = self.store.claim_next_job(self.owner, self.config.lease_s)
+            self.fleet.claimed(claimed)
             if claimed is None:
                 break
             self._start(claimed)
@@ -278,7 +273,7 @@ class JobExecutor:
 
     def _recover(self) -> None:
         try:
-            for job in self.store.recover_running_jobs():
+            for job in self.store.recover_running_jobs(self.owner):
                 logger.info("job %s was running when the worker stopped; it will resume", job["id"])
         except StorageFullError as e:
             self._storage_full(e)  # retried by a later tick; no job is claimed until then
@@ -315,6 +310,14 @@ class JobExecutor:
         self.flush()
         for job in list(self.running.values()):
             self._drop(job)
+        try:
+            # A clean stop hands this instance's jobs back at once (another instance, or
+            # this one's next worker, resumes them from their checkpoints) instead of
+            # after their leases expire.
+            self.store.recover_running_jobs(self.owner)
+            self.store.remove_instance(self.owner)
+        except StoreError as e:
+            logger.warning("could not hand back running jobs on shutdown: %s", e)
         self.store.close()
 
     # -- job lifecycle -------------------------------------------------------------------
@@ -390,7 +393,8 @@ class JobExecutor:
             checkpoint_every_steps=self.config.checkpoint_every_steps,
         )
         kwargs = dict(on_event=lambda kind, msg, data: self._on_event(entry, kind, msg, data),
-                      checkpoint_dir=lambda step: self._job_dir(job_id, f"checkpoints/step-{step:06d}"),
+                      checkpoint_dir=lambda step: self._artifact_dir("checkpoints", job_id,
+                                                                     f"step-{step:06d}"),
                       saved_tensors_hooks=self.arena.hooks() if self.arena is not None else None,
                       validation_examples=valid)
         base = build_model(self.hf_config, self.fused)
@@ -424,7 +428,7 @@ class JobExecutor:
             self._event(job, "info", message, data)
 
     def _finish_training(self, job: RunningJob) -> None:
-        path = os.path.join(self.config.workdir, "adapters", job.name)
+        path = self._artifact_dir("adapters", job.name)
         try:
             job.trainer.save_adapter(path)
         except Exception as e:
@@ -465,9 +469,13 @@ class JobExecutor:
         job.publishing = None
         if ok:
             try:
-                self.store.set_status(job.job_id, "succeeded", fine_tuned_model=job.name)
+                self.store.set_status(job.job_id, "succeeded", fine_tuned_model=job.name,
+                                      owner=self.owner)
             except InvalidTransitionError:
                 pass  # cancelled while publishing: the cancel wins
+            except LeaseLostError:
+                self._lost(job)
+                return
             self.running.pop(job.job_id, None)
         elif why.startswith("server refused"):
             self._fail(job, "publish_failed", why)
@@ -476,9 +484,9 @@ class JobExecutor:
         self.flush()
         error = {"code": code, "message": message, "param": None}
         try:
-            self.store.set_status(job.job_id, "failed", error=error)
-        except InvalidTransitionError:
-            pass
+            self.store.set_status(job.job_id, "failed", error=error, owner=self.owner)
+        except (InvalidTransitionError, LeaseLostError):
+            pass  # finished, cancelled, or another instance runs it now: not ours to fail
         except StorageFullError as e:
             self._storage_full(e)
             self._pending_status.append((job.job_id, "failed", {"error": error}))
@@ -509,14 +517,19 @@ class JobExecutor:
                     if level == "__checkpoint__":
                         metrics = {k: data[k] for k in ("train_loss", "valid_loss")
                                    if data[k] is not None}
-                        self.store.add_checkpoint(job.job_id, data["step"], data["path"], metrics)
+                        self.store.add_checkpoint(job.job_id, data["step"], data["path"], metrics,
+                                                  owner=self.owner)
                     elif level == "__progress__":
-                        self.store.update_progress(job.job_id, **data)
+                        self.store.update_progress(job.job_id, **data, owner=self.owner)
                     else:
                         self.store.add_event(job.job_id, level, message, data, type_)
                         if type_ == "metrics":
                             self.store.update_progress(job.job_id, data["trained_tokens"],
-                                                       data["step"], data["total_steps"])
+                                                       data["step"], data["total_steps"],
+                                                       owner=self.owner)
+                except LeaseLostError:
+                    self._lost(job)
+                    break
                 except StorageFullError as e:
                     job.events[:0] = events[i:]  # kept, in order, for the next flush
                     self._storage_full(e)
@@ -524,7 +537,19 @@ class JobExecutor:
                 except StoreError as e:
                     logger.warning("job %s: could not record %r: %s", job.job_id, message, e)
 
-    def _job_dir(self, job_id: str, sub: str) -> str:
-        path = os.path.join(self.config.workdir, "jobs", job_id, sub)
+    def _artifact_dir(self, kind: str, *parts: str) -> str:
+        path = self.artifacts.path(kind, *parts)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return path
+
+    def _lost(self, job: RunningJob) -> None:
+        """This instance no longer holds the job's lease: stop it, write nothing more.
+
+        It stalled past its lease and another instance took the job over (or will),
+        resuming from the last checkpoint; going on here would train it twice.
+        """
+        logger.warning("job %s: this instance (%s) lost its lease; another instance resumes it",
+                       job.job_id, self.owner)
+        job.events.clear()
+        job.adapter_path = None
+        self._drop(job)

@@ -70,6 +70,12 @@ class FleetRecords(StoreBase):
                          "WHERE succeeded_seq > ? ORDER BY succeeded_seq", (int(after_seq),))
         return [Adapter(int(r["succeeded_seq"]), r["fine_tuned_model"], r["id"]) for r in rows]
 
+    def adapter_named(self, fine_tuned_model: str) -> Adapter | None:
+        """The succeeded adapter called ``fine_tuned_model``, if any job of the fleet made it."""
+        row = self._one("SELECT succeeded_seq, fine_tuned_model, id FROM jobs "
+                        "WHERE fine_tuned_model = ? AND succeeded_seq IS NOT NULL", (fine_tuned_model,))
+        return None if row is None else Adapter(int(row["succeeded_seq"]), row["fine_tuned_model"], row["id"])
+
     def listen_adapters(self, timeout_s: float) -> list[str]:
         """Wait up to ``timeout_s`` for jobs to succeed; the new adapters' names (maybe none).
 
