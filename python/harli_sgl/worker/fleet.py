@@ -28,6 +28,8 @@ from __future__ import annotations
 import logging
 import time
 
+from harli_sgl.jobs.store import NotFoundError
+
 logger = logging.getLogger(__name__)
 
 PLACEMENT_GRACE_S = 5.0
@@ -64,12 +66,17 @@ class FleetMember:
         self._last_beat = self.clock()
         self.store.heartbeat_instance(self.instance_id, self.url, self.model,
                                       self.harvest(len(running)), room)
-        lost = [job_id for job_id in running
-                if not self.store.renew_lease(job_id, self.instance_id, self.lease_s)]
+        lost = [job_id for job_id in running if not self._renew(job_id)]
         for job in self.store.requeue_expired_leases():
-            logger.warning("job %s: instance %s stopped renewing its lease; queued again",
-                           job["id"], job.get("lease_owner"))
+            logger.warning("job %s: its instance stopped renewing the lease; queued again, "
+                           "it resumes from its latest checkpoint", job["id"])
         return lost
+
+    def _renew(self, job_id: str) -> bool:
+        try:
+            return self.store.renew_lease(job_id, self.instance_id, self.lease_s)
+        except NotFoundError:  # no such job any more: nothing to keep training
+            return False
 
     def may_claim(self) -> bool:
         """Whether this instance should try to pull a queued job now (it has room)."""

@@ -1,0 +1,77 @@
+"""FleetMember over a real store (SQLite, then PostgreSQL): heartbeat, leases, placement."""
+
+from __future__ import annotations
+
+from harli_sgl.jobs.store import JobStore
+from harli_sgl.worker.fleet import PLACEMENT_GRACE_S, FleetMember
+
+from store_util import queued_job
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def member(store, name, clock, lease_s=30.0) -> FleetMember:
+    return FleetMember(store, name, f"http://{name}", "base", lease_s, clock=clock)
+
+
+def test_the_heartbeat_publishes_harvest_per_new_job_and_room(tmp_path, db_url):
+    store = JobStore(str(tmp_path), db_url=db_url)
+    a = member(store, "a", Clock())
+    a.set_free_compute(900.0)
+    assert a.beat_due()
+    assert a.beat(running=[], room=3) == []
+    row = {r["id"]: r for r in store.live_instances()}["a"]
+    assert row["harvest"] == 900.0 and row["room"] == 3 and row["url"] == "http://a"
+    assert not a.beat_due()
+    running = [store.claim_next_job("a")["id"] for _ in (queued_job(store), queued_job(store))]
+    assert a.beat(running, room=1) == []  # both leases renewed
+    row = {r["id"]: r for r in store.live_instances()}["a"]
+    assert row["harvest"] == 300.0 and row["room"] == 1  # a third job would get a third
+
+
+def test_a_lost_lease_is_reported_and_an_expired_one_requeued(tmp_path, db_url):
+    store = JobStore(str(tmp_path), db_url=db_url)
+    clock = Clock()
+    a, b = member(store, "a", clock, lease_s=0.2), member(store, "b", clock, lease_s=30.0)
+    job = queued_job(store)
+    assert store.claim_next_job("a", 0.2)["id"] == job["id"]
+    assert a.beat([job["id"]], room=0) == []  # renewed: still a's
+    import time
+
+    time.sleep(0.5)  # a stalls past its lease (the database's clock)
+    b.beat([], room=1)  # b re-queues the expired job...
+    assert store.get_job(job["id"])["status"] == "queued"
+    assert store.claim_next_job("b", 30.0)["id"] == job["id"]  # ...and takes it over
+    clock.t += 1.0
+    assert a.beat([job["id"]], room=0) == [job["id"]]  # a learns it lost the job
+
+
+def test_only_the_instance_with_the_most_harvest_claims_at_once(tmp_path, db_url):
+    store = JobStore(str(tmp_path), db_url=db_url)
+    clock = Clock()
+    a, b = member(store, "a", clock), member(store, "b", clock)
+    a.set_free_compute(100.0)
+    b.set_free_compute(500.0)
+    a.beat([], room=1)
+    b.beat([], room=1)
+    assert b.may_claim()
+    assert not a.may_claim()  # b is better placed: a waits its grace period first
+    clock.t += PLACEMENT_GRACE_S / 2
+    assert not a.may_claim()
+    clock.t += PLACEMENT_GRACE_S
+    assert a.may_claim()  # b did not take the work in time: a may
+    a.claimed(None)
+    assert not a.may_claim()  # the grace period starts over
+    b.beat([], room=0)  # b is full: a is the best instance with room
+    assert a.may_claim()
+
+
+def test_a_job_that_no_longer_exists_counts_as_lost(tmp_path):
+    a = member(JobStore(str(tmp_path)), "a", Clock())
+    assert a.beat(["ftjob-doesnotexist"], room=1) == ["ftjob-doesnotexist"]
