@@ -97,8 +97,9 @@ class HarliTokenizerManager(TokenizerManager):
 
     def _register(self, adapter) -> None:
         if adapter.name not in self.lora_ref_cache:
+            # pinned=False, not None: SGLang's implicit reload passes it on as a number.
             self.lora_ref_cache[adapter.name] = LoRARef(lora_name=adapter.name,
-                                                        lora_path=adapter.path)
+                                                        lora_path=adapter.path, pinned=False)
 
     # -- requests -------------------------------------------------------------------------
 
