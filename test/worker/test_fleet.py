@@ -58,18 +58,31 @@ def test_only_the_instance_with_the_most_harvest_claims_at_once(tmp_path, db_url
     a, b = member(store, "a", clock), member(store, "b", clock)
     a.set_free_compute(100.0)
     b.set_free_compute(500.0)
-    a.beat([], room=1)
-    b.beat([], room=1)
-    assert b.may_claim()
-    assert not a.may_claim()  # b is better placed: a waits its grace period first
+    a.beat([], room=4)
+    b.beat([], room=4)
+    assert b.may_claim(running=0, room=4)
+    assert not a.may_claim(running=0, room=4)  # b is better placed: a waits its grace period
     clock.t += PLACEMENT_GRACE_S / 2
-    assert not a.may_claim()
+    assert not a.may_claim(running=0, room=4)
     clock.t += PLACEMENT_GRACE_S
-    assert a.may_claim()  # b did not take the work in time: a may
+    assert a.may_claim(running=0, room=4)  # b did not take the work in time: a may
     a.claimed(None)
-    assert not a.may_claim()  # the grace period starts over
+    assert not a.may_claim(running=0, room=4)  # the grace period starts over
     b.beat([], room=0)  # b is full: a is the best instance with room
-    assert a.may_claim()
+    assert a.may_claim(running=0, room=4)
+    assert not a.may_claim(running=0, room=0)  # a full instance never claims
+
+
+def test_a_burst_of_jobs_spreads_over_equal_instances(tmp_path, db_url):
+    store = JobStore(str(tmp_path), db_url=db_url)
+    clock = Clock()
+    a, b = member(store, "a", clock), member(store, "b", clock)
+    for m in (a, b):
+        m.set_free_compute(600.0)
+        m.beat([], room=4)
+    assert a.may_claim(running=0, room=4)  # equal: a claims its first job ...
+    assert not a.may_claim(running=1, room=3)  # ... but not a second while b offers more
+    assert b.may_claim(running=0, room=4)
 
 
 def test_a_job_that_no_longer_exists_counts_as_lost(tmp_path):

@@ -17,9 +17,9 @@ in SQLite). The member does three things for the job executor, between slots:
   owner stopped renewing, so a dead instance's jobs resume elsewhere from their
   checkpoints.
 * **Placement.** A queued job is pulled by the live instance with the most
-  harvest. Another instance with room pulls only after the queue has waited
-  ``PLACEMENT_GRACE_S`` for the best one, so a slow or wedged best instance
-  delays a job by seconds, never strands it. The claim itself is the store's
+  harvest for one more job (ties: the most room). Another instance with room
+  pulls only after the queue has waited ``PLACEMENT_GRACE_S`` for the best one,
+  so a slow or wedged best instance delays a job by seconds, never strands it. The claim itself is the store's
   ``SELECT ... FOR UPDATE SKIP LOCKED``: placement only chooses who tries first.
 """
 
@@ -78,10 +78,21 @@ class FleetMember:
         except NotFoundError:  # no such job any more: nothing to keep training
             return False
 
-    def may_claim(self) -> bool:
-        """Whether this instance should try to pull a queued job now (it has room)."""
-        best = self.store.best_instance_for_work(max_age_s=self.lease_s)
-        if best is None or best["id"] == self.instance_id:
+    def may_claim(self, running: int, room: int) -> bool:
+        """Whether this instance should try to pull a queued job now.
+
+        ``running`` jobs run here and ``room`` more fit. It compares what one more job
+        would get here, at this moment, with what the other live instances with room
+        last published (harvest, then room: an equal harvest goes to the emptier one),
+        so a burst of queued jobs spreads over the fleet instead of filling the first
+        instance that polls.
+        """
+        if room <= 0:
+            return False
+        mine = (self.harvest(running), room)
+        others = [(i["harvest"], i["room"]) for i in self.store.live_instances(max_age_s=self.lease_s)
+                  if i["id"] != self.instance_id and i["room"] > 0]
+        if not others or mine >= max(others):
             self._passed_over_since = None
             return True
         now = self.clock()

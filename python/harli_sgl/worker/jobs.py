@@ -262,7 +262,8 @@ class JobExecutor:
             if self.store.is_cancelled(job.job_id):
                 logger.info("job %s was cancelled", job.job_id)
                 self._drop(job)
-        while len(self.running) < self.config.max_running_jobs and self.fleet.may_claim():
+        while self.fleet.may_claim(len(self.running),
+                                   self.config.max_running_jobs - len(self.running)):
             claimed = self.store.claim_next_job(self.owner, self.config.lease_s)
             self.fleet.claimed(claimed)
             if claimed is None:
