@@ -144,3 +144,4 @@ def test_kill_9_of_the_training_instance_resumes_the_job_elsewhere(fleet):
     finally:
         fleet.servers[victim_index] = fleet.start_instance(victim_index, port=victim.port)
         fleet.servers[victim_index].wait_ready()
+        fleet.wait_router_healthy()

@@ -68,7 +68,25 @@ class Fleet:
         for server in self.servers:
             server.wait_ready(timeout_s)
         self.router = self._router().start().wait_ready(timeout_s)
+        self.wait_router_healthy(timeout_s)
         return self
+
+    def router_healthy_workers(self) -> int:
+        """How many instances the router marks healthy (``GET /workers``)."""
+        r = requests.get(self.router.base_url + "/workers", headers=self.router.headers, timeout=10)
+        r.raise_for_status()
+        data = r.json()
+        workers = data.get("workers", []) if isinstance(data, dict) else data
+        return sum(1 for w in workers if isinstance(w, dict) and w.get("is_healthy"))
+
+    def wait_router_healthy(self, timeout_s: float = 900.0) -> None:
+        """Until the router sends traffic to every instance (its readiness needs only one)."""
+        deadline = time.monotonic() + timeout_s
+        while self.router_healthy_workers() < len(self.servers):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the router marks {self.router_healthy_workers()} of "
+                                   f"{len(self.servers)} instances healthy after {timeout_s}s")
+            time.sleep(1.0)
 
     def instance_id(self, i: int) -> str:
         return f"instance-{chr(ord('a') + i)}"
