@@ -91,6 +91,9 @@ class HarliConfig:
     cpu_split: str = _flag("auto", "CPU hosts: decode's cores and the worker's share for "
                            "co-running, as DECODE/WORKER (e.g. 0/1), 'auto' (default: decode "
                            "keeps the first half) or 'none' (serial slots only).")
+    prefill_cpus: str = _flag("decode", "CPU hosts with a split: the cores a prefill batch runs on, "
+                              "'decode' (decode's own) or 'all' (every core: the worker's "
+                              "SCHED_IDLE threads yield them at once).", choices=("decode", "all"))
     gpu_worker_share: float = _flag(0.0, "GPU hosts: the worker's SM share for co-running "
                                     "through CUDA MPS (0 = serial slots only). UNTESTED: no GPU "
                                     "has been available to run it.", type=float)

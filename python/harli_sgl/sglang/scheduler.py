@@ -59,6 +59,9 @@ class HarliScheduler(Scheduler):
         supervisor, pages = None, None
         if config.finetune_enabled and config.decode_cpus:
             self._place_decode(config)
+        self._prefill_wide = bool(config.finetune_enabled and config.decode_cpus
+                                  and config.prefill_cpus == "all")
+        self._widened = False
         if config.finetune_enabled:
             if get_parallel().tp_size > 1 or get_parallel().pp_size > 1:
                 logger.warning("harli: finetuning needs tp_size == pp_size == 1; serving only")
@@ -92,6 +95,21 @@ class HarliScheduler(Scheduler):
         logger.info("harli: decode on cores %s (%d threads); worker share: cores %s",
                     placement.format_cpus(config.decode_cpus), torch.get_num_threads(),
                     placement.format_cpus(config.worker_cpus))
+
+    def _widen(self, wide: bool) -> None:
+        """``--harli-prefill-cpus all``: a prefill batch runs on every core, decode on its own.
+
+        Prefill is compute-bound and uses a second core where decode does not; the
+        worker's threads on that core are SCHED_IDLE while co-running, so this
+        process's normal-class threads take the core at once.
+        """
+        from harli_sgl.core import placement
+
+        cfg = self.harli.config
+        cpus = cfg.all_cpus if wide else cfg.decode_cpus
+        placement.pin_threads(cpus)
+        torch.set_num_threads(len(cpus))
+        self._widened = wide
 
     def _pool_pages(self):
         from harli_sgl.sglang.pool import lendable_pages
@@ -157,9 +175,13 @@ class HarliScheduler(Scheduler):
 
     def run_batch(self, batch, *args, **kwargs):
         self.harli.on_launch(batch_features(batch), time.monotonic())
+        if self._prefill_wide and batch.forward_mode.is_extend():
+            self._widen(True)
         return super().run_batch(batch, *args, **kwargs)
 
     def process_batch_result(self, batch, result):
+        if self._widened:
+            self._widen(False)
         super().process_batch_result(batch, result)
         self.harli.on_tokens([(r.rid, len(r.output_ids), r.finished()) for r in batch.reqs],
                              time.monotonic())
