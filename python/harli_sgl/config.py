@@ -114,6 +114,8 @@ class HarliConfig:
         for name in ("max_running_jobs", "micro_batch_size", "max_file_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--harli-{name.replace('_', '-')} must be >= 1")
+        if self.prefill_cpus not in ("decode", "all"):
+            raise ValueError(f"--harli-prefill-cpus must be decode or all, got {self.prefill_cpus!r}")
         if self.lease_s <= 0:
             raise ValueError("--harli-lease-s must be positive")
         if self.db is not None and not self.db.startswith(("postgresql://", "postgres://")):

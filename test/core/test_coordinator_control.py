@@ -41,3 +41,9 @@ def test_profile_control_toggles_profiling():
     c = coordinator("off")
     assert c.control({"profile": True}) and c.profiling
     assert c.control({"profile": False}) and not c.profiling
+
+
+def test_prefill_cpus_is_a_run_time_control():
+    c = coordinator("off")
+    assert c.control({"prefill_cpus": "all"}) and c.config.prefill_cpus == "all"
+    assert not c.control({"prefill_cpus": "some"}) and c.config.prefill_cpus == "all"

@@ -535,15 +535,16 @@ class SlotCoordinator:
         self.metrics.request_finished(tpot_ms)
         self.policy.observe_request(tpot_ms)
 
-    CONTROLS = ("profile", "mode", "static_slot_units")
+    CONTROLS = ("profile", "mode", "static_slot_units", "prefill_cpus")
 
     def control(self, knobs: dict) -> bool:
         """Operator controls, validated here once: ``profile`` (bool), ``mode`` (one of
-        MODES, by name) and ``static_slot_units`` (int >= 0). All or nothing."""
+        MODES, by name), ``static_slot_units`` (int >= 0) and ``prefill_cpus`` (decode or
+        all). All or nothing."""
         if not knobs or not set(knobs) <= set(self.CONTROLS):
             logger.warning("harli: unknown controls %s", sorted(set(knobs) - set(self.CONTROLS)))
             return False
-        changes = {k: knobs[k] for k in ("mode", "static_slot_units") if k in knobs}
+        changes = {k: knobs[k] for k in ("mode", "static_slot_units", "prefill_cpus") if k in knobs}
         if changes:
             try:
                 config = dataclasses.replace(self.config, **changes)
@@ -569,6 +570,7 @@ class SlotCoordinator:
             "mode": cfg.mode,
             "tpot_slo_ms": cfg.tpot_slo_ms,
             "static_slot_units": cfg.static_slot_units,
+            "prefill_cpus": cfg.prefill_cpus,
             "worker": {**core["worker"], **core["worker_work"]},
             "jobs": None,
             "finetune_tokens_per_s": core["finetune_tokens_per_s"],

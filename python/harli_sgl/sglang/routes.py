@@ -81,7 +81,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
     @app.post("/harli/policy")
     @auth_level(AuthLevel.ADMIN_OPTIONAL)
     async def harli_policy(request: Request):
-        """Switch the slot policy at run time: ``{"mode": ..., "static_slot_units": ...}``."""
+        """Switch the slot policy at run time: ``{"mode", "static_slot_units", "prefill_cpus"}``."""
         body = await request.json()
         knobs: dict = {}
         if "mode" in body:
@@ -93,8 +93,12 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
             if not isinstance(units, int) or isinstance(units, bool) or units < 0:
                 return _error(400, "static_slot_units must be an integer >= 0", "static_slot_units")
             knobs["harli_static_slot_units"] = units
-        if not knobs or set(body) - {"mode", "static_slot_units"}:
-            return _error(400, "give mode and/or static_slot_units, nothing else")
+        if "prefill_cpus" in body:
+            if body["prefill_cpus"] not in ("decode", "all"):
+                return _error(400, "prefill_cpus must be 'decode' or 'all'", "prefill_cpus")
+            knobs["harli_prefill_cpus"] = body["prefill_cpus"]
+        if not knobs or set(body) - {"mode", "static_slot_units", "prefill_cpus"}:
+            return _error(400, "give mode, static_slot_units and/or prefill_cpus, nothing else")
         if not await _scheduler_control(knobs):
             return _error(400, "the scheduler refused the change (see the server log)")
         return JSONResponse(await _scheduler_status())

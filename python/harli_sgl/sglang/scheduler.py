@@ -59,8 +59,6 @@ class HarliScheduler(Scheduler):
         supervisor, pages = None, None
         if config.finetune_enabled and config.decode_cpus:
             self._place_decode(config)
-        self._prefill_wide = bool(config.finetune_enabled and config.decode_cpus
-                                  and config.prefill_cpus == "all")
         self._widened = False
         if config.finetune_enabled:
             if get_parallel().tp_size > 1 or get_parallel().pp_size > 1:
@@ -175,7 +173,9 @@ class HarliScheduler(Scheduler):
 
     def run_batch(self, batch, *args, **kwargs):
         self.harli.on_launch(batch_features(batch), time.monotonic())
-        if self._prefill_wide and batch.forward_mode.is_extend():
+        cfg = self.harli.config  # prefill_cpus can change at run time (POST /harli/policy)
+        if cfg.prefill_cpus == "all" and cfg.decode_cpus and cfg.finetune_enabled and \
+                batch.forward_mode.is_extend():
             self._widen(True)
         return super().run_batch(batch, *args, **kwargs)
 
