@@ -58,7 +58,7 @@ from harli_sgl.tools.bench_client import (
 )
 from harli_sgl.tools.server_process import ServerProcess
 
-MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli")
+MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli", "harli-prefill-all")
 DEFAULT_MODES = ("off", "idle", "static", "spatial", "harli-serial", "harli")
 # Static slot sizes tried, in multiples of the job's largest piece: a smaller
 # slot could never run a backward piece and would "hold the SLO" by not training.
@@ -126,8 +126,10 @@ class Bench:
 
     def set_mode(self, mode: str, static_units: int | None = None) -> None:
         # 0 is a real static size (tuning found none that holds the SLO): send it too.
-        body = {"mode": mode, **({"static_slot_units": static_units}
-                                 if static_units is not None else {})}
+        # harli-prefill-all: harli with prefill batches on every core (--harli-prefill-cpus all).
+        body = {"mode": "harli" if mode == "harli-prefill-all" else mode,
+                "prefill_cpus": "all" if mode == "harli-prefill-all" else "decode",
+                **({"static_slot_units": static_units} if static_units is not None else {})}
         r = requests.post(self.url + "/harli/policy", json=body, timeout=60)
         r.raise_for_status()
 
