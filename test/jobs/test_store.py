@@ -410,7 +410,7 @@ def test_stores_claiming_at_the_same_moment_never_take_a_job_twice(make_store):
             job = setup.get_job(job_id)
             assert job["progress"]["attempts"] == 1 and setup.lease(job_id).owner == owner
             starts = [e for e in setup.list_events(job_id, limit=100)[0] if e["message"] ==
-                      "Fine-tuning job started"]
+                      f"Fine-tuning job started on instance {owner}"]
             assert len(starts) == 1
 
 

@@ -10,6 +10,7 @@ and shows which instance answered each. Everything keeps running until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ import tempfile
 
 import openai
 
-from harli_sgl.demo.__main__ import run_demo_job, say
+from harli_sgl.demo.__main__ import DATA, run_demo_job, say
 from harli_sgl.tools.fleet import Fleet
 
 
@@ -43,20 +44,22 @@ def main() -> None:
             "(logs there; a few minutes on 2 cores)")
         fleet.start()
         say(f"router: {fleet.router.base_url}   instances: "
-            + ", ".join(s.base_url for s in fleet.servers) + f"   store: {fleet.db_url}")
+            + ", ".join(s.base_url for s in fleet.servers) + f"   store: {re.sub(r':[^:@/]+@', ':***@', fleet.db_url)}")
         first = fleet.servers[0]
         model = openai.OpenAI(base_url=first.base_url + "/v1", api_key="none").models.list().data[0].id
         adapter = run_demo_job(first.base_url, "none", model)
         router = openai.OpenAI(base_url=fleet.router.base_url + "/v1", api_key="none")
         before = [_answered(s) for s in fleet.servers]
+        with open(DATA) as f:  # questions the adapter was trained on
+            questions = [json.loads(line)["messages"][0]["content"] for line in f]
         for i in range(args.requests):
             counts = [_answered(s) for s in fleet.servers]
             r = router.chat.completions.create(
                 model=f"{model}:{adapter}", max_tokens=16, temperature=0,
-                messages=[{"role": "user", "content": "What is the capital of Peru?"}])
+                messages=[{"role": "user", "content": questions[i % len(questions)]}])
             who = [j for j, s in enumerate(fleet.servers) if _answered(s) > counts[j]]
             say(f"  request {i + 1} via the router -> {fleet.instance_id(who[0]) if who else '?'}: "
-                f"{r.choices[0].message.content!r}")
+                f"{questions[i % len(questions)]!r} -> {r.choices[0].message.content!r}")
         served = [_answered(s) - n for s, n in zip(fleet.servers, before)]
         say("answered per instance: " + ", ".join(
             f"{fleet.instance_id(i)}={n}" for i, n in enumerate(served)))

@@ -21,7 +21,7 @@ def test_claim_takes_a_lease_on_the_database_clock(store):
     # Within a few seconds of this host's clock (the test server runs here, so they agree).
     assert abs(lease.expires_at - (time.time() + 60)) < 5
     started = store.list_events(job["id"])[0][0]
-    assert started["message"] == "Fine-tuning job started"
+    assert started["message"] == "Fine-tuning job started on instance a"
     assert started["data"] == {"status": "running", "previous_status": "queued", "lease_owner": "a"}
 
 

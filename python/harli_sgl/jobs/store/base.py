@@ -124,6 +124,8 @@ class StoreBase:
         elif status == "running":
             message = ("Fine-tuning job started" if row["attempts"] == 0
                        else f"Fine-tuning job resumed (attempt {row['attempts'] + 1})")
+            if owner and owner != "local":  # in a fleet, say where it runs
+                message += f" on instance {owner}"
             data["lease_owner"] = owner
         elif status == "succeeded":
             message = f"The job has successfully completed: {fine_tuned_model}"
