@@ -145,3 +145,7 @@ def test_kill_9_of_the_training_instance_resumes_the_job_elsewhere(fleet):
         fleet.servers[victim_index] = fleet.start_instance(victim_index, port=victim.port)
         fleet.servers[victim_index].wait_ready()
         fleet.wait_router_healthy()
+    # The instance that comes back loads the fleet's latency profile from the shared
+    # directory instead of profiling itself against live traffic.
+    with open(victim.log_path, errors="replace") as f:
+        assert "loaded the latency profile " + os.path.join(fleet.shared_dir, "predictor") in f.read()
