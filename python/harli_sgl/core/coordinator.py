@@ -281,7 +281,12 @@ class SlotCoordinator:
         self.predictor.reset_errors()
         self.metrics.reset()
         self.save_predictor()
-        logger.info("harli: start-up latency profile done: %s", json.dumps(self.predictor.status()))
+        st = self.predictor.status()
+        # One readable line; the weights are in /harli/status and the saved profile.
+        logger.info("harli: start-up latency profile done: %s", ", ".join(
+            f"{stage} {st[stage]['samples']} samples, MAPE "
+            + (f"{100 * st[stage]['mape']:.0f}%" if st[stage].get("mape") is not None else "n/a")
+            for stage in ("stage1", "stage2") if stage in st))
 
     def set_policy(self, policy: SlotPolicy) -> None:
         old, self.policy = self.policy, policy
