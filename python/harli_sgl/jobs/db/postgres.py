@@ -91,8 +91,10 @@ class PostgresDatabase:
         self.where = redact(url)
         self._url = url
         psycopg.connect(url, connect_timeout=int(connect_timeout_s)).close()
+        # check=: a connection broken while idle in the pool (the server restarted, a
+        # network blip) is replaced before it is handed out, instead of failing a write.
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False,
-                                    name="harli-jobs",
+                                    name="harli-jobs", check=ConnectionPool.check_connection,
                                     kwargs={"autocommit": True, "row_factory": dict_row})
         self._pool.open(wait=True, timeout=connect_timeout_s)
         self._listener: psycopg.Connection | None = None
