@@ -156,3 +156,34 @@ def test_the_worker_answers_and_trains_while_a_checkpoint_is_written(slow_disk_r
     print(f"trained during a write: {trained_during_write} tokens; max loop age {max_loop_age:.2f}s; "
           f"{seen_rows} checkpoints")
     assert sup.restarts == 0
+
+
+def test_one_micro_batch_holds_activations_at_a_time_and_jobs_share_fairly(tmp_path):
+    """Saved activations are most of the worker's memory (soak of 2026-11-30): however many
+    jobs run, only one micro-batch is between its forward and its backward at a time."""
+    from harli_sgl.core.message import SlotGrant
+    from worker.test_job_prepare import make_executor, tick_until
+
+    ex = make_executor(str(tmp_path))
+    try:
+        store = ex.store
+        jobs = [submit(store, ROWS, n_epochs=3), submit(store, ROWS, n_epochs=3)]
+        tick_until(ex, lambda: all(j in ex.running and ex.running[j].trainer is not None
+                                   for j in jobs))
+        trainers = {j: ex.running[j].trainer for j in jobs}  # kept after a job's trainer closes
+        order, slot = [], 0
+        while ex.has_work():
+            # Budgets of two pieces: slots keep ending inside micro-batches.
+            units = 2 * ex.next_piece_units()
+            report = ex.run_slot(SlotGrant(slot, budget_units=units, budget_ms=60_000))
+            ex.tick()
+            slot += 1
+            assert sum(t.holds_activations for t in trainers.values()) <= 1
+            if order and report.job_id != order[-1]:
+                assert not trainers[order[-1]].holds_activations
+            order.append(report.job_id)
+        switches = sum(a != b for a, b in zip(order, order[1:]))
+        assert switches >= 4  # both jobs were served all along, not one after the other
+        assert all(t.done for t in trainers.values())
+    finally:
+        ex.close()

@@ -8,6 +8,12 @@ in-flight activations, never a copy of the model). Every slot goes to the
 running job that has been served the fewest work units so far: equal compute
 for every running job, whatever its micro-batch size, and a newly started job
 catches up with no one starving. A slot runs whole pieces of that one job.
+One exception bounds memory: a micro-batch's saved activations live from its
+first forward piece to its last backward piece (about 1.3 GB for 4 examples of
+1024 tokens of the default model, in fp32), so a job that holds them keeps the
+slots until that micro-batch is done, and a job served ahead of its share runs
+only to that point. The worker thus holds one micro-batch's activations at a
+time, however many jobs run; fairness holds at micro-batch granularity.
 
 Lifecycle, as seen in the store: ``queued`` -> ``running`` (claimed here) ->
 training in slots, with step events, progress and periodic checkpoints ->
@@ -64,6 +70,7 @@ from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainingDiverged
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
 from harli_sgl.jobs.store import InvalidTransitionError, JobStore, StorageFullError, StoreError
+from harli_sgl.worker import malloc
 from harli_sgl.worker.profile_workload import ProfileWorkload
 from harli_sgl.worker.publisher import AdapterPublisher
 from harli_sgl.worker.job_writes import FinishedAdapter, JobWrites, PendingWrite
@@ -176,7 +183,7 @@ class JobExecutor(JobWrites):
         if job is None:
             return SlotReport(grant.slot_id, 0, 0, 0.0, 0)
         try:
-            r = job.trainer.run(grant.budget_units, deadline)
+            r = job.trainer.run(self._budget(job, grant.budget_units), deadline)
         except TrainingDiverged as e:
             logger.warning("job %s: %s", job.job_id, e)
             self._fail(job, "training_diverged", f"training failed: {e}")
@@ -320,8 +327,20 @@ class JobExecutor(JobWrites):
     # -- job lifecycle -------------------------------------------------------------------
 
     def _pick(self) -> RunningJob | None:
-        live = [r for r in self.running.values() if r.trainer is not None and not r.trainer.done]
+        live = self._live()
+        holding = [r for r in live if r.trainer.holds_activations]
+        if holding:  # finish its micro-batch before anyone starts another one
+            return holding[0]
         return min(live, key=lambda r: r.served_units) if live else None
+
+    def _live(self) -> list[RunningJob]:
+        return [r for r in self.running.values() if r.trainer is not None and not r.trainer.done]
+
+    def _budget(self, job: RunningJob, units: int) -> int:
+        """A job served ahead of its share runs only to the end of the micro-batch it holds."""
+        if job.served_units > min(r.served_units for r in self._live()):
+            return min(units, job.trainer.units_to_release)
+        return units
 
     def _start(self, job: dict) -> None:
         job_id = job["id"]
@@ -353,6 +372,7 @@ class JobExecutor(JobWrites):
         if job.get("validation_file"):
             valid = load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
                                   tokenizer, MAX_SEQ_LEN)
+        malloc.trim()  # the tokenizer's transient per-token memory (see worker/malloc.py)
         return PreparedData(hp, examples, valid)
 
     def _finish_start(self, entry: RunningJob) -> None:

@@ -192,6 +192,16 @@ class JobTrainer:
         return self.completed_steps >= self.total_steps and not self.eval_pending
 
     @property
+    def holds_activations(self) -> bool:
+        """A micro-batch is between its forward and its backward (see ChunkedTrainer)."""
+        return self._chunked.holds_activations
+
+    @property
+    def units_to_release(self) -> int:
+        """Units to the end of the micro-batch whose activations are held (0: none held)."""
+        return self._chunked.units_to_release
+
+    @property
     def min_piece_units(self) -> int:
         """Units of the next piece (0 once done); prepares the next step if needed."""
         if self.done:
