@@ -8,18 +8,21 @@ per token. glibc serves blocks above its mmap threshold with their own
 mappings, returned on free, but it raises that threshold (up to 32 MB) each time
 such a block is freed, so after the first large free the activations come from
 its heaps, where freed memory stays mapped for reuse. The soak of 2026-11-30
-saw the worker's RSS 2.3 GB above its start; measured with
-``benchmark/worker_memory.py`` (the soak's two jobs, in process), the worker
-kept about 3.0 GB private of which about 0.3 GB was in use between
-micro-batches.
+saw the worker's RSS 2.3 GB above its start. Measured with
+``benchmark/worker_memory.py`` (the soak's two jobs in one process, results in
+``benchmark/results/2026-11-30-soak-2/``): with glibc's defaults the process
+kept 3.0 GB private between micro-batches, when 0.1-0.3 GB of tensors were
+alive; ``MALLOC_ARENA_MAX=2`` changed nothing (3.2 GB).
 
 A fixed threshold (``MALLOC_MMAP_THRESHOLD_``, which also turns off glibc's
-adjustment) keeps every block of 4 MB or more in its own mapping: the same run
-kept 0.8 GB between micro-batches and peaked at 2.8 GB instead of 4.1 GB, with
-no loss of training throughput (the activation blocks are rewritten in full
-anyway, so fresh zeroed pages cost little beside the compute). Smaller blocks,
-such as the tokenizer's per-token strings, still come from the heaps, so the
-prepare thread gives its heap back with :func:`trim` once a job is tokenised.
+adjustment) puts every block of 4 MB or more in a mapping of its own, unmapped
+on free: the same run kept 0.6 GB private between micro-batches (0.46 GB at
+start), 1.2 GB inside the large job's micro-batch, and peaked at 2.7 GB RSS
+instead of 4.1 GB, with no loss of training throughput (activation blocks are
+written in full anyway, so fresh pages cost little beside the compute). Smaller
+blocks, such as the tokenizer's per-token strings, still come from the heaps, so
+the prepare thread gives its heap back with :func:`trim` once a job is
+tokenised.
 """
 
 from __future__ import annotations
