@@ -18,8 +18,12 @@ It reports, from the clients' and the server's own records:
 * workers killed as hung (the supervisor's ``killing it as hung`` log lines),
   worker restarts (``/harli/status``), and SGLang retractions (``Retract
   requests`` log lines);
-* memory growth per process (RSS at the end minus RSS after start-up, by role:
-  main, scheduler, detokenizer, finetune worker).
+* memory growth per process (RSS at the end minus RSS once the jobs have
+  started, by role: main, scheduler, detokenizer, finetune worker), split into
+  private memory (``RssAnon``) and shared memory (``RssShmem``: pages mapped
+  from another process, which cost the host nothing more; the worker maps the
+  serving weights and the KV pages it is lent), plus a time series of the
+  worker's memory every ``--sample-every-s``.
 
 The target is 0 everywhere except the one deliberate kill (1 restart). Results go
 to DIR/soak.json and DIR/server.log, and a summary is printed.
@@ -64,16 +68,39 @@ def big_upload(total_mb: float, lines: int = 10) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
-def rss_by_role(server: ServerProcess) -> dict[str, int]:
+def memory(pid: int) -> dict[str, int]:
+    """RSS and its parts in bytes: private (RssAnon), shared memory mapped from another process
+    (RssShmem: the serving weights and the KV pages the worker touches), and file pages."""
+    fields = {"VmRSS": "rss", "RssAnon": "private", "RssShmem": "shared", "RssFile": "file"}
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in fields:
+                out[fields[key]] = int(line.split()[1]) * 1024
+    return out
+
+
+def mb(mem: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    return {role: {k: round(v / 2**20, 1) for k, v in m.items()} for role, m in sorted(mem.items())}
+
+
+def growth(before: dict, after: dict, part: str) -> dict[str, float]:
+    return {role: round((after.get(role, {}).get(part, 0) - before.get(role, {}).get(part, 0))
+                        / 2**20, 1) for role in sorted(set(before) | set(after))}
+
+
+def memory_by_role(server: ServerProcess) -> dict[str, dict[str, int]]:
     main = psutil.Process(server.proc.pid)
-    out = {"main": main.memory_info().rss}
+    out = {"main": memory(main.pid)}
     for child in main.children(recursive=True):
         try:
             title = " ".join(child.cmdline()) or child.name()
             for marker, role in ROLES:
                 if marker in title or marker in child.name():
-                    out[role] = out.get(role, 0) + child.memory_info().rss
-        except psutil.Error:
+                    mine = memory(child.pid)
+                    out[role] = {k: out.get(role, {}).get(k, 0) + v for k, v in mine.items()}
+        except (psutil.Error, OSError):
             continue
     return out
 
@@ -126,9 +153,23 @@ class Soak:
             self.wait("the jobs did not start",
                       lambda: all(self.client.fine_tuning.jobs.retrieve(j).status != "queued"
                                   for j in jobs))
-            rss0 = rss_by_role(self.server)
+            mem0 = memory_by_role(self.server)
             restarts0 = self.status()["worker"]["restarts"]
             killed: list[int] = []
+            series: list[dict] = []
+            started = time.monotonic()
+            sampling = threading.Event()
+
+            def sample_worker() -> None:
+                # Growth that levels off is a working set; growth that keeps climbing is a leak.
+                while not sampling.wait(args.sample_every_s):
+                    worker = memory_by_role(self.server).get("worker")
+                    if worker:
+                        series.append({"t_s": round(time.monotonic() - started),
+                                       **{k: round(v / 2**20, 1) for k, v in worker.items()}})
+
+            sampler = threading.Thread(target=sample_worker, daemon=True)
+            sampler.start()
 
             def kill_worker() -> None:
                 pid = self.status()["worker"]["pid"]
@@ -149,8 +190,9 @@ class Soak:
                 failed += failed_requests(result)
                 completed += result.get("completed", 0)
             timer.cancel()
+            sampling.set()
             status = self.status()
-            rss1 = rss_by_role(self.server)
+            mem1 = memory_by_role(self.server)
             states = {j: self.client.fine_tuning.jobs.retrieve(j) for j in jobs}
         finally:
             self.server.stop()
@@ -166,9 +208,13 @@ class Soak:
             "worker_restarts": status["worker"]["restarts"] - restarts0,
             "workers_killed_as_hung": log.count("killing it as hung"),
             "retractions": log.count("Retract requests"),
-            "rss_growth_mb": {role: round((rss1.get(role, 0) - rss0.get(role, 0)) / 2**20, 1)
-                              for role in sorted(set(rss0) | set(rss1))},
-            "rss_end_mb": {role: round(v / 2**20, 1) for role, v in sorted(rss1.items())},
+            "rss_growth_mb": growth(mem0, mem1, "rss"),
+            "rss_end_mb": {role: round(m["rss"] / 2**20, 1) for role, m in sorted(mem1.items())},
+            "private_growth_mb": growth(mem0, mem1, "private"),
+            "shared_growth_mb": growth(mem0, mem1, "shared"),
+            "memory_start_mb": mb(mem0),
+            "memory_end_mb": mb(mem1),
+            "worker_memory_series_mb": series,
         }
         with open(os.path.join(args.out, "soak.json"), "w") as f:
             json.dump(report, f, indent=2)
@@ -183,6 +229,8 @@ def main() -> None:
     p.add_argument("--num-prompts", type=int, default=64)
     p.add_argument("--input-len", type=int, default=256)
     p.add_argument("--output-len", type=int, default=64)
+    p.add_argument("--sample-every-s", type=float, default=15.0,
+                   help="how often the worker's memory is sampled for the time series")
     report = Soak(p.parse_args()).run()
     print(json.dumps(report, indent=2))
     targets_met = (report["requests_failed"] == 0 and report["jobs_failed"] == 0

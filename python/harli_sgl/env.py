@@ -50,3 +50,9 @@ FAULT_CORUN_INTERFERENCE = EnvVar(
     "Fault injection (tests): when N > 0, while it co-runs the worker keeps N busy processes "
     "on decode's cores at normal priority, so co-running is predicted cheap but runs slow.",
 )
+FAULT_WRITE_DELAY_S = EnvVar(
+    "HARLI_FAULT_WRITE_DELAY_S", 0.0,
+    "Fault injection (tests): every checkpoint and adapter write the finetune worker makes "
+    "waits this many seconds after its files are written, before they are renamed into place "
+    "(a slow disk).",
+)

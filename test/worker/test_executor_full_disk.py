@@ -36,6 +36,8 @@ def test_a_full_disk_pauses_store_writes_and_the_job_finishes_once_space_is_free
             ex.run_slot(SlotGrant(slot, budget_units=1 << 40, budget_ms=60_000))
             ex.tick()
             slot += 1
+        # Writes run on the writer thread: wait until the last one has failed too.
+        tick_until(ex, lambda: ex.running[job].write is None and ex.running[job].finished)
         for _ in range(5):
             ex.tick()
         queued = [e[1] for e in ex.running[job].events]

@@ -100,11 +100,12 @@ def test_a_job_is_tokenised_off_the_loop_and_its_bad_input_fails_it_alone(execut
 
     # The loop trains the other job to its end while the big one still waits to be tokenised.
     slot = 0
-    while ex.running[good].adapter_path is None:  # set by the tick after its last step
+    while ex.has_work():  # until the tick after its last step takes its adapter
         report = ex.run_slot(SlotGrant(slot, budget_units=1 << 40, budget_ms=60_000))
         assert report.job_id == good
         ex.tick()
         slot += 1
+    tick_until(ex, lambda: ex.running[good].adapter_path is not None)  # written
     assert any("adapter saved" in m for m in events(store, good))
     assert not ex.running[big].preparing.done() and store.get_job(big)["status"] == "running"
 
@@ -179,11 +180,11 @@ def test_publishing_waits_for_the_server_off_the_loop(tmp_path):
         first = submit(store, ROWS)
         tick_until(ex, lambda: first in ex.running and ex.running[first].trainer is not None)
         slot = 0
-        while ex.running[first].adapter_path is None:
+        while ex.has_work():
             ex.run_slot(SlotGrant(slot, budget_units=1 << 40, budget_ms=60_000))
             ex.tick()
             slot += 1
-        ex.tick()
+        tick_until(ex, lambda: ex.running[first].publishing is not None)
         # The server holds the publish call; the loop does not wait for it.
         assert ex.running[first].publishing is not None
         assert not ex.running[first].publishing.done()

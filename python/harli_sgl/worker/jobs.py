@@ -8,6 +8,12 @@ in-flight activations, never a copy of the model). Every slot goes to the
 running job that has been served the fewest work units so far: equal compute
 for every running job, whatever its micro-batch size, and a newly started job
 catches up with no one starving. A slot runs whole pieces of that one job.
+One exception bounds memory: a micro-batch's saved activations live from its
+first forward piece to its last backward piece (about 1.3 GB for 4 examples of
+1024 tokens of the default model, in fp32), so a job that holds them keeps the
+slots until that micro-batch is done, and a job served ahead of its share runs
+only to that point. The worker thus holds one micro-batch's activations at a
+time, however many jobs run; fairness holds at micro-batch granularity.
 
 Lifecycle, as seen in the store: ``queued`` -> ``running`` (claimed here) ->
 training in slots, with step events, progress and periodic checkpoints ->
@@ -30,14 +36,18 @@ counts as running meanwhile but offers no pieces; a later tick builds its
 trainer. Whatever goes wrong while preparing (bad or unreadable data, running
 out of memory) fails that job alone, with a message naming the cause.
 Publishing a finished adapter (an HTTP call SGLang may take seconds to answer)
-runs on its own background thread for the same reason.
+runs on its own background thread for the same reason, and so do checkpoint and
+adapter writes (:mod:`harli_sgl.worker.job_writes`): the loop only copies a
+job's LoRA and optimizer tensors, and training goes on while they are written.
 
 A full disk is waited out, never a crash: a store write that fails for lack of
 space (:class:`StorageFullError`) keeps its events queued in memory, and store
 work pauses for ``STORAGE_RETRY_S`` before it is tried again; a status change
 that could not be written is retried the same way. Training goes on meanwhile.
 A checkpoint that cannot be written is skipped with a warning event (the job
-keeps its previous one); a final adapter that cannot be saved is retried.
+keeps its previous one); a final adapter that cannot be saved for lack of space
+is kept in memory and written again once the retry time has passed (any other
+failure to save it fails the job).
 """
 
 from __future__ import annotations
@@ -60,12 +70,15 @@ from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainingDiverged
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
 from harli_sgl.jobs.store import (InvalidTransitionError, LeaseLostError, StorageFullError,
-                                  StoreError, is_storage_full)
+                                  StoreError)
 from harli_sgl.jobs.stores import artifacts_of, open_store
+from harli_sgl.worker import malloc
 from harli_sgl.worker.fleet import FleetMember
 from harli_sgl.worker.profile_workload import ProfileWorkload
 from harli_sgl.worker.publisher import AdapterPublisher
+from harli_sgl.worker.job_writes import FinishedAdapter, JobWrites, PendingWrite
 from harli_sgl.worker.spec import WorkerSpec
+from harli_sgl.worker.writer import SnapshotWriter
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +88,7 @@ MAX_SEQ_LEN = 1024
 NEXT_PIECES = 24  # pieces announced to the scheduler for slot sizing
 FLUSH_EVERY_S = 1.0
 STORAGE_RETRY_S = 5.0  # how often store writes are retried while the disk is full
+CLOSE_WRITE_WAIT_S = 30.0  # how long a stopping worker waits for writes in flight
 
 
 def cost_kind(kind: PieceKind) -> int:
@@ -95,6 +109,9 @@ class RunningJob:
     job: dict | None = None
     preparing: Future | None = None
     publishing: Future | None = None  # the pending AdapterPublisher.publish call
+    write: PendingWrite | None = None  # the job's one checkpoint or adapter write in flight
+    finished: FinishedAdapter | None = None  # trained, trainer closed, adapter not yet written
+    deferring: bool = False  # a checkpoint was deferred and has not been taken since
 
 
 @dataclass(frozen=True)
@@ -104,7 +121,7 @@ class PreparedData:
     validation: list
 
 
-class JobExecutor:
+class JobExecutor(JobWrites):
     def __init__(self, spec: WorkerSpec, shared: tuple[object, ...], arena=None):
         from transformers import AutoConfig, AutoTokenizer
 
@@ -134,6 +151,7 @@ class JobExecutor:
         # Publishing calls the server over HTTP; one thread keeps them in order and keeps
         # AdapterPublisher's retry state single-threaded.
         self._publish_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-publish")
+        self.writer = SnapshotWriter()
         self._profile: ProfileWorkload | None = None
         self._last_poll = 0.0
         self._last_flush = 0.0
@@ -173,7 +191,7 @@ class JobExecutor:
         if job is None:
             return SlotReport(grant.slot_id, 0, 0, 0.0, 0)
         try:
-            r = job.trainer.run(grant.budget_units, deadline)
+            r = job.trainer.run(self._budget(job, grant.budget_units), deadline)
         except TrainingDiverged as e:
             logger.warning("job %s: %s", job.job_id, e)
             self._fail(job, "training_diverged", f"training failed: {e}")
@@ -216,15 +234,18 @@ class JobExecutor:
                           units_bwd=r.units_bwd, units_head=r.units_head)
 
     def tick(self) -> None:
-        """Between slots: flush store writes, publish adapters, notice cancels, admit jobs."""
+        """Between slots: record finished writes and start due ones, flush store writes,
+        publish adapters, notice cancels, admit jobs."""
         for job in list(self.running.values()):
             if job.preparing is not None and job.preparing.done():
                 self._finish_start(job)
         for job in list(self.running.values()):
+            self._collect_write(job)
             if job.trainer is not None and job.trainer.checkpoint_due:
-                self._write_checkpoint(job)
-            if job.trainer is not None and job.trainer.done and not self._storage_full_now():
-                self._finish_training(job)
+                self._start_checkpoint(job)
+            trained = job.finished is not None or (job.trainer is not None and job.trainer.done)
+            if trained and job.write is None and not self._storage_full_now():
+                self._save_adapter(job)
         if self._storage_full_now():
             return  # the disk is full: store work waits (training goes on in slots)
         try:
@@ -289,23 +310,15 @@ class JobExecutor:
                        STORAGE_RETRY_S, e)
         self._storage_retry_at = time.monotonic() + STORAGE_RETRY_S
 
-    def _write_checkpoint(self, job: RunningJob) -> None:
-        step = job.trainer.completed_steps
-        try:
-            job.trainer.write_due_checkpoint()
-        except Exception as e:  # the job goes on from its previous checkpoint, if any
-            full = is_storage_full(e)
-            if full:
-                self._storage_full(e)
-            else:
-                logger.exception("job %s: the checkpoint at step %d failed", job.job_id, step)
-            cause = "the disk is full" if full else f"{type(e).__name__}: {e}"
-            self._event(job, "warn", f"the checkpoint at step {step} was not written ({cause}); "
-                        "training continues", {"step": step})
-
     def close(self) -> None:
         self._prepare_pool.shutdown(wait=False, cancel_futures=True)
         self._publish_pool.shutdown(wait=False, cancel_futures=True)
+        # A checkpoint being written is worth recording: a restart resumes from it.
+        if not self.writer.wait(CLOSE_WRITE_WAIT_S):
+            logger.warning("stopping with checkpoint or adapter writes still in flight")
+        for job in list(self.running.values()):
+            self._collect_write(job)
+        self.writer.close()
         if self._profile is not None:
             self._profile.close()
         self.flush()
@@ -324,8 +337,20 @@ class JobExecutor:
     # -- job lifecycle -------------------------------------------------------------------
 
     def _pick(self) -> RunningJob | None:
-        live = [r for r in self.running.values() if r.trainer is not None and not r.trainer.done]
+        live = self._live()
+        holding = [r for r in live if r.trainer.holds_activations]
+        if holding:  # finish its micro-batch before anyone starts another one
+            return holding[0]
         return min(live, key=lambda r: r.served_units) if live else None
+
+    def _live(self) -> list[RunningJob]:
+        return [r for r in self.running.values() if r.trainer is not None and not r.trainer.done]
+
+    def _budget(self, job: RunningJob, units: int) -> int:
+        """A job served ahead of its share runs only to the end of the micro-batch it holds."""
+        if job.served_units > min(r.served_units for r in self._live()):
+            return min(units, job.trainer.units_to_release)
+        return units
 
     def _start(self, job: dict) -> None:
         job_id = job["id"]
@@ -357,6 +382,7 @@ class JobExecutor:
         if job.get("validation_file"):
             valid = load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
                                   tokenizer, MAX_SEQ_LEN)
+        malloc.trim()  # the tokenizer's transient per-token memory (see worker/malloc.py)
         return PreparedData(hp, examples, valid)
 
     def _finish_start(self, entry: RunningJob) -> None:
@@ -421,33 +447,9 @@ class JobExecutor:
         if kind in ("step", "eval"):
             self._event(job, "info", message, data, "metrics")
         elif kind == "checkpoint":
-            t = job.trainer
-            metrics = {"train_loss": t.progress.loss if t is not None else None,
-                       "valid_loss": t.last_valid_loss if t is not None else None}
-            job.events.append(("__checkpoint__", message, {**data, **metrics}, ""))
+            job.events.append(("__checkpoint__", message, data, ""))
         else:
             self._event(job, "info", message, data)
-
-    def _finish_training(self, job: RunningJob) -> None:
-        path = self._artifact_dir("adapters", job.name)
-        try:
-            job.trainer.save_adapter(path)
-        except Exception as e:
-            if is_storage_full(e):
-                self._storage_full(e)  # the trained adapter stays in memory; saved once there is room
-                return
-            logger.exception("job %s: saving the adapter failed", job.job_id)
-            self._fail(job, "adapter_save_failed",
-                       f"the trained adapter could not be saved: {type(e).__name__}: {e}")
-            return
-        p = job.trainer.progress
-        job.events.append(("__progress__", "", {"trained_tokens": p.trained_tokens,
-                                                 "step": p.step, "total_steps": p.total_steps}, ""))
-        self._event(job, "info", f"adapter saved as {job.name}; publishing it for serving",
-                    {"fine_tuned_model": job.name})
-        job.trainer.close()
-        job.trainer = None
-        job.adapter_path = path
 
     def _publish_call(self, name: str, path: str) -> tuple[bool, str]:
         """On the publish thread: never raises, whatever the server answers."""

@@ -41,6 +41,7 @@ import zmq
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.message import Heartbeat, Shutdown, WorkerHello
 from harli_sgl.core.transport import PullQueue, PushQueue, new_ipc_path
+from harli_sgl.worker import malloc
 from harli_sgl.worker.spec import WorkerSpec
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ LOOP_STALL_LIMIT_S = 300.0
 # default spinning). Fully passive waiting fixes that but costs every piece a
 # futex wake-up per op (pieces 45% slower); a short spin keeps pieces at full
 # speed and stops within microseconds of the slot's end.
-WORKER_ENV = {"GOMP_SPINCOUNT": "10000"}
+# The malloc settings keep freed activation memory from staying in the worker's RSS.
+WORKER_ENV = {"GOMP_SPINCOUNT": "10000", **malloc.ENV}
 
 
 @contextlib.contextmanager

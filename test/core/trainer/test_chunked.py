@@ -208,6 +208,10 @@ def test_pieces_units_and_tokens_are_exact(make_model, random_examples):
             seen.append(tuple(piece))
             assert trainer.min_piece_units == piece.units
             before = trainer.remaining_units
+            # Activations are held from a micro-batch's first piece until its last.
+            assert trainer.holds_activations == (k > 0)
+            assert trainer.units_to_release == (0 if k == 0 else sum(
+                units for _, _, units in expected[8 * m + k:8 * m + 8]))
             result = trainer.run(piece.units)  # exactly one piece fits
             assert (result.units, result.pieces) == (piece.units, 1)
             head = piece.kind in (PieceKind.HEAD_FORWARD, PieceKind.HEAD_BACKWARD)
@@ -220,6 +224,7 @@ def test_pieces_units_and_tokens_are_exact(make_model, random_examples):
             assert trainer.remaining_units == before - piece.units
     assert seen == expected
     assert trainer.idle and trainer.min_piece_units == 0 and trainer.remaining_units == 0
+    assert not trainer.holds_activations and trainer.units_to_release == 0
 
 
 def test_whole_step_in_one_call(make_model, random_examples):

@@ -115,7 +115,8 @@ def test_events_progress_and_run_results(make_model, tokenizer, random_examples,
     assert steps[-1]["train_loss"] == result.loss
     assert events[1][1].startswith("step 2/4: train loss ")
     assert [d["epoch"] for kind, _, d in events if kind == "epoch"] == [1, 2]
-    assert events[4][2] == {"step": 3, "path": str(tmp_path / "step-3")}
+    assert events[4][2] == {"step": 3, "path": str(tmp_path / "step-3"),
+                            "train_loss": steps[2]["train_loss"], "valid_loss": None}
     assert events[-1][2]["step"] == 4
     progress = trainer.progress
     assert (progress.step, progress.total_steps, progress.epoch) == (4, 4, 2)
@@ -138,8 +139,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_training(dropout, make_mode
     drive(first, seed=5, until_step=3)  # stops somewhere inside step 4: a crash mid-step
     assert first.completed_steps == 3 and paths == [str(tmp_path / "s2")]
     assert sorted(os.listdir(paths[0])) == sorted(
-        ["adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "state.json",
-         "README.md"])
+        ["adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "state.json"])
     state = json.load(open(os.path.join(paths[0], "state.json")))
     assert state["position"] == {"epoch": 0, "step": 2} and state["completed_steps"] == 2
 

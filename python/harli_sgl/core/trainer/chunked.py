@@ -161,13 +161,18 @@ class ChunkedStep:
         return True
 
     @property
+    def micro_batch_units(self) -> int:
+        """Units left in the current micro-batch (0 once the step is finished)."""
+        if self.finished:
+            return 0
+        return sum(self.piece_at(self.micro_index, p).units
+                   for p in range(self.position, self.pieces_per_micro_batch))
+
+    @property
     def remaining_units(self) -> int:
         per_mb = (1 if self.evaluate else 3) * (self.num_layers + 1)
-        left = sum(per_mb * t for t in self.padded_tokens[self.micro_index + 1:])
-        if not self.finished:
-            left += sum(self.piece_at(self.micro_index, p).units
-                        for p in range(self.position, self.pieces_per_micro_batch))
-        return left
+        return self.micro_batch_units + sum(per_mb * t
+                                            for t in self.padded_tokens[self.micro_index + 1:])
 
 
 class ChunkedTrainer:
@@ -206,6 +211,19 @@ class ChunkedTrainer:
         """True once a piece of the current step has run and until the step ends."""
         step = self._step
         return step is not None and (step.micro_index > 0 or step.position > 0)
+
+    @property
+    def holds_activations(self) -> bool:
+        """True between a micro-batch's first forward piece and its last backward piece:
+        its saved activations (the bulk of training memory) are alive."""
+        step = self._step
+        return step is not None and not step.evaluate and step.position > 0
+
+    @property
+    def units_to_release(self) -> int:
+        """Units until the activations held now are released (0 when none are held): a
+        budget of exactly this much ends on the current micro-batch's last piece."""
+        return self._step.micro_batch_units if self.holds_activations else 0
 
     @property
     def min_piece_units(self) -> int:

@@ -4,7 +4,10 @@
 and nothing about where it runs: no database, no process, no sockets. The
 caller (the finetune worker) feeds it budgets through :meth:`JobTrainer.run`,
 learns about progress through the ``on_event`` callback, and chooses where
-checkpoints go through ``checkpoint_dir(step)``.
+checkpoints go through ``checkpoint_dir(step)``. It also chooses when and on
+which thread they are written: a due checkpoint (and the final adapter) is
+handed out as a :class:`~.snapshot.Snapshot`, a copy that training does not
+touch, so a worker can write it in the background while the job trains on.
 
 The base model is wrapped *in place* by PEFT, so the job trains against the
 very tensors that serve (zero-copy); this is verified at construction, and
@@ -50,12 +53,13 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 from torch import nn
 
-from harli_sgl.core.trainer.checkpoint import (
-    ADAPTER_FILES, OPTIMIZER_FILE, STATE_FILE, read_state, write_dir_atomically, write_json)
+from harli_sgl.core.trainer import snapshot
+from harli_sgl.core.trainer.checkpoint import ADAPTER_FILES, OPTIMIZER_FILE, read_state
 from harli_sgl.core.trainer.chunked import ChunkedTrainer, RunResult, SavedTensorsHooks
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataPosition, Example, MicroBatch, collate, epoch_order
 from harli_sgl.core.trainer.rng import RngStream
+from harli_sgl.core.trainer.snapshot import Snapshot
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -72,6 +76,14 @@ EventCallback = Callable[[str, str, dict], None]
 
 class TrainingDiverged(RuntimeError):
     """The training or validation loss became NaN or infinite; the job cannot go on."""
+
+
+class DueCheckpoint(NamedTuple):
+    step: int  # the completed steps it records
+    path: str
+    snapshot: Snapshot
+    train_loss: float | None  # the losses when it was taken (training may have gone on since)
+    valid_loss: float | None
 
 
 class Progress(NamedTuple):
@@ -107,6 +119,8 @@ class JobTrainer:
         self._on_event = on_event
         self._checkpoint_dir = checkpoint_dir
         self.checkpoint_due = False
+        self._checkpoint_deferred = False
+        self._fingerprint: str | None = None
         self._init_data(tokenizer, examples)
         self.validation_examples = _checked(validation_examples, config.max_seq_len,
                                             "validation ")[:MAX_VALID_EXAMPLES]
@@ -178,6 +192,16 @@ class JobTrainer:
         return self.completed_steps >= self.total_steps and not self.eval_pending
 
     @property
+    def holds_activations(self) -> bool:
+        """A micro-batch is between its forward and its backward (see ChunkedTrainer)."""
+        return self._chunked.holds_activations
+
+    @property
+    def units_to_release(self) -> int:
+        """Units to the end of the micro-batch whose activations are held (0: none held)."""
+        return self._chunked.units_to_release
+
+    @property
     def min_piece_units(self) -> int:
         """Units of the next piece (0 once done); prepares the next step if needed."""
         if self.done:
@@ -209,8 +233,10 @@ class JobTrainer:
         """Run pieces (across step boundaries) within ``budget_units`` and before ``deadline``.
 
         Step events fire inside the call that finishes the step. When that step is
-        due for a checkpoint the call stops there, and the caller writes it with
-        :meth:`write_due_checkpoint` (no further piece runs until it has).
+        due for a checkpoint the call stops there, and the caller takes it with
+        :meth:`take_due_checkpoint` or :meth:`write_due_checkpoint`, or defers it
+        with :meth:`defer_checkpoint` (a call that finds it still due writes it
+        first, here).
         """
         if self.checkpoint_due:
             self.write_due_checkpoint()  # a caller that never wrote it still gets it, late
@@ -291,8 +317,10 @@ class JobTrainer:
                        {"epoch": epoch + 1, "n_epochs": self.config.n_epochs, "step": p.step})
             self.eval_pending = bool(self.validation_examples)
         every = self.config.checkpoint_every_steps
-        if every and self._checkpoint_dir is not None and self.completed_steps % every == 0:
+        if every and self._checkpoint_dir is not None and \
+                (self.completed_steps % every == 0 or self._checkpoint_deferred):
             self.checkpoint_due = True
+            self._checkpoint_deferred = False
         self._maybe_done()
 
     def _after_eval(self, loss: float) -> None:
@@ -313,32 +341,61 @@ class JobTrainer:
                         "trained_tokens": p.trained_tokens, "train_loss": self.last_loss,
                         "valid_loss": self.last_valid_loss})
 
-    def write_due_checkpoint(self) -> str | None:
-        """Write the checkpoint the last finished step asked for; returns its path.
+    def take_due_checkpoint(self) -> DueCheckpoint | None:
+        """Snapshot the checkpoint the last finished step asked for, to be written elsewhere.
 
         ``run`` stops at the step boundary when a checkpoint is due, so the caller
-        can write it outside its time-critical slot (disk writes and an fsync do
-        not belong inside a decode iteration's budget).
+        takes it outside its time-critical slot. The snapshot is a copy: training
+        may go on while it is written (on another thread), and the caller reports
+        it with :meth:`checkpoint_written` once it is on disk.
         """
         if not self.checkpoint_due:
             return None
         self.checkpoint_due = False
-        path = self._checkpoint_dir(self.completed_steps)
-        self.save_checkpoint(path)
-        self._emit("checkpoint", f"checkpoint written at step {self.completed_steps}",
-                   {"step": self.completed_steps, "path": path})
-        return path
+        step = self.completed_steps
+        return DueCheckpoint(step, self._checkpoint_dir(step), self.snapshot_checkpoint(),
+                             self.last_loss, self.last_valid_loss)
+
+    def defer_checkpoint(self) -> None:
+        """Skip the due checkpoint for now; the next step boundary asks for one again.
+
+        For a caller that cannot write it yet (its previous checkpoint is still
+        being written): the job's next checkpoint comes one step later instead of
+        ``checkpoint_every_steps`` later.
+        """
+        if self.checkpoint_due:
+            self.checkpoint_due = False
+            self._checkpoint_deferred = not self.done
+
+    def checkpoint_written(self, due: DueCheckpoint) -> None:
+        """Report ``due`` as written (the ``checkpoint`` event)."""
+        self._emit("checkpoint", f"checkpoint written at step {due.step}",
+                   {"step": due.step, "path": due.path, "train_loss": due.train_loss,
+                    "valid_loss": due.valid_loss})
+
+    def write_due_checkpoint(self) -> str | None:
+        """Take and write the due checkpoint here and now; returns its path."""
+        due = self.take_due_checkpoint()
+        if due is None:
+            return None
+        due.snapshot.write(due.path)
+        self.checkpoint_written(due)
+        return due.path
 
     def _emit(self, kind: str, message: str, data: dict) -> None:
         if self._on_event is not None:
             self._on_event(kind, message, data)
 
+    def snapshot_adapter(self) -> Snapshot:
+        """A copy of the adapter to write in PEFT format (see :mod:`.snapshot`)."""
+        return snapshot.take(self.peft_model)
+
     def save_adapter(self, path: str) -> None:
         """Write the adapter in PEFT format (loadable with ``PeftModel.from_pretrained``)."""
-        write_dir_atomically(path, self.peft_model.save_pretrained)
+        self.snapshot_adapter().write(path)
 
-    def save_checkpoint(self, path: str) -> None:
-        """Write adapter, optimizer state and data position atomically; only between steps."""
+    def snapshot_checkpoint(self) -> Snapshot:
+        """A copy of adapter, optimizer state and data position; only between steps."""
         if self._chunked.mid_step:
             raise RuntimeError("cannot checkpoint in the middle of a step")
         state = {
@@ -352,15 +409,19 @@ class JobTrainer:
             "rng": self._rng.state_dict(),
             "config": asdict(self.config),
             "n_examples": len(self.examples),
-            "examples_sha256": _fingerprint(self.examples),
+            "examples_sha256": self._examples_sha256(),
         }
+        return snapshot.take(self.peft_model, self.optimizer, state)
 
-        def write(tmp: str) -> None:
-            self.peft_model.save_pretrained(tmp)
-            torch.save(self.optimizer.state_dict(), os.path.join(tmp, OPTIMIZER_FILE))
-            write_json(os.path.join(tmp, STATE_FILE), state)
+    def save_checkpoint(self, path: str) -> None:
+        """Write adapter, optimizer state and data position atomically; only between steps."""
+        self.snapshot_checkpoint().write(path)
 
-        write_dir_atomically(path, write)
+    def _examples_sha256(self) -> str:
+        # Hashing every example takes long for a large file: once per job, not per checkpoint.
+        if self._fingerprint is None:
+            self._fingerprint = _fingerprint(self.examples)
+        return self._fingerprint
 
     @classmethod
     def resume(cls, checkpoint: str, base_model: nn.Module, tokenizer: Any,
