@@ -48,6 +48,12 @@ def prepare(argv: list[str]):
     from sglang.srt.server_args import prepare_server_args
 
     server_args = prepare_server_args(rest)
+    if (getattr(server_args, "tokenizer_worker_num", 1) or 1) > 1:
+        # SGLang checks keys only with one tokenizer worker, and so does harli_sgl's
+        # tenant authentication, which hooks that check: more would serve every tenant
+        # to everyone.
+        raise SystemExit("harli_sgl needs --tokenizer-worker-num 1 (tenants are authenticated "
+                         "in the single tokenizer process)")
     harli = harli.resolved("cuda" if gpu else "cpu")
     if harli.instance_id is None:
         # A SQLite store belongs to this instance alone: a fixed owner lets a restart on

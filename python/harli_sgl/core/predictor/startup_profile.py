@@ -59,7 +59,9 @@ class StartupProfiler:
                 logger.exception("harli: could not end the profile phase")
 
     def _status(self) -> dict:
-        return requests.get(self.base_url + "/harli/status", headers=self.headers, timeout=60).json()
+        # The operator's key: only the operator sees the detailed status (tenants see their jobs).
+        return requests.get(self.base_url + "/harli/status", headers=self.admin_headers,
+                            timeout=60).json()
 
     def _set_profiling(self, on: bool) -> None:
         r = requests.post(self.base_url + "/harli/profile", headers=self.admin_headers, timeout=60,
