@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from sglang.srt.utils.auth import AuthLevel, auth_level
 from starlette.concurrency import run_in_threadpool
 
@@ -43,18 +43,21 @@ class AdminApi:
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
-    def router(self) -> APIRouter:
-        r = APIRouter(route_class=OpenAIErrorRoute)
-        r.add_api_route("/harli/keys", self.create_key, methods=["POST"])
-        r.add_api_route("/harli/keys", self.list_keys, methods=["GET"])
-        r.add_api_route("/harli/keys/{key_id}", self.revoke_key, methods=["DELETE"])
-        r.add_api_route("/harli/tenants", self.list_tenants, methods=["GET"])
-        r.add_api_route("/harli/tenants/{tenant}", self.get_tenant, methods=["GET"])
-        r.add_api_route("/harli/tenants/{tenant}", self.set_limits, methods=["POST"])
-        r.add_api_route("/harli/shares", self.share, methods=["POST"])
-        r.add_api_route("/harli/shares", self.list_shares, methods=["GET"])
-        r.add_api_route("/harli/shares", self.unshare, methods=["DELETE"])
-        return r
+    def install(self, app: FastAPI) -> None:
+        # On the app itself, not through an included router: SGLang finds a route's auth
+        # level on the app's own routes, and an included router hides its endpoints.
+        for path, endpoint, method in (
+                ("/harli/keys", self.create_key, "POST"),
+                ("/harli/keys", self.list_keys, "GET"),
+                ("/harli/keys/{key_id}", self.revoke_key, "DELETE"),
+                ("/harli/tenants", self.list_tenants, "GET"),
+                ("/harli/tenants/{tenant}", self.get_tenant, "GET"),
+                ("/harli/tenants/{tenant}", self.set_limits, "POST"),
+                ("/harli/shares", self.share, "POST"),
+                ("/harli/shares", self.list_shares, "GET"),
+                ("/harli/shares", self.unshare, "DELETE")):
+            app.router.add_api_route(path, endpoint, methods=[method],
+                                     route_class_override=OpenAIErrorRoute)
 
     # ------------------------------------------------------------------ keys
 

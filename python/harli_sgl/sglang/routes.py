@@ -97,7 +97,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
     tenant_auth.install(store)
     openai_models.install_hooks()
     openai_models.install_models_routes(app, store)
-    app.include_router(AdminApi(store).router())
+    AdminApi(store).install(app)
 
     @app.get("/harli/status")
     async def harli_status(request: Request):
