@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
+from harli_sgl.jobs import ids
 from harli_sgl.jobs.store import InvalidTransitionError, NotFoundError, QuotaExceededError
+from harli_sgl.jobs.store.quota import check_stored_bytes
 from harli_sgl.jobs.tenants import Limits
 
 from store_util import DATA, new_job
@@ -94,6 +96,35 @@ def test_uploads_at_the_same_moment_cannot_both_pass_the_quota(make_store):
         t.join()
     assert sorted(outcomes) == ["refused"] * 3 + ["stored"] * 5
     assert store.get_tenant("alpha")["usage"]["stored_bytes"] == 5 * len(DATA)
+
+
+def test_a_quota_check_holds_the_tenant_until_its_write_commits(make_store):
+    """The check and the write it guards are one step for other writers of the same tenant
+    (a row lock on PostgreSQL, the database lock on SQLite): an upload that starts while
+    another is between its check and its commit waits for it, then counts it."""
+    limits = Limits(max_stored_bytes=len(DATA))
+    store, other = make_store(default_limits=limits), make_store(default_limits=limits)
+    store.set_limits("alpha", Limits())  # the tenant's row exists (a new row would lock alone)
+    outcome: list[str] = []
+
+    def upload() -> None:
+        try:
+            other.create_file("b.jsonl", "fine-tune", DATA, tenant="alpha")
+            outcome.append("stored")
+        except QuotaExceededError:
+            outcome.append("refused")
+
+    with store._db.write() as tx:
+        check_stored_bytes(tx, "alpha", len(DATA), limits)
+        racer = threading.Thread(target=upload)
+        racer.start()
+        racer.join(timeout=1.0)
+        assert racer.is_alive()  # waiting for this transaction
+        tx.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, tenant) "
+                   "VALUES (?, 'a.jsonl', 'fine-tune', ?, 0, 'alpha')",
+                   (ids.new_id(ids.FILE), len(DATA)))
+    racer.join(timeout=60)
+    assert outcome == ["refused"]
 
 
 def test_queued_jobs_quota(make_store):
