@@ -38,7 +38,7 @@ def chat_answer(server, model, question):
 
 def test_demo_job_lifecycle_events_and_checkpoints(harli_server, demo_job):
     assert demo_job.status == "succeeded", demo_job.error
-    assert demo_job.fine_tuned_model.startswith("ft-capitals-")
+    assert demo_job.fine_tuned_model.startswith(f"ft:{BASE_MODEL}:default:capitals:")
     assert demo_job.trained_tokens > 0
     evs = events(harli_server, demo_job.id)
     messages = [e.message for e in evs]

@@ -20,6 +20,7 @@ from harli_sgl.core.iteration import IterationFeatures, SlotWork
 from harli_sgl.core.policy.registry import make_policy
 from harli_sgl.core.predictor.registry import make_predictor
 from harli_sgl.core.shared_weights import fuse
+from harli_sgl.jobs import ids
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import default_model
 from harli_sgl.worker.spec import WorkerSpec
@@ -63,7 +64,9 @@ def test_job_trains_in_idle_slots_and_saves_its_adapter(rig):
         return bool(saved)
 
     pump(coord, adapter_saved)
-    assert os.path.exists(os.path.join(cfg.workdir, "adapters", name, "adapter_config.json"))
+    assert name == ids.fine_tuned_model_name(job_id, "t", "tiny", "default")
+    assert os.path.exists(os.path.join(cfg.workdir, "adapters", ids.adapter_dir_name(job_id, "t"),
+                                       "adapter_config.json"))
     metrics = [e for e in store.list_events(job_id, limit=100)[0] if e["type"] == "metrics"]
     assert len(metrics) == 4  # 8 examples / batch 4 x 2 epochs
     assert coord.metrics.total_trained_tokens > 0
