@@ -13,7 +13,8 @@ expects for each route's auth level:
   ``--admin-api-key`` when one is set, else ``--api-key``, else nothing.
 * what only the operator sees (the detailed ``/harli/status``, every tenant's
   adapters in ``/v1/models``) wants the same key as admin-optional routes:
-  :func:`admin_headers`.
+  :func:`admin_headers`, which therefore works for every call harli_sgl makes
+  (a server with only ``--admin-api-key`` and tenants' keys refuses keyless calls).
 
 Kept free of sglang imports so the worker can use it.
 """
