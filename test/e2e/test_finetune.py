@@ -16,7 +16,7 @@ from e2e_util import (
     wait_worker_alive,
 )
 from harli_sgl.demo.__main__ import DEMO_HYPERPARAMETERS, DEMO_LORA
-from harli_sgl.jobs import ids
+from harli_sgl.jobs.ids import adapter_dir_name
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_served_adapter_logprobs_match_hf_peft(harli_server, demo_job, model_pat
     base = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="sdpa")
     # The adapter's directory is named for its job (the model name holds ':').
     adapter_dir = os.path.join(harli_server.workdir, "adapters",
-                               ids.adapter_dir_name(demo_job.id, "capitals"))
+                               adapter_dir_name(demo_job.id, "capitals"))
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
