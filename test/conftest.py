@@ -93,15 +93,20 @@ def start_server(tmp_path_factory, name: str, extra: list[str],
     return server
 
 
-def wait_profiled(server, timeout_s: float = 300.0) -> None:
-    """The start-up latency profile drives its own traffic; tests start after it."""
+def wait_profiled(server, timeout_s: float = 300.0, headers: dict | None = None) -> None:
+    """The start-up latency profile drives its own traffic; tests start after it.
+
+    ``headers``: the operator's (the admin key, when the server has one: only the
+    operator sees the detailed status).
+    """
     import time
 
     import requests
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        s = requests.get(server.base_url + "/harli/status", headers=server.headers, timeout=30).json()
+        s = requests.get(server.base_url + "/harli/status", headers=headers or server.headers,
+                         timeout=30).json()
         if s["predictor"]["profiled"] and not s["profiling"]:
             return
         time.sleep(1)

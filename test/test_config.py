@@ -64,3 +64,14 @@ def test_db_must_be_a_postgresql_url():
         HarliConfig(db="mysql://x")
     with pytest.raises(ValueError, match="lease"):
         HarliConfig(lease_s=0)
+
+
+def test_tenant_quota_flags():
+    cfg, _ = split_argv(["--harli-tenant-max-running-jobs", "2", "--harli-tenant-max-queued-jobs",
+                         "5", "--harli-tenant-max-stored-bytes", "1000"])
+    assert cfg.tenant_limits.to_dict() == {"max_running_jobs": 2, "max_queued_jobs": 5,
+                                           "max_stored_bytes": 1000}
+    assert split_argv([])[0].tenant_limits.to_dict() == dict.fromkeys(
+        ("max_running_jobs", "max_queued_jobs", "max_stored_bytes"))
+    with pytest.raises(ValueError, match="max_queued_jobs must be an integer >= 0"):
+        HarliConfig(tenant_max_queued_jobs=-1)

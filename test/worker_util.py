@@ -8,13 +8,13 @@ import time
 ROWS = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(8)]
 
 
-def submit(store, rows, **hp):
+def submit(store, rows, tenant="default", **hp):
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    f = store.create_file("train.jsonl", "fine-tune", data)
+    f = store.create_file("train.jsonl", "fine-tune", data, tenant=tenant)
     job = store.create_job("tiny", f["id"], None, "t", 3,
                            {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, **hp},
                            {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0},
-                           None)
+                           None, tenant)
     store.set_status(job["id"], "queued")
     return job["id"]
 

@@ -6,10 +6,15 @@ key SGLang's auth middleware (``sglang.srt.utils.auth.decide_request_auth``)
 expects for each route's auth level:
 
 * *normal* routes (``/generate``, ``/v1/models``, ``/harli/status``) want
-  ``--api-key`` when one is set; the admin key is *not* accepted there. With
+  ``--api-key`` when one is set (or a tenant's key); harli_sgl's tenant
+  authentication also accepts the admin key there, as the operator's. With
   only an admin key set they are open.
 * *admin-optional* routes (``/load_lora_adapter``, ``/harli/profile``) want
   ``--admin-api-key`` when one is set, else ``--api-key``, else nothing.
+* what only the operator sees (the detailed ``/harli/status``, every tenant's
+  adapters in ``/v1/models``) wants the same key as admin-optional routes:
+  :func:`admin_headers`, which therefore works for every call harli_sgl makes
+  (a server with only ``--admin-api-key`` and tenants' keys refuses keyless calls).
 
 Kept free of sglang imports so the worker can use it.
 """

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 from harli_sgl.core.placement import default_split, format_cpus, parse_cpus
+from harli_sgl.jobs.tenants import Limits
 
 MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli")
 
@@ -84,6 +85,13 @@ class HarliConfig:
                                         type=int)
     max_file_bytes: int = _flag(64 * 2**20, "Upload size limit of /v1/files (default 64 MiB).",
                                 type=int)
+    tenant_max_running_jobs: int | None = _flag(None, "Each tenant's jobs trained at once; more "
+                                                "wait queued (default: no limit).", type=int)
+    tenant_max_queued_jobs: int | None = _flag(None, "Each tenant's jobs waiting to run; one more "
+                                               "is refused with 429 (default: no limit).", type=int)
+    tenant_max_stored_bytes: int | None = _flag(None, "Each tenant's total bytes of uploaded files; "
+                                                "an upload past it is refused with 429 (default: "
+                                                "no limit).", type=int)
     profile_dir: str | None = _flag(None, "Where latency profiles are kept, one file per (model, "
                                     "device, dtype, threads) (default: <shared dir>/predictor).")
     startup_profile_s: float = _flag(60.0, "Time bound of the start-up latency profile; 0 "
@@ -116,6 +124,7 @@ class HarliConfig:
                 raise ValueError(f"--harli-{name.replace('_', '-')} must be >= 1")
         if self.prefill_cpus not in ("decode", "all"):
             raise ValueError(f"--harli-prefill-cpus must be decode or all, got {self.prefill_cpus!r}")
+        self.tenant_limits  # validates them
         if self.lease_s <= 0:
             raise ValueError("--harli-lease-s must be positive")
         if self.db is not None and not self.db.startswith(("postgresql://", "postgres://")):
@@ -135,6 +144,12 @@ class HarliConfig:
                                  f"lists such as 0/1, got {self.cpu_split!r}") from None
             if set(decode) & set(worker):
                 raise ValueError(f"--harli-cpu-split {self.cpu_split!r}: decode and worker cores overlap")
+
+    @property
+    def tenant_limits(self) -> Limits:
+        """Every tenant's quotas unless an admin gives it its own (see harli_sgl.jobs.tenants)."""
+        return Limits(self.tenant_max_running_jobs, self.tenant_max_queued_jobs,
+                      self.tenant_max_stored_bytes)
 
     @property
     def corun_possible(self) -> bool:

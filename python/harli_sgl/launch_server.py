@@ -48,6 +48,12 @@ def prepare(argv: list[str]):
     from sglang.srt.server_args import prepare_server_args
 
     server_args = prepare_server_args(rest)
+    if (getattr(server_args, "tokenizer_worker_num", 1) or 1) > 1:
+        # SGLang checks keys only with one tokenizer worker, and so does harli_sgl's
+        # tenant authentication, which hooks that check: more would serve every tenant
+        # to everyone.
+        raise SystemExit("harli_sgl needs --tokenizer-worker-num 1 (tenants are authenticated "
+                         "in the single tokenizer process)")
     harli = harli.resolved("cuda" if gpu else "cpu")
     if harli.instance_id is None:
         # A SQLite store belongs to this instance alone: a fixed owner lets a restart on
@@ -108,6 +114,21 @@ def tokenizer_manager_factory(harli):
     return functools.partial(init_tokenizer_manager, TokenizerManagerClass=HarliTokenizerManager)
 
 
+def refuse_tenants_without_server_keys(harli: harli_config.HarliConfig) -> None:
+    """Tenants' keys in the store and neither --api-key nor --admin-api-key: nothing would
+    guard SGLang's admin routes and harli_sgl's own calls could not authenticate."""
+    from harli_sgl.jobs.stores import open_store
+
+    store = open_store(harli)
+    try:
+        keyed = store.has_live_keys()
+    finally:
+        store.close()
+    if keyed:
+        raise SystemExit("the job store holds tenants' API keys: start the server with "
+                         "--admin-api-key (and/or --api-key), or revoke them")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")
@@ -120,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     # Before SGLang logs its server_args: neither key may reach a log line or /server_info.
     secrets = redact.secrets_of(server_args)
     redact.install_log_redaction(secrets)
+    if not secrets:
+        refuse_tenants_without_server_keys(harli)
     logger.info("harli: mode=%s tpot_slo_ms=%.1f workdir=%s", harli.mode, harli.tpot_slo_ms, harli.workdir)
 
     from sglang.srt.entrypoints.http_server import app, launch_server

@@ -16,6 +16,7 @@ from e2e_util import (
     wait_worker_alive,
 )
 from harli_sgl.demo.__main__ import DEMO_HYPERPARAMETERS, DEMO_LORA
+from harli_sgl.jobs.ids import adapter_dir_name
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def chat_answer(server, model, question):
 
 def test_demo_job_lifecycle_events_and_checkpoints(harli_server, demo_job):
     assert demo_job.status == "succeeded", demo_job.error
-    assert demo_job.fine_tuned_model.startswith("ft-capitals-")
+    assert demo_job.fine_tuned_model.startswith(f"ft:{BASE_MODEL}:default:capitals:")
     assert demo_job.trained_tokens > 0
     evs = events(harli_server, demo_job.id)
     messages = [e.message for e in evs]
@@ -89,7 +90,9 @@ def test_served_adapter_logprobs_match_hf_peft(harli_server, demo_job, model_pat
     ids = AutoTokenizer.from_pretrained(model_path).encode(text, add_special_tokens=False)
     assert len(served) == len(ids) - 1
     base = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="sdpa")
-    adapter_dir = os.path.join(harli_server.workdir, "adapters", demo_job.fine_tuned_model)
+    # The adapter's directory is named for its job (the model name holds ':').
+    adapter_dir = os.path.join(harli_server.workdir, "adapters",
+                               adapter_dir_name(demo_job.id, "capitals"))
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)

@@ -27,7 +27,8 @@ def keyed_server(tmp_path_factory):
     server = start_server(tmp_path_factory, "keys", [
         "--admin-api-key", ADMIN_KEY, "--harli-max-file-bytes", str(MAX_FILE_BYTES)])
     try:
-        wait_profiled(server)  # the profiler needed the admin key for /harli/profile
+        # The profiler needed the admin key for /harli/profile; only it sees the details.
+        wait_profiled(server, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         yield server
     finally:
         server.stop()

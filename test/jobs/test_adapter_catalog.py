@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harli_sgl.jobs import ids
 from harli_sgl.jobs.adapter_catalog import AdapterCatalog
 from harli_sgl.jobs.artifacts import SharedDir
 from harli_sgl.jobs.store import JobStore
@@ -19,7 +20,8 @@ def test_new_adapters_arrive_once_each_in_success_order_with_shared_paths(tmp_pa
     store.set_status(second["id"], "succeeded", fine_tuned_model="ft-second")
     seen = catalog.new_adapters()
     assert [a.name for a in seen] == ["ft-second"]
-    assert seen[0].path == str(tmp_path / "shared" / "adapters" / "ft-second")
+    # Its files are in the job's directory, whatever the model is called.
+    assert seen[0].path == str(tmp_path / "shared" / "adapters" / ids.adapter_dir_name(second["id"]))
     assert catalog.new_adapters() == []  # nothing twice
     store.set_status(first["id"], "succeeded", fine_tuned_model="ft-first")  # created earlier
     assert [a.name for a in catalog.new_adapters()] == ["ft-first"]
@@ -36,5 +38,5 @@ def test_find_names_only_finished_adapters(tmp_path, db_url):
     assert catalog.find("ft-x") is None
     store.set_status(job["id"], "succeeded", fine_tuned_model="ft-x")
     found = catalog.find("ft-x")
-    assert found is not None and found.path == str(tmp_path / "adapters" / "ft-x")
+    assert found is not None and found.path == str(tmp_path / "adapters" / ids.adapter_dir_name(job["id"]))
     assert catalog.find("ft-y") is None

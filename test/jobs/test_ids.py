@@ -64,13 +64,20 @@ def test_unknown_prefix_is_a_programming_error():
         ids.new_id("model")
 
 
-def test_fine_tuned_model_name_composes_with_the_base_model():
+def test_fine_tuned_model_names_follow_openai_and_directories_stay_plain():
     job_id = ids.new_id(ids.JOB)
     short = job_id[len("ftjob-"):][: ids.SHORT_HEX_CHARS]
-    assert ids.fine_tuned_model_name(job_id) == f"ft-adapter-{short}"
-    named = ids.fine_tuned_model_name(job_id, "support_bot-2")
-    assert named == f"ft-support_bot-2-{short}"
-    assert ":" not in named and "/" not in named and "." not in named
+    assert ids.fine_tuned_model_name(job_id, None, "llama", "acme") == f"ft:llama:acme::{short}"
+    named = ids.fine_tuned_model_name(job_id, "support_bot-2", "org/llama-3", "acme")
+    assert named == f"ft:org/llama-3:acme:support_bot-2:{short}"
+    assert ids.checkpoint_model_name(named, 5) == named + ":ckpt-step-5"
+    # The directory holds no ':' or '/', whatever the base model is called; it is also the
+    # name adapters had before tenants, and theirs keep that name.
+    assert ids.adapter_dir_name(job_id) == f"ft-adapter-{short}"
+    plain = ids.adapter_dir_name(job_id, "support_bot-2")
+    assert plain == f"ft-support_bot-2-{short}"
+    assert ":" not in plain and "/" not in plain and "." not in plain
+    assert ids.checkpoint_model_name(plain, 5) == plain + "-step-5"
 
 
 @pytest.mark.parametrize("suffix", ["a", "abc-DEF_123", "x" * ids.MAX_SUFFIX_CHARS])
@@ -86,4 +93,6 @@ def test_bad_suffixes(suffix):
 
 def test_fine_tuned_model_name_needs_a_job_id():
     with pytest.raises(ids.InvalidId):
-        ids.fine_tuned_model_name("../x")
+        ids.fine_tuned_model_name("../x", None, "base", "acme")
+    with pytest.raises(ids.InvalidId):
+        ids.adapter_dir_name("../x")

@@ -214,7 +214,7 @@ def test_job_lifecycle_with_the_openai_client(client, server):
     assert job.method.type == "supervised"
     assert job.method.supervised.hyperparameters.n_epochs == 2
     assert job.lora == {"r": 16, "alpha": 32.0, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0}
-    assert job.error is None and job.fine_tuned_model is None and job.organization_id == "harli"
+    assert job.error is None and job.fine_tuned_model is None and job.organization_id == "default"
     assert client.fine_tuning.jobs.retrieve(job.id) == job
     assert client.fine_tuning.jobs.list(limit=1).data[0].id == job.id
 
@@ -229,9 +229,8 @@ def test_job_lifecycle_with_the_openai_client(client, server):
 
     done = client.fine_tuning.jobs.retrieve(job.id)
     assert done.status == "succeeded" and done.trained_tokens == 200 and done.finished_at
-    assert done.fine_tuned_model == ids.fine_tuned_model_name(job.id, "support-bot")
-    assert done.fine_tuned_model.startswith("ft-support-bot-")
-    assert ":" not in done.fine_tuned_model and "/" not in done.fine_tuned_model
+    assert done.fine_tuned_model == ids.fine_tuned_model_name(job.id, "support-bot", MODEL, "default")
+    assert done.fine_tuned_model.startswith(f"ft:{MODEL}:default:support-bot:")
     events = list(client.fine_tuning.jobs.list_events(job.id))
     assert events[0].message.startswith("The job has successfully completed")
     assert any(e.type == "metrics" and e.data == {"step": 1, "train_loss": 1.5} for e in events)
@@ -241,7 +240,7 @@ def test_job_lifecycle_with_the_openai_client(client, server):
     c = checkpoints[0]
     assert (c.object, c.step_number, c.fine_tuning_job_id) == ("fine_tuning.job.checkpoint", 1, job.id)
     assert c.metrics.step == 1 and c.metrics.train_loss == 1.5
-    assert c.fine_tuned_model_checkpoint == done.fine_tuned_model + "-step-1"
+    assert c.fine_tuned_model_checkpoint == done.fine_tuned_model + ":ckpt-step-1"
 
     with pytest.raises(openai.BadRequestError, match="already succeeded"):
         client.fine_tuning.jobs.cancel(job.id)

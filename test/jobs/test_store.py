@@ -139,7 +139,7 @@ def test_create_job_shape(store):
     assert job["lora"] == LORA and job["metadata"] == {"team": "a"}
     assert job["user_provided_suffix"] == "bot"
     assert job["error"] is None and job["fine_tuned_model"] is None and job["finished_at"] is None
-    assert job["result_files"] == [] and job["integrations"] == [] and job["organization_id"] == "harli"
+    assert job["result_files"] == [] and job["integrations"] == [] and job["organization_id"] == "default"
     assert job["progress"] == {"step": 0, "total_steps": None, "attempts": 0, "started_at": None}
     assert store.get_job(job["id"]) == job
 
@@ -183,7 +183,7 @@ def test_timestamps_and_success_fields(store):
     done = store.set_status(job["id"], "succeeded", trained_tokens=1234)
     assert done["finished_at"] >= done["progress"]["started_at"] >= done["created_at"]
     assert done["trained_tokens"] == 1234
-    assert done["fine_tuned_model"] == ids.fine_tuned_model_name(job["id"])
+    assert done["fine_tuned_model"] == ids.fine_tuned_model_name(job["id"], None, "base", "default")
     named = store.set_status(job_in(store, "running")["id"], "succeeded", fine_tuned_model="ft-x-1")
     assert named["fine_tuned_model"] == "ft-x-1"
 
@@ -336,7 +336,8 @@ def test_checkpoints(store):
     assert c["object"] == "fine_tuning.job.checkpoint" and c["fine_tuning_job_id"] == job["id"]
     assert c["step_number"] == 10 and c["metrics"] == {"train_loss": 0.1, "step": 10}
     assert c["path"] == "/ckpt/10"
-    assert c["fine_tuned_model_checkpoint"] == ids.fine_tuned_model_name(job["id"], "bot") + "-step-10"
+    name = ids.fine_tuned_model_name(job["id"], "bot", "base", "default")
+    assert c["fine_tuned_model_checkpoint"] == name + ":ckpt-step-10"
     assert ids.is_valid_id(c["id"], ids.CHECKPOINT)
     assert store.latest_checkpoint(job["id"]) == made[-1]
     page, has_more = store.list_checkpoints(job["id"], limit=2)

@@ -22,6 +22,7 @@ from harli_sgl.core.policy.registry import make_policy
 from harli_sgl.core.predictor.registry import make_predictor
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.core.trainer.checkpoint import read_state
+from harli_sgl.jobs import ids
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import default_model
 from harli_sgl.worker.spec import WorkerSpec
@@ -69,7 +70,9 @@ def test_job_trains_in_idle_slots_and_saves_its_adapter(rig):
         return bool(saved)
 
     pump(coord, adapter_saved)
-    assert os.path.exists(os.path.join(cfg.workdir, "adapters", name, "adapter_config.json"))
+    assert name == ids.fine_tuned_model_name(job_id, "t", "tiny", "default")
+    assert os.path.exists(os.path.join(cfg.workdir, "adapters", ids.adapter_dir_name(job_id, "t"),
+                                       "adapter_config.json"))
     metrics = [e for e in store.list_events(job_id, limit=100)[0] if e["type"] == "metrics"]
     assert len(metrics) == 4  # 8 examples / batch 4 x 2 epochs
     assert coord.metrics.total_trained_tokens > 0
@@ -187,3 +190,32 @@ def test_one_micro_batch_holds_activations_at_a_time_and_jobs_share_fairly(tmp_p
         assert all(t.done for t in trainers.values())
     finally:
         ex.close()
+
+
+def test_slots_are_shared_between_tenants_first(rig):
+    """Tenant A runs 3 jobs and tenant B 1: B's job gets half the slot work, not a quarter.
+
+    Every example has the same length, so a step costs the same in every job and
+    the steps each job completes measure its share of the slot work. Counted from
+    the moment all four jobs train (they start one by one) until B's job has done
+    12 more steps. Tolerance: B's share of those steps is within 0.35..0.65 (the
+    ideal is 0.5; sharing per job would give 0.25); steps are whole (an A job
+    may be one step short or ahead) and progress reaches the store once a second.
+    """
+    coord, store, _ = rig
+    rows = [{"prompt": "seven plus one is", "completion": " eight"}] * 64
+    a = [submit(store, rows, tenant="alpha", n_epochs=4) for _ in range(3)]
+    b = submit(store, rows, tenant="beta", n_epochs=4)
+
+    def steps() -> dict[str, int]:
+        return {j: store.get_job(j)["progress"]["step"] for j in (*a, b)}
+
+    pump(coord, lambda: min(steps().values()) >= 1, timeout_s=300)
+    start = steps()
+    pump(coord, lambda: steps()[b] >= start[b] + 12, timeout_s=300)
+    done = steps()
+    by_b = done[b] - start[b]
+    by_a = sum(done[j] - start[j] for j in a)
+    share = by_b / (by_a + by_b)
+    assert 0.35 <= share <= 0.65, (share, start, done)
+    assert all(store.get_job(j)["status"] == "running" for j in (*a, b))

@@ -1,7 +1,8 @@
 """AdapterCatalog: every adapter the fleet has finished, and where its files are.
 
-A job's adapter is written once, under its fine-tuned model name, to the shared
-artifacts (:mod:`harli_sgl.jobs.artifacts`), and the job becomes ``succeeded``
+A job's adapter is written once, to its directory under ``adapters/`` in the
+shared artifacts (:func:`~harli_sgl.jobs.ids.adapter_dir_name`, see
+:mod:`harli_sgl.jobs.artifacts`), and the job becomes ``succeeded``
 in the shared store. Any instance can therefore serve it: the catalog turns the
 store's succeeded jobs into ``(name, path)`` pairs. It follows the store by
 sequence number (:meth:`JobStore.succeeded_adapters`), so a poll costs one
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harli_sgl.jobs import ids
 from harli_sgl.jobs.artifacts import Artifacts
 
 
@@ -33,13 +35,13 @@ class AdapterCatalog:
         self.artifacts = artifacts
         self._seen_seq = 0
 
-    def _adapter(self, seq: int, name: str) -> Adapter:
-        return Adapter(name=name, path=self.artifacts.path("adapters", name), seq=seq)
+    def _adapter(self, found) -> Adapter:
+        path = self.artifacts.path("adapters", ids.adapter_dir_name(found.job_id, found.suffix))
+        return Adapter(name=found.fine_tuned_model, path=path, seq=found.seq)
 
     def new_adapters(self) -> list[Adapter]:
         """Adapters that succeeded since the last call (all of them on the first), oldest first."""
-        found = [self._adapter(a.seq, a.fine_tuned_model)
-                 for a in self.store.succeeded_adapters(after_seq=self._seen_seq)]
+        found = [self._adapter(a) for a in self.store.succeeded_adapters(after_seq=self._seen_seq)]
         if found:
             self._seen_seq = max(a.seq for a in found)
         return found
@@ -47,4 +49,4 @@ class AdapterCatalog:
     def find(self, name: str) -> Adapter | None:
         """The adapter called ``name``, if some job of the fleet has finished it."""
         found = self.store.adapter_named(name)
-        return None if found is None else self._adapter(found.seq, found.fine_tuned_model)
+        return None if found is None else self._adapter(found)

@@ -65,6 +65,17 @@ def too_large(what: str, limit: int) -> ApiError:
     return ApiError(413, f"{what} exceeds the limit of {limit} bytes", code="payload_too_large")
 
 
+def quota_exceeded(message: str, limit: str) -> ApiError:
+    """429 naming the tenant's quota the request would exceed (in ``param`` and the message)."""
+    return ApiError(429, message, param=limit, code="quota_exceeded")
+
+
+def model_not_found(model: object) -> ApiError:
+    """404 for a model the caller may not use: the same answer whether it exists or not."""
+    return ApiError(404, f"The model {model!r} does not exist or you do not have access to it.",
+                    param="model", code="model_not_found")
+
+
 def server_error(message: str = "The server hit an internal error while handling the request") -> ApiError:
     return ApiError(500, message, type=SERVER_ERROR, code="internal_error")
 

@@ -7,9 +7,12 @@ an allow-list (a full match of exactly the shape we generate), never a deny-list
 of ``..`` and ``/``: anything else, path tricks included, is rejected before it
 can reach the filesystem or SQL, and can therefore never name a path.
 
-Fine-tuned models are named ``ft-<suffix or "adapter">-<12 hex of the job id>``.
-The name holds no ``:`` or ``/`` so it composes with the base model as
-``model="<base>:<fine_tuned_model>"`` and is safe as a directory name.
+Fine-tuned models are named the way OpenAI names them,
+``ft:<base model>:<tenant>:<suffix>:<12 hex of the job id>`` (an empty suffix
+when the job gave none), and that name alone selects the adapter. Its files live
+in a directory named ``ft-<suffix or "adapter">-<12 hex>`` (:func:`adapter_dir_name`),
+which holds no ``:`` or ``/`` whatever the base model is called; before tenants
+that was also the model's name, so adapters of older jobs keep it as theirs.
 """
 
 from __future__ import annotations
@@ -72,7 +75,25 @@ def check_suffix(suffix: object) -> str | None:
     return suffix
 
 
-def fine_tuned_model_name(job_id: str, suffix: str | None = None) -> str:
-    """The model name a succeeded job publishes, e.g. ``ft-support-3f2a9c0b1d4e``."""
-    hex_part = check_id(job_id, JOB)[len(JOB) + 1:]
-    return f"ft-{check_suffix(suffix) or DEFAULT_SUFFIX}-{hex_part[:SHORT_HEX_CHARS]}"
+def adapter_dir_name(job_id: str, suffix: str | None = None) -> str:
+    """Where a job's adapter lives under ``adapters/``, e.g. ``ft-support-3f2a9c0b1d4e``.
+
+    Jobs finished before tenants also use it as their model name.
+    """
+    return f"ft-{check_suffix(suffix) or DEFAULT_SUFFIX}-{_short(job_id)}"
+
+
+def fine_tuned_model_name(job_id: str, suffix: str | None, base: str, tenant: str) -> str:
+    """The model name a succeeded job publishes, e.g. ``ft:llama:acme:support:3f2a9c0b1d4e``."""
+    return f"ft:{base}:{tenant}:{check_suffix(suffix) or ''}:{_short(job_id)}"
+
+
+def checkpoint_model_name(fine_tuned_model: str, step: int) -> str:
+    """A checkpoint's model name: OpenAI's ``<model>:ckpt-step-<n>``; ``-step-<n>`` for old names."""
+    if fine_tuned_model.startswith("ft:"):
+        return f"{fine_tuned_model}:ckpt-step-{step}"
+    return f"{fine_tuned_model}-step-{step}"
+
+
+def _short(job_id: str) -> str:
+    return check_id(job_id, JOB)[len(JOB) + 1:][:SHORT_HEX_CHARS]

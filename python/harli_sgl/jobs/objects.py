@@ -12,7 +12,10 @@ as attributes):
   as SGLang's ``lora_path``.
 
 ``trained_tokens`` is filled in while a job runs (OpenAI leaves it null until the
-end), so clients can watch progress.
+end), so clients can watch progress. A job's ``organization_id`` is its tenant.
+
+Beyond OpenAI's objects: an API key (``harli.api_key``, never holding the key
+itself, only its last characters) and a tenant (``harli.tenant``, its limits).
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from harli_sgl.jobs import ids
 from harli_sgl.jobs.db.base import Row
-
-ORGANIZATION_ID = "harli"
 
 
 def _json(text: str | None) -> Any:
@@ -53,7 +55,7 @@ def job_object(row: Row) -> dict[str, Any]:
         "finished_at": row["finished_at"],
         "hyperparameters": hyperparameters,
         "model": row["model"],
-        "organization_id": ORGANIZATION_ID,
+        "organization_id": row["tenant"],
         "result_files": [],
         "seed": row["seed"],
         "status": row["status"],
@@ -92,11 +94,23 @@ def checkpoint_object(row: Row, fine_tuned_model: str) -> dict[str, Any]:
         "id": row["id"],
         "object": "fine_tuning.job.checkpoint",
         "created_at": row["created_at"],
-        "fine_tuned_model_checkpoint": f"{fine_tuned_model}-step-{row['step']}",
+        "fine_tuned_model_checkpoint": ids.checkpoint_model_name(fine_tuned_model, row["step"]),
         "fine_tuning_job_id": row["job_id"],
         "metrics": _json(row["metrics"]),
         "step_number": row["step"],
         "path": row["path"],
+    }
+
+
+def key_object(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "object": "harli.api_key",
+        "tenant": row["tenant"],
+        "name": row["name"],
+        "hint": row["hint"],
+        "created_at": row["created_at"],
+        "revoked_at": row["revoked_at"],
     }
 
 

@@ -18,6 +18,13 @@ the stored files' bytes and content -> ``queued`` and call ``on_jobs_changed``,
 or ``failed`` with a precise ``error`` if a stored file turned out unusable.
 Jobs a previous server left in ``validating_files`` finish that step when the
 router is built.
+
+Tenants: every route acts for the caller's tenant (``principal_of(request)``,
+see :mod:`harli_sgl.jobs.principal`) and passes it to the store, which sees
+only that tenant's objects; another tenant's file or job therefore answers the
+same 404 as an id that never existed, and a job may only train on its own
+tenant's files. A quota refusal is a 429 whose ``param`` names the limit. Each
+change (upload, delete, job created, cancelled) is written to the audit log.
 """
 
 from __future__ import annotations
@@ -36,14 +43,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from harli_sgl.jobs import ids
+from harli_sgl.jobs import audit, ids
 from harli_sgl.jobs.errors import (ApiError, bad_request, insufficient_storage, not_found,
-                                  server_error, too_large)
+                                  quota_exceeded, server_error, too_large)
 from harli_sgl.jobs.hyperparameters import LLAMA_PROJECTIONS
 from harli_sgl.jobs.job_request import JobRequest, parse_job_request
 from harli_sgl.jobs.objects import list_object
+from harli_sgl.jobs.principal import UNAUTHENTICATED, Principal, of_scope
 from harli_sgl.jobs.store import (FileContentError, FileInUseError, InvalidTransitionError,
-                                  JobStore, NotFoundError, is_storage_full)
+                                  JobStore, NotFoundError, QuotaExceededError, is_storage_full)
 from harli_sgl.jobs.upload import read_multipart
 from harli_sgl.jobs.validation import JsonlError, validate_training_jsonl
 
@@ -86,6 +94,8 @@ def _as_api_error(exc: Exception) -> ApiError | None:
         return ApiError(409, str(exc), code="file_in_use")
     if isinstance(exc, FileContentError):
         return server_error(str(exc))
+    if isinstance(exc, QuotaExceededError):
+        return quota_exceeded(str(exc), exc.limit)
     if is_storage_full(exc):
         logger.warning("refused a request: the disk is full (%s)", exc)
         return insufficient_storage()
@@ -116,7 +126,8 @@ def make_router(store: JobStore, *,
                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
                 max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
                 allowed_target_modules: Sequence[str] = LLAMA_PROJECTIONS,
-                on_jobs_changed: Callable[[], None] | None = None) -> APIRouter:
+                on_jobs_changed: Callable[[], None] | None = None,
+                principal_of: Callable[[Request], Principal] | None = None) -> APIRouter:
     """Build the files and fine-tuning routes over ``store`` (see :class:`FineTuningApi`).
 
     Args:
@@ -127,9 +138,12 @@ def make_router(store: JobStore, *,
         max_lora_rank / allowed_target_modules: the LoRA capacity the server reserved.
         on_jobs_changed: called after a job is queued or cancelled, so the worker can react
             at once instead of at its next poll. Its failures are logged, never returned.
+        principal_of: who a request acts for; default: the principal the tenant-auth
+            middleware set, else the default tenant (an app without tenants).
     """
     api = FineTuningApi(store, served_model_names, max_file_bytes, max_lora_rank,
-                        allowed_target_modules, on_jobs_changed)
+                        allowed_target_modules, on_jobs_changed,
+                        principal_of or (lambda request: of_scope(request) or UNAUTHENTICATED))
     # A job whose server died mid-validation would wait in validating_files forever.
     for stuck in store.jobs_with_status("validating_files"):
         api.finish_validation(stuck)
@@ -146,8 +160,10 @@ class FineTuningApi:
     def __init__(self, store: JobStore,
                  served_model_names: Callable[[], Sequence[str]] | Sequence[str],
                  max_file_bytes: int, max_lora_rank: int, allowed_target_modules: Sequence[str],
-                 on_jobs_changed: Callable[[], None] | None) -> None:
+                 on_jobs_changed: Callable[[], None] | None,
+                 principal_of: Callable[[Request], Principal]) -> None:
         self.store = store
+        self.principal_of = principal_of
         if callable(served_model_names):
             self.models = served_model_names
         else:
@@ -187,6 +203,9 @@ class FineTuningApi:
         except Exception:
             logger.exception("on_jobs_changed failed; the worker will see the change at its next poll")
 
+    def tenant(self, request: Request) -> str:
+        return self.principal_of(request).tenant
+
     # ---------------------------------------------------------------- files
 
     async def create_file(self, request: Request) -> dict[str, Any]:
@@ -202,30 +221,34 @@ class FineTuningApi:
         if not upload.data:
             raise bad_request(f"The uploaded file {upload.filename!r} is empty", param="file",
                               code="empty_file")
-        return await run_in_threadpool(self.store_upload, upload.filename, purpose, upload.data)
+        return await run_in_threadpool(self.store_upload, upload.filename, purpose, upload.data,
+                                       self.tenant(request))
 
-    def store_upload(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+    def store_upload(self, filename: str, purpose: str, data: bytes, tenant: str) -> dict[str, Any]:
         if purpose == FINE_TUNE:
             try:
                 validate_training_jsonl(data)
             except JsonlError as exc:
                 raise bad_request(f"Invalid fine-tuning file {filename!r}: {exc}", param="file",
                                   code="invalid_file_format") from None
-        return self.store.create_file(filename, purpose, data)
+        row = self.store.create_file(filename, purpose, data, tenant)
+        audit.record("file.create", tenant, row["id"], bytes=row["bytes"], purpose=purpose)
+        return row
 
-    def list_files(self, purpose: str | None = None, after: str | None = None,
+    def list_files(self, request: Request, purpose: str | None = None, after: str | None = None,
                    limit: int | None = None, order: str = "desc") -> dict[str, Any]:
         limit = _limit(limit, DEFAULT_FILES_PAGE, MAX_FILES_PAGE)
         if order not in ("asc", "desc"):
             raise bad_request(f"order must be 'asc' or 'desc', got {order!r}", param="order")
-        data = self.store.list_files(purpose, after=after, limit=limit + 1, order=order)
+        data = self.store.list_files(purpose, after=after, limit=limit + 1, order=order,
+                                     tenant=self.tenant(request))
         return list_object(data[:limit], len(data) > limit)
 
-    def retrieve_file(self, file_id: str) -> dict[str, Any]:
-        return self._file(file_id)
+    def retrieve_file(self, request: Request, file_id: str) -> dict[str, Any]:
+        return self._file(file_id, self.tenant(request))
 
-    def file_content(self, file_id: str) -> Response:
-        row = self._file(file_id)
+    def file_content(self, request: Request, file_id: str) -> Response:
+        row = self._file(file_id, self.tenant(request))
         path = self.store.file_path(file_id)
         try:
             size = os.stat(path).st_size
@@ -235,13 +258,15 @@ class FineTuningApi:
             raise server_error(f"the stored bytes of {file_id} are missing or damaged")
         return FileResponse(path, media_type="application/octet-stream", filename=row["filename"])
 
-    def delete_file(self, file_id: str) -> dict[str, Any]:
-        if not self.store.delete_file(file_id):
+    def delete_file(self, request: Request, file_id: str) -> dict[str, Any]:
+        tenant = self.tenant(request)
+        if not self.store.delete_file(file_id, tenant):
             raise not_found("file", file_id)
+        audit.record("file.delete", tenant, file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
-    def _file(self, file_id: str) -> dict[str, Any]:
-        row = self.store.get_file(file_id)
+    def _file(self, file_id: str, tenant: str) -> dict[str, Any]:
+        row = self.store.get_file(file_id, tenant)
         if row is None:
             raise not_found("file", file_id)
         return row
@@ -249,25 +274,27 @@ class FineTuningApi:
     # ----------------------------------------------------------------- jobs
 
     async def create_job(self, request: Request) -> dict[str, Any]:
-        body = await _json_body(request)
+        body = await json_body(request)
         req = parse_job_request(body, models=list(self.models()), max_lora_rank=self.max_lora_rank,
                                 allowed_target_modules=self.allowed_modules)
-        return await run_in_threadpool(self.create_job_blocking, req)
+        return await run_in_threadpool(self.create_job_blocking, req, self.tenant(request))
 
-    def create_job_blocking(self, req: JobRequest) -> dict[str, Any]:
-        self.check_file_ref(req.training_file, "training_file")
+    def create_job_blocking(self, req: JobRequest, tenant: str) -> dict[str, Any]:
+        self.check_file_ref(req.training_file, "training_file", tenant)
         if req.validation_file is not None:
-            self.check_file_ref(req.validation_file, "validation_file")
+            self.check_file_ref(req.validation_file, "validation_file", tenant)
         # The store re-checks the files atomically: one may be deleted since the check above.
-        job = self.finish_validation(self.store.create_job(
+        created = self.store.create_job(
             req.model, req.training_file, req.validation_file, req.suffix, req.seed,
-            req.settings.to_openai(), req.settings.lora.to_dict(), req.metadata))
+            req.settings.to_openai(), req.settings.lora.to_dict(), req.metadata, tenant)
+        audit.record("job.create", tenant, created["id"], training_file=req.training_file)
+        job = self.finish_validation(created)
         if job["status"] == "queued":
             self.notify()
         return job
 
-    def check_file_ref(self, file_id: str, param: str) -> None:
-        row = self.store.get_file(file_id)
+    def check_file_ref(self, file_id: str, param: str, tenant: str) -> None:
+        row = self.store.get_file(file_id, tenant)
         if row is None:
             raise bad_request(f"{param} {file_id!r} does not exist; upload it with "
                               f"POST /v1/files and purpose 'fine-tune' first",
@@ -299,34 +326,41 @@ class FineTuningApi:
         except InvalidTransitionError:  # cancelled while its files were being checked
             return self.store.get_job(job["id"])  # type: ignore[return-value]
 
-    def list_jobs(self, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
-        data, has_more = self.store.list_jobs(after, _limit(limit, DEFAULT_PAGE, MAX_PAGE))
+    def list_jobs(self, request: Request, after: str | None = None,
+                  limit: int | None = None) -> dict[str, Any]:
+        data, has_more = self.store.list_jobs(after, _limit(limit, DEFAULT_PAGE, MAX_PAGE),
+                                              tenant=self.tenant(request))
         return list_object(data, has_more)
 
-    def retrieve_job(self, job_id: str) -> dict[str, Any]:
-        return self._job(job_id)
+    def retrieve_job(self, request: Request, job_id: str) -> dict[str, Any]:
+        return self._job(job_id, self.tenant(request))
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
-        self._job(job_id)
-        job = self.store.request_cancel(job_id)
+    def cancel_job(self, request: Request, job_id: str) -> dict[str, Any]:
+        tenant = self.tenant(request)
+        self._job(job_id, tenant)
+        job = self.store.request_cancel(job_id, tenant)
+        audit.record("job.cancel", tenant, job_id)
         self.notify()
         return job
 
-    def list_events(self, job_id: str, after: str | None = None,
+    def list_events(self, request: Request, job_id: str, after: str | None = None,
                     limit: int | None = None) -> dict[str, Any]:
-        self._job(job_id)
-        data, has_more = self.store.list_events(job_id, after, _limit(limit, DEFAULT_PAGE, MAX_PAGE))
+        tenant = self.tenant(request)
+        self._job(job_id, tenant)
+        data, has_more = self.store.list_events(job_id, after, _limit(limit, DEFAULT_PAGE, MAX_PAGE),
+                                                tenant=tenant)
         return list_object(data, has_more)
 
-    def list_checkpoints(self, job_id: str, after: str | None = None,
+    def list_checkpoints(self, request: Request, job_id: str, after: str | None = None,
                          limit: int | None = None) -> dict[str, Any]:
-        self._job(job_id)
+        tenant = self.tenant(request)
+        self._job(job_id, tenant)
         data, has_more = self.store.list_checkpoints(
-            job_id, after, _limit(limit, DEFAULT_CHECKPOINTS_PAGE, MAX_PAGE))
+            job_id, after, _limit(limit, DEFAULT_CHECKPOINTS_PAGE, MAX_PAGE), tenant=tenant)
         return list_object(data, has_more)
 
-    def _job(self, job_id: str) -> dict[str, Any]:
-        job = self.store.get_job(job_id)
+    def _job(self, job_id: str, tenant: str) -> dict[str, Any]:
+        job = self.store.get_job(job_id, tenant)
         if job is None:
             raise not_found("fine-tuning job", job_id)
         return job
@@ -345,7 +379,7 @@ def _limit(limit: int | None, default: int, maximum: int) -> int:
     return limit
 
 
-async def _json_body(request: Request) -> Any:
+async def json_body(request: Request) -> Any:
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)

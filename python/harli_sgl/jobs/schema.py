@@ -15,7 +15,11 @@ lists a total creation order (``created_at`` has one-second ties). Version 2
 adds the fleet: a job's lease (which instance runs it, until when; see
 :mod:`harli_sgl.jobs.store.leases`), ``succeeded_seq`` (the order in which
 adapters became servable, which instances poll), and the ``instances`` table
-each serving instance heart-beats into.
+each serving instance heart-beats into. Version 3 adds tenants: every file,
+job, event and checkpoint carries the tenant that owns it (rows from before
+belong to ``default``), ``api_keys`` holds each key's SHA-256, never the key
+(:mod:`harli_sgl.jobs.keys`), ``tenants`` each tenant's own quotas, and
+``adapter_shares`` which adapters an admin shared with which tenants.
 """
 
 from __future__ import annotations
@@ -96,7 +100,41 @@ CREATE TABLE instances (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_FILES_JOBS_EVENTS_CHECKPOINTS, V2_LEASES_INSTANCES)
+V3_TENANTS = """
+ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE events ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE checkpoints ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX files_by_tenant ON files (tenant, seq);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, status, seq);
+CREATE INDEX jobs_by_model ON jobs (fine_tuned_model);
+CREATE TABLE tenants (
+    id               TEXT PRIMARY KEY,
+    created_at       INTEGER NOT NULL,
+    max_running_jobs INTEGER,         -- NULL: the server's default
+    max_queued_jobs  INTEGER,
+    max_stored_bytes INTEGER
+);
+INSERT INTO tenants (id, created_at) VALUES ('default', 0);
+CREATE TABLE api_keys (
+    seq         @SEQ@,
+    id          TEXT NOT NULL UNIQUE,    -- key-<hex>: how lists and revokes name it
+    tenant      TEXT NOT NULL REFERENCES tenants (id),
+    key_hash    TEXT NOT NULL UNIQUE,    -- SHA-256 of the key, hex
+    hint        TEXT NOT NULL,           -- '...' and its last 4 characters
+    name        TEXT,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE TABLE adapter_shares (
+    adapter     TEXT NOT NULL,           -- a fine-tuned model or another served adapter
+    tenant      TEXT NOT NULL,           -- who else may serve it ('*': everyone)
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (adapter, tenant)
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_FILES_JOBS_EVENTS_CHECKPOINTS, V2_LEASES_INSTANCES, V3_TENANTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

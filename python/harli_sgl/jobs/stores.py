@@ -18,4 +18,5 @@ def artifacts_of(config: HarliConfig) -> SharedDir:
 
 
 def open_store(config: HarliConfig) -> JobStore:
-    return JobStore(config.workdir, db_url=config.db, files_dir=artifacts_of(config).path("files"))
+    return JobStore(config.workdir, db_url=config.db, files_dir=artifacts_of(config).path("files"),
+                    default_limits=config.tenant_limits)

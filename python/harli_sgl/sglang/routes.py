@@ -1,8 +1,16 @@
 """Harli's HTTP routes, added to SGLang's FastAPI app in the main process.
 
 SGLang's ``app`` is a module global, so routes added before ``launch_server``
-are served by the same uvicorn server and sit behind the same ``--api-key``
-middleware as SGLang's own routes.
+are served by the same uvicorn server and sit behind the same key middleware as
+SGLang's own routes, with harli_sgl's tenant authentication in front of it
+(:mod:`.tenant_auth`). Besides the files and fine-tuning API (every call acting
+for the caller's tenant), this installs the admin routes (:mod:`.admin_routes`),
+the model-name and adapter-ownership hooks on SGLang's OpenAI routes
+(:mod:`.openai_models`), and Harli's operator routes: ``POST /harli/policy``
+and ``POST /harli/profile`` are admin-optional (the admin key when one is set,
+else the server's ``--api-key``; never a tenant's key), and ``/harli/status``
+shows the whole server to the operator and a tenant only its own jobs, usage
+and quotas.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from fastapi.responses import JSONResponse
 from sglang.srt.utils.auth import AuthLevel, auth_level
 
 from harli_sgl.config import MODES, HarliConfig
+from harli_sgl.jobs import audit
+from harli_sgl.jobs import principal as P
 
 
 async def _scheduler_status() -> dict:
@@ -62,20 +72,46 @@ class AdaptersReadyGate:
         await self.app(scope, receive, send)
 
 
+def _principal(request: Request) -> P.Principal:
+    """The caller, as TenantAuth decided; a request it never saw acts for nobody."""
+    from harli_sgl.jobs.errors import ApiError
+
+    caller = P.of_scope(request)
+    if caller is None:
+        raise ApiError(401, "This request was not authenticated", code="invalid_api_key")
+    return caller
+
+
 def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
+    from starlette.concurrency import run_in_threadpool
+
     from harli_sgl.jobs.errors import ApiError
     from harli_sgl.jobs.router import make_router
     from harli_sgl.jobs.stores import open_store
+    from harli_sgl.sglang import openai_models, tenant_auth
+    from harli_sgl.sglang.admin_routes import AdminApi
 
     store = open_store(config)
 
     app.add_middleware(AdaptersReadyGate)
+    tenant_auth.install(store)
+    openai_models.install_hooks()
+    openai_models.install_models_routes(app, store)
+    AdminApi(store).install(app)
 
     @app.get("/harli/status")
-    async def harli_status():
-        """Co-location state: mode, SLO, worker health, jobs, throughput, SLO attainment, pool, predictor."""
+    async def harli_status(request: Request):
+        """The operator: co-location state (mode, SLO, worker health, jobs, throughput, SLO
+        attainment, pool, predictor). A tenant: its own jobs, usage and quotas."""
+        caller = P.of_scope(request) or P.UNAUTHENTICATED
+        if not caller.operator:
+            tenant = await run_in_threadpool(store.get_tenant, caller.tenant)
+            jobs = await run_in_threadpool(store.job_status_counts, caller.tenant)
+            return JSONResponse({"object": "harli.tenant_status", "tenant": caller.tenant,
+                                 "jobs": jobs, "usage": tenant and tenant["usage"],
+                                 "limits": tenant and tenant["effective_limits"]})
         status = await _scheduler_status()
-        status["jobs"] = store.job_status_counts()
+        status["jobs"] = await run_in_threadpool(store.job_status_counts)
         return JSONResponse(status)
 
     @app.post("/harli/policy")
@@ -101,6 +137,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
             return _error(400, "give mode, static_slot_units and/or prefill_cpus, nothing else")
         if not await _scheduler_control(knobs):
             return _error(400, "the scheduler refused the change (see the server log)")
+        audit.record("policy.set", None, "scheduler", by="operator", **knobs)
         return JSONResponse(await _scheduler_status())
 
     @app.post("/harli/profile")
@@ -111,6 +148,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
         if not isinstance(body.get("enabled"), bool):
             return _error(400, "enabled must be true or false", "enabled")
         await _scheduler_control({"harli_profile": int(body["enabled"])})
+        audit.record("profile.set", None, "predictor", by="operator", enabled=body["enabled"])
         return JSONResponse({"profiling": body["enabled"]})
 
     if not config.finetune_enabled:
@@ -124,5 +162,6 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
     app.include_router(make_router(
         store, served_model_names=[served_model_name], max_file_bytes=config.max_file_bytes,
         max_lora_rank=config.lora_max_rank, allowed_target_modules=list(config.lora_target_modules),
+        principal_of=_principal,
     ))
 

@@ -25,6 +25,16 @@ This subclass (passed to SGLang through ``init_tokenizer_manager``'s
 
 Adapters are read from the shared artifacts directory, so every instance loads
 the same files. Store queries run in a thread: the event loop serves requests.
+
+Tenants. Every request that names an adapter passes ``_validate_and_resolve_lora``,
+whatever route it came by (``/generate``'s ``lora_path``, the OpenAI routes'
+``model`` or ``lora_path``), so that is where ownership is enforced: each
+named adapter must belong to the caller's tenant (the principal the tenant-auth
+middleware set, :data:`harli_sgl.jobs.principal.CURRENT`) or be shared with it,
+else the request fails with a 404 that reads the same whether the adapter
+exists or not. A request with no principal (none came through HTTP) may name
+no adapter. :meth:`harli_refused_adapter` is the same check for the OpenAI
+routes, which run it before SGLang converts the request, to answer a clean 404.
 """
 
 from __future__ import annotations
@@ -37,10 +47,22 @@ from sglang.srt.managers.io_struct import LoadLoRAAdapterReqInput
 from sglang.srt.managers.tokenizer_manager import TokenizerManager
 from sglang.srt.runtime_context import get_lora
 
+from harli_sgl.jobs import principal as P
+from harli_sgl.jobs.errors import model_not_found
+
 logger = logging.getLogger(__name__)
 
 POLL_S = 2.0
 EAGER_LOADS = 8
+
+
+class AdapterRefused(ValueError):
+    """A request named an adapter its tenant may not serve; SGLang answers ``status_code``."""
+
+    status_code = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(model_not_found(name).message)
 
 
 class HarliTokenizerManager(TokenizerManager):
@@ -102,6 +124,28 @@ class HarliTokenizerManager(TokenizerManager):
                                                         lora_path=adapter.path, pinned=False)
 
     # -- requests -------------------------------------------------------------------------
+
+    async def harli_refused_adapter(self, names) -> str | None:
+        """The first of ``names`` the calling tenant may not serve; None if it may serve all."""
+        if self.harli_catalog is None:
+            return None
+        caller = P.CURRENT.get()
+        for name in dict.fromkeys(n for n in names if n is not None):
+            if caller is None:
+                return name
+            access = await asyncio.to_thread(self.harli_catalog.store.adapter_access,
+                                             caller.tenant, name)
+            if not access.allows(caller.tenant, served_without_job=name in self.lora_ref_cache):
+                return name
+        return None
+
+    async def _validate_and_resolve_lora(self, obj) -> None:
+        if obj.lora_path:
+            names = [obj.lora_path] if isinstance(obj.lora_path, str) else list(obj.lora_path)
+            refused = await self.harli_refused_adapter(names)
+            if refused is not None:
+                raise AdapterRefused(refused)
+        await super()._validate_and_resolve_lora(obj)
 
     async def _resolve_lora_path(self, obj) -> None:
         if self.harli_catalog is not None:

@@ -88,7 +88,7 @@ class JobWrites:
                                                       "step": p.step, "total_steps": p.total_steps})
             t.close()  # the LoRA layers leave the shared base model now, not after the write
             job.trainer = None
-        path = self._artifact_dir("adapters", job.name)  # shared by the fleet's instances
+        path = self._artifact_dir("adapters", job.dir_name)  # shared by the fleet's instances
         job.write = PendingWrite(self.writer.submit(job.finished.snapshot, path), path, None)
 
     def _collect_write(self, job: RunningJob) -> None:

@@ -8,6 +8,11 @@ in-flight activations, never a copy of the model). Every slot goes to the
 running job that has been served the fewest work units so far: equal compute
 for every running job, whatever its micro-batch size, and a newly started job
 catches up with no one starving. A slot runs whole pieces of that one job.
+Tenants come first (``_pick``): a slot goes to the tenant served the fewest
+units while it had jobs here, then to that tenant's least-served job, so a
+tenant with three running jobs and a tenant with one get half the slot work
+each. A tenant whose jobs arrive joins at the least-served tenant's count:
+it shares from then on, rather than catching up on what others got before.
 One exception bounds memory: a micro-batch's saved activations live from its
 first forward piece to its last backward piece (about 1.3 GB for 4 examples of
 1024 tokens of the default model, in fp32), so a job that holds them keeps the
@@ -72,6 +77,7 @@ from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
 from harli_sgl.jobs.store import (InvalidTransitionError, LeaseLostError, StorageFullError,
                                   StoreError)
 from harli_sgl.jobs.stores import artifacts_of, open_store
+from harli_sgl.jobs.tenants import DEFAULT_TENANT
 from harli_sgl.worker import malloc
 from harli_sgl.worker.fleet import FleetMember
 from harli_sgl.worker.profile_workload import ProfileWorkload
@@ -103,6 +109,8 @@ class RunningJob:
     trainer: JobTrainer | None
     name: str
     served_units: int = 0
+    tenant: str = DEFAULT_TENANT
+    dir_name: str = ""  # the adapter's directory under adapters/ (ids.adapter_dir_name)
     adapter_path: str | None = None   # set once training is done and the adapter saved
     events: list[tuple[str, str, dict, str]] = field(default_factory=list)
     # While its data is read and tokenised off the loop: the job row and the pending result.
@@ -144,6 +152,7 @@ class JobExecutor(JobWrites):
         self.publisher = AdapterPublisher(spec.server_url, spec.api_key, spec.admin_api_key)
         self.arena = arena
         self.running: dict[str, RunningJob] = {}
+        self._tenant_units: dict[str, int] = {}  # slot work served per tenant with live jobs
         # One thread: jobs are prepared one after the other, never competing with the loop
         # for more than one core's worth of Python.
         self._prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-prepare")
@@ -203,6 +212,7 @@ class JobExecutor(JobWrites):
             return SlotReport(grant.slot_id, 0, 0, (time.perf_counter() - start) * 1e3, 0,
                               job_id=job.job_id)
         job.served_units += r.units
+        self._tenant_units[job.tenant] = self._tenant_units.get(job.tenant, 0) + r.units
         if r.trained_tokens and self.arena is not None:
             self.arena.micro_batch_done()
         return SlotReport(grant.slot_id, r.units, r.tokens, (time.perf_counter() - start) * 1e3,
@@ -337,25 +347,42 @@ class JobExecutor(JobWrites):
     # -- job lifecycle -------------------------------------------------------------------
 
     def _pick(self) -> RunningJob | None:
-        live = self._live()
-        holding = [r for r in live if r.trainer.holds_activations]
+        live: dict[str, list[RunningJob]] = {}
+        for r in self._live():
+            live.setdefault(r.tenant, []).append(r)
+        # A tenant without live jobs is forgotten, and one that (re)appears starts level with
+        # the least-served tenant: fair shares from now on, no catching up on the past.
+        for gone in self._tenant_units.keys() - live.keys():
+            del self._tenant_units[gone]
+        floor = min(self._tenant_units.values(), default=0)
+        for tenant in live:
+            self._tenant_units.setdefault(tenant, floor)
+        if not live:
+            return None
+        holding = [r for jobs in live.values() for r in jobs if r.trainer.holds_activations]
         if holding:  # finish its micro-batch before anyone starts another one
             return holding[0]
-        return min(live, key=lambda r: r.served_units) if live else None
+        tenant = min(live, key=lambda t: (self._tenant_units[t], t))
+        return min(live[tenant], key=lambda r: r.served_units)
 
     def _live(self) -> list[RunningJob]:
         return [r for r in self.running.values() if r.trainer is not None and not r.trainer.done]
 
     def _budget(self, job: RunningJob, units: int) -> int:
-        """A job served ahead of its share runs only to the end of the micro-batch it holds."""
-        if job.served_units > min(r.served_units for r in self._live()):
+        """A job served ahead of its share (its tenant ahead of another tenant, or it ahead of
+        its tenant's other jobs) runs only to the end of the micro-batch it holds."""
+        live = self._live()
+        tenant_floor = min(self._tenant_units.get(r.tenant, 0) for r in live)
+        job_floor = min(r.served_units for r in live if r.tenant == job.tenant)
+        if self._tenant_units.get(job.tenant, 0) > tenant_floor or job.served_units > job_floor:
             return min(units, job.trainer.units_to_release)
         return units
 
     def _start(self, job: dict) -> None:
-        job_id = job["id"]
-        name = ids.fine_tuned_model_name(job_id, job.get("user_provided_suffix"))
-        entry = RunningJob(job_id, None, name)
+        job_id, suffix = job["id"], job.get("user_provided_suffix")
+        tenant = job.get("organization_id") or DEFAULT_TENANT
+        entry = RunningJob(job_id, None, ids.fine_tuned_model_name(job_id, suffix, job["model"], tenant),
+                           tenant=tenant, dir_name=ids.adapter_dir_name(job_id, suffix))
         self.running[job_id] = entry
         attempts = (job.get("progress") or {}).get("attempts", 1)
         if attempts > MAX_ATTEMPTS:

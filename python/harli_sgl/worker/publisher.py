@@ -14,10 +14,11 @@ SGLang serves the load (the scheduler that loads the adapter is the one that
 grants the slots). It retries with backoff while the HTTP server is not up yet
 (at start-up the worker is spawned before uvicorn listens).
 
-Keys: ``/v1/models`` is one of SGLang's normal routes (``--api-key``), while
-``/load_lora_adapter`` is admin-optional: with ``--admin-api-key`` set it
-accepts only that key (see :mod:`harli_sgl.auth_headers`), so each call
-carries the key its route wants and publishing works with any combination.
+Keys: both calls carry the operator's key (the admin key when one is set, else
+``--api-key``; see :mod:`harli_sgl.auth_headers`): ``/load_lora_adapter`` is
+admin-optional and accepts only that key, and ``/v1/models`` shows every
+tenant's adapters only to the operator (harli_sgl.sglang.openai_models), so
+publishing works with any combination of keys.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 
 import requests
 
-from harli_sgl.auth_headers import admin_headers, normal_headers
+from harli_sgl.auth_headers import admin_headers
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 class AdapterPublisher:
     def __init__(self, base_url: str, api_key: str | None, admin_api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
-        self.headers = normal_headers(api_key)
         self.admin_headers = admin_headers(api_key, admin_api_key)
         self._retry_at = 0.0
         self._backoff = 0.5
@@ -44,7 +44,8 @@ class AdapterPublisher:
         """Names of the adapters the server serves now; the HTTP status if it refuses the
         request (401/403: a key problem, which no retry fixes); None if it does not answer."""
         try:
-            r = requests.get(self.base_url + "/v1/models", headers=self.headers, timeout=10)
+            # The operator's key: a tenant's view of /v1/models shows only its own adapters.
+            r = requests.get(self.base_url + "/v1/models", headers=self.admin_headers, timeout=10)
         except requests.RequestException:
             return None
         if r.status_code in (401, 403):

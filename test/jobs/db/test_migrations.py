@@ -16,7 +16,7 @@ from harli_sgl.jobs.objects import checkpoint_object, event_object, file_object,
 from harli_sgl.jobs.schema import SCHEMA_VERSION, SchemaVersionError
 from harli_sgl.jobs.store import DB_NAME, Adapter, JobStore, Lease
 
-from store_util import DATA, HP, LORA
+from store_util import DATA, HP, LORA, write_v2_store
 
 # harli.db as harli_sgl wrote it before schema versions were stepped (version 1), kept
 # verbatim: the upgrade must work on exactly this, whatever the current schema says.
@@ -113,11 +113,14 @@ def write_v1_workdir(work: str) -> dict[str, str]:
 
 
 def everything(db_path: str) -> dict:
-    """Every object the API can show, built from the raw rows."""
+    """Every object the API can show, built from the raw rows; rows from before tenants
+    (no ``tenant`` column) as the default tenant's, which is what upgrading must make them."""
     db = sqlite3.connect(db_path)
-    db.row_factory = sqlite3.Row
-    names = {r["id"]: ids.fine_tuned_model_name(r["id"], r["suffix"])
-             for r in db.execute("SELECT id, suffix FROM jobs")}
+    db.row_factory = lambda cursor, row: {"tenant": "default",
+                                          **sqlite3.Row(cursor, row)}  # type: ignore[dict-item]
+    names = {r["id"]: r["fine_tuned_model"] or ids.fine_tuned_model_name(
+                 r["id"], r["suffix"], r["model"], r["tenant"])
+             for r in db.execute("SELECT * FROM jobs")}
     state = {
         "files": [file_object(r) for r in db.execute("SELECT * FROM files ORDER BY seq")],
         "jobs": [job_object(r) for r in db.execute("SELECT * FROM jobs ORDER BY seq")],
@@ -138,7 +141,7 @@ def test_a_version_1_sqlite_workdir_upgrades_in_place(tmp_path):
     store = JobStore(work)
     try:
         db = sqlite3.connect(db_path)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
         assert {"lease_owner", "lease_expires_at", "succeeded_seq"} <= columns
         assert {r[1] for r in db.execute("PRAGMA table_info(instances)")} == {
@@ -156,6 +159,7 @@ def test_a_version_1_sqlite_workdir_upgrades_in_place(tmp_path):
         # Version-1 rows behave under version-2 rules: the succeeded job's adapter is listed,
         # the running job has no owner, so whichever instance recovers first takes it back.
         assert store.succeeded_adapters() == [Adapter(3, "ft-v1", made["succeeded"])]
+        assert store.adapter_access("default", "ft-v1").owner == "default"
         assert store.lease(made["running"]) == Lease(None, None)
         assert [j["id"] for j in store.recover_running_jobs("instance-x")] == [made["running"]]
         resumed = store.claim_next_job("instance-x")
@@ -165,7 +169,7 @@ def test_a_version_1_sqlite_workdir_upgrades_in_place(tmp_path):
         assert store.succeeded_adapters(after_seq=3)[0].seq == 4
     finally:
         store.close()
-    JobStore(work).close()  # and it opens again as version 2, untouched
+    JobStore(work).close()  # and it opens again at the current version, untouched
     assert sqlite3.connect(db_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
@@ -226,3 +230,45 @@ def test_stores_opening_a_new_database_together_migrate_it_once(tmp_path, db_url
     finally:
         for s in opened:
             s.close()
+
+
+def test_a_store_of_the_release_before_tenants_upgrades_in_place(tmp_path, db_url):
+    """Today's release (schema 2) on either backend: nothing lost, all the default tenant's."""
+    work = str(tmp_path / "work")
+    made = write_v2_store(work, db_url)
+    store = JobStore(work, db_url=db_url)
+    try:
+        with store._db.read() as tx:
+            for table in ("files", "jobs", "events", "checkpoints"):
+                rows = tx.all(f"SELECT tenant FROM {table}")
+                assert rows and {r["tenant"] for r in rows} == {"default"}, table
+            assert [r["id"] for r in tx.all("SELECT id FROM tenants")] == ["default"]
+            assert tx.all("SELECT * FROM instances")  # the fleet's table is untouched
+        assert [f["id"] for f in store.list_files(tenant="default")] == [made["file"]]
+        assert store.read_file(made["file"], "default") == DATA
+        jobs = {j["status"]: j for j in store.list_jobs(tenant="default")[0]}
+        assert {s: j["id"] for s, j in jobs.items()} == {
+            s: made[s] for s in ("queued", "running", "succeeded")}
+        assert all(j["organization_id"] == "default" and j["metadata"] == {"team": "a"}
+                   and j["user_provided_suffix"] == "old" for j in jobs.values())
+        assert jobs["running"]["progress"]["step"] == 4 and jobs["running"]["trained_tokens"] == 400
+        assert jobs["succeeded"]["fine_tuned_model"] == made["adapter"]
+        for status, job in jobs.items():
+            assert [e["message"] for e in store.list_events(job["id"], tenant="default")[0]] == [
+                f"it is {status}"]
+        [ckpt], _ = store.list_checkpoints(made["running"], tenant="default")
+        assert ckpt["id"] == made["checkpoint"] and ckpt["metrics"] == {"step": 4, "train_loss": 1.5}
+        # The adapter keeps its old name, and its files the directory they were written to.
+        assert made["adapter"] == ids.adapter_dir_name(made["succeeded"], "old")
+        assert store.succeeded_adapters() == [Adapter(1, made["adapter"], made["succeeded"], "old")]
+        assert store.adapter_access("default", made["adapter"]).allows("default", False)
+        # Another tenant sees none of it.
+        assert store.list_files(tenant="acme") == [] and store.list_jobs(tenant="acme")[0] == []
+        assert store.get_job(made["succeeded"], "acme") is None
+        assert store.get_file(made["file"], "acme") is None
+        assert not store.adapter_access("acme", made["adapter"]).allows("acme", False)
+        # And the store goes on: the old running job resumes, new tenants get their own objects.
+        assert [j["id"] for j in store.recover_running_jobs("local")] == [made["running"]]
+        assert store.create_file("t.jsonl", "fine-tune", DATA, tenant="acme")["id"]
+    finally:
+        store.close()

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from harli_sgl.auth_headers import admin_headers, normal_headers
+from harli_sgl.auth_headers import admin_headers
 from harli_sgl.config import HarliConfig
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ class StartupProfiler:
     def __init__(self, base_url: str, api_key: str | None, config: HarliConfig,
                  max_batch: int, vocab: int, admin_api_key: str | None = None):
         self.base_url = base_url
-        self.headers = normal_headers(api_key)
         # /harli/profile is admin-optional: with --admin-api-key set only that key opens it.
         self.admin_headers = admin_headers(api_key, admin_api_key)
         self.config = config
@@ -59,7 +58,9 @@ class StartupProfiler:
                 logger.exception("harli: could not end the profile phase")
 
     def _status(self) -> dict:
-        return requests.get(self.base_url + "/harli/status", headers=self.headers, timeout=60).json()
+        # The operator's key: only the operator sees the detailed status (tenants see their jobs).
+        return requests.get(self.base_url + "/harli/status", headers=self.admin_headers,
+                            timeout=60).json()
 
     def _set_profiling(self, on: bool) -> None:
         r = requests.post(self.base_url + "/harli/profile", headers=self.admin_headers, timeout=60,
@@ -102,7 +103,9 @@ class StartupProfiler:
         def one(_):
             ids = [rng.randrange(self.vocab) for _ in range(prompt_len)]
             try:
-                requests.post(self.base_url + "/generate", headers=self.headers,
+                # The operator's key: with only --admin-api-key set and tenants' keys in the
+                # store, a request without one would be refused.
+                requests.post(self.base_url + "/generate", headers=self.admin_headers,
                               timeout=max(1.0, end - time.monotonic()), json={
                                   "input_ids": ids, "sampling_params": {
                                       "max_new_tokens": OUTPUT_TOKENS, "temperature": 0,

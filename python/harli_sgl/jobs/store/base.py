@@ -17,6 +17,7 @@ from typing import Any
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.db.base import Database, Row, Tx
 from harli_sgl.jobs.store.errors import InvalidTransitionError, LeaseLostError, NotFoundError
+from harli_sgl.jobs.tenants import Limits
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "validating_files": frozenset({"queued", "failed", "cancelled"}),
@@ -45,8 +46,16 @@ def marks(values: tuple[str, ...]) -> str:
     return ", ".join("?" for _ in values)
 
 
+def owned(where: str, args: list[Any], tenant: str | None) -> tuple[str, list[Any]]:
+    """``where`` narrowed to ``tenant``'s rows; unchanged for None (the worker, which sees all)."""
+    if tenant is None:
+        return where, args
+    return f"{where} AND tenant = ?", [*args, tenant]
+
+
 class StoreBase:
     _db: Database
+    default_limits: Limits  # every tenant's quotas unless an admin set its own
 
     def _one(self, sql: str, args: tuple = ()) -> Row | None:
         with self._db.read() as tx:
@@ -74,9 +83,10 @@ class StoreBase:
             return rows[:limit], True
         return rows, False
 
-    def _require_job(self, job_id: str) -> None:
+    def _require_job(self, job_id: str, tenant: str | None = None) -> None:
+        where, args = owned("id = ?", [job_id], tenant)
         if not ids.is_valid_id(job_id, ids.JOB) or self._one(
-                "SELECT 1 FROM jobs WHERE id = ?", (job_id,)) is None:
+                f"SELECT 1 FROM jobs WHERE {where}", tuple(args)) is None:
             raise NotFoundError(f"No such fine-tuning job: {job_id!r}")
 
     @staticmethod
@@ -108,9 +118,10 @@ class StoreBase:
     def _event(tx: Tx, job_id: str, level: str, message: str,
                data: dict[str, Any] | None = None, type: str = "message") -> str:
         event_id = ids.new_id(ids.EVENT)
-        tx.execute("INSERT INTO events (id, job_id, created_at, level, message, data, type) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (event_id, job_id, now_s(), level, message, dumps(data), type))
+        # An event belongs to its job's tenant.
+        tx.execute("INSERT INTO events (id, job_id, created_at, level, message, data, type, tenant) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT tenant FROM jobs WHERE id = ?))",
+                   (event_id, job_id, now_s(), level, message, dumps(data), type, job_id))
         return event_id
 
     def _status_event(self, tx: Tx, row: Row, status: str, error: dict[str, Any] | None,

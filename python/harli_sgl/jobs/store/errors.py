@@ -51,6 +51,15 @@ class FileContentError(StoreError):
     """A file's row exists but its bytes are missing or not the recorded size."""
 
 
+class QuotaExceededError(StoreError):
+    """The request would take its tenant past one of its quotas; ``limit`` names which."""
+
+    def __init__(self, message: str, limit: str, value: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+
+
 class StorageFullError(StoreError, OSError):
     """A write failed because the disk (or the database's file system) is full."""
 

@@ -13,6 +13,12 @@ locks the rows of the files it names, so neither can slip past the other.
 A full disk must not stop deletes, because deleting is how space is freed: when
 the row cannot be deleted for lack of space, the bytes go first and the row is
 retried.
+
+Files belong to the tenant that uploaded them: every lookup that names a
+``tenant`` sees only that tenant's files, so another tenant's file is as absent
+as one that never existed. An upload that would take the tenant past its
+``max_stored_bytes`` is refused (:class:`QuotaExceededError`) under a lock on
+the tenant's row, so two uploads at once cannot both slip under the limit.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from harli_sgl.jobs import ids
 from harli_sgl.jobs.db.base import Tx
 from harli_sgl.jobs.objects import file_object
 from harli_sgl.jobs.schema import TERMINAL_STATUSES
-from harli_sgl.jobs.store.base import StoreBase, marks, now_s
+from harli_sgl.jobs.store.base import StoreBase, marks, now_s, owned
 from harli_sgl.jobs.store.errors import (FileContentError, FileInUseError, NotFoundError,
                                          StorageFullError, is_storage_full, storage_full)
+from harli_sgl.jobs.store.quota import check_stored_bytes
+from harli_sgl.jobs.tenants import DEFAULT_TENANT
 
 STALE_TMP_S = 3600.0
 
@@ -55,7 +63,11 @@ class FileRecords(StoreBase):
             raise ids.InvalidId(f"{file_id!r} does not name a file inside the files directory")
         return path
 
-    def create_file(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+    def create_file(self, filename: str, purpose: str, data: bytes,
+                    tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        # A first check before any byte is written; the one that counts is in the transaction.
+        with self._db.read() as tx:
+            check_stored_bytes(tx, tenant, len(data), self.default_limits, lock=False)
         file_id = ids.new_id(ids.FILE)
         path = self.file_path(file_id)
         tmp = f"{path}.{secrets.token_hex(4)}.tmp"
@@ -76,28 +88,34 @@ class FileRecords(StoreBase):
         _fsync_dir(self.files_dir)
         try:
             with self._db.write() as tx:
-                tx.execute("INSERT INTO files (id, filename, purpose, bytes, created_at) "
-                           "VALUES (?, ?, ?, ?, ?)", (file_id, filename, purpose, len(data), now_s()))
+                check_stored_bytes(tx, tenant, len(data), self.default_limits)
+                tx.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, tenant) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           (file_id, filename, purpose, len(data), now_s(), tenant))
         except BaseException:
             _unlink(path)
             raise
         return self.get_file(file_id)  # type: ignore[return-value]
 
-    def get_file(self, file_id: str) -> dict[str, Any] | None:
+    def get_file(self, file_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        """The file, if it exists (and, given ``tenant``, belongs to that tenant)."""
         if not ids.is_valid_id(file_id, ids.FILE):
             return None
-        row = self._one("SELECT * FROM files WHERE id = ?", (file_id,))
+        where, args = owned("id = ?", [file_id], tenant)
+        row = self._one(f"SELECT * FROM files WHERE {where}", tuple(args))
         return file_object(row) if row else None
 
     def list_files(self, purpose: str | None = None, *, after: str | None = None,
-                   limit: int | None = None, order: str = "desc") -> list[dict[str, Any]]:
+                   limit: int | None = None, order: str = "desc",
+                   tenant: str | None = None) -> list[dict[str, Any]]:
         """Files newest first (``order="asc"``: oldest first), optionally after a cursor id."""
         where, args = ("purpose = ?", [purpose]) if purpose is not None else ("TRUE", [])
+        where, args = owned(where, args, tenant)
         rows, _ = self._page("files", "file", where, args, after, limit, ascending=order == "asc")
         return [file_object(r) for r in rows]
 
-    def read_file(self, file_id: str) -> bytes:
-        row = self.get_file(file_id)
+    def read_file(self, file_id: str, tenant: str | None = None) -> bytes:
+        row = self.get_file(file_id, tenant)
         if row is None:
             raise NotFoundError(f"No such file: {file_id!r}")
         try:
@@ -110,25 +128,26 @@ class FileRecords(StoreBase):
                                    f"{row['bytes']} were uploaded")
         return data
 
-    def delete_file(self, file_id: str) -> bool:
-        """Delete a file; False if there is none. Refuses a file a live job still needs."""
+    def delete_file(self, file_id: str, tenant: str | None = None) -> bool:
+        """Delete a file; False if there is none (of ``tenant``'s). Refuses a file a live job needs."""
         if not ids.is_valid_id(file_id, ids.FILE):
             return False
         try:
-            return self._delete_file_row(file_id)
+            return self._delete_file_row(file_id, tenant)
         except StorageFullError:
             # Only a file no live job uses (checked again by the retry) loses its bytes here;
             # if the process died before the retry, the row would report its bytes as missing.
-            if self.get_file(file_id) is None:
+            if self.get_file(file_id, tenant) is None:
                 return False
             with self._db.read() as tx:
                 check_not_in_use(tx, file_id)
             _unlink(self.file_path(file_id))
-            return self._delete_file_row(file_id)
+            return self._delete_file_row(file_id, tenant)
 
-    def _delete_file_row(self, file_id: str) -> bool:
+    def _delete_file_row(self, file_id: str, tenant: str | None) -> bool:
+        where, args = owned("id = ?", [file_id], tenant)
         with self._db.write() as tx:
-            if tx.one(f"SELECT 1 FROM files WHERE id = ?{tx.lock()}", (file_id,)) is None:
+            if tx.one(f"SELECT 1 FROM files WHERE {where}{tx.lock()}", tuple(args)) is None:
                 return False
             check_not_in_use(tx, file_id)
             tx.execute("DELETE FROM files WHERE id = ?", (file_id,))
@@ -137,14 +156,16 @@ class FileRecords(StoreBase):
         return True
 
 
-def check_files_exist(tx: Tx, files: dict[str, str | None]) -> None:
-    """Each ``{param: file_id}`` names a stored file, kept until the commit (see the module doc)."""
+def check_files_exist(tx: Tx, files: dict[str, str | None], tenant: str) -> None:
+    """Each ``{param: file_id}`` names a file of ``tenant``, kept until the commit (see the module doc)."""
     for param, file_id in files.items():
         if file_id is None:
             continue
         if not ids.is_valid_id(file_id, ids.FILE) or tx.one(
-                f"SELECT 1 FROM files WHERE id = ?{tx.lock(share=True)}", (file_id,)) is None:
+                f"SELECT 1 FROM files WHERE id = ? AND tenant = ?{tx.lock(share=True)}",
+                (file_id, tenant)) is None:
             raise NotFoundError(f"{param}: no such file {file_id!r}", param)
+
 
 
 def check_not_in_use(tx: Tx, file_id: str) -> None:

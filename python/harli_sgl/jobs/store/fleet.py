@@ -30,6 +30,7 @@ class Adapter(NamedTuple):
     seq: int
     fine_tuned_model: str
     job_id: str
+    suffix: str | None = None  # with job_id, names the adapter's directory (ids.adapter_dir_name)
 
 
 class FleetRecords(StoreBase):
@@ -66,15 +67,15 @@ class FleetRecords(StoreBase):
 
     def succeeded_adapters(self, after_seq: int = 0) -> list[Adapter]:
         """Adapters of jobs that succeeded after the one numbered ``after_seq``, in that order."""
-        rows = self._all("SELECT succeeded_seq, fine_tuned_model, id FROM jobs "
+        rows = self._all("SELECT succeeded_seq, fine_tuned_model, id, suffix FROM jobs "
                          "WHERE succeeded_seq > ? ORDER BY succeeded_seq", (int(after_seq),))
-        return [Adapter(int(r["succeeded_seq"]), r["fine_tuned_model"], r["id"]) for r in rows]
+        return [_adapter(r) for r in rows]
 
     def adapter_named(self, fine_tuned_model: str) -> Adapter | None:
         """The succeeded adapter called ``fine_tuned_model``, if any job of the fleet made it."""
-        row = self._one("SELECT succeeded_seq, fine_tuned_model, id FROM jobs "
+        row = self._one("SELECT succeeded_seq, fine_tuned_model, id, suffix FROM jobs "
                         "WHERE fine_tuned_model = ? AND succeeded_seq IS NOT NULL", (fine_tuned_model,))
-        return None if row is None else Adapter(int(row["succeeded_seq"]), row["fine_tuned_model"], row["id"])
+        return None if row is None else _adapter(row)
 
     def listen_adapters(self, timeout_s: float) -> list[str]:
         """Wait up to ``timeout_s`` for jobs to succeed; the new adapters' names (maybe none).
@@ -83,3 +84,7 @@ class FleetRecords(StoreBase):
         the record. On SQLite (one instance, nobody else to hear from) it just waits.
         """
         return self._db.wait_notify(ADAPTERS_CHANNEL, timeout_s)
+
+
+def _adapter(row) -> Adapter:
+    return Adapter(int(row["succeeded_seq"]), row["fine_tuned_model"], row["id"], row["suffix"])

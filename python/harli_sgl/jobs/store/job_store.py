@@ -28,6 +28,11 @@ Job lifecycle (anything else raises :class:`InvalidTransitionError`)::
 Cancelling a running job makes it ``cancelled`` at once; the worker polls
 :meth:`JobStore.is_cancelled` between pieces of work and stops. Status changes
 add an event themselves, so callers need not log them.
+
+Tenants (:mod:`.keys`, :mod:`.tenants`, :mod:`.quota`): every object belongs to
+one. Methods that the API calls take the caller's ``tenant`` and see only its
+objects; the worker, which trains every tenant's jobs, passes none. Quotas are
+checked in the transaction that would exceed them.
 """
 
 from __future__ import annotations
@@ -38,14 +43,17 @@ from harli_sgl.jobs.db import open_database
 from harli_sgl.jobs.db.migrations import migrate
 from harli_sgl.jobs.store.files import FileRecords
 from harli_sgl.jobs.store.fleet import FleetRecords
+from harli_sgl.jobs.store.keys import KeyRecords
 from harli_sgl.jobs.store.leases import JobLeases
 from harli_sgl.jobs.store.log import JobLog
+from harli_sgl.jobs.store.tenants import TenantRecords
+from harli_sgl.jobs.tenants import Limits
 
 DB_NAME = "harli.db"
 FILES_DIR = "files"
 
 
-class JobStore(FileRecords, JobLeases, JobLog, FleetRecords):
+class JobStore(FileRecords, JobLeases, JobLog, FleetRecords, KeyRecords, TenantRecords):
     """Persistent state of the fine-tuning API; see the module docstring for the model.
 
     Args:
@@ -53,11 +61,13 @@ class JobStore(FileRecords, JobLeases, JobLog, FleetRecords):
         db_url: ``postgresql://user:password@host:port/dbname`` for a fleet's shared
             database; None for SQLite in the workdir.
         files_dir: where uploaded bytes live; default ``<workdir>/files``.
+        default_limits: every tenant's quotas, unless an admin gave it its own.
     """
 
     def __init__(self, workdir: str, *, db_url: str | None = None,
-                 files_dir: str | None = None) -> None:
+                 files_dir: str | None = None, default_limits: Limits = Limits()) -> None:
         self.workdir = os.path.abspath(workdir)
+        self.default_limits = default_limits
         self.files_dir = os.path.abspath(files_dir or os.path.join(self.workdir, FILES_DIR))
         self._init_files()
         self._init_database(db_url)

@@ -9,6 +9,13 @@ oldest first. On PostgreSQL the claim reads with ``FOR UPDATE SKIP LOCKED``:
 instances polling at the same moment each lock a different queued row, never
 the same one, and none waits for another.
 
+Between tenants the claim is fair: of the queued jobs it takes one of the
+tenant with the fewest jobs running, so a tenant that queued ten jobs does not
+fill every running place before another tenant's one job gets any; a tenant
+already at its ``max_running_jobs`` is passed over (its jobs stay queued). The
+claim then locks that tenant's row and counts again, so two instances claiming
+at once cannot both take its last place.
+
 While it trains, the worker calls :meth:`JobLeases.renew_lease` well within
 the lease; False means the job is gone from it (expired and re-queued,
 cancelled) and it must stop. Any instance may call
@@ -27,6 +34,10 @@ from typing import Any, NamedTuple
 
 from harli_sgl.jobs.store.base import DEFAULT_LEASE_S, LOCAL_OWNER, now_s
 from harli_sgl.jobs.store.lifecycle import JobRecords
+from harli_sgl.jobs.store.quota import (default_or_unlimited, jobs_in, running_limit_sql,
+                                        tenant_limits)
+
+_RUNNING_OF_ITS_TENANT = "(SELECT COUNT(*) FROM jobs r WHERE r.tenant = j.tenant AND r.status = 'running')"
 
 
 class Lease(NamedTuple):
@@ -42,11 +53,18 @@ class JobLeases(JobRecords):
         # holds the write lock (SQLite) or a connection in a transaction (PostgreSQL).
         if self._one("SELECT 1 FROM jobs WHERE status = 'queued' LIMIT 1") is None:
             return None
+        default_running = default_or_unlimited(self.default_limits.max_running_jobs)
         with self._db.write() as tx:
-            row = tx.one("SELECT * FROM jobs WHERE status = 'queued' "
-                         f"ORDER BY started_at IS NULL, seq LIMIT 1{tx.lock(skip_locked=True)}")
+            # Resumed jobs first, then the tenant with the fewest running, then the oldest.
+            row = tx.one(f"SELECT * FROM jobs j WHERE status = 'queued' "
+                         f"AND {_RUNNING_OF_ITS_TENANT} < {running_limit_sql()} "
+                         f"ORDER BY started_at IS NULL, {_RUNNING_OF_ITS_TENANT}, seq "
+                         f"LIMIT 1{tx.lock(skip_locked=True)}", (default_running,))
             if row is None:
                 return None
+            limit = tenant_limits(tx, row["tenant"], self.default_limits, lock=True).max_running_jobs
+            if limit is not None and jobs_in(tx, row["tenant"], ("running",)) >= limit:
+                return None  # another instance took the tenant's last place meanwhile
             tx.execute("UPDATE jobs SET status = 'running', attempts = attempts + 1, "
                        "started_at = COALESCE(started_at, ?), lease_owner = ?, "
                        "lease_expires_at = ? WHERE id = ?",

@@ -13,6 +13,10 @@ the final status); they then raise :class:`LeaseLostError` and change nothing
 unless the job is still running under that owner's lease. That guard, not the
 lease timer, is what keeps an instance that stalled past its lease from
 finishing a job another instance has taken over.
+
+A job belongs to its tenant, and so do its events and checkpoints; lookups
+that name a ``tenant`` see only its jobs. Creating one more job than the
+tenant's ``max_queued_jobs`` allows waiting is refused (:mod:`.quota`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from harli_sgl.jobs.db.base import SUCCEEDED_ORDER, Tx
 from harli_sgl.jobs.objects import job_object
 from harli_sgl.jobs.schema import JOB_STATUSES, TERMINAL_STATUSES
 from harli_sgl.jobs.store.base import (DEFAULT_LEASE_S, LOCAL_OWNER, TRANSITIONS, StoreBase, dumps,
-                                       now_s)
+                                       now_s, owned)
 from harli_sgl.jobs.store.errors import InvalidTransitionError, NotFoundError
 from harli_sgl.jobs.store.files import check_files_exist
+from harli_sgl.jobs.store.quota import check_queued_jobs
+from harli_sgl.jobs.tenants import DEFAULT_TENANT
 
 ADAPTERS_CHANNEL = "harli_adapters"
 
@@ -34,25 +40,30 @@ ADAPTERS_CHANNEL = "harli_adapters"
 class JobRecords(StoreBase):
     def create_job(self, model: str, training_file: str, validation_file: str | None,
                    suffix: str | None, seed: int, hyperparameters: dict[str, Any],
-                   lora: dict[str, Any], metadata: dict[str, str] | None) -> dict[str, Any]:
-        """A new job in ``validating_files``; its files must exist (checked atomically)."""
+                   lora: dict[str, Any], metadata: dict[str, str] | None,
+                   tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        """A new job of ``tenant`` in ``validating_files``; its files must be the tenant's
+        (checked atomically), and its queue must have room (``max_queued_jobs``)."""
         job_id = ids.new_id(ids.JOB)
         with self._db.write() as tx:
+            check_queued_jobs(tx, tenant, self.default_limits)
             check_files_exist(tx, {"training_file": training_file,
-                                   "validation_file": validation_file})
+                                   "validation_file": validation_file}, tenant)
             tx.execute(
                 "INSERT INTO jobs (id, model, training_file, validation_file, suffix, seed, "
-                "hyperparameters, lora, metadata, status, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'validating_files', ?)",
+                "hyperparameters, lora, metadata, status, created_at, tenant) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'validating_files', ?, ?)",
                 (job_id, model, training_file, validation_file, ids.check_suffix(suffix), seed,
-                 dumps(hyperparameters), dumps(lora), dumps(metadata), now_s()))
+                 dumps(hyperparameters), dumps(lora), dumps(metadata), now_s(), tenant))
             self._event(tx, job_id, "info", f"Created fine-tuning job: {job_id}")
         return self.get_job(job_id)  # type: ignore[return-value]
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None:
+    def get_job(self, job_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        """The job, if it exists (and, given ``tenant``, belongs to that tenant)."""
         if not ids.is_valid_id(job_id, ids.JOB):
             return None
-        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        where, args = owned("id = ?", [job_id], tenant)
+        row = self._one(f"SELECT * FROM jobs WHERE {where}", tuple(args))
         return job_object(row) if row else None
 
     def jobs_with_status(self, status: str) -> list[dict[str, Any]]:
@@ -60,16 +71,20 @@ class JobRecords(StoreBase):
         return [job_object(r) for r in self._all("SELECT * FROM jobs WHERE status = ? ORDER BY seq",
                                                  (status,))]
 
-    def job_status_counts(self) -> dict[str, int]:
-        """Number of jobs in each status (every status present, zeros included)."""
-        rows = self._all("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+    def job_status_counts(self, tenant: str | None = None) -> dict[str, int]:
+        """Number of jobs (of ``tenant``) in each status (every status present, zeros included)."""
+        where, args = owned("TRUE", [], tenant)
+        rows = self._all(f"SELECT status, COUNT(*) AS n FROM jobs WHERE {where} GROUP BY status",
+                         tuple(args))
         counts = dict.fromkeys(JOB_STATUSES, 0)
         counts.update({r["status"]: int(r["n"]) for r in rows})
         return counts
 
-    def list_jobs(self, after: str | None = None, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
-        """Jobs newest first; ``after`` is the id of the last job of the previous page."""
-        rows, has_more = self._page("jobs", "job", "TRUE", [], after, limit)
+    def list_jobs(self, after: str | None = None, limit: int = 20,
+                  tenant: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """Jobs (of ``tenant``) newest first; ``after`` is the id of the last job of the previous page."""
+        where, args = owned("TRUE", [], tenant)
+        rows, has_more = self._page("jobs", "job", where, args, after, limit)
         return [job_object(r) for r in rows], has_more
 
     def set_status(self, job_id: str, status: str, *, error: dict[str, Any] | None = None,
@@ -106,8 +121,8 @@ class JobRecords(StoreBase):
             if status == "failed":
                 sets["error"] = dumps(error)
             if status == "succeeded":
-                sets["fine_tuned_model"] = (fine_tuned_model
-                                            or ids.fine_tuned_model_name(job_id, row["suffix"]))
+                sets["fine_tuned_model"] = (fine_tuned_model or ids.fine_tuned_model_name(
+                    job_id, row["suffix"], row["model"], row["tenant"]))
                 sets["succeeded_seq"] = _next_succeeded_seq(tx)
                 tx.notify(ADAPTERS_CHANNEL, sets["fine_tuned_model"])
             if trained_tokens is not None:
@@ -118,10 +133,12 @@ class JobRecords(StoreBase):
                                sets["lease_owner"])
         return self.get_job(job_id)  # type: ignore[return-value]
 
-    def request_cancel(self, job_id: str) -> dict[str, Any]:
+    def request_cancel(self, job_id: str, tenant: str | None = None) -> dict[str, Any]:
         """Cancel a job that has not finished; a finished one raises :class:`InvalidTransitionError`."""
         with self._db.write() as tx:
             row = self._job_row(tx, job_id, tx.lock())
+            if tenant is not None and row["tenant"] != tenant:
+                raise NotFoundError(f"No such fine-tuning job: {job_id!r}")
             if row["status"] in TERMINAL_STATUSES:
                 raise InvalidTransitionError(
                     f"Job {job_id} has already {_finished_verb(row['status'])} "

@@ -5,7 +5,8 @@ checkpoint row records where an adapter was saved at a step; the newest one is
 where a re-queued job resumes. A worker writing a checkpoint passes ``owner=``,
 so a checkpoint from an instance that lost the job's lease is refused
 (:class:`LeaseLostError`) instead of becoming the resume point of the instance
-that holds it now.
+that holds it now. Both belong to their job's tenant: the lists take the
+caller's ``tenant`` and another tenant's job is as absent as a missing one.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ class JobLog(StoreBase):
             event_id = self._event(tx, job_id, level, message, data, type)
         return event_object(self._one("SELECT * FROM events WHERE id = ?", (event_id,)))  # type: ignore[arg-type]
 
-    def list_events(self, job_id: str, after: str | None = None,
-                    limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
+    def list_events(self, job_id: str, after: str | None = None, limit: int = 20,
+                    tenant: str | None = None) -> tuple[list[dict[str, Any]], bool]:
         """A job's events newest first; unknown job or cursor raise :class:`NotFoundError`."""
-        self._require_job(job_id)
+        self._require_job(job_id, tenant)
         rows, has_more = self._page("events", "event", "job_id = ?", [job_id], after, limit)
         return [event_object(r) for r in rows], has_more
 
@@ -53,15 +54,16 @@ class JobLog(StoreBase):
             row = self._job_row(tx, job_id, tx.lock(share=True))
             if owner is not None:
                 self._check_lease(row, owner)
-            tx.execute("INSERT INTO checkpoints (id, job_id, step, path, metrics, created_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?)",
-                       (checkpoint_id, job_id, int(step), str(path), dumps(metrics), now_s()))
+            tx.execute("INSERT INTO checkpoints (id, job_id, step, path, metrics, created_at, tenant) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (checkpoint_id, job_id, int(step), str(path), dumps(metrics), now_s(),
+                        row["tenant"]))
         return self._checkpoints("id = ?", [checkpoint_id], None, 1)[0][0]
 
-    def list_checkpoints(self, job_id: str, after: str | None = None,
-                         limit: int = 10) -> tuple[list[dict[str, Any]], bool]:
+    def list_checkpoints(self, job_id: str, after: str | None = None, limit: int = 10,
+                         tenant: str | None = None) -> tuple[list[dict[str, Any]], bool]:
         """A job's checkpoints newest first."""
-        self._require_job(job_id)
+        self._require_job(job_id, tenant)
         return self._checkpoints("job_id = ?", [job_id], after, limit)
 
     def latest_checkpoint(self, job_id: str) -> dict[str, Any] | None:
@@ -76,6 +78,9 @@ class JobLog(StoreBase):
         names: dict[str, str] = {}
         for r in rows:
             if r["job_id"] not in names:
-                job = self._one("SELECT suffix FROM jobs WHERE id = ?", (r["job_id"],))
-                names[r["job_id"]] = ids.fine_tuned_model_name(r["job_id"], job["suffix"])  # type: ignore[index]
+                job = self._one("SELECT suffix, model, tenant, fine_tuned_model FROM jobs "
+                                "WHERE id = ?", (r["job_id"],))
+                # The adapter's own name once it has one (jobs from before tenants kept theirs).
+                names[r["job_id"]] = job["fine_tuned_model"] or ids.fine_tuned_model_name(  # type: ignore[index]
+                    r["job_id"], job["suffix"], job["model"], job["tenant"])  # type: ignore[index]
         return [checkpoint_object(r, names[r["job_id"]]) for r in rows], has_more
