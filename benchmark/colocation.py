@@ -114,6 +114,9 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.model = default_model.ensure()
+        if args.trace:  # read by the server's scheduler: every iteration and co-run piece
+            os.environ["HARLI_TRACE_ITERATIONS"] = os.path.join(os.path.abspath(args.out),
+                                                                "trace.jsonl")
         self.server = ServerProcess(
             ["--harli-mode", "harli", "--tpot-slo-ms", str(args.tpot_slo_ms),
              "--harli-workdir", os.path.join(args.out, "workdir"),
@@ -177,6 +180,8 @@ class Bench:
             "tpot_p50_ms": percentile(tpots, 50), "tpot_p99_ms": percentile(tpots, 99),
             "itl_p99_ms": percentile(token_itls_ms(result), 99),
             "ttft_p50_ms": result["median_ttft_ms"], "ttft_p99_ms": result["p99_ttft_ms"],
+            # Raw, in arrival order: with 15-40 requests a run's p99 is its worst one or two.
+            "ttfts_ms": [round(1000.0 * t, 1) for t in result.get("ttfts", [])],
             "slo_attainment": slo_attainment(tpots, self.args.tpot_slo_ms),
             "finetune_tokens_per_s": tok_s, "arrival_window_s": window_s,
             "harvest": tok_s / idle_tokens_per_s if idle_tokens_per_s else None,
@@ -280,6 +285,8 @@ def main() -> None:
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--settle-s", type=float, default=3.0)
+    p.add_argument("--trace", action="store_true",
+                   help="write the server's iteration trace to OUT/trace.jsonl")
     p.add_argument("--static-units", type=int, default=None,
                    help="skip tuning and use this static slot size")
     args = p.parse_args()

@@ -5,8 +5,14 @@
 What ``--harli-micro-batch-size`` trades: a larger micro-batch trains more
 tokens per second but makes every piece (the slot's granularity) longer. One
 process, the default model's weights shared as on the server, LoRA r 16 on all
-seven projections, sequences of ``--seq-len`` tokens, 2 torch threads, every
-piece run on its own (as slots run them); warm-up steps are not counted.
+seven projections, sequences of ``--seq-len`` tokens, every piece run on its
+own (as slots run them); warm-up steps are not counted.
+
+``--threads 1,2`` measures each micro-batch size at each torch thread count,
+the two runs of a pair side by side and ``--reps`` times, alternating which
+goes first. On a 2-core host the ratio 2 threads / 1 thread bounds what any
+policy can add over a fixed one-core partition (``spatial``): with every core
+free all the time, the worker trains at most that much faster.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 import time
 
 
-def measure(mbs: int, seq_len: int, steps: int) -> dict:
+def measure(mbs: int, seq_len: int, steps: int, threads: int = 2) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -28,6 +34,7 @@ def measure(mbs: int, seq_len: int, steps: int) -> dict:
     from harli_sgl.model import default_model
 
     torch.manual_seed(0)
+    torch.set_num_threads(threads)
     path = default_model.ensure()
     cfg = AutoConfig.from_pretrained(path)
     fused = fuse(AutoModelForCausalLM.from_pretrained(path).state_dict(), cfg)
@@ -49,26 +56,37 @@ def measure(mbs: int, seq_len: int, steps: int) -> dict:
             tokens += r.trained_tokens
             pieces += r.pieces
     elapsed = time.perf_counter() - t0
-    return {"micro_batch_size": mbs, "seq_len": seq_len, "tokens_per_s": tokens / elapsed,
+    return {"micro_batch_size": mbs, "seq_len": seq_len, "threads": threads,
+            "tokens_per_s": tokens / elapsed,
             "mean_piece_ms": 1000 * elapsed / pieces}
 
 
 def main() -> None:
-    import torch
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--micro-batch-sizes", default="1,2,4,8")
+    p.add_argument("--threads", default="2", help="torch thread counts, comma-separated")
+    p.add_argument("--reps", type=int, default=1)
     args = p.parse_args()
-    torch.set_num_threads(2)
     os.makedirs(args.out, exist_ok=True)
+    threads = [int(t) for t in args.threads.split(",")]
     rows = []
-    for mbs in (1, 2, 4, 8):
-        rows.append(measure(mbs, args.seq_len, args.steps))
-        print(json.dumps(rows[-1]), flush=True)
+    for mbs in (int(m) for m in args.micro_batch_sizes.split(",")):
+        for rep in range(args.reps):
+            for n in (threads if rep % 2 == 0 else threads[::-1]):
+                rows.append({**measure(mbs, args.seq_len, args.steps, n), "rep": rep})
+                print(json.dumps(rows[-1]), flush=True)
     with open(os.path.join(args.out, "trainer.json"), "w") as f:
         json.dump(rows, f, indent=2)
+    if len(threads) > 1:
+        for mbs in sorted({r["micro_batch_size"] for r in rows}):
+            speed = {n: [r["tokens_per_s"] for r in rows
+                         if r["micro_batch_size"] == mbs and r["threads"] == n] for n in threads}
+            ratios = [b / a for a, b in zip(speed[threads[0]], speed[threads[-1]])]
+            print(f"micro-batch {mbs}: {threads[-1]} threads / {threads[0]} = "
+                  + ", ".join(f"{x:.2f}" for x in ratios))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ OpenAI's ``ft:<base>:<tenant>:<suffix>:<id>`` would select an adapter called
 ``<base>:<tenant>:<suffix>:<id>``. Three hooks, registered in SGLang's
 ``HookRegistry``, fix that on every OpenAI route:
 
-* ``_parse_model_parameter`` (AROUND): the served name is the base model,
+* ``_parse_model_parameter`` (AROUND): the served name (or the model's path,
+  which SGLang's own clients send) is the base model,
   ``"<served name>:<adapter>"`` is that adapter as before, and any other name
   is an adapter's whole name (``ft:...`` included). An unknown name is then
   refused by the adapter check, never served by the base model.
@@ -38,9 +39,12 @@ MODELS_ROUTES = ("/v1/models", "/v1/models/{model:path}")
 
 
 def parse_model(original, self, model):
-    served = self.tokenizer_manager.served_model_name
+    tm = self.tokenizer_manager
+    served = tm.served_model_name
     if not model or model == served or model.startswith(f"{served}:"):
         return original(self, model)
+    if model == tm.model_path:  # the base model by its path, as sglang's own clients send it
+        return served, None
     return served, model.strip()
 
 
