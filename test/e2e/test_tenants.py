@@ -236,6 +236,18 @@ def test_another_tenants_adapter_is_refused_on_every_route(server, keys, trained
         assert r.status_code == 404 and theirs in r.text, r.text
     r = post(server, key, "/v1/tokenize", {"model": theirs, "prompt": "hi"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    # SGLang's Responses and Anthropic Messages routes build on its chat route. Each must
+    # serve the base model (so a refusal below is not the route being absent) and refuse
+    # the other tenant's adapter.
+    other_apis = {
+        "/v1/responses": lambda m: {"model": m, "input": "hi", "max_output_tokens": 1},
+        "/v1/messages": lambda m: {"model": m, "max_tokens": 1, "messages": [message]},
+    }
+    for path, body in other_apis.items():
+        ok = post(server, key, path, body(BASE_MODEL))
+        assert ok.status_code == 200, (path, ok.status_code, ok.text)
+        r = post(server, key, path, body(theirs))
+        assert r.status_code == 404 and theirs in r.text, (path, r.status_code, r.text)
     assert theirs not in [m.id for m in beta.models.list().data]
     # The base model stays open to every valid key.
     assert beta.completions.create(model=BASE_MODEL, prompt="hi", max_tokens=1).choices

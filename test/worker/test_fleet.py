@@ -88,3 +88,41 @@ def test_a_burst_of_jobs_spreads_over_equal_instances(tmp_path, db_url):
 def test_a_job_that_no_longer_exists_counts_as_lost(tmp_path):
     a = member(JobStore(str(tmp_path)), "a", Clock())
     assert a.beat(["ftjob-doesnotexist"], room=1) == ["ftjob-doesnotexist"]
+
+
+def test_harvests_within_the_band_count_as_equal_and_room_decides(tmp_path, db_url):
+    """A burst of four jobs on two instances whose measured harvests differ by noise
+    (within the band) splits two and two, as each instance publishes its row after a
+    claim; a clearly better instance still takes more."""
+    from harli_sgl.worker.fleet import PLACEMENT_BAND
+
+    store = JobStore(str(tmp_path), db_url=db_url)
+    clock = Clock()
+    a, b = member(store, "a", clock), member(store, "b", clock)
+    a.set_free_compute(600.0)
+    b.set_free_compute(600.0 / (PLACEMENT_BAND * 1.2))  # b measured slower by chance
+    for m in (a, b):
+        m.beat([], room=4)
+    placed = {"a": 0, "b": 0}
+    for _ in range(4):
+        for name, m in (("a", a), ("b", b)):
+            if m.may_claim(running=placed[name], room=4 - placed[name]):
+                placed[name] += 1
+                m.publish(placed[name], 4 - placed[name])
+                break
+    assert placed == {"a": 2, "b": 2}, placed
+    # Without the row published after each claim, a would look as empty as before.
+    assert {r["id"]: r["room"] for r in store.live_instances()} == {"a": 2, "b": 2}
+    # Harvest beyond the band still wins: c is 4x faster than d and takes the first two.
+    c, d = member(store, "c", clock), member(store, "d", clock)
+    c.set_free_compute(1200.0)
+    d.set_free_compute(300.0)
+    a.beat([], room=0)
+    b.beat([], room=0)
+    for m in (c, d):
+        m.beat([], room=4)
+    assert c.may_claim(running=0, room=4) and not d.may_claim(running=0, room=4)
+    c.publish(1, 3)  # 600 for one more job: still beyond the band over 300
+    assert c.may_claim(running=1, room=3) and not d.may_claim(running=0, room=4)
+    c.publish(2, 2)  # 400 vs 300: within the band, and d has more room
+    assert not c.may_claim(running=2, room=2) and d.may_claim(running=0, room=4)

@@ -75,6 +75,10 @@ PROFILE_UNITS = (256, 512, 1024, 2048, 4096, 8192)
 SAVE_EVERY_S = 60.0
 POOL_CHECK_EVERY_S = 10.0
 FREE_COMPUTE_EVERY_S = 2.0  # how often the worker learns this instance's free compute
+# The idle speed (harvest's denominator, and placement's signal across a fleet) is
+# averaged over about 20 pieces: one piece's speed swung 4x on a host shared with
+# another instance, enough to place a whole burst of jobs on one instance.
+IDLE_RATE_ALPHA = 0.05
 # An iteration with less of its decode time beside worker pieces than this ran alone.
 MIN_OVERLAP = 0.02
 # How long the scheduler waits for a co-run stop before the next iteration. A piece
@@ -505,7 +509,7 @@ class SlotCoordinator:
             if self.profiling and msg.slot_id >= 0:
                 self.profile_units_per_ms = _ema(self.profile_units_per_ms, rate)
             elif msg.slot_id >= 0 and self._launch is None:  # a serial slot on the idle server
-                self.idle_units_per_ms = _ema(self.idle_units_per_ms, rate)
+                self.idle_units_per_ms = _ema(self.idle_units_per_ms, rate, IDLE_RATE_ALPHA)
 
     def _on_corun_piece(self, msg: SlotReport) -> None:
         self.corun.on_piece(msg.started_at, msg.ended_at, msg.units - msg.units_bwd - msg.units_head,
@@ -520,7 +524,8 @@ class SlotCoordinator:
         if msg.units > 0 and msg.duration_ms > 0 and self._launch is None \
                 and self.corun.active and self.corun.share >= 1.0:
             # A piece on every core while nothing decodes: the idle server's speed.
-            self.idle_units_per_ms = _ema(self.idle_units_per_ms, msg.units / msg.duration_ms)
+            self.idle_units_per_ms = _ema(self.idle_units_per_ms, msg.units / msg.duration_ms,
+                                          IDLE_RATE_ALPHA)
 
     def _on_corun_stopped(self, msg: CoRunStopped) -> None:
         self.corun.stopped(msg.seq, msg.stopped_at)

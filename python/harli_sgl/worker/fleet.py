@@ -17,10 +17,17 @@ in SQLite). The member does three things for the job executor, between slots:
   owner stopped renewing, so a dead instance's jobs resume elsewhere from their
   checkpoints.
 * **Placement.** A queued job is pulled by the live instance with the most
-  harvest for one more job (ties: the most room). Another instance with room
-  pulls only after the queue has waited ``PLACEMENT_GRACE_S`` for the best one,
-  so a slow or wedged best instance delays a job by seconds, never strands it. The claim itself is the store's
-  ``SELECT ... FOR UPDATE SKIP LOCKED``: placement only chooses who tries first.
+  harvest for one more job. Harvest is a noisy measurement (the idle speed moves
+  with whatever else shares the host), so two harvests within a factor of
+  ``PLACEMENT_BAND`` count as equal and the instance with more room goes first;
+  without the band, an instance measured 5x faster by chance took all four jobs
+  of a burst while its twin took none (fleet benchmark, 2026-12-01). An instance
+  publishes its row again right after each claim, so the others judge its new
+  load, not the one of its last heartbeat. Another instance with room pulls
+  only after the queue has waited ``PLACEMENT_GRACE_S`` for the best one, so a
+  slow or wedged best instance delays a job by seconds, never strands it. The
+  claim itself is the store's ``SELECT ... FOR UPDATE SKIP LOCKED``: placement
+  only chooses who tries first, and two instances that both try get different jobs.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from harli_sgl.jobs.store import NotFoundError
 logger = logging.getLogger(__name__)
 
 PLACEMENT_GRACE_S = 5.0
+PLACEMENT_BAND = 1.5  # harvests within this factor of each other count as equal
 
 
 class FleetMember:
@@ -64,13 +72,17 @@ class FleetMember:
         Returns the jobs whose lease this instance lost: the caller must stop them.
         """
         self._last_beat = self.clock()
-        self.store.heartbeat_instance(self.instance_id, self.url, self.model,
-                                      self.harvest(len(running)), room)
+        self.publish(len(running), room)
         lost = [job_id for job_id in running if not self._renew(job_id)]
         for job in self.store.requeue_expired_leases():
             logger.warning("job %s: its instance stopped renewing the lease; queued again, "
                            "it resumes from its latest checkpoint", job["id"])
         return lost
+
+    def publish(self, running: int, room: int) -> None:
+        """Write this instance's row (harvest for one more job, room) without renewing leases."""
+        self.store.heartbeat_instance(self.instance_id, self.url, self.model,
+                                      self.harvest(running), room)
 
     def _renew(self, job_id: str) -> bool:
         try:
@@ -83,16 +95,17 @@ class FleetMember:
 
         ``running`` jobs run here and ``room`` more fit. It compares what one more job
         would get here, at this moment, with what the other live instances with room
-        last published (harvest, then room: an equal harvest goes to the emptier one),
-        so a burst of queued jobs spreads over the fleet instead of filling the first
-        instance that polls.
+        last published: another is better placed if its harvest is more than
+        ``PLACEMENT_BAND`` times this one's, or if the two are within the band and it
+        has more room. So a burst of queued jobs spreads over the fleet instead of
+        filling the first instance that polls.
         """
         if room <= 0:
             return False
-        mine = (self.harvest(running), room)
-        others = [(i["harvest"], i["room"]) for i in self.store.live_instances(max_age_s=self.lease_s)
+        mine = self.harvest(running)
+        others = [i for i in self.store.live_instances(max_age_s=self.lease_s)
                   if i["id"] != self.instance_id and i["room"] > 0]
-        if not others or mine >= max(others):
+        if not any(_better(i["harvest"], i["room"], mine, room) for i in others):
             self._passed_over_since = None
             return True
         now = self.clock()
@@ -103,3 +116,12 @@ class FleetMember:
     def claimed(self, job: dict | None) -> None:
         """After a claim attempt: the grace period starts over."""
         self._passed_over_since = None
+
+
+def _better(harvest: float, room: int, mine: float, my_room: int) -> bool:
+    """Whether an instance offering (harvest, room) is better placed than this one."""
+    if harvest > mine * PLACEMENT_BAND:
+        return True
+    if mine > harvest * PLACEMENT_BAND:
+        return False
+    return room > my_room

@@ -300,6 +300,8 @@ class JobExecutor(JobWrites):
             if claimed is None:
                 break
             self._start(claimed)
+            # The others decide their next claim from this row: show them the new load now.
+            self.fleet.publish(len(self.running), self.config.max_running_jobs - len(self.running))
 
     # -- a full disk ----------------------------------------------------------------------
 
