@@ -103,13 +103,18 @@ def measure(servers, targets, job_ids_at, args) -> dict:
         t.join()
     elapsed = time.monotonic() - t0
     after = [totals(s) for s in servers]
+    statuses = [requests.get(s.base_url + "/harli/status", timeout=60).json() for s in servers]
     per_instance = []
-    for b, a in zip(before, after):
+    for b, a, st in zip(before, after, statuses):
         served = a["requests"] - b["requests"]
         violations = a["slo_violations"] - b["slo_violations"]
         per_instance.append({"requests": served,
                              "slo_attainment": (served - violations) / served if served else None,
-                             "trained_tokens": a["trained_tokens"] - b["trained_tokens"]})
+                             "trained_tokens": a["trained_tokens"] - b["trained_tokens"],
+                             # Why an instance trained what it did: its policy's decisions,
+                             # arrangement time fractions and predictor state (whole run).
+                             "policy": st.get("policy"), "arrangement": st.get("arrangement"),
+                             "predictor_mape": (st.get("predictor") or {}).get("stage2_by_arrangement")})
     tpots = [t for r in results for t in request_tpots_ms(r)]
     finished = 0
     for base_url, ids in job_ids_at:

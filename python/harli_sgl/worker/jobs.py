@@ -392,6 +392,8 @@ class JobExecutor(JobWrites):
                        f"the finetune worker stopped {attempts - 1} times while running this job")
             return
         entry.job = job
+        logger.info("job %s (tenant %s): started on instance %s (attempt %d); preparing its data",
+                    job_id, tenant, self.owner, attempts)
         entry.preparing = self._prepare_pool.submit(self._prepare, job)
 
     def _prepare(self, job: dict) -> PreparedData:
@@ -467,15 +469,20 @@ class JobExecutor(JobWrites):
             self._fail(entry, "invalid_hyperparameters", f"cannot start training: {e}")
             return
         p = entry.trainer.progress
-        self._event(entry, "info", f"training {len(examples)} examples for {p.total_steps} steps "
-                    f"({cfg.n_epochs} epochs, batch size {cfg.batch_size})",
-                    {"examples": len(examples), "total_steps": p.total_steps})
+        message = (f"training {len(examples)} examples for {p.total_steps} steps "
+                   f"({cfg.n_epochs} epochs, batch size {cfg.batch_size})")
+        logger.info("job %s: %s", job_id, message)
+        self._event(entry, "info", message, {"examples": len(examples), "total_steps": p.total_steps})
         self.flush()
 
     def _on_event(self, job: RunningJob, kind: str, message: str, data: dict) -> None:
         if kind in ("step", "eval"):
             self._event(job, "info", message, data, "metrics")
-        elif kind == "checkpoint":
+            return
+        # Milestones (epochs, checkpoints, the end of training) reach the server log too:
+        # an operator reads logs first. Steps stay in the job's events only.
+        logger.info("job %s: %s", job.job_id, message)
+        if kind == "checkpoint":
             job.events.append(("__checkpoint__", message, data, ""))
         else:
             self._event(job, "info", message, data)
@@ -508,11 +515,14 @@ class JobExecutor(JobWrites):
             except LeaseLostError:
                 self._lost(job)
                 return
+            else:
+                logger.info("job %s succeeded: %s is served", job.job_id, job.name)
             self.running.pop(job.job_id, None)
         elif why.startswith("server refused"):
             self._fail(job, "publish_failed", why)
 
     def _fail(self, job: RunningJob, code: str, message: str) -> None:
+        logger.warning("job %s failed (%s): %s", job.job_id, code, message)
         self.flush()
         error = {"code": code, "message": message, "param": None}
         try:
