@@ -19,6 +19,9 @@ OpenAI's ``ft:<base>:<tenant>:<suffix>:<id>`` would select an adapter called
   ``model_not_found``, identical for "no such model" and "not yours". A route
   that cannot apply adapters (rerank, score, tokenize...) refuses any model
   but the base with the same 404 rather than answering from the base model.
+  ``OpenAIServingResponses.create_responses`` (``/v1/responses``) does not pass
+  through ``handle_request``, so the same check is hooked there too; without it
+  another tenant's adapter answered 200 (found by the e2e test).
 * ``/v1/models`` and ``/v1/models/{model}`` are replaced by routes that call
   SGLang's own and show a tenant only the adapters it may serve (an operator
   sees all, as the worker's publisher needs).
@@ -35,6 +38,8 @@ from harli_sgl.jobs import principal as P
 from harli_sgl.jobs.errors import ApiError, model_not_found
 
 SERVING_BASE = "sglang.srt.entrypoints.openai.serving_base.OpenAIServingBase"
+# The Responses API has its own entry point that bypasses ``handle_request``.
+SERVING_RESPONSES = "sglang.srt.entrypoints.openai.serving_responses.OpenAIServingResponses"
 MODELS_ROUTES = ("/v1/models", "/v1/models/{model:path}")
 
 
@@ -48,7 +53,7 @@ def parse_model(original, self, model):
     return served, model.strip()
 
 
-async def check_adapters(original, self, request, raw_request, *args, **kwargs):
+async def check_adapters(original, self, request, raw_request=None, *args, **kwargs):
     model = getattr(request, "model", None)
     if hasattr(request, "lora_path"):
         wanted = self._resolve_lora_path(model, request.lora_path) if model else request.lora_path
@@ -72,6 +77,7 @@ def install_hooks() -> None:
 
     HookRegistry.register(f"{SERVING_BASE}._parse_model_parameter", parse_model, HookType.AROUND)
     HookRegistry.register(f"{SERVING_BASE}.handle_request", check_adapters, HookType.AROUND)
+    HookRegistry.register(f"{SERVING_RESPONSES}.create_responses", check_adapters, HookType.AROUND)
     HookRegistry.apply_hooks()
 
 
