@@ -102,8 +102,8 @@ def measure(servers, targets, job_ids_at, args) -> dict:
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
-    after = [totals(s) for s in servers]
     statuses = [requests.get(s.base_url + "/harli/status", timeout=60).json() for s in servers]
+    after = [st["totals"] for st in statuses]
     per_instance = []
     for b, a, st in zip(before, after, statuses):
         served = a["requests"] - b["requests"]
