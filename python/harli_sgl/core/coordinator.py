@@ -76,8 +76,8 @@ SAVE_EVERY_S = 60.0
 POOL_CHECK_EVERY_S = 10.0
 FREE_COMPUTE_EVERY_S = 2.0  # how often the worker learns this instance's free compute
 # The idle speed (harvest's denominator, and placement's signal across a fleet) is
-# averaged over about 20 pieces: one piece's speed swung 4x on a host shared with
-# another instance, enough to place a whole burst of jobs on one instance.
+# averaged over about 20 pieces: one piece's speed varies widely on a host shared
+# with another instance, enough to place a whole burst of jobs on one instance.
 IDLE_RATE_ALPHA = 0.05
 # An iteration with less of its decode time beside worker pieces than this ran alone.
 MIN_OVERLAP = 0.02

@@ -20,7 +20,7 @@ in SQLite). The member does three things for the job executor, between slots:
   harvest for one more job. Harvest is a noisy measurement (the idle speed moves
   with whatever else shares the host), so two harvests within a factor of
   ``PLACEMENT_BAND`` count as equal and the instance with more room goes first;
-  without the band, an instance measured 5x faster by chance took all four jobs
+  without the band, an instance measured faster by chance took all four jobs
   of a burst while its twin took none (fleet benchmark, 2026-12-01). An instance
   publishes its row again right after each claim, so the others judge its new
   load, not the one of its last heartbeat. Another instance with room pulls

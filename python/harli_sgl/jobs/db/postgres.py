@@ -18,8 +18,8 @@ than ``CHECK_IDLE_S``, or whose socket has something to read (a restarting
 server says goodbye), is checked (one round trip) before it is handed out, so a
 server restart or a network blip replaces it instead of failing a write. A
 connection used moments ago is not: on a busy host every round trip waits for
-the database's process to be scheduled, and checking on every use cost the
-finetune worker's loop 17% of its time in the fleet benchmark (2026-12-01). A
+the database's process to be scheduled, and checking on every use held up the
+finetune worker's loop in the fleet benchmark (docs/benchmarks.md §7). A
 connection dropped anyway is discarded by the pool when it is returned; the
 write it broke raises and may be retried by the caller.
 """
