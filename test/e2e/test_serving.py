@@ -61,6 +61,29 @@ def test_openai_completions_and_chat(harli_server, model_path):
     assert len(pieces) >= 2
 
 
+def test_token_ids_outside_the_vocabulary_are_refused_and_the_server_keeps_serving(
+        harli_server, model_path):
+    # Stock SGLang 0.5.23 sends such ids to the embedding, where IndexError kills the
+    # scheduler and with it the server.
+    with open(os.path.join(model_path, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    url = harli_server.base_url
+    for ids in ([1, 2, vocab], [[1, 2], [3, -1]]):
+        r = requests.post(url + "/generate", headers=harli_server.headers, timeout=60,
+                          json={"input_ids": ids, "sampling_params": {"max_new_tokens": 4}})
+        assert r.status_code == 400, r.text
+        assert "outside the model's vocabulary" in r.json()["error"]["message"]
+    client = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY)
+    try:
+        client.completions.create(model=model_path, prompt=[1, vocab + 5], max_tokens=4)
+        raise AssertionError("an out-of-vocabulary prompt was served")
+    except openai.BadRequestError as e:
+        assert str(vocab + 5) in str(e)
+    out = requests.post(url + "/generate", headers=harli_server.headers, timeout=60, json={
+        "input_ids": [1, 2, vocab - 1], "sampling_params": {"max_new_tokens": 4, "ignore_eos": True}})
+    assert out.status_code == 200 and len(out.json()["output_ids"]) == 4
+
+
 def test_openai_rejects_missing_api_key(harli_server, model_path):
     client = openai.OpenAI(base_url=harli_server.base_url + "/v1", api_key="wrong-key")
     try:

@@ -35,6 +35,9 @@ else the request fails with a 404 that reads the same whether the adapter
 exists or not. A request with no principal (none came through HTTP) may name
 no adapter. :meth:`harli_refused_adapter` is the same check for the OpenAI
 routes, which run it before SGLang converts the request, to answer a clean 404.
+
+Input. The same subclass refuses token ids outside the vocabulary before they
+reach the scheduler (:mod:`harli_sgl.sglang.token_ids`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from sglang.srt.runtime_context import get_lora
 
 from harli_sgl.jobs import principal as P
 from harli_sgl.jobs.errors import model_not_found
+from harli_sgl.sglang.token_ids import check_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +77,12 @@ class HarliTokenizerManager(TokenizerManager):
         super().__init__(*args, **kwargs)
         self._harli_ready = self.harli_catalog is None or not self.enable_lora
         self._harli_follow: asyncio.Task | None = None
+
+    # -- input ------------------------------------------------------------------------------
+
+    def _validate_one_request(self, obj, input_ids) -> None:
+        super()._validate_one_request(obj, input_ids)
+        check_token_ids(input_ids, self.model_config.vocab_size)
 
     # -- readiness ------------------------------------------------------------------------
 

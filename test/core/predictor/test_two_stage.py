@@ -106,3 +106,27 @@ def test_partial_overlap_scales_the_interference_and_state_round_trips():
     assert q.interference(f, 0.5) == pytest.approx(p.interference(f, 0.5) - p.concurrent_bias(0.5),
                                                    abs=1e-6)
     assert q.concurrent_confident(f, 0.5)
+
+
+def test_the_fast_bias_follows_half_the_window_not_one_outlier_nor_a_prefill():
+    from harli_sgl.core.iteration import NO_SLOT
+    from harli_sgl.core.predictor.two_stage import BIAS_WINDOW, TwoStagePredictor
+
+    p = TwoStagePredictor()
+    for _ in range(20):
+        for bs in (1, 2, 4):
+            f = IterationFeatures(bs, 100 * bs)
+            p.observe(f, 20.0 + 4.0 * bs, NO_SLOT)
+            p.observe_concurrent(f, 20.0 + 4.0 * bs + 10.0 * bs, CoRunOverlap(bwd=1.0, share=0.5))
+    f = IterationFeatures(2, 200)
+    bwd = CoRunOverlap(bwd=1.0, share=0.5)
+    settled = p.interference(f, 0.5, bwd)
+    p.observe_concurrent(f, 600.0, bwd)  # one stalled iteration
+    assert p.concurrent_bias(0.5) < 5.0
+    # A prefill far off its prediction is fitted, but not taken as decode's bias.
+    p.observe_concurrent(IterationFeatures(3, 862, extend_tokens=862), 5000.0, bwd)
+    assert p.concurrent_bias(0.5) < 5.0
+    for _ in range(BIAS_WINDOW // 2 + 1):  # a neighbour slows every iteration
+        p.observe_concurrent(f, 300.0, bwd)
+    assert p.concurrent_bias(0.5) > 100.0
+    assert p.interference(f, 0.5, bwd) > settled + 100.0

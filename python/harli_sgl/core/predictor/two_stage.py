@@ -82,11 +82,16 @@ FULL_OVERLAP_BWD = CoRunOverlap(bwd=1.0)
 N_CONCURRENT = 2 + N_LINEAR + N_BUCKETS
 # Co-run samples of a batch-size bucket before co-running there is trusted.
 MIN_CONCURRENT_BUCKET_SAMPLES = 3
-# Recent concurrent residuals averaged into a fast bias correction: a co-run
-# that suddenly runs slower than modelled (a neighbour, a misplaced thread) is
-# answered within a few iterations, long before the forgetting fit follows.
-# Entries expire, so a policy that stopped co-running because of them tries
-# again later instead of never.
+# The median of the recent concurrent residuals of decode iterations is a fast
+# bias correction: a co-run that suddenly runs slower than modelled (a
+# neighbour, a misplaced thread) is answered within a few iterations, long
+# before the forgetting fit follows. The median, not the mean: one stalled
+# iteration (a page fault, the detokenizer taking the core) must not shrink the
+# next six top-ups, and half the window must be slow before it moves. Prefill
+# iterations stay out: their residuals scale with the prompt (a 3-request
+# prefill predicted 5.3 s ran 585 ms in the 2026-12-01 trace) and say nothing
+# about the next decode iteration. Entries expire, so a policy that stopped
+# co-running because of them tries again later instead of never.
 BIAS_WINDOW = 6
 BIAS_EXPIRE_S = 60.0
 
@@ -136,14 +141,14 @@ class TwoStagePredictor(LatencyPredictor):
             max(0.0, bias) * overlap.total
 
     def concurrent_bias(self, share: float, now: float | None = None) -> float:
-        """Mean of the recent concurrent residuals (observed - predicted), unexpired."""
+        """Median of the recent decode co-run residuals (observed - predicted), unexpired."""
         recent = self._concurrent_recent.get(share_key(share))
         if not recent:
             return 0.0
         now = time.monotonic() if now is None else now
         while recent and now - recent[0][0] > BIAS_EXPIRE_S:
             recent.popleft()
-        return float(np.mean([r for _, r in recent])) if recent else 0.0
+        return float(np.median([r for _, r in recent])) if recent else 0.0
 
     def predict_concurrent(self, f: IterationFeatures, share: float) -> float:
         """Decode latency with the worker training beside it for the whole iteration."""
@@ -176,8 +181,9 @@ class TwoStagePredictor(LatencyPredictor):
             hybrid_predicted = predicted + self.slot_cost(serial)
             self._hybrid_errors.append(abs(hybrid_predicted - interval_ms) / interval_ms)
         residual = decode_ms - alone
-        recent = self._concurrent_recent.setdefault(key, deque(maxlen=BIAS_WINDOW))
-        recent.append((time.monotonic(), decode_ms - predicted))
+        if f.batch_size > 0 and not f.extend_tokens:
+            recent = self._concurrent_recent.setdefault(key, deque(maxlen=BIAS_WINDOW))
+            recent.append((time.monotonic(), decode_ms - predicted))
         held_out = model.observe(x, residual)
         if held_out and decode_ms > 0:
             self._concurrent_errors.append(abs(predicted - decode_ms) / decode_ms)
