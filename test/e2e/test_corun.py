@@ -161,6 +161,7 @@ def test_harli_serial_behaves_as_before(harli_server):
         with Traffic(harli_server, streams=1):
             time.sleep(15)
         s = status(harli_server)
+        until = time.monotonic()
     finally:
         client(harli_server).fine_tuning.jobs.cancel(job.id)
         set_mode(harli_server, "harli")
@@ -168,7 +169,10 @@ def test_harli_serial_behaves_as_before(harli_server):
     assert set(s["arrangement"]["time_fraction"]) <= {"serial", "none"}, s["arrangement"]
     assert s["slots"]["count"] > 0 and s["totals"]["trained_tokens"] > 0
     _, pieces = read_trace(harli_server, since)
-    assert not [p for p in pieces if p["job_id"] == job.id], "harli-serial co-ran"
+    # Only the harli-serial window: once the mode is back to harli, the job may co-run
+    # for a moment before its cancellation lands (that race failed this test once).
+    assert not [p for p in pieces if p["job_id"] == job.id and p["start"] < until], \
+        "harli-serial co-ran"
 
 
 def test_slow_corun_is_stopped_before_the_slo_breaks(tmp_path_factory, harli_server):

@@ -118,6 +118,10 @@ class SlotCoordinator:
         self.profile_units_per_ms: float | None = None
         self._slot_id = 0
         self._units_per_ms: float | None = None
+        # Finetune speed of hybrid top-ups (per ms decode was blocked) and of co-run
+        # pieces on the worker's share: the harli policy tops up only where it pays.
+        self.topup_units_per_ms: float | None = None
+        self.corun_units_per_ms: float | None = None
         self._launch: tuple[float, IterationFeatures] | None = None
         self._work = NO_SLOT  # slot work run since the last launch
         self._overrun_in_interval = False
@@ -357,6 +361,7 @@ class SlotCoordinator:
             worker_units_per_ms=self._units_per_ms,
             next_pieces=self.worker_state.next_pieces, request_slack_ms=slack,
             corun_share=self.corun_share, corun_active=self.corun.active,
+            topup_units_per_ms=self.topup_units_per_ms, corun_units_per_ms=self.corun_units_per_ms,
         ))
         self._apply(plan)
 
@@ -451,7 +456,11 @@ class SlotCoordinator:
             if isinstance(msg, SlotReport) and msg.slot_id == self._slot_id:
                 report = msg
                 break
-        self._serial_spans.append((started, time.monotonic()))
+        ended = time.monotonic()
+        self._serial_spans.append((started, ended))
+        if co_running and not synthetic and report is not None and report.units and ended > started:
+            self.topup_units_per_ms = _ema(self.topup_units_per_ms,
+                                           report.units / ((ended - started) * 1000.0))
         if co_running and self.corun.active:  # hybrid: back to the worker's share
             self._place(self.corun.cpus, idle_class=True)
         return report
@@ -521,6 +530,8 @@ class SlotCoordinator:
         if msg.job_id is None:  # synthetic (start-up profile): not finetune work
             return
         self.metrics.corun_ran(msg.units, msg.trained_tokens)
+        if msg.units > 0 and msg.duration_ms > 0 and 0.0 < self.corun.share < 1.0:
+            self.corun_units_per_ms = _ema(self.corun_units_per_ms, msg.units / msg.duration_ms)
         if msg.units > 0 and msg.duration_ms > 0 and self._launch is None \
                 and self.corun.active and self.corun.share >= 1.0:
             # A piece on every core while nothing decodes: the idle server's speed.
@@ -626,7 +637,12 @@ class SlotCoordinator:
                 "requests_in_flight": len(self.tracker),
                 "arrangement": {**self.corun.status(), "available_share": self.corun_share,
                                 "decode_cpus": list(self.config.decode_cpus),
-                                "worker_cpus": list(self.config.worker_cpus)},
+                                "worker_cpus": list(self.config.worker_cpus),
+                                # Units per ms: a hybrid top-up per ms decode waited for it,
+                                # and co-run pieces on the worker's share (harli tops up
+                                # only where the first beats the second).
+                                "topup_units_per_ms": self.topup_units_per_ms,
+                                "corun_units_per_ms": self.corun_units_per_ms},
                 "harvest": {"value": harvest, "units_per_s": units_per_s,
                             "free_units_per_s": self.free_units_per_s(),
                             "decode_busy_fraction": self.metrics.decode_busy_fraction(),

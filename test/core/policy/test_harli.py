@@ -121,3 +121,27 @@ def test_stage_one_gets_iterations_that_run_alone(predictor):
     plans = [pol.plan(ctx(1)) for _ in range(60)]
     alone = [p for p in plans if p.reason == "calibrate"]
     assert len(alone) == 2 and all(not p.concurrent and p.stop_wait for p in alone)
+
+
+def test_a_top_up_runs_only_where_the_whole_device_trains_faster_than_the_share(predictor):
+    from harli_sgl.core.policy.harli import TOPUP_EXPLORE_EVERY, TOPUP_MIN_GAIN
+
+    def measured(topup, corun):
+        return SlotContext(f(1), 1, 0, worker_min_units=256, worker_units_per_ms=None,
+                           next_pieces=PIECES, corun_share=SHARE, corun_active=True,
+                           topup_units_per_ms=topup, corun_units_per_ms=corun)
+
+    pol = policy(predictor)
+    # Unmeasured, or a GPU-like gain (whole device 3x the share): top up.
+    assert pol.plan(measured(None, 12.0)).arrangement is Arrangement.HYBRID
+    assert pol.plan(measured(36.0, 12.0)).arrangement is Arrangement.HYBRID
+    # The 2-core host: both cores train no faster than one beside decode.
+    plans = [pol.plan(measured(11.9, 12.2)) for _ in range(3 * TOPUP_EXPLORE_EVERY + 5)]
+    plans = [p for p in plans if p.reason != "calibrate"][:3 * TOPUP_EXPLORE_EVERY]
+    hybrid = [p for p in plans if p.arrangement is Arrangement.HYBRID]
+    assert len(hybrid) == 3  # explored, so the measurement can follow the job
+    rest = [p for p in plans if p.arrangement is not Arrangement.HYBRID]
+    assert all(p.arrangement is Arrangement.CONCURRENT and p.share == SHARE and p.serial is None
+               and p.reason == "concurrent_topup_no_gain" for p in rest)
+    # Just past the bar, it pays again.
+    assert pol.plan(measured(12.2 * TOPUP_MIN_GAIN + 0.1, 12.2)).arrangement is Arrangement.HYBRID

@@ -57,6 +57,11 @@ class SlotContext:
     corun_share: float = 0.0
     # Whether the worker is co-running now (a stop costs at most one piece).
     corun_active: bool = False
+    # Measured finetune speeds (units per ms of wall time), None until measured: a
+    # hybrid top-up per ms the scheduler was blocked for it (the wait for the co-run
+    # piece in flight included), and co-run pieces on the worker's share.
+    topup_units_per_ms: float | None = None
+    corun_units_per_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

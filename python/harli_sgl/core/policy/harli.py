@@ -16,7 +16,8 @@ running request stays within the TPOT SLO, from the two-stage predictor:
    fast bias correction):
 
    * ``dc <= target``: *concurrent*, plus a serial top-up of the worker's
-     next pieces that fits ``target - dc`` (*hybrid*) when stage 2 allows one;
+     next pieces that fits ``target - dc`` (*hybrid*) when stage 2 allows one
+     and top-ups pay (below);
    * ``dc > target``: co-running would break the SLO (on the 2-core host this
      happens from about batch 6): stop at the current piece's end *before*
      the next iteration (``stop_wait``) and fall back to ``harli-serial``'s
@@ -31,7 +32,19 @@ running request stays within the TPOT SLO, from the two-stage predictor:
    iterations that ran alone, so every ``CALIBRATE_EVERY``-th decoding
    iteration stops co-running (waiting for the piece boundary) and runs alone.
 
-5. **Margin** as in ``harli-serial``, over the co-run residuals of the last
+5. **Top-ups must pay.** While a top-up runs, decode waits, and the co-run it
+   replaces would have gone on training on the worker's share anyway. So a
+   top-up gains only where the worker trains faster on the whole device than on
+   its share: ``topup_units_per_ms >= TOPUP_MIN_GAIN x corun_units_per_ms``,
+   both measured (the top-up's per ms the scheduler was blocked, so the wait
+   for the co-run piece in flight counts against it). On a GPU the whole device
+   is many times a share; on the 2-core host it was not: in the 2026-12-01 trace
+   top-ups ran 11.9 units/ms on both cores against 12.2 on one core beside
+   decode, so they bought no training and cost every request up to 45 ms per
+   token and every arrival its wait. Every ``TOPUP_EXPLORE_EVERY``-th iteration
+   that would top up still does, so the measurement follows the job.
+
+6. **Margin** as in ``harli-serial``, over the co-run residuals of the last
    ``RESIDUAL_WINDOW_S`` only and capped at ``MARGIN_CAP`` of the SLO: a burst
    of bad predictions (a neighbour, a misplaced thread) must not shut training
    out for good, since a margin that forbids every arrangement would never see
@@ -58,6 +71,8 @@ CALIBRATE_EVERY = 25
 RESIDUAL_WINDOW_S = 60.0
 INTERFERENCE_LIMIT = 0.25
 MARGIN_CAP = 0.25
+TOPUP_MIN_GAIN = 1.1
+TOPUP_EXPLORE_EVERY = 10
 
 
 class HarliPolicy(HarliSerialPolicy):
@@ -66,6 +81,7 @@ class HarliPolicy(HarliSerialPolicy):
     def __init__(self, config, predictor=None):
         super().__init__(config, predictor)
         self._busy_iterations = 0
+        self._unpaid_topups = 0
         self._timed_residuals: deque[tuple[float, float]] = deque(maxlen=400)
 
     def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
@@ -116,6 +132,8 @@ class HarliPolicy(HarliSerialPolicy):
             return Plan(Arrangement.NONE, reason="prefill_pending")
         if fits:
             work = self._top_up(ctx, target - corun)
+            if work.pieces and not self._topup_pays(ctx):
+                return Plan(Arrangement.CONCURRENT, share=share, reason="concurrent_topup_no_gain")
             if work.pieces:
                 return Plan(Arrangement.HYBRID, Grant(work.units, target - corun, planned=work),
                             share=share, reason="hybrid")
@@ -124,6 +142,14 @@ class HarliPolicy(HarliSerialPolicy):
         plan = self._serial(grant, "corun_interference_" + reason)
         # Co-running through the next iteration would break the SLO: stop first.
         return Plan(plan.arrangement, plan.serial, stop_wait=True, reason=plan.reason)
+
+    def _topup_pays(self, ctx: SlotContext) -> bool:
+        """Whether a top-up trains more than the co-run it interrupts (see 5. above)."""
+        topup, corun = ctx.topup_units_per_ms, ctx.corun_units_per_ms
+        if topup is None or corun is None or topup >= TOPUP_MIN_GAIN * corun:
+            return True
+        self._unpaid_topups += 1
+        return self._unpaid_topups % TOPUP_EXPLORE_EVERY == 0
 
     def _top_up(self, ctx: SlotContext, budget_ms: float) -> SlotWork:
         work = SlotWork()
