@@ -290,7 +290,7 @@ class SlotCoordinator:
         self.metrics.reset()
         self.save_predictor()
         st = self.predictor.status()
-        # One readable line; the weights are in /harli/status and the saved profile.
+        # One readable line; the weights are in /harli/status?debug=1 and the saved profile.
         logger.info("harli: start-up latency profile done: %s", ", ".join(
             f"{stage} {st[stage]['samples']} samples, MAPE "
             + (f"{100 * st[stage]['mape']:.0f}%" if st[stage].get("mape") is not None else "n/a")
