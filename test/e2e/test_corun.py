@@ -188,7 +188,7 @@ def test_slow_corun_is_stopped_before_the_slo_breaks(tmp_path_factory, harli_ser
         since = time.monotonic()
         with Traffic(server, streams=1, max_new_tokens=64) as traffic:
             time.sleep(30)
-        s = status(server)
+        status(server)  # the server still answers after the slow co-run
         client(server).fine_tuning.jobs.cancel(job.id)
         iterations, _ = read_trace(server, since)
         slow = [it for it in iterations if it["arrangement"] in ("concurrent", "hybrid")

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import start_server
-from e2e_util import capital_rows, create_job, generate, status, upload, wait_job, wait_worker_alive
+from e2e_util import capital_rows, create_job, generate, status, upload, wait_worker_alive
 
 
 @pytest.fixture(scope="module")

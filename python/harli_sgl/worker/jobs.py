@@ -67,8 +67,7 @@ import torch
 
 from harli_sgl.core.message import SlotGrant, SlotReport, WorkerState
 from harli_sgl.core.shared_weights import build_model, private_bytes
-from harli_sgl.core.iteration import CostKind
-from harli_sgl.core.trainer.chunked import HEAD_KINDS, PieceKind
+from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataError, load_examples
 from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainingDiverged
@@ -95,12 +94,6 @@ NEXT_PIECES = 24  # pieces announced to the scheduler for slot sizing
 FLUSH_EVERY_S = 1.0
 STORAGE_RETRY_S = 5.0  # how often store writes are retried while the disk is full
 CLOSE_WRITE_WAIT_S = 30.0  # how long a stopping worker waits for writes in flight
-
-
-def cost_kind(kind: PieceKind) -> int:
-    if kind in HEAD_KINDS:
-        return CostKind.HEAD
-    return CostKind.LAYER_BACKWARD if kind is PieceKind.BACKWARD else CostKind.LAYER_FORWARD
 
 
 @dataclass
@@ -185,7 +178,7 @@ class JobExecutor(JobWrites):
         if job is None:
             return WorkerState(has_work=False)
         t = job.trainer
-        pieces = tuple((cost_kind(p.kind), p.units) for p in t.upcoming_pieces(NEXT_PIECES))
+        pieces = tuple((p.kind.cost_kind, p.units) for p in t.upcoming_pieces(NEXT_PIECES))
         wanted = self.arena.wanted_bytes() if self.arena is not None else 0
         return WorkerState(has_work=True, job_id=job.job_id, micro_batch_tokens=t.min_piece_units,
                            min_piece_units=t.min_piece_units, next_pieces=pieces,
@@ -198,26 +191,25 @@ class JobExecutor(JobWrites):
             return self._run_synthetic(grant, start, deadline)
         job = self._pick()
         if job is None:
-            return SlotReport(grant.slot_id, 0, 0, 0.0, 0)
+            return SlotReport(grant.slot_id, NO_SLOT, 0, 0.0)
         try:
             r = job.trainer.run(self._budget(job, grant.budget_units), deadline)
         except TrainingDiverged as e:
             logger.warning("job %s: %s", job.job_id, e)
             self._fail(job, "training_diverged", f"training failed: {e}")
-            return SlotReport(grant.slot_id, 0, 0, (time.perf_counter() - start) * 1e3, 0,
+            return SlotReport(grant.slot_id, NO_SLOT, 0, (time.perf_counter() - start) * 1e3,
                               job_id=job.job_id)
         except Exception as e:  # a fault in one job fails that job, never the worker
             logger.exception("job %s failed while training", job.job_id)
             self._fail(job, "training_error", f"training failed: {type(e).__name__}: {e}")
-            return SlotReport(grant.slot_id, 0, 0, (time.perf_counter() - start) * 1e3, 0,
+            return SlotReport(grant.slot_id, NO_SLOT, 0, (time.perf_counter() - start) * 1e3,
                               job_id=job.job_id)
         job.served_units += r.units
         self._tenant_units[job.tenant] = self._tenant_units.get(job.tenant, 0) + r.units
         if r.trained_tokens and self.arena is not None:
             self.arena.micro_batch_done()
-        return SlotReport(grant.slot_id, r.units, r.tokens, (time.perf_counter() - start) * 1e3,
-                          r.pieces, trained_tokens=r.trained_tokens, job_id=job.job_id,
-                          units_bwd=r.units_bwd, units_head=r.units_head)
+        return SlotReport(grant.slot_id, r.work, r.tokens, (time.perf_counter() - start) * 1e3,
+                          trained_tokens=r.trained_tokens, job_id=job.job_id)
 
     def next_piece_units(self, synthetic: bool = False) -> int:
         """Units of the piece the next slot would start with (0: nothing to run).
@@ -240,8 +232,7 @@ class JobExecutor(JobWrites):
     def _run_synthetic(self, grant: SlotGrant, start: float, deadline: float) -> SlotReport:
         r = self._profile_workload().run(grant.budget_units, deadline)
         # Synthetic tokens are not finetune throughput: trained_tokens stays 0.
-        return SlotReport(grant.slot_id, r.units, 0, (time.perf_counter() - start) * 1e3, r.pieces,
-                          units_bwd=r.units_bwd, units_head=r.units_head)
+        return SlotReport(grant.slot_id, r.work, 0, (time.perf_counter() - start) * 1e3)
 
     def tick(self) -> None:
         """Between slots: record finished writes and start due ones, flush store writes,

@@ -38,6 +38,7 @@ import zmq
 
 from harli_sgl import env
 from harli_sgl.core.dispatch import Dispatcher
+from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.message import (
     CORUN_SLOT, FREE_RUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, FreeCompute, Heartbeat, LeaseGrant,
     ReclaimAck, ReclaimRequest, SetFreeRun, Shutdown, SlotGrant, SlotReport, WorkerHello,
@@ -234,7 +235,7 @@ class FinetuneWorker:
         # A serial slot (or a hybrid top-up) has the whole device.
         self._set_threads(self._threads)
         if self.executor is None or not (grant.synthetic or self.executor.has_work()):
-            report = SlotReport(grant.slot_id, units=0, tokens=0, duration_ms=0.0, pieces=0)
+            report = SlotReport(grant.slot_id, NO_SLOT, tokens=0, duration_ms=0.0)
         else:
             started = time.monotonic()
             if grant.deadline:
