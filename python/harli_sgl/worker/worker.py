@@ -89,7 +89,7 @@ class Liveness(threading.Thread):
 
 
 class Executor(Protocol):
-    """What the worker runs slots on (the job executor; see worker/jobs.py)."""
+    """What the worker runs slots on (the job executor; see worker/executor.py)."""
 
     def has_work(self) -> bool: ...
 
@@ -144,7 +144,7 @@ class FinetuneWorker:
     def _init_executor(self, shared: tuple[object, ...]) -> None:
         if not shared:
             return
-        from harli_sgl.worker.jobs import JobExecutor
+        from harli_sgl.worker.executor import JobExecutor
 
         fused, kv = shared[0], shared[1] if len(shared) > 1 else None
         if kv is not None:
