@@ -70,11 +70,14 @@ class WorkerHello:
     generation: int
     num_layers: int
     base_param_bytes: int
-    # Base-weight bytes the worker holds outside shared memory: 0 means zero-copy.
-    private_base_bytes: int = 0
+    # Base-weight bytes the worker holds outside shared memory: 0 means zero-copy;
+    # None: unknown (frozen parameters on a GPU, see shared_weights.private_bytes).
+    private_base_bytes: int | None = 0
     # The heartbeat thread's id: it stays in the normal scheduling class when the
     # scheduler moves the worker's compute threads to SCHED_IDLE.
     liveness_tid: int = 0
+    # Where the frozen base parameters live: {"dev:inode": bytes} (shared_weights.shm_segments).
+    base_weight_segments: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

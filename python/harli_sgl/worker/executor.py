@@ -36,7 +36,7 @@ import torch
 
 from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.message import SlotGrant, SlotReport, WorkerState
-from harli_sgl.core.shared_weights import build_model, private_bytes
+from harli_sgl.core.shared_weights import build_model, private_bytes, shm_segments
 from harli_sgl.core.trainer.job_trainer import TrainingDiverged
 from harli_sgl.jobs.store import InvalidTransitionError, StorageFullError, StoreError
 from harli_sgl.jobs.stores import artifacts_of, open_store
@@ -71,6 +71,7 @@ class JobExecutor(JobLifecycle, JobWrites):
         self.num_layers = self.hf_config.num_hidden_layers
         self.base_param_bytes = sum(p.numel() * p.element_size() for p in probe.parameters())
         self.private_base_bytes = private_bytes(probe)
+        self.base_weight_segments = shm_segments(p for p in probe.parameters() if not p.requires_grad)
         del probe
         self.store = open_store(self.config)
         self.artifacts = artifacts_of(self.config)

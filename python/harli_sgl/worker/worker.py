@@ -126,7 +126,8 @@ class FinetuneWorker:
         self.executor: Executor | None = None
         self.arena = None  # LeasedArena over the engine's KV buffers, when the pool is on
         self._base_param_bytes = 0
-        self._private_base_bytes = 0
+        self._private_base_bytes: int | None = 0
+        self._base_weight_segments: dict[str, int] = {}
         self._num_layers = 0
         self._init_executor(shared)
         self.dispatch = Dispatcher({
@@ -155,6 +156,7 @@ class FinetuneWorker:
         self.executor = JobExecutor(self.spec, (fused,), arena=self.arena)
         self._base_param_bytes = self.executor.base_param_bytes
         self._private_base_bytes = self.executor.private_base_bytes
+        self._base_weight_segments = self.executor.base_weight_segments
         self._num_layers = self.executor.num_layers
 
     # -- loop -------------------------------------------------------------------------
@@ -167,7 +169,8 @@ class FinetuneWorker:
                             self.spec.config.worker_heartbeat_s, lambda: self._loop_seen)
         tid = liveness.start_and_wait()
         self.outbox.send(WorkerHello(os.getpid(), self.spec.generation, self._num_layers,
-                                     self._base_param_bytes, self._private_base_bytes, tid))
+                                     self._base_param_bytes, self._private_base_bytes, tid,
+                                     self._base_weight_segments))
         self._publish_state(force=True)
         try:
             while self._stop_reason is None:
