@@ -9,7 +9,15 @@ idle server sleeps (``--sleep-on-idle``), so it does not disturb the other.
 Reports per-round and overall ratios harli/stock of p50/p99 TPOT and output
 throughput.
 
-    python benchmark/overhead.py --out out/overhead --rounds 4
+The harli server's start-up latency profile (about 60 s of bursts and synthetic
+slots of up to 1 s) is waited out before the warm-up, so no round measures
+stock against a profiling harli (an earlier version did, and its first round's
+0.77 was that). The median of the per-round ratios is reported with their
+range, and the verdict on the 3% goal says whether that range resolves it:
+``met`` when every round's TPOT p50 ratio is at most 1.03, ``missed`` when
+every one is above, else ``not resolved at this spread``.
+
+    python benchmark/overhead.py --out benchmark/results/<date>-overhead --rounds 6
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ import json
 import os
 import statistics
 import tempfile
+import time
+
+import requests
 
 from harli_sgl.model import default_model
 from harli_sgl.tools.bench_client import BenchLoad, request_tpots_ms, run_bench_serving
@@ -35,10 +46,33 @@ def summarize(result: dict) -> dict:
     }
 
 
+GOAL = 1.03
+
+
+def wait_profiled(url: str, timeout_s: float = 600.0) -> None:
+    """Until the harli server's start-up latency profile is done (it loads or measures one)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = requests.get(url + "/harli/status", timeout=60).json()
+        if not st["profiling"] and st["predictor"]["profiled"]:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("the start-up latency profile did not finish")
+        time.sleep(2)
+
+
+def verdict(ratios: list[float]) -> str:
+    if max(ratios) <= GOAL:
+        return "met"
+    if min(ratios) > GOAL:
+        return "missed"
+    return "not resolved at this spread"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--model-path", default=None)
     p.add_argument("--num-prompts", type=int, default=32)
     p.add_argument("--input-len", type=int, default=128)
@@ -66,6 +100,7 @@ def main() -> None:
             s.start()
         for s in servers.values():
             s.wait_ready()
+        wait_profiled(servers["harli"].base_url)
         warm = BenchLoad(num_prompts=8, input_len=32, output_len=16, max_concurrency=8)
         for s in servers.values():
             run_bench_serving(s.base_url, model, warm)
@@ -95,6 +130,9 @@ def main() -> None:
                              for k in ("tpot_p50_ms", "tpot_p99_ms", "output_tok_per_s")},
         "median_of_round_ratios": {k: statistics.median(x[k] for x in per_round)
                                    for k in ("tpot_p50_ms", "tpot_p99_ms", "output_tok_per_s")},
+        "range_of_round_ratios": {k: [min(x[k] for x in per_round), max(x[k] for x in per_round)]
+                                  for k in ("tpot_p50_ms", "tpot_p99_ms", "output_tok_per_s")},
+        "goal_3pct_tpot_p50": verdict([x["tpot_p50_ms"] for x in per_round]),
     }
     with open(os.path.join(args.out, "overhead.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -104,8 +142,11 @@ def main() -> None:
         print(f"| {name} | {med(name, 'tpot_p50_ms'):.2f} | {med(name, 'tpot_p99_ms'):.2f} | "
               f"{med(name, 'output_tok_per_s'):.1f} |")
     m = summary["median_of_round_ratios"]
-    print(f"\nharli/stock (median of per-round ratios): TPOT p50 {m['tpot_p50_ms']:.3f}, "
-          f"TPOT p99 {m['tpot_p99_ms']:.3f}, throughput {m['output_tok_per_s']:.3f}")
+    rng = summary["range_of_round_ratios"]
+    print(f"\nharli/stock (median of per-round ratios [range]): TPOT p50 {m['tpot_p50_ms']:.3f} "
+          f"{rng['tpot_p50_ms']}, TPOT p99 {m['tpot_p99_ms']:.3f}, throughput "
+          f"{m['output_tok_per_s']:.3f} {rng['output_tok_per_s']}; 3% goal: "
+          f"{summary['goal_3pct_tpot_p50']}")
 
 
 if __name__ == "__main__":

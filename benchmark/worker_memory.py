@@ -43,7 +43,7 @@ from harli_sgl.core.message import SlotGrant
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.model import default_model
 from harli_sgl.worker import malloc
-from harli_sgl.worker.jobs import JobExecutor
+from harli_sgl.worker.executor import JobExecutor
 from harli_sgl.worker.spec import WorkerSpec
 from soak import big_upload
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from harli_sgl.core.corun import CoRunTracker
+from harli_sgl.core.iteration import SlotWork
 
 
 def tracker(*pieces, active=False):
     t = CoRunTracker()
     t.started(0.5, (1,), now=0.0)
     for start, end, fwd, bwd, head in pieces:
-        t.on_piece(start, end, fwd, bwd, head, trained_tokens=0)
+        t.on_piece(start, end, SlotWork(fwd, bwd, head, 1), trained_tokens=0)
     if not active:
         t.stop_requested(now=10.0)
     return t

@@ -41,3 +41,27 @@ def test_mismatched_shapes_and_families_are_refused():
     cfg.model_type = "gpt2"
     with pytest.raises(ValueError, match="supports"):
         hf_views(fused, cfg)
+
+
+def test_segments_name_the_shared_memory_under_each_storage_once():
+    from harli_sgl.core.shared_weights import shm_segments
+
+    a, b = torch.zeros(1000), torch.zeros(3000)
+    a.share_memory_()
+    b.share_memory_()
+    private = torch.zeros(10)
+    seg = shm_segments([a, a[10:20], b, private])  # a view adds nothing: same storage
+    shared = {k: v for k, v in seg.items() if k != "private"}
+    assert len(shared) == 2 and sorted(shared.values()) == [4000, 12000]
+    assert seg["private"] == 40
+    # The segment of a tensor rebuilt from the same storage (what another process maps).
+    again = torch.empty(0).set_(a.untyped_storage())
+    assert set(shm_segments([again])) == {k for k, v in shared.items() if v == 4000}
+
+
+def test_frozen_parameters_off_the_cpu_are_unknown_not_zero():
+    model = torch.nn.Linear(4, 4)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.to("meta")
+    assert private_bytes(model) is None

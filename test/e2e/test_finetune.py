@@ -127,12 +127,21 @@ def test_worker_holds_no_private_copy_of_the_base_weights(harli_server, model_pa
     hf_bytes = sum(p.numel() * 4 for p in hf.parameters())
     assert s["worker"]["shared_base_bytes"] == hf_bytes
     assert s["worker"]["private_base_bytes"] == 0
+    # The weight tensors themselves: every storage under the worker's frozen parameters
+    # lies in a segment that holds the scheduler's serving weights, none in the KV pool
+    # (whose 256 MB of shared memory alone would satisfy a count of shared mappings).
+    mine = s["worker"]["base_weight_segments"]
+    serving, kv = s["worker"]["serving_weight_segments"], s["worker"]["kv_pool_segments"]
+    assert mine and serving and kv, s["worker"]
+    assert "private" not in mine and set(mine) <= set(serving), (mine, serving)
+    assert not set(mine) & set(kv)
+    assert sum(mine.values()) >= hf_bytes
+    # ...and those segments are mapped by both processes (dev:inode from /proc/<pid>/maps).
     worker = psutil.Process(s["worker"]["pid"])
     scheduler = worker.parent()
     w, sch = _shm_mappings(worker.pid), _shm_mappings(scheduler.pid)
-    common = set(w) & set(sch)
-    # The same shared-memory files (by inode) back the serving and the training weights.
-    assert sum(w[i] for i in common) >= hf_bytes
+    inodes = {int(k.split(":")[1]) for k in mine}
+    assert inodes <= set(w) and inodes <= set(sch)
 
 
 def test_cancel_running_job_keeps_worker_serving(harli_server):

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import start_server
-from e2e_util import capital_rows, create_job, generate, status, upload, wait_job, wait_worker_alive
+from e2e_util import capital_rows, create_job, generate, status, upload, wait_worker_alive
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +123,24 @@ def test_prometheus_exports_harli_metrics(pool_server):
     assert metric(server, "harli:tpot_slo_ms") == status(server)["tpot_slo_ms"]
     text = requests.get(server.base_url + "/metrics", headers=server.headers, timeout=30).text
     for name in ("harli:slo_attainment", "harli:finetune_tokens_per_s",
-                 "harli:arrangement_time_fraction", "harli:corun_share"):
+                 "harli:arrangement_time_fraction", "harli:corun_share", "harli:pool_leases",
+                 "harli:pool_leased_tokens", "harli:slo_violations_total",
+                 "harli:slot_overruns_total"):
         assert name in text, name
+    # Job counts come from the store (main process), the same numbers /harli/status shows.
+    deadline = time.monotonic() + 30
+    while True:
+        jobs = {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'^harli:jobs\{[^}]*status="(\w+)"[^}]*\} (\S+)$', text, re.M)}
+        if jobs and all(jobs.get(k, 0.0) == v for k, v in status(server)["jobs"].items()):
+            break
+        assert time.monotonic() < deadline, (jobs, status(server)["jobs"])
+        time.sleep(1)
+        text = requests.get(server.base_url + "/metrics", headers=server.headers, timeout=30).text
+    deadline = time.monotonic() + 30  # the gauge follows the pool within a refresh
+    while metric(server, "harli:pool_leased_tokens") != status(server)["pool"]["leased_tokens"]:
+        assert time.monotonic() < deadline, status(server)["pool"]
+        time.sleep(0.5)
     # Harvest needs the job's idle speed, measured while the worker co-runs on the idle server.
     deadline = time.monotonic() + 60
     while metric(server, "harli:harvest") == 0:

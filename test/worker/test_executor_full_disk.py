@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 
 from harli_sgl.core.message import SlotGrant
-from harli_sgl.worker import jobs as jobs_module
+from harli_sgl.worker.running_job import EventRecord
+from harli_sgl.worker import job_lifecycle
 from jobs.test_full_disk import fill, integrity, small_disk  # noqa: F401  (fixture)
 from worker.test_job_prepare import ROWS, events, make_executor, submit, tick_until
 
 
 def test_a_full_disk_pauses_store_writes_and_the_job_finishes_once_space_is_freed(
         small_disk, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(jobs_module, "STORAGE_RETRY_S", 0.05, raising=False)  # retry at once
+    monkeypatch.setattr(job_lifecycle, "STORAGE_RETRY_S", 0.05)  # retry at once
     workdir = os.path.join(small_disk, "work")
     ex = make_executor(workdir, checkpoint_every_steps=1)
     try:
@@ -40,7 +41,7 @@ def test_a_full_disk_pauses_store_writes_and_the_job_finishes_once_space_is_free
         tick_until(ex, lambda: ex.running[job].write is None and ex.running[job].finished)
         for _ in range(5):
             ex.tick()
-        queued = [e[1] for e in ex.running[job].events]
+        queued = [r.message for r in ex.running[job].records if isinstance(r, EventRecord)]
         assert any("was not written (the disk is full)" in m for m in queued), queued
         assert ex.running[job].adapter_path is None  # the adapter waits for room too
         assert store.get_job(job)["status"] == "running"
@@ -51,7 +52,7 @@ def test_a_full_disk_pauses_store_writes_and_the_job_finishes_once_space_is_free
         messages = events(store, job)
         assert any("was not written (the disk is full)" in m for m in messages)
         assert sum("train loss" in m for m in messages) == 4  # every step event kept, in order
-        assert not ex.running[job].events
+        assert not ex.running[job].records
     finally:
         ex.close()
     assert integrity(workdir) == "ok"

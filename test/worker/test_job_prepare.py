@@ -21,7 +21,7 @@ from harli_sgl.core.message import SlotGrant
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import default_model
-from harli_sgl.worker.jobs import JobExecutor
+from harli_sgl.worker.executor import JobExecutor
 from harli_sgl.worker.spec import WorkerSpec
 
 ROWS = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(8)]

@@ -52,7 +52,7 @@ from harli_sgl.config import HarliConfig
 from harli_sgl.core import placement
 from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.dispatch import Dispatcher
-from harli_sgl.core.iteration import NO_SLOT, IterationFeatures, SlotWork
+from harli_sgl.core.iteration import NO_SLOT, IterationFeatures
 from harli_sgl.core.message import (
     CORUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, FreeCompute, Heartbeat, ReclaimAck, SetFreeRun,
     SlotGrant, SlotReport, WorkerHello, WorkerState,
@@ -290,7 +290,7 @@ class SlotCoordinator:
         self.metrics.reset()
         self.save_predictor()
         st = self.predictor.status()
-        # One readable line; the weights are in /harli/status and the saved profile.
+        # One readable line; the weights are in /harli/status?debug=1 and the saved profile.
         logger.info("harli: start-up latency profile done: %s", ", ".join(
             f"{stage} {st[stage]['samples']} samples, MAPE "
             + (f"{100 * st[stage]['mape']:.0f}%" if st[stage].get("mape") is not None else "n/a")
@@ -507,10 +507,7 @@ class SlotCoordinator:
             return
         self.metrics.slot_ran(msg.units, msg.duration_ms, msg.trained_tokens)
         if msg.slot_id >= 0 and msg.units:  # free-run slices overlap decode; they are not slot work
-            w = self._work
-            self._work = SlotWork(w.units_fwd + msg.units - msg.units_bwd - msg.units_head,
-                                  w.units_bwd + msg.units_bwd, w.units_head + msg.units_head,
-                                  w.pieces + msg.pieces)
+            self._work = self._work + msg.work
         if msg.units > 0 and msg.duration_ms > 0:
             rate = msg.units / msg.duration_ms
             self._units_per_ms = rate if self._units_per_ms is None else \
@@ -521,8 +518,7 @@ class SlotCoordinator:
                 self.idle_units_per_ms = _ema(self.idle_units_per_ms, rate, IDLE_RATE_ALPHA)
 
     def _on_corun_piece(self, msg: SlotReport) -> None:
-        self.corun.on_piece(msg.started_at, msg.ended_at, msg.units - msg.units_bwd - msg.units_head,
-                            msg.units_bwd, msg.units_head, msg.trained_tokens)
+        self.corun.on_piece(msg.started_at, msg.ended_at, msg.work, msg.trained_tokens)
         if self._trace is not None:
             self._trace.write(json.dumps({
                 "piece": True, "start": msg.started_at, "end": msg.ended_at, "units": msg.units,

@@ -22,15 +22,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from harli_sgl.core.iteration import CoRunOverlap
+from harli_sgl.core.iteration import CoRunOverlap, SlotWork
 
 
 class PieceSpan(NamedTuple):
     start: float
     end: float
-    units_fwd: int
-    units_bwd: int
-    units_head: int
+    work: SlotWork
 
 
 def _intersect(a0: float, a1: float, b0: float, b1: float) -> float:
@@ -72,9 +70,9 @@ class CoRunTracker:
         self.active = False
         self.stopping = None
 
-    def on_piece(self, started_at: float, ended_at: float, units_fwd: int, units_bwd: int,
-                 units_head: int, trained_tokens: int) -> None:
-        self.pieces.append(PieceSpan(started_at, ended_at, units_fwd, units_bwd, units_head))
+    def on_piece(self, started_at: float, ended_at: float, work: SlotWork,
+                 trained_tokens: int) -> None:
+        self.pieces.append(PieceSpan(started_at, ended_at, work))
         self.trained_tokens += trained_tokens
 
     # -- measurement -----------------------------------------------------------------
@@ -96,18 +94,19 @@ class CoRunTracker:
             ov = _intersect(p.start, p.end, t0, t1)
             ov -= sum(_intersect(max(p.start, s), min(p.end, e), t0, t1) for s, e in serial
                       if e > p.start and s < p.end)
-            total = p.units_fwd + p.units_bwd + p.units_head
+            total = p.work.units
             if total > 0 and ov > 0:
-                for i, u in enumerate((p.units_fwd, p.units_bwd, p.units_head)):
+                for i, u in enumerate((p.work.units_fwd, p.work.units_bwd, p.work.units_head)):
                     by_kind[i] += ov * u / total
             last = p
         if running_now and self.active and last is not None:
             since = max(last.end, t0, self.started_at or t0)
             if since < t1:
-                total = last.units_fwd + last.units_bwd + last.units_head
+                total = last.work.units
                 gap = (t1 - since) - sum(_intersect(s, e, since, t1) for s, e in serial)
                 if total > 0 and gap > 0:
-                    for i, u in enumerate((last.units_fwd, last.units_bwd, last.units_head)):
+                    for i, u in enumerate((last.work.units_fwd, last.work.units_bwd,
+                                           last.work.units_head)):
                         by_kind[i] += gap * u / total
         scale = 1.0 / decode
         fwd, bwd, head = (min(1.0, v * scale) for v in by_kind)

@@ -43,6 +43,10 @@ class SlotWork:
     def units(self) -> int:
         return self.units_fwd + self.units_bwd + self.units_head
 
+    def __add__(self, other: SlotWork) -> SlotWork:
+        return SlotWork(self.units_fwd + other.units_fwd, self.units_bwd + other.units_bwd,
+                        self.units_head + other.units_head, self.pieces + other.pieces)
+
     def plus(self, kind: int, units: int, pieces: int = 1) -> SlotWork:
         return SlotWork(self.units_fwd + (units if kind == CostKind.LAYER_FORWARD else 0),
                         self.units_bwd + (units if kind == CostKind.LAYER_BACKWARD else 0),

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harli_sgl.core.iteration import SlotWork
+
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
@@ -68,11 +70,14 @@ class WorkerHello:
     generation: int
     num_layers: int
     base_param_bytes: int
-    # Base-weight bytes the worker holds outside shared memory: 0 means zero-copy.
-    private_base_bytes: int = 0
+    # Base-weight bytes the worker holds outside shared memory: 0 means zero-copy;
+    # None: unknown (frozen parameters on a GPU, see shared_weights.private_bytes).
+    private_base_bytes: int | None = 0
     # The heartbeat thread's id: it stays in the normal scheduling class when the
     # scheduler moves the worker's compute threads to SCHED_IDLE.
     liveness_tid: int = 0
+    # Where the frozen base parameters live: {"dev:inode": bytes} (shared_weights.shm_segments).
+    base_weight_segments: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,19 +114,21 @@ class SlotGrant:
 @dataclass(frozen=True, slots=True)
 class SlotReport:
     slot_id: int
-    units: int
+    # What ran, by cost kind: the same SlotWork the policy planned and the trainer
+    # accounted, so the coordinator adds it up instead of rebuilding it.
+    work: SlotWork
     tokens: int
     duration_ms: float
-    pieces: int
     # Tokens whose backward pass completed in this slot (finetune throughput).
     trained_tokens: int = 0
     job_id: str | None = None
-    # Of ``units``, those in layer-backward and in head pieces (see CostKind).
-    units_bwd: int = 0
-    units_head: int = 0
     # When the work ran (time.monotonic()); for co-run pieces, what overlapped decode.
     started_at: float = 0.0
     ended_at: float = 0.0
+
+    @property
+    def units(self) -> int:
+        return self.work.units
 
 
 # SlotReport.slot_id of work not granted slot by slot: greedy free-run slices and

@@ -99,8 +99,9 @@ class ColocationMetrics:
             "slo_attainment": self.slo_attainment(),
             "tpot_ms": {"p50": _q(tpots, 0.5), "p99": _q(tpots, 0.99), "requests": len(tpots)},
             "finetune_tokens_per_s": self.finetune_tokens_per_s(),
-            "slots": {"count": len(units), "units_p50": _q(units, 0.5), "units_p99": _q(units, 0.99),
-                      "ms_p50": _q(ms, 0.5), "ms_p99": _q(ms, 0.99)},
+            # Serial slots in the last window_s (totals.slots counts them since start).
+            "slots": {"count_in_window": len(units), "units_p50": _q(units, 0.5),
+                      "units_p99": _q(units, 0.99), "ms_p50": _q(ms, 0.5), "ms_p99": _q(ms, 0.99)},
             "totals": {"trained_tokens": self.total_trained_tokens, "slots": self.total_slots,
                        "requests": self.total_requests, "slo_violations": self.total_violations},
             "window_s": self.tpots.window_s,

@@ -129,15 +129,52 @@ def build_model(hf_config, fused: dict[str, torch.Tensor]) -> torch.nn.Module:
     return model
 
 
-def private_bytes(model: torch.nn.Module) -> int:
-    """Bytes of base (frozen) parameters NOT backed by shared or device memory.
+def private_bytes(model: torch.nn.Module) -> int | None:
+    """Bytes of base (frozen) parameters NOT backed by shared memory; None off CPU.
 
-    Zero means the model holds no private copy of the serving weights.
+    Zero means the model holds no private copy of the serving weights. A CUDA
+    tensor opened from an IPC handle and a private device copy cannot be told
+    apart from here, so a model with any frozen parameter off the CPU answers
+    None (unknown), never 0.
     """
     total = 0
     for p in model.parameters():
         if p.requires_grad:
             continue
-        if p.device.type == "cpu" and not p.untyped_storage().is_shared():
+        if p.device.type != "cpu":
+            return None
+        if not p.untyped_storage().is_shared():
             total += p.numel() * p.element_size()
     return total
+
+
+def shm_segments(tensors, maps_path: str = "/proc/self/maps") -> dict[str, int]:
+    """Which shared-memory segment holds each CPU tensor's storage: ``{"dev:inode": bytes}``.
+
+    Each distinct storage is found by its address in this process's memory map and
+    counted once, under the device and inode of the shared-memory file mapped there
+    (``/dev/shm`` or memfd, deleted or not); a storage in no such mapping counts
+    under ``"private"``. Inodes name the segment whatever address each process maps
+    it at, so the worker's answer for its frozen parameters and the scheduler's for
+    its serving weights can be compared: the same keys mean the very same memory.
+    """
+    maps = []
+    with open(maps_path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and ("/dev/shm/" in parts[5] or parts[5].startswith("/memfd:")):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                maps.append((lo, hi, f"{parts[3]}:{parts[4]}"))
+    out: dict[str, int] = {}
+    seen: set[int] = set()
+    for t in tensors:
+        if t.device.type != "cpu":
+            continue
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr in seen:
+            continue
+        seen.add(ptr)
+        key = next((k for lo, hi, k in maps if lo <= ptr < hi), "private")
+        out[key] = out.get(key, 0) + storage.nbytes()
+    return out

@@ -49,6 +49,8 @@ class HarliPrometheus:
                                           "Fraction of iteration time per arrangement.",
                                           ("arrangement",))
         self.stop_latency = gauge("corun_stop_latency_ms", "Co-run stop latency (ms).", ("quantile",))
+        self.leased_tokens = gauge("pool_leased_tokens", "KV-pool tokens lent to the finetune worker.")
+        self.leases = gauge("pool_leases", "Leases the finetune worker holds.")
         self._last = 0.0
 
     def due(self) -> bool:
@@ -90,6 +92,9 @@ class HarliPrometheus:
         put(self.stop_latency, stop.get("p99"), "0.99")
         for arr, stats in (status["predictor"].get("stage2_by_arrangement") or {}).items():
             put(self.mape, stats.get("mape"), f"2-{arr}")
+        pool = status.get("pool") or {}
+        put(self.leased_tokens, pool.get("leased_tokens"))
+        put(self.leases, pool.get("leases"))
 
     def _advance(self, key: str, counter, total: float | None) -> None:
         """Move a counter to a lifetime total (totals only grow; a reset restarts from 0)."""

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from sglang.srt.utils.auth import AuthLevel, auth_level
 
 from harli_sgl.config import MODES, HarliConfig
+from harli_sgl.core.status_view import operator_view
 from harli_sgl.jobs import audit
 from harli_sgl.jobs import principal as P
 
@@ -82,7 +83,8 @@ def _principal(request: Request) -> P.Principal:
     return caller
 
 
-def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
+def install(app: FastAPI, config: HarliConfig, served_model_name: str,
+            enable_metrics: bool = False) -> None:
     from starlette.concurrency import run_in_threadpool
 
     from harli_sgl.jobs.errors import ApiError
@@ -92,6 +94,10 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
     from harli_sgl.sglang.admin_routes import AdminApi
 
     store = open_store(config)
+    if enable_metrics:
+        from harli_sgl.sglang.job_metrics import JobCountsExporter
+
+        JobCountsExporter(store, served_model_name).start()
 
     app.add_middleware(AdaptersReadyGate)
     tenant_auth.install(store)
@@ -102,7 +108,8 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
     @app.get("/harli/status")
     async def harli_status(request: Request):
         """The operator: co-location state (mode, SLO, worker health, jobs, throughput, SLO
-        attainment, pool, predictor). A tenant: its own jobs, usage and quotas."""
+        attainment, pool, predictor) with ``training.why``; ``?debug=1`` adds the predictor's
+        weights. A tenant: its own jobs, usage and quotas."""
         caller = P.of_scope(request) or P.UNAUTHENTICATED
         if not caller.operator:
             tenant = await run_in_threadpool(store.get_tenant, caller.tenant)
@@ -112,7 +119,8 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str) -> None:
                                  "limits": tenant and tenant["effective_limits"]})
         status = await _scheduler_status()
         status["jobs"] = await run_in_threadpool(store.job_status_counts)
-        return JSONResponse(status)
+        debug = request.query_params.get("debug", "").lower() in ("1", "true", "yes")
+        return JSONResponse(operator_view(status, debug=debug))
 
     @app.post("/harli/policy")
     @auth_level(AuthLevel.ADMIN_OPTIONAL)

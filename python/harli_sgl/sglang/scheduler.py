@@ -141,6 +141,7 @@ class HarliScheduler(Scheduler):
             self.harli.maintain_pool(self._pool_reserve_pages())
 
     def _start_worker(self, config: HarliConfig, pages=None):
+        from harli_sgl.core.shared_weights import shm_segments
         from harli_sgl.sglang.weights import share_serving_weights
         from harli_sgl.worker.spec import WorkerSpec
         from harli_sgl.worker.supervisor import WorkerSupervisor
@@ -156,6 +157,9 @@ class HarliScheduler(Scheduler):
         fused = share_serving_weights(self.tp_worker.model_runner.model)
         kv = {"buffers": pages.buffers, "page_tokens": pages.page_tokens} if pages is not None else None
         supervisor = WorkerSupervisor(config, spec, extra_args=(fused, kv))
+        supervisor.serving_weight_segments = shm_segments(fused.values())
+        if pages is not None:
+            supervisor.kv_pool_segments = shm_segments(pages.buffers)
         supervisor.start()
         if self.idle_sleeper is not None and hasattr(self.idle_sleeper, "poller"):
             # Wake the idle scheduler when the worker reports (e.g. new work).

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from harli_sgl.core.trainer.job_trainer import DueCheckpoint
 from harli_sgl.core.trainer.snapshot import Snapshot
 from harli_sgl.jobs.store import is_storage_full
+from harli_sgl.worker.running_job import ProgressRecord
 
 if TYPE_CHECKING:
-    from harli_sgl.worker.jobs import RunningJob
+    from harli_sgl.worker.running_job import RunningJob
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ class FinishedAdapter(NamedTuple):
 
 
 class JobWrites:
-    """Mixed into :class:`~harli_sgl.worker.jobs.JobExecutor`, which provides ``writer``,
-    ``_artifact_dir``, ``_event``, ``_fail`` and ``_storage_full``."""
+    """Mixed into :class:`~harli_sgl.worker.executor.JobExecutor`, which provides ``writer``;
+    ``_artifact_dir``, ``_event``, ``_fail`` and ``_storage_full`` come from
+    :class:`~harli_sgl.worker.job_lifecycle.JobLifecycle`."""
 
     def _start_checkpoint(self, job: RunningJob) -> None:
         t = job.trainer
@@ -108,7 +110,7 @@ class JobWrites:
         if w.checkpoint is not None:
             job.trainer.checkpoint_written(w.checkpoint)  # its trainer outlives its writes
             return
-        job.events.append(("__progress__", "", job.finished.progress, ""))
+        job.records.append(ProgressRecord(job.finished.progress))
         self._event(job, "info", f"adapter saved as {job.name}; publishing it for serving",
                     {"fine_tuned_model": job.name})
         job.finished = None

@@ -92,6 +92,8 @@ class WorkerSupervisor:
         from harli_sgl.worker.main import run_worker
 
         self.config = config
+        self.serving_weight_segments: dict[str, int] | None = None
+        self.kv_pool_segments: dict[str, int] | None = None
         self._target = target or run_worker
         self._extra_args = extra_args
         self._ctx = zmq.Context.instance()
@@ -268,6 +270,11 @@ class WorkerSupervisor:
             "last_exit": self.last_exit,
             "shared_base_bytes": self.hello.base_param_bytes if self.hello else None,
             "private_base_bytes": self.hello.private_base_bytes if self.hello else None,
+            # {"dev:inode": bytes}: the worker's frozen parameters, and (set by the scheduler
+            # that shares them) the serving weights and the KV pool. Equal keys = same memory.
+            "base_weight_segments": self.hello.base_weight_segments if self.hello else None,
+            "serving_weight_segments": self.serving_weight_segments,
+            "kv_pool_segments": self.kv_pool_segments,
         }
 
 

@@ -38,6 +38,7 @@ import zmq
 
 from harli_sgl import env
 from harli_sgl.core.dispatch import Dispatcher
+from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.message import (
     CORUN_SLOT, FREE_RUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, FreeCompute, Heartbeat, LeaseGrant,
     ReclaimAck, ReclaimRequest, SetFreeRun, Shutdown, SlotGrant, SlotReport, WorkerHello,
@@ -88,7 +89,7 @@ class Liveness(threading.Thread):
 
 
 class Executor(Protocol):
-    """What the worker runs slots on (the job executor; see worker/jobs.py)."""
+    """What the worker runs slots on (the job executor; see worker/executor.py)."""
 
     def has_work(self) -> bool: ...
 
@@ -125,7 +126,8 @@ class FinetuneWorker:
         self.executor: Executor | None = None
         self.arena = None  # LeasedArena over the engine's KV buffers, when the pool is on
         self._base_param_bytes = 0
-        self._private_base_bytes = 0
+        self._private_base_bytes: int | None = 0
+        self._base_weight_segments: dict[str, int] = {}
         self._num_layers = 0
         self._init_executor(shared)
         self.dispatch = Dispatcher({
@@ -143,7 +145,7 @@ class FinetuneWorker:
     def _init_executor(self, shared: tuple[object, ...]) -> None:
         if not shared:
             return
-        from harli_sgl.worker.jobs import JobExecutor
+        from harli_sgl.worker.executor import JobExecutor
 
         fused, kv = shared[0], shared[1] if len(shared) > 1 else None
         if kv is not None:
@@ -154,6 +156,7 @@ class FinetuneWorker:
         self.executor = JobExecutor(self.spec, (fused,), arena=self.arena)
         self._base_param_bytes = self.executor.base_param_bytes
         self._private_base_bytes = self.executor.private_base_bytes
+        self._base_weight_segments = self.executor.base_weight_segments
         self._num_layers = self.executor.num_layers
 
     # -- loop -------------------------------------------------------------------------
@@ -166,7 +169,8 @@ class FinetuneWorker:
                             self.spec.config.worker_heartbeat_s, lambda: self._loop_seen)
         tid = liveness.start_and_wait()
         self.outbox.send(WorkerHello(os.getpid(), self.spec.generation, self._num_layers,
-                                     self._base_param_bytes, self._private_base_bytes, tid))
+                                     self._base_param_bytes, self._private_base_bytes, tid,
+                                     self._base_weight_segments))
         self._publish_state(force=True)
         try:
             while self._stop_reason is None:
@@ -234,7 +238,7 @@ class FinetuneWorker:
         # A serial slot (or a hybrid top-up) has the whole device.
         self._set_threads(self._threads)
         if self.executor is None or not (grant.synthetic or self.executor.has_work()):
-            report = SlotReport(grant.slot_id, units=0, tokens=0, duration_ms=0.0, pieces=0)
+            report = SlotReport(grant.slot_id, NO_SLOT, tokens=0, duration_ms=0.0)
         else:
             started = time.monotonic()
             if grant.deadline:

@@ -215,8 +215,8 @@ def test_pieces_units_and_tokens_are_exact(make_model, random_examples):
             result = trainer.run(piece.units)  # exactly one piece fits
             assert (result.units, result.pieces) == (piece.units, 1)
             head = piece.kind in (PieceKind.HEAD_FORWARD, PieceKind.HEAD_BACKWARD)
-            assert result.units_bwd == (piece.units if piece.kind is PieceKind.BACKWARD else 0)
-            assert result.units_head == (piece.units if head else 0)
+            assert result.work.units_bwd == (piece.units if piece.kind is PieceKind.BACKWARD else 0)
+            assert result.work.units_head == (piece.units if head else 0)
             assert result.tokens == real[m]
             last_of_mb = k == 7
             assert result.trained_tokens == (real[m] if last_of_mb else 0)

@@ -321,7 +321,7 @@ def test_evaluation_runs_in_forward_pieces_within_budgets(make_model, tokenizer,
     calls = 0
     while not trainer.done:
         r = trainer.run(trainer.min_piece_units)
-        assert r.pieces == 1 and r.trained_tokens == 0 and r.units_bwd == 0
+        assert r.pieces == 1 and r.trained_tokens == 0 and r.work.units_bwd == 0
         calls += 1
     assert calls == len(pieces) and trainer.last_valid_loss is not None
 

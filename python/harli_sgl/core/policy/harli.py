@@ -96,6 +96,7 @@ class HarliPolicy(HarliSerialPolicy):
     def plan(self, ctx: SlotContext) -> Plan:
         plan = self._plan(ctx)
         self.decisions[plan.reason] += 1
+        self.last_decision = plan.reason
         return plan
 
     def _plan(self, ctx: SlotContext) -> Plan:

@@ -59,6 +59,7 @@ class HarliSerialPolicy(SlotPolicy):
             raise ValueError("the harli policy needs a latency predictor")
         self.beta = 1.0
         self.decisions: Counter[str] = Counter()
+        self.last_decision: str | None = None
         self.corun_residuals: deque[float] = deque(maxlen=200)
 
     @property
@@ -86,6 +87,7 @@ class HarliSerialPolicy(SlotPolicy):
     def grant(self, ctx: SlotContext) -> Grant | None:
         grant, reason = self._decide(ctx)
         self.decisions[reason] += 1
+        self.last_decision = reason
         return grant
 
     def _decide(self, ctx: SlotContext) -> tuple[Grant | None, str]:
@@ -130,4 +132,5 @@ class HarliSerialPolicy(SlotPolicy):
 
     def status(self) -> dict:
         return {"policy": self.name, "beta": round(self.beta, 3),
-                "margin_ms": round(self.margin_ms(), 3), "decisions": dict(self.decisions)}
+                "margin_ms": round(self.margin_ms(), 3), "decisions": dict(self.decisions),
+                "last_decision": self.last_decision}

@@ -36,7 +36,7 @@ from collections import deque
 
 import numpy as np
 
-from harli_sgl.core.iteration import NO_OVERLAP, CoRunOverlap, IterationFeatures, SlotWork
+from harli_sgl.core.iteration import CoRunOverlap, IterationFeatures, SlotWork
 from harli_sgl.core.predictor.base import LatencyPredictor
 from harli_sgl.core.predictor.linear import OnlineLinearModel
 

@@ -52,6 +52,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from harli_sgl.core.iteration import NO_SLOT, CostKind, SlotWork
 from harli_sgl.core.trainer.data import IGNORE_INDEX, MicroBatch
 from harli_sgl.core.trainer.stack import DecoderStack, LayerContext
 
@@ -64,6 +65,13 @@ class PieceKind(enum.Enum):
     HEAD_BACKWARD = "head_backward"
     BACKWARD = "backward"
 
+    @property
+    def cost_kind(self) -> CostKind:
+        """How the latency predictor prices this piece's units."""
+        if self in (PieceKind.HEAD_FORWARD, PieceKind.HEAD_BACKWARD):
+            return CostKind.HEAD
+        return CostKind.LAYER_BACKWARD if self is PieceKind.BACKWARD else CostKind.LAYER_FORWARD
+
 
 class Piece(NamedTuple):
     kind: PieceKind
@@ -72,17 +80,19 @@ class Piece(NamedTuple):
 
 
 class RunResult(NamedTuple):
-    units: int
+    work: SlotWork  # the pieces this call ran, units by cost kind
     tokens: int  # real tokens of the micro-batches any piece of this call worked on
-    pieces: int
     trained_tokens: int  # real tokens of micro-batches whose backward finished in this call
     step_done: bool
     loss: float | None  # mean token loss of the step this call finished, else None
-    units_bwd: int = 0   # of ``units``, those in layer-backward pieces
-    units_head: int = 0  # of ``units``, those in head (forward or backward) pieces
 
+    @property
+    def units(self) -> int:
+        return self.work.units
 
-HEAD_KINDS = (PieceKind.HEAD_FORWARD, PieceKind.HEAD_BACKWARD)
+    @property
+    def pieces(self) -> int:
+        return self.work.pieces
 
 
 @dataclass
@@ -266,13 +276,13 @@ class ChunkedTrainer:
         """
         if budget_units < 0:
             raise ValueError(f"budget_units must be >= 0, got {budget_units}")
-        units = units_bwd = units_head = tokens = pieces = trained = 0
+        work, tokens, trained = NO_SLOT, 0, 0
         touched: set[int] = set()
         loss = None
         while self._step is not None:
             step = self._step
             piece = step.next_piece()
-            if piece.units > budget_units - units:
+            if piece.units > budget_units - work.units:
                 break
             if deadline is not None and time.perf_counter() >= deadline:
                 break
@@ -280,17 +290,13 @@ class ChunkedTrainer:
                 touched.add(step.micro_index)
                 tokens += step.real_tokens[step.micro_index]
             self._execute(step, piece)
-            units += piece.units
-            units_bwd += piece.units if piece.kind is PieceKind.BACKWARD else 0
-            units_head += piece.units if piece.kind in HEAD_KINDS else 0
-            pieces += 1
+            work = work.plus(piece.kind.cost_kind, piece.units)
             finished_index = step.micro_index
             if step.advance():
                 trained += 0 if step.evaluate else step.real_tokens[finished_index]
                 if step.finished:
                     loss = self._finish_step(step)
-        return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd,
-                         units_head)
+        return RunResult(work, tokens, trained, loss is not None, loss)
 
     @contextlib.contextmanager
     def _forward_scope(self) -> Iterator[None]:

@@ -55,6 +55,7 @@ from torch import nn
 
 from harli_sgl.core.trainer import snapshot
 from harli_sgl.core.trainer.checkpoint import ADAPTER_FILES, OPTIMIZER_FILE, read_state
+from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.trainer.chunked import ChunkedTrainer, RunResult, SavedTensorsHooks
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataPosition, Example, MicroBatch, collate, epoch_order
@@ -242,16 +243,14 @@ class JobTrainer:
             self.write_due_checkpoint()  # a caller that never wrote it still gets it, late
         if self._started_at is None:
             self._started_at = time.perf_counter()
-        units = units_bwd = units_head = tokens = pieces = trained = 0
+        work, tokens, trained = NO_SLOT, 0, 0
         loss = None
         while not self.done:
             self._ensure_step()
             evaluating = self._chunked.evaluating
             with self._rng.active():
-                r = self._chunked.run(budget_units - units, deadline)
-            units, tokens, pieces = units + r.units, tokens + r.tokens, pieces + r.pieces
-            units_bwd += r.units_bwd
-            units_head += r.units_head
+                r = self._chunked.run(budget_units - work.units, deadline)
+            work, tokens = work + r.work, tokens + r.tokens
             trained += r.trained_tokens
             self.trained_tokens += r.trained_tokens
             self._session_tokens += r.trained_tokens
@@ -265,8 +264,7 @@ class JobTrainer:
             self._after_step(r.loss)
             if self.checkpoint_due:
                 break
-        return RunResult(units, tokens, pieces, trained, loss is not None, loss, units_bwd,
-                         units_head)
+        return RunResult(work, tokens, trained, loss is not None, loss)
 
     def _check_finite(self, loss: float, what: str) -> None:
         if loss is None or math.isfinite(loss):

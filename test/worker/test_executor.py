@@ -12,7 +12,6 @@ import os
 import time
 
 import pytest
-import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from harli_sgl.config import HarliConfig
