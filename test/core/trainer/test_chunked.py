@@ -8,6 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import MistralConfig, MistralForCausalLM
 
+from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.trainer.chunked import ChunkedTrainer, PieceKind
 from harli_sgl.core.trainer.data import IGNORE_INDEX, Example, collate
 
@@ -239,7 +240,7 @@ def test_whole_step_in_one_call(make_model, random_examples):
     assert result.tokens == result.trained_tokens == sum(len(e.input_ids) for e in examples)
     assert trainer.idle
     assert all(p.grad is None for p in trainer._params)  # zero_grad(set_to_none=True)
-    assert trainer.run(10**12) == (0, 0, 0, 0, False, None, 0, 0)  # idle: nothing to do
+    assert trainer.run(10**12) == (NO_SLOT, 0, 0, False, None)  # idle: nothing to do
 
 
 def test_budget_below_the_next_piece_runs_nothing(make_model, random_examples):
@@ -249,7 +250,7 @@ def test_budget_below_the_next_piece_runs_nothing(make_model, random_examples):
     need = trainer.min_piece_units
     assert need > 0
     before = weights(trainer.stack.causal_lm)
-    assert trainer.run(need - 1) == (0, 0, 0, 0, False, None, 0, 0)
+    assert trainer.run(need - 1) == (NO_SLOT, 0, 0, False, None)
     assert trainer.run(0).pieces == 0
     assert trainer.min_piece_units == need
     result = trainer.run(need + need // 2)  # one piece fits, two do not
