@@ -150,12 +150,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from harli_sgl.sglang import routes
     from harli_sgl.sglang.run_scheduler import run_harli_scheduler_process
+    from harli_sgl.sglang.shutdown import run_harli_detokenizer_process
 
     routes.install(app, harli, served_model_name=server_args.served_model_name
                    or server_args.model_path, enable_metrics=server_args.enable_metrics)
     redact.install_server_info_redaction(app, secrets)
     try:
         launch_server(server_args, run_scheduler_process_func=run_harli_scheduler_process,
+                      run_detokenizer_process_func=run_harli_detokenizer_process,
                       init_tokenizer_manager_func=tokenizer_manager_factory(harli),
                       launch_callback=startup_profiler(server_args, harli).start)
     finally:
