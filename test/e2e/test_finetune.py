@@ -140,7 +140,7 @@ def test_worker_holds_no_private_copy_of_the_base_weights(harli_server, model_pa
     worker = psutil.Process(s["worker"]["pid"])
     scheduler = worker.parent()
     w, sch = _shm_mappings(worker.pid), _shm_mappings(scheduler.pid)
-    inodes = {int(k.split(":")[1]) for k in mine}
+    inodes = {int(k.rsplit(":", 1)[1]) for k in mine}
     assert inodes <= set(w) and inodes <= set(sch)
 
 

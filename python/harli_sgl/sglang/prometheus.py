@@ -23,7 +23,9 @@ class HarliPrometheus:
         labels = ["model_name"]
 
         def counter(name: str, doc: str):
-            return Counter(f"harli:{name}", doc, labelnames=labels)
+            c = Counter(f"harli:{name}", doc, labelnames=labels)
+            c.labels(model_name)  # exported at 0 from the start, not only after a first event
+            return c
 
         def gauge(name: str, doc: str, extra: tuple[str, ...] = ()):
             return Gauge(f"harli:{name}", doc, labelnames=labels + list(extra),
