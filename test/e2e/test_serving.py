@@ -111,6 +111,27 @@ def test_frontend_language_program(harli_server):
     assert state.text().index(state["first"]) < state.text().index("And then?")
 
 
+@sgl.function
+def chat(s, question):
+    s += sgl.user(question)
+    s += sgl.assistant(sgl.gen("answer", max_tokens=6, temperature=0))
+
+
+def test_frontend_chat_renders_the_models_template(harli_server, model_path):
+    import harli_sgl.frontend  # noqa: F401  (the client registers the template)
+    from transformers import AutoTokenizer
+
+    backend = sgl.RuntimeEndpoint(harli_server.base_url, api_key=API_KEY)
+    assert backend.chat_template.name == "harli-default"
+    state = chat.run(question="Capital of Peru?", backend=backend)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Capital of Peru?"}],
+                                     tokenize=False, add_generation_prompt=True)
+    # The program sent exactly what /v1/chat/completions renders, then the answer.
+    assert state.text().startswith(prompt + state["answer"])
+    assert state.get_meta_info("answer")["completion_tokens"] >= 1
+
+
 def test_bench_serving_random_ids(harli_server, model_path, tmp_path):
     out = tmp_path / "bench.jsonl"
     cmd = [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang",
