@@ -20,7 +20,8 @@ import psutil
 import requests
 
 from conftest import start_server
-from e2e_util import capital_rows, client, create_job, status, upload, wait_worker_alive
+from e2e_util import (capital_rows, client, create_job, generate, status, upload,
+                       wait_worker_alive)
 from harli_sgl.core.placement import thread_affinity
 
 SLO_MS = 100.0
@@ -182,9 +183,23 @@ def test_slow_corun_is_stopped_before_the_slo_breaks(tmp_path_factory, harli_ser
     server = start_server(tmp_path_factory, "misplaced", ["--harli-mode", "harli"],
                           env={"HARLI_FAULT_CORUN_INTERFERENCE": "6"})
     try:
-        wait_worker_alive(server)
+        st = wait_worker_alive(server)
         assert status(server)["predictor"]["profiled"]
+        # No job yet, so nothing to harvest: decode runs on every core (a split confined
+        # it to core 0, 1.35-1.57x stock's TPOT in benchmark/overhead.py). A job narrows it.
+        every = set(st["arrangement"]["decode_cpus"]) | set(st["arrangement"]["worker_cpus"])
+        generate(server, "wake the scheduler", 4)
+        wide = thread_affinity(scheduler_pid(server))
+        assert wide and all(set(c) == every for c in wide.values()), wide
         job = start_long_job(server)
+        deadline = time.monotonic() + 120
+        while True:
+            generate(server, "a batch launched beside the job", 4)
+            narrow = thread_affinity(scheduler_pid(server))
+            if all(set(c) == set(st["arrangement"]["decode_cpus"]) for c in narrow.values()):
+                break
+            assert time.monotonic() < deadline, narrow
+            time.sleep(1)
         since = time.monotonic()
         with Traffic(server, streams=1, max_new_tokens=64) as traffic:
             time.sleep(30)

@@ -117,6 +117,7 @@ class SlotCoordinator:
         self.idle_units_per_ms: float | None = None
         self.profile_units_per_ms: float | None = None
         self._slot_id = 0
+        self._launch_wide = False
         self._units_per_ms: float | None = None
         # Finetune speed of hybrid top-ups (per ms decode was blocked) and of co-run
         # pieces on the worker's share: the harli policy tops up only where it pays.
@@ -144,8 +145,25 @@ class SlotCoordinator:
 
     # -- scheduler hooks ---------------------------------------------------------------
 
-    def on_launch(self, features: IterationFeatures, now: float) -> None:
-        """A batch is being launched: close the previous iteration's measurement."""
+    def decode_on_every_cpu(self) -> bool:
+        """Whether decode runs on every core now: a split host with no finetune work here.
+
+        The split gives decode its own cores so that the worker can train beside it.
+        With no job there is nothing to harvest, and confining decode to its cores
+        cost serving 1.35-1.57x TPOT p50 against stock SGLang in
+        ``benchmark/overhead.py`` (2026-12-01, 8 concurrent requests, whose prefills
+        use the second core). The start-up profile keeps the split: it measures decode
+        as it runs beside a job.
+        """
+        cfg = self.config
+        return bool(cfg.decode_cpus and cfg.worker_cpus) and self.supervisor is not None \
+            and not self.profiling and not self.worker_state.has_work
+
+    def on_launch(self, features: IterationFeatures, now: float, wide: bool = False) -> None:
+        """A batch is being launched: close the previous iteration's measurement.
+
+        ``wide``: this batch runs on every core (see :meth:`decode_on_every_cpu`); stage 1
+        does not learn from it, since its law is decode on decode's own cores."""
         if self.corun.active and self.corun.share >= 1.0 and self.config.worker_cpus:
             # The worker was using every core on the idle server. Move it off decode's
             # cores before this batch runs: pinning from here takes effect at once,
@@ -162,6 +180,7 @@ class SlotCoordinator:
         if self._launch is not None and not self.policy.free_run:
             self._close_iteration(*self._launch, now)
         self._launch = (now, features)
+        self._launch_wide = wide
         self._work = NO_SLOT
         self._serial_spans = []
         self._paused_spans = []
@@ -190,7 +209,8 @@ class SlotCoordinator:
             predicted = p.predict_corun(f0, work)
             if work.units and not self.profiling:
                 self.policy.observe_corun(predicted, interval_ms)
-            p.observe(f0, interval_ms, work)
+            if not self._launch_wide:
+                p.observe(f0, interval_ms, work)
         if not self.profiling:
             self.corun.account(arrangement.value, interval_ms)
             self.metrics.decode_ran(interval_ms - sum(e - s for s, e in self._serial_spans) * 1000.0)
@@ -201,7 +221,8 @@ class SlotCoordinator:
                 "head": work.units_head, "overlap": round(overlap.total, 4), "share": overlap.share,
                 "serial_ms": sum(e - s for s, e in self._serial_spans) * 1000.0,
                 "interval_ms": interval_ms, "predicted_ms": predicted, "profiling": self.profiling,
-                "policy": self.policy.name, "overrun": self._overrun_in_interval}) + "\n")
+                "policy": self.policy.name, "overrun": self._overrun_in_interval,
+                "wide": self._launch_wide}) + "\n")
 
     def on_tokens(self, updates: list[tuple[str, int, bool]], now: float) -> None:
         """(rid, output tokens so far, finished) for each request of the processed batch."""

@@ -95,11 +95,14 @@ class HarliScheduler(Scheduler):
                     placement.format_cpus(config.worker_cpus))
 
     def _widen(self, wide: bool) -> None:
-        """``--harli-prefill-cpus all``: a prefill batch runs on every core, decode on its own.
+        """Run this process on every core (``wide``) or on decode's cores only.
 
-        Prefill is compute-bound and uses a second core where decode does not; the
-        worker's threads on that core are SCHED_IDLE while co-running, so this
-        process's normal-class threads take the core at once.
+        Wide while no finetune job runs here (the coordinator's
+        ``decode_on_every_cpu``: nothing to harvest, so serving gets the whole host),
+        and for a prefill batch under ``--harli-prefill-cpus all`` (prefill is
+        compute-bound and uses a second core where decode does not; the worker's
+        threads there are SCHED_IDLE, so this process's threads take the core at
+        once). Applied at a launch, only when the wanted state changes.
         """
         from harli_sgl.core import placement
 
@@ -176,16 +179,16 @@ class HarliScheduler(Scheduler):
     # -- hooks ---------------------------------------------------------------------------
 
     def run_batch(self, batch, *args, **kwargs):
-        self.harli.on_launch(batch_features(batch), time.monotonic())
         cfg = self.harli.config  # prefill_cpus can change at run time (POST /harli/policy)
-        if cfg.prefill_cpus == "all" and cfg.decode_cpus and cfg.finetune_enabled and \
-                batch.forward_mode.is_extend():
-            self._widen(True)
+        no_work = self.harli.decode_on_every_cpu()
+        prefill_all = cfg.prefill_cpus == "all" and cfg.decode_cpus and cfg.finetune_enabled and \
+            batch.forward_mode.is_extend()
+        self.harli.on_launch(batch_features(batch), time.monotonic(), wide=no_work)
+        if bool(no_work or prefill_all) != self._widened:
+            self._widen(bool(no_work or prefill_all))
         return super().run_batch(batch, *args, **kwargs)
 
     def process_batch_result(self, batch, result):
-        if self._widened:
-            self._widen(False)
         super().process_batch_result(batch, result)
         self.harli.on_tokens([(r.rid, len(r.output_ids), r.finished()) for r in batch.reqs],
                              time.monotonic())
