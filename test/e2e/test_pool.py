@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import start_server
-from e2e_util import capital_rows, create_job, generate, status, upload, wait_worker_alive
+from e2e_util import capital_rows, client, create_job, generate, status, upload, wait_worker_alive
 
 
 @pytest.fixture(scope="module")
@@ -147,11 +147,16 @@ def test_prometheus_exports_harli_metrics(pool_server):
         assert time.monotonic() < deadline, status(server)["harvest"]
         time.sleep(1)
     # The MAPE gauge mirrors /harli/status, which has a value once held-out
-    # iterations exist (this server skipped the start-up profile), so drive decode.
-    deadline = time.monotonic() + 120
-    while status(server)["predictor"]["stage1"]["mape"] is None:
-        assert time.monotonic() < deadline, status(server)["predictor"]
-        generate(server, "some decode for the predictor", 32)
+    # iterations exist (this server skipped the start-up profile), so drive decode. With
+    # no job, decode runs on every core and stage 1 learns nothing: a job runs meanwhile.
+    job = create_job(server, upload(server, capital_rows(8)).id, n_epochs=50, batch_size=1)
+    try:
+        deadline = time.monotonic() + 180
+        while status(server)["predictor"]["stage1"]["mape"] is None:
+            assert time.monotonic() < deadline, status(server)["predictor"]
+            generate(server, "some decode for the predictor", 32)
+    finally:
+        client(server).fine_tuning.jobs.cancel(job.id)
     deadline = time.monotonic() + 30
     while metric(server, "harli:predictor_mape") == 0:
         assert time.monotonic() < deadline, "harli:predictor_mape not exported"
