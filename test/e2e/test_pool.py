@@ -148,16 +148,24 @@ def test_prometheus_exports_harli_metrics(pool_server):
         time.sleep(1)
     # The MAPE gauge mirrors /harli/status, which has a value once held-out
     # iterations exist (this server skipped the start-up profile), so drive decode. With
-    # no job, decode runs on every core and stage 1 learns nothing: a job runs meanwhile.
+    # no job, decode runs on every core and stage 1 learns nothing: a job is there meanwhile,
+    # under mode off, so every iteration runs alone (beside training, stage 1 learns only
+    # from every 25th).
     job = create_job(server, upload(server, capital_rows(8)).id, n_epochs=50, batch_size=1)
+    policy = lambda mode: requests.post(server.base_url + "/harli/policy", headers=server.headers,
+                                        json={"mode": mode}, timeout=60).raise_for_status()
+    policy("off")
     try:
         deadline = time.monotonic() + 180
         while status(server)["predictor"]["stage1"]["mape"] is None:
             assert time.monotonic() < deadline, status(server)["predictor"]
             generate(server, "some decode for the predictor", 32)
+        deadline = time.monotonic() + 30
+        while metric(server, "harli:predictor_mape") == 0:
+            assert time.monotonic() < deadline, "harli:predictor_mape not exported"
+            time.sleep(1)
     finally:
-        client(server).fine_tuning.jobs.cancel(job.id)
-    deadline = time.monotonic() + 30
-    while metric(server, "harli:predictor_mape") == 0:
-        assert time.monotonic() < deadline, "harli:predictor_mape not exported"
-        time.sleep(1)
+        policy("harli")  # which resets the error windows
+        if client(server).fine_tuning.jobs.retrieve(job.id).status not in ("succeeded", "failed"):
+            client(server).fine_tuning.jobs.cancel(job.id)
+
