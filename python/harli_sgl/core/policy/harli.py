@@ -39,9 +39,9 @@ running request stays within the TPOT SLO, from the two-stage predictor:
    both measured (the top-up's per ms the scheduler was blocked, so the wait
    for the co-run piece in flight counts against it). On a GPU the whole device
    is many times a share; on the 2-core host it was not: in the 2026-12-01 trace
-   top-ups ran 11.9 units/ms on both cores against 12.2 on one core beside
-   decode, so they bought no training and cost every request up to 45 ms per
-   token and every arrival its wait. Every ``TOPUP_EXPLORE_EVERY``-th iteration
+   top-ups ran 11.9 units/ms on both cores against 12.4 on one core beside
+   decode (``benchmark/trace_report.py``), so they bought no training and raised
+   TPOT p50 to 63-83 ms (docs/benchmarks.md §2b). Every ``TOPUP_EXPLORE_EVERY``-th iteration
    that would top up still does, so the measurement follows the job.
 
 6. **Margin** as in ``harli-serial``, over the co-run residuals of the last
