@@ -105,7 +105,8 @@ class TwoStagePredictor(LatencyPredictor):
 
     def __init__(self, forget: float = 0.999):
         self.stage1 = OnlineLinearModel(N_LINEAR + N_BUCKETS, forget=forget)
-        self.stage2 = OnlineLinearModel(4, forget=forget)
+        # More units of any kind never cost less time (see OnlineLinearModel.nonneg).
+        self.stage2 = OnlineLinearModel(4, forget=forget, nonneg=(1, 2, 3))
         self.profiled = False
         self._corun_errors: deque[float] = deque(maxlen=500)
         self.bucket_samples = [0] * N_BUCKETS
@@ -194,7 +195,9 @@ class TwoStagePredictor(LatencyPredictor):
         return self.stage1.predict(stage1_features(f))
 
     def slot_cost(self, w: SlotWork) -> float:
-        return self.stage2.predict(stage2_features(w)) if w.units else 0.0
+        # The intercept is free (stage 1 can over-predict an iteration), but a slot
+        # never makes one shorter: a negative cost would pass any budget check.
+        return max(0.0, self.stage2.predict(stage2_features(w))) if w.units else 0.0
 
     def predict_corun(self, f: IterationFeatures, w: SlotWork) -> float:
         return self.predict_decode(f) + self.slot_cost(w)
