@@ -84,6 +84,39 @@ def test_token_ids_outside_the_vocabulary_are_refused_and_the_server_keeps_servi
     assert out.status_code == 200 and len(out.json()["output_ids"]) == 4
 
 
+def test_an_unknown_adapter_is_one_clear_404_and_no_traceback(harli_server, model_path):
+    """Every route answers 404 model_not_found, and the log holds no asyncio traceback.
+
+    SGLang releases a failed request's adapters even when it never acquired them; its
+    registry then raised TypeError in a task whose traceback reached the log once per
+    request (seen on /generate with an unknown lora_path, single, batch and stream).
+    """
+    url, headers = harli_server.base_url, harli_server.headers
+    with open(harli_server.log_path, "rb") as f:
+        start = f.seek(0, os.SEEK_END)
+    missing = "ft-never-trained"
+    for body in ({"text": "hi", "lora_path": missing},
+                 {"text": ["hi", "yo"], "lora_path": [missing, None]},
+                 {"text": "hi", "lora_path": missing, "stream": True}):
+        r = requests.post(url + "/generate", headers=headers, timeout=60,
+                          json={**body, "sampling_params": {"max_new_tokens": 2}})
+        assert missing in r.text and (r.status_code == 404 or body.get("stream")), r.text
+    client = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY)
+    for model in (missing, f"{model_path}:{missing}"):
+        try:
+            client.completions.create(model=model, prompt=PROMPT, max_tokens=2)
+            raise AssertionError(f"{model} was served")
+        except openai.NotFoundError as e:
+            assert e.body["code"] == "model_not_found", e.body
+    # Still serving, and the refusals left no traceback behind.
+    assert generate(harli_server, PROMPT, 2)["meta_info"]["completion_tokens"] == 2
+    with open(harli_server.log_path, "rb") as f:
+        f.seek(start)
+        log = f.read().decode(errors="replace")
+    assert missing in log  # the log is being read: SGLang's one line per /generate refusal
+    assert "Traceback" not in log and "never retrieved" not in log, log[-3000:]
+
+
 def test_openai_rejects_missing_api_key(harli_server, model_path):
     client = openai.OpenAI(base_url=harli_server.base_url + "/v1", api_key="wrong-key")
     try:

@@ -36,6 +36,12 @@ exists or not. A request with no principal (none came through HTTP) may name
 no adapter. :meth:`harli_refused_adapter` is the same check for the OpenAI
 routes, which run it before SGLang converts the request, to answer a clean 404.
 
+A refused request holds no adapter. SGLang releases a request's adapters when
+it fails, also when it failed before acquiring them (a refused or never-loaded
+adapter), and its registry then raises ``TypeError`` in a background task:
+each such request left an asyncio traceback in the log beside the one clear
+error line. :meth:`_release_lora_once` releases only what was acquired.
+
 Input. The same subclass refuses token ids outside the vocabulary before they
 reach the scheduler (:mod:`harli_sgl.sglang.token_ids`).
 """
@@ -156,6 +162,12 @@ class HarliTokenizerManager(TokenizerManager):
             if refused is not None:
                 raise AdapterRefused(refused)
         await super()._validate_and_resolve_lora(obj)
+
+    def _release_lora_once(self, state):
+        if state.obj.lora_id is None and not state.lora_released:
+            state.lora_released = True  # failed before it acquired an adapter
+            return None
+        return super()._release_lora_once(state)
 
     async def _resolve_lora_path(self, obj) -> None:
         if self.harli_catalog is not None:
