@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 ROWS = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(8)]
@@ -17,6 +18,21 @@ def submit(store, rows, tenant="default", **hp):
                            None, tenant)
     store.set_status(job["id"], "queued")
     return job["id"]
+
+
+def adapter_of(store, cfg, job_id) -> dict | None:
+    """The tensors of a job's saved adapter, or None until the worker says it saved one."""
+    from safetensors.torch import load_file
+
+    from harli_sgl.jobs import ids
+
+    saved = [e for e in store.list_events(job_id, limit=100)[0] if "adapter saved" in e["message"]]
+    if not saved:
+        return None
+    assert saved[0]["data"]["fine_tuned_model"].startswith("ft:tiny:default:t:")
+    # The adapter's directory is named for the job (a model name may hold ':' and '/').
+    return load_file(os.path.join(cfg.workdir, "adapters", ids.adapter_dir_name(job_id, "t"),
+                                  "adapter_model.safetensors"))
 
 
 def pump(coord, until, timeout_s=120.0):

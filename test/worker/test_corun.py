@@ -7,12 +7,10 @@ pieces gives the same adapter as training in serial slots (same seed).
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from harli_sgl.config import HarliConfig
@@ -20,13 +18,12 @@ from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.policy.registry import make_policy
 from harli_sgl.core.predictor.registry import make_predictor
 from harli_sgl.core.shared_weights import fuse
-from harli_sgl.jobs import ids
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import default_model
 from harli_sgl.worker.spec import WorkerSpec
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
-from worker_util import ROWS, pump, submit
+from worker_util import ROWS, adapter_of, pump, submit
 
 
 def make_rig(workdir: str, mode: str):
@@ -52,16 +49,6 @@ def corun_rig(tmp_path):
     yield coord, store, cfg
     coord.shutdown()
     store.close()
-
-
-def adapter_of(store, cfg, job_id) -> dict[str, torch.Tensor] | None:
-    saved = [e for e in store.list_events(job_id, limit=100)[0] if "adapter saved" in e["message"]]
-    if not saved:
-        return None
-    assert saved[0]["data"]["fine_tuned_model"].startswith("ft:tiny:default:t:")
-    # The adapter's directory is named for the job (a model name may hold ':' and '/').
-    return load_file(os.path.join(cfg.workdir, "adapters", ids.adapter_dir_name(job_id, "t"),
-                                  "adapter_model.safetensors"))
 
 
 def test_a_stop_takes_effect_at_a_piece_boundary(corun_rig):
