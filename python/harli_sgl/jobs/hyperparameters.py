@@ -21,22 +21,19 @@ server's limits when those are smaller). Its bounds come from the server, becaus
 reserves LoRA capacity at start-up: ``r`` may not exceed the server's max rank
 and ``target_modules`` must be a subset of what the server reserved.
 
-The field checks are pydantic's: the request models below (:class:`SettingsRequest`
-and the models it nests) declare each field's type and bounds, with
-``extra="forbid"`` (a misspelt field is refused, not ignored) and ``strict=True``
-(``True`` is not an epoch count, ``"3"`` is not a number; ints are numbers).
-The server's limits reach the validators through pydantic's validation
-``context``. Pydantic's messages name one violated bound ("greater than or
-equal to 1"); :func:`must_be` rewords a field's failure as the whole allowed
-range plus the value received, and :func:`setting_error` turns the first error
-into a :class:`SettingError` (a ``ValueError``) whose ``field`` is the dotted
-request path, e.g. ``method.supervised.hyperparameters.n_epochs`` or ``lora.r``.
+Pydantic does the field checks: the request models below declare each field's
+type and bounds, ``extra="forbid"`` (a misspelt field is refused, not ignored)
+and ``strict=True`` (``True`` is no epoch count, ``"3"`` no number; ints are
+numbers); the server's limits arrive in the validation ``context``.
+:func:`must_be` words a failure as the allowed range plus the value received
+(pydantic's own message names one bound), and :func:`setting_error` makes it a
+:class:`SettingError` (a ``ValueError``) whose ``field`` is the request path,
+e.g. ``method.supervised.hyperparameters.n_epochs`` or ``lora.r``.
 
-:class:`Hyperparameters` and :class:`LoraSettings` stay frozen dataclasses: they
-are the resolved form a job stores and the trainer uses (no "auto", server
-defaults applied, hashable), and they check themselves through the same models
-on construction, so a job rebuilt by :meth:`Hyperparameters.from_job` meets the
-same rules as a request.
+:class:`Hyperparameters` and :class:`LoraSettings` remain frozen dataclasses: the
+resolved form a job stores and trains with (no "auto", server defaults applied,
+hashable). They check themselves through the same models, so a job rebuilt by
+:meth:`Hyperparameters.from_job` meets the rules a request met.
 """
 
 from __future__ import annotations
