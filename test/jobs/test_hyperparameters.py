@@ -123,7 +123,7 @@ def test_lora_alpha_has_an_upper_bound(alpha):
     with pytest.raises(SettingError) as err:
         make(lora={"alpha": alpha})
     assert err.value.field == "lora.alpha"
-    assert "must be at most 1024" in str(err.value) and repr(alpha) in str(err.value)
+    assert "must be a number in (0, 1024]" in str(err.value) and repr(alpha) in str(err.value)
     assert make(lora={"alpha": 1024}).lora.alpha == 1024.0
 
 

@@ -2,8 +2,9 @@
 
 Requests may give hyperparameters in either OpenAI form: the legacy top-level
 ``hyperparameters={...}`` or ``method={"type": "supervised", "supervised":
-{"hyperparameters": {...}}}``. Each value is a number or ``"auto"``, and "auto"
-is resolved when the job is created, so a stored job never changes meaning:
+{"hyperparameters": {...}}}`` (both at once only if they agree). Each value is a
+number, ``"auto"`` or null, and "auto"/null is resolved when the job is created,
+so a stored job never changes meaning:
 
 ==========================  ======  =========  =====================================
 field                       auto    bounds     meaning
@@ -20,18 +21,31 @@ server's limits when those are smaller). Its bounds come from the server, becaus
 reserves LoRA capacity at start-up: ``r`` may not exceed the server's max rank
 and ``target_modules`` must be a subset of what the server reserved.
 
-Validation lives in ``__post_init__`` and raises :class:`SettingError` (a
-``ValueError``) whose ``field`` names the offending field, e.g. ``n_epochs`` or
-``lora.r``; :meth:`Hyperparameters.from_request` re-prefixes it with where the
-field sat in the request (``method.supervised.hyperparameters.n_epochs``).
+Pydantic does the field checks: the request models below declare each field's
+type and bounds, ``extra="forbid"`` (a misspelt field is refused, not ignored)
+and ``strict=True`` (``True`` is no epoch count, ``"3"`` no number; ints are
+numbers); the server's limits arrive in the validation ``context``.
+:func:`must_be` words a failure as the allowed range plus the value received
+(pydantic's own message names one bound), and :func:`setting_error` makes it a
+:class:`SettingError` (a ``ValueError``) whose ``field`` is the request path,
+e.g. ``method.supervised.hyperparameters.n_epochs`` or ``lora.r``.
+
+:class:`Hyperparameters` and :class:`LoraSettings` remain frozen dataclasses: the
+resolved form a job stores and trains with (no "auto", server defaults applied,
+hashable). They check themselves through the same models, so a job rebuilt by
+:meth:`Hyperparameters.from_job` meets the rules a request met.
 """
 
 from __future__ import annotations
 
-import math
+import reprlib
 from collections.abc import Mapping, Sequence
-from dataclasses import InitVar, dataclass, field
-from typing import Any
+from dataclasses import InitVar, dataclass, field, fields
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, ValidationInfo, WrapValidator)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 AUTO = "auto"
 BASE_LEARNING_RATE = 1e-3
@@ -51,9 +65,13 @@ DEFAULT_LORA_ALPHA = 16.0
 # such a job would "succeed" with a useless adapter, so it is refused up front.
 MAX_LORA_ALPHA = 1024.0
 DEFAULT_LORA_DROPOUT = 0.0
+UNLIMITED_LORA_RANK = 2**16  # r's bound when no server limit is given
 
 HYPERPARAMETER_FIELDS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 LORA_FIELDS = ("r", "alpha", "target_modules", "dropout")
+
+# The error type of every message worded here; pydantic's own types are reworded.
+SETTING = "invalid_setting"
 
 
 class SettingError(ValueError):
@@ -64,22 +82,180 @@ class SettingError(ValueError):
         self.field = field_name
         self.problem = problem
 
-    def under(self, prefix: str) -> SettingError:
-        return SettingError(f"{prefix}.{self.field}" if prefix else self.field, self.problem)
+
+# ----------------------------------------------------------- field types
+
+_short = reprlib.Repr()  # the value received, abbreviated: a message never echoes a whole body
+_short.maxstring = _short.maxother = 80
+_short.maxlist = _short.maxdict = 16
 
 
-def _is_number(value: object) -> bool:
-    # bool is an int subclass; True epochs is a client bug, not 1.
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def must_be(what: str) -> WrapValidator:
+    """Word any failure of the checks inside it as "must be <what>, got <value>".
+
+    ``what`` may name a validation-context key in braces (``{max_lora_rank}``).
+    Errors already worded here (by validators outside pydantic's own) pass unchanged.
+    """
+    def wrap(value: Any, handler: Any, info: ValidationInfo) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if any(e["type"] == SETTING for e in exc.errors()):
+                raise
+            raise PydanticCustomError(SETTING, "must be {what}, got {got}", {
+                "what": what.format_map(info.context or {}), "got": _short.repr(value)}) from None
+    return WrapValidator(wrap)
 
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise SettingError(name, f"must be an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise SettingError(name, f"must be between {lo} and {hi}, got {value}")
-    return value
+def _auto(default: object) -> BeforeValidator:
+    """"auto" and null mean the default, resolved now so the stored job never changes meaning."""
+    return BeforeValidator(lambda v: default if v is None or v == AUTO else v)
 
+
+def _at_most(context_key: str) -> AfterValidator:
+    """A bound the server decides at start-up (it arrives in the validation context)."""
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if value > (info.context or {}).get(context_key, value):
+            raise ValueError(context_key)
+        return value
+    return AfterValidator(check)
+
+
+def _distinct_and_served(modules: list[str], info: ValidationInfo) -> list[str]:
+    if len(set(modules)) != len(modules):
+        raise PydanticCustomError(SETTING, "contains duplicates: {modules}", {"modules": modules})
+    allowed = (info.context or {}).get("allowed_target_modules")
+    unknown = [m for m in modules if allowed is not None and m not in allowed]
+    if unknown:
+        raise PydanticCustomError(SETTING, "{unknown} not allowed on this server; allowed: {allowed}",
+                                  {"unknown": unknown, "allowed": list(allowed)})
+    return modules
+
+
+NEpochs = Annotated[int, Field(ge=1, le=MAX_N_EPOCHS),
+                    must_be(f"an integer between 1 and {MAX_N_EPOCHS}"), _auto(AUTO_N_EPOCHS)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE),
+                      must_be(f"an integer between 1 and {MAX_BATCH_SIZE}"), _auto(AUTO_BATCH_SIZE)]
+LearningRateMultiplier = Annotated[
+    float, Field(gt=0, le=MAX_LEARNING_RATE_MULTIPLIER),
+    must_be(f"a number in (0, {MAX_LEARNING_RATE_MULTIPLIER:g}]"),
+    _auto(AUTO_LEARNING_RATE_MULTIPLIER)]
+LoraRank = Annotated[int, Field(ge=1), _at_most("max_lora_rank"),
+                     must_be("an integer between 1 and {max_lora_rank}")]
+LoraAlpha = Annotated[float, Field(gt=0, le=MAX_LORA_ALPHA), must_be(
+    f"a number in (0, {MAX_LORA_ALPHA:g}] (the update is scaled by alpha / r)")]
+TargetModules = Annotated[list[str], Field(min_length=1),
+                          must_be("a non-empty list of module names"),
+                          AfterValidator(_distinct_and_served)]
+LoraDropout = Annotated[float, Field(ge=0, lt=1), must_be("a number in [0, 1)")]
+
+
+# ---------------------------------------------------------- request models
+
+class StrictModel(BaseModel):
+    """Unknown fields refused; no coercion (``True`` is no count, ``"1"`` no number); finite floats."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class HyperparametersRequest(StrictModel):
+    n_epochs: NEpochs = AUTO_N_EPOCHS
+    batch_size: BatchSize = AUTO_BATCH_SIZE
+    learning_rate_multiplier: LearningRateMultiplier = AUTO_LEARNING_RATE_MULTIPLIER
+
+
+class LoraRequest(StrictModel):
+    """Defaults are resolved by :meth:`settings`: r and target_modules depend on the server."""
+
+    r: LoraRank = DEFAULT_LORA_R
+    alpha: LoraAlpha = DEFAULT_LORA_ALPHA
+    target_modules: TargetModules = list(LLAMA_PROJECTIONS)
+    dropout: LoraDropout = DEFAULT_LORA_DROPOUT
+
+    def settings(self, max_rank: int | None, allowed: Sequence[str] | None) -> LoraSettings:
+        given = self.model_dump(include=self.model_fields_set)
+        # Defaults are clipped to the server's limits, so a request that leaves LoRA
+        # alone is always accepted, whatever capacity the server reserved.
+        if "r" not in given and max_rank is not None:
+            given["r"] = min(DEFAULT_LORA_R, max_rank)
+        if "target_modules" not in given and allowed is not None:
+            given["target_modules"] = [m for m in LLAMA_PROJECTIONS if m in allowed] or list(allowed)
+        return LoraSettings(**given, max_rank=max_rank, allowed_target_modules=allowed)
+
+
+class SupervisedRequest(StrictModel):
+    hyperparameters: HyperparametersRequest | None = None
+
+
+class MethodRequest(StrictModel):
+    type: Annotated[Literal["supervised"], must_be("'supervised', the only method supported")] = \
+        "supervised"
+    supervised: SupervisedRequest | None = None
+
+
+class SettingsRequest(StrictModel):
+    """The request fields that make a job's :class:`Hyperparameters`; null means absent."""
+
+    hyperparameters: HyperparametersRequest | None = None
+    method: MethodRequest | None = None
+    lora: LoraRequest | None = None
+
+    def settings(self, max_rank: int | None, allowed: Sequence[str] | None) -> Hyperparameters:
+        top, under = self.hyperparameters, None
+        if self.method is not None and self.method.supervised is not None:
+            under = self.method.supervised.hyperparameters
+        if top is not None and under is not None and dict(top) != dict(under):
+            raise SettingError("hyperparameters", "give hyperparameters either at the top level or "
+                               "under method.supervised.hyperparameters, not both")
+        chosen = next((h for h in (top, under) if h is not None), HyperparametersRequest())
+        lora = self.lora if self.lora is not None else LoraRequest()
+        return Hyperparameters(**dict(chosen), lora=lora.settings(max_rank, allowed))
+
+
+def validation_context(max_rank: int | None, allowed: Sequence[str] | None) -> dict[str, Any]:
+    """The server's limits, as the validators above read them."""
+    return {"max_lora_rank": UNLIMITED_LORA_RANK if max_rank is None else max_rank,
+            "allowed_target_modules": allowed}
+
+
+def first_error(exc: ValidationError) -> ErrorDetails:
+    """The error to report: an unknown field first, since a typo explains what follows it."""
+    return min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+
+
+def setting_error(error: ErrorDetails, model: type[BaseModel], prefix: str = "") -> SettingError:
+    """One pydantic error of validating ``model`` as a :class:`SettingError` at its request path."""
+    loc = [str(part) for part in error["loc"]]
+    kind = error["type"]
+    if kind == SETTING:
+        problem = error["msg"]
+    elif kind == "extra_forbidden":
+        problem = f"unknown field; expected {_fields_at(model, loc[:-1])}"
+    elif kind in ("model_type", "dict_type"):
+        problem = f"must be an object, got {_short.repr(error['input'])}"
+    else:  # not expected from the models above, but worded all the same
+        problem = f"{error['msg']}, got {_short.repr(error.get('input'))}"
+    return SettingError(".".join(([prefix] if prefix else []) + loc), problem)
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[str]) -> list[str]:
+    """The field names of the model nested at ``loc``: what an unknown field could have been."""
+    for name in loc:
+        annotation = model.model_fields[name].annotation
+        model = next(t for t in (annotation, *get_args(annotation))
+                     if isinstance(t, type) and issubclass(t, BaseModel))
+    return list(model.model_fields)
+
+
+def _validate(model: type[BaseModel], data: Any, context: dict[str, Any] | None = None,
+              prefix: str = "") -> Any:
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise setting_error(first_error(exc), model, prefix) from None
+
+
+# -------------------------------------------------- resolved, stored form
 
 @dataclass(frozen=True)
 class LoraSettings:
@@ -99,32 +275,14 @@ class LoraSettings:
 
     def __post_init__(self, max_rank: int | None,
                       allowed_target_modules: Sequence[str] | None) -> None:
-        _check_int("lora.r", self.r, 1, max_rank if max_rank is not None else 2**16)
-        if not _is_number(self.alpha) or not math.isfinite(self.alpha) or self.alpha <= 0:
-            raise SettingError("lora.alpha", f"must be a positive number, got {self.alpha!r}")
-        if self.alpha > MAX_LORA_ALPHA:
-            raise SettingError("lora.alpha", f"must be at most {MAX_LORA_ALPHA:g} (the update is "
-                               f"scaled by alpha / r), got {self.alpha!r}")
-        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
-            raise SettingError("lora.dropout", f"must be a number in [0, 1), got {self.dropout!r}")
-        modules = self.target_modules
-        if isinstance(modules, str) or not isinstance(modules, Sequence) or not modules:
-            raise SettingError("lora.target_modules",
-                               f"must be a non-empty list of module names, got {modules!r}")
-        if not all(isinstance(m, str) for m in modules):
-            raise SettingError("lora.target_modules", f"must contain only strings, got {modules!r}")
-        if len(set(modules)) != len(modules):
-            raise SettingError("lora.target_modules", f"contains duplicates: {list(modules)}")
-        if allowed_target_modules is not None:
-            unknown = [m for m in modules if m not in allowed_target_modules]
-            if unknown:
-                raise SettingError("lora.target_modules",
-                                   f"{unknown} not allowed on this server; allowed: "
-                                   f"{list(allowed_target_modules)}")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if isinstance(self.target_modules, tuple):  # the stored form; requests send lists
+            values["target_modules"] = list(self.target_modules)
+        checked = _validate(LoraRequest, values,
+                            validation_context(max_rank, allowed_target_modules), prefix="lora")
         # Normalise to immutable, plain types so equal settings compare and hash equal.
-        object.__setattr__(self, "target_modules", tuple(modules))
-        object.__setattr__(self, "alpha", float(self.alpha))
-        object.__setattr__(self, "dropout", float(self.dropout))
+        for name, value in checked:
+            object.__setattr__(self, name, tuple(value) if name == "target_modules" else value)
 
     @property
     def scaling(self) -> float:
@@ -152,15 +310,12 @@ class Hyperparameters:
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
-        _check_int("n_epochs", self.n_epochs, 1, MAX_N_EPOCHS)
-        _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
-        lrm = self.learning_rate_multiplier
-        if not _is_number(lrm) or not math.isfinite(lrm) or not 0 < lrm <= MAX_LEARNING_RATE_MULTIPLIER:
-            raise SettingError("learning_rate_multiplier",
-                               f"must be a number in (0, {MAX_LEARNING_RATE_MULTIPLIER:g}], got {lrm!r}")
         if not isinstance(self.lora, LoraSettings):
             raise SettingError("lora", f"must be LoraSettings, got {type(self.lora).__name__}")
-        object.__setattr__(self, "learning_rate_multiplier", float(lrm))
+        checked = _validate(HyperparametersRequest,
+                            {name: getattr(self, name) for name in HYPERPARAMETER_FIELDS})
+        for name, value in checked:
+            object.__setattr__(self, name, value)
 
     @property
     def learning_rate(self) -> float:
@@ -179,78 +334,12 @@ class Hyperparameters:
 
         Raises :class:`SettingError` whose ``field`` is the request path of the bad value.
         """
-        values, where = _pick_hyperparameters(hyperparameters, method)
-        resolved = {name: values.get(name, AUTO) for name in HYPERPARAMETER_FIELDS}
-        auto = {"n_epochs": AUTO_N_EPOCHS, "batch_size": AUTO_BATCH_SIZE,
-                "learning_rate_multiplier": AUTO_LEARNING_RATE_MULTIPLIER}
-        for name, value in resolved.items():
-            if value == AUTO or value is None:
-                resolved[name] = auto[name]
-        lora_settings = _lora_from_request(lora, max_lora_rank, allowed_target_modules)
-        try:
-            return cls(lora=lora_settings, **resolved)
-        except SettingError as exc:
-            raise exc.under(where) from None
+        request = _validate(SettingsRequest,
+                            {"hyperparameters": hyperparameters, "method": method, "lora": lora},
+                            validation_context(max_lora_rank, allowed_target_modules))
+        return request.settings(max_lora_rank, allowed_target_modules)
 
     @classmethod
     def from_job(cls, job: Mapping[str, Any]) -> Hyperparameters:
         """Rebuild from a stored job object (its ``hyperparameters`` and ``lora``)."""
         return cls(lora=LoraSettings(**job["lora"]), **job["hyperparameters"])
-
-
-def _pick_hyperparameters(hyperparameters: object, method: object) -> tuple[dict[str, Any], str]:
-    """The hyperparameter dict from either request form, and its request path."""
-    from_method: object = None
-    if method is not None:
-        if not isinstance(method, Mapping):
-            raise SettingError("method", f"must be an object, got {type(method).__name__}")
-        unknown = set(method) - {"type", "supervised"}
-        if unknown:
-            raise SettingError(f"method.{sorted(unknown)[0]}",
-                               "only the 'supervised' method is supported")
-        if method.get("type", "supervised") != "supervised":
-            raise SettingError("method.type",
-                               f"only 'supervised' is supported, got {method.get('type')!r}")
-        supervised = method.get("supervised")
-        if supervised is None:
-            supervised = {}
-        if not isinstance(supervised, Mapping):
-            raise SettingError("method.supervised", "must be an object")
-        if set(supervised) - {"hyperparameters"}:
-            raise SettingError(f"method.supervised.{sorted(set(supervised) - {'hyperparameters'})[0]}",
-                               "unknown field")
-        from_method = supervised.get("hyperparameters")
-    if hyperparameters is not None and from_method is not None and hyperparameters != from_method:
-        raise SettingError("hyperparameters", "give hyperparameters either at the top level or "
-                           "under method.supervised.hyperparameters, not both")
-    if from_method is not None:
-        values, where = from_method, "method.supervised.hyperparameters"
-    else:
-        values, where = hyperparameters if hyperparameters is not None else {}, "hyperparameters"
-    if not isinstance(values, Mapping):
-        raise SettingError(where, f"must be an object, got {type(values).__name__}")
-    unknown = sorted(set(values) - set(HYPERPARAMETER_FIELDS))
-    if unknown:
-        raise SettingError(f"{where}.{unknown[0]}",
-                           f"unknown hyperparameter; expected {list(HYPERPARAMETER_FIELDS)}")
-    return dict(values), where
-
-
-def _lora_from_request(lora: object, max_rank: int | None,
-                       allowed: Sequence[str] | None) -> LoraSettings:
-    if lora is None:
-        lora = {}
-    if not isinstance(lora, Mapping):
-        raise SettingError("lora", f"must be an object, got {type(lora).__name__}")
-    unknown = sorted(set(lora) - set(LORA_FIELDS))
-    if unknown:
-        raise SettingError(f"lora.{unknown[0]}", f"unknown LoRA setting; expected {list(LORA_FIELDS)}")
-    settings = dict(lora)
-    # Defaults are clipped to the server's limits, so a request that leaves LoRA
-    # alone is always accepted, whatever capacity the server reserved.
-    if "r" not in settings and max_rank is not None:
-        settings["r"] = min(DEFAULT_LORA_R, max_rank)
-    if "target_modules" not in settings and allowed is not None:
-        settings["target_modules"] = ([m for m in LLAMA_PROJECTIONS if m in allowed]
-                                      or list(allowed))
-    return LoraSettings(**settings, max_rank=max_rank, allowed_target_modules=allowed)
