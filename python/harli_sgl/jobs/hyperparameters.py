@@ -68,7 +68,6 @@ DEFAULT_LORA_DROPOUT = 0.0
 UNLIMITED_LORA_RANK = 2**16  # r's bound when no server limit is given
 
 HYPERPARAMETER_FIELDS = ("n_epochs", "batch_size", "learning_rate_multiplier")
-LORA_FIELDS = ("r", "alpha", "target_modules", "dropout")
 
 # The error type of every message worded here; pydantic's own types are reworded.
 SETTING = "invalid_setting"

@@ -32,9 +32,8 @@ suffers, not an in-sample fit.
 
 from __future__ import annotations
 
-from collections import deque
-
 import itertools
+from collections import deque
 
 import numpy as np
 
