@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import openai
@@ -254,6 +255,90 @@ def test_another_tenants_adapter_is_refused_on_every_route(server, keys, trained
     assert theirs not in [m.id for m in beta.models.list().data]
     # The base model stays open to every valid key.
     assert beta.completions.create(model=BASE_MODEL, prompt="hi", max_tokens=1).choices
+
+
+def loaded_lora_id(server, name: str) -> str:
+    """The id SGLang gave an adapter when it loaded it (its log prints every ``LoRARef``)."""
+    with open(server.log_path, errors="replace") as f:
+        found = re.findall(rf"LoRARef\(lora_id=([0-9a-f]{{32}}), lora_name={re.escape(name)},", f.read())
+    assert found, f"{name} was never loaded"
+    return found[-1]
+
+
+def test_every_adapter_naming_field_refuses_other_tenants_unknown_and_junk(server, keys, trained):
+    """Fuzz every generating route with every field that can name an adapter (issue 19, 1-2).
+
+    Before the fix a client-supplied ``lora_id`` reached the scheduler unchecked: alpha's id
+    served alpha's adapter to beta, and an unknown one killed the server. Each attempt must
+    be refused (404 for a name, identical for "not yours" and "no such adapter"; 400 for
+    ``lora_id``, which only the server assigns) and the server must still serve after each.
+    """
+    alpha, key = client(server, keys["alpha"]), keys["beta"]
+    theirs = trained["alpha"]["model"]
+    mine = first_logprob(alpha, theirs)  # loads alpha's adapter, so it has a lora_id
+    their_id = loaded_lora_id(server, theirs)
+    names = {"other tenant's": theirs, "unknown": f"ft:{BASE_MODEL}:beta::000000000000",
+             "junk": "../../../etc/passwd", "junk base:": f"{BASE_MODEL}:{'x' * 300}"}
+    ids = {"other tenant's": their_id, "unknown": "0" * 32, "junk": "not-an-id", "empty": ""}
+    message = [{"role": "user", "content": "hi"}]
+    gen = {"sampling_params": {"max_new_tokens": 2}}
+    by_name = {  # route, body naming the adapter
+        "/generate lora_path": lambda n: ("/generate", {"text": "hi", "lora_path": n, **gen}),
+        "/generate lora_path list": lambda n: (
+            "/generate", {"text": ["hi", "yo"], "lora_path": [None, n], **gen}),
+        "/generate stream": lambda n: (
+            "/generate", {"text": "hi", "lora_path": n, "stream": True, **gen}),
+        "/encode lora_path": lambda n: ("/encode", {"text": "hi", "lora_path": n}),
+        "completions model": lambda n: (
+            "/v1/completions", {"model": n, "prompt": "hi", "max_tokens": 2}),
+        "completions lora_path": lambda n: (
+            "/v1/completions", {"model": BASE_MODEL, "prompt": "hi", "max_tokens": 2,
+                                "lora_path": n}),
+        "completions stream": lambda n: (
+            "/v1/completions", {"model": n, "prompt": "hi", "max_tokens": 2, "stream": True}),
+        "chat model": lambda n: (
+            "/v1/chat/completions", {"model": n, "messages": message, "max_tokens": 2}),
+        "chat lora_path": lambda n: (
+            "/v1/chat/completions", {"model": BASE_MODEL, "messages": message, "max_tokens": 2,
+                                     "lora_path": n}),
+        "chat stream": lambda n: (
+            "/v1/chat/completions", {"model": n, "messages": message, "max_tokens": 2,
+                                     "stream": True}),
+        "embeddings": lambda n: ("/v1/embeddings", {"model": n, "input": "hi"}),
+        "responses": lambda n: ("/v1/responses", {"model": n, "input": "hi",
+                                                  "max_output_tokens": 16}),
+        "tokenize": lambda n: ("/v1/tokenize", {"model": n, "prompt": "hi"}),
+    }
+    by_id = {
+        "/generate lora_id": lambda i: ("/generate", {"text": "hi", "lora_id": i, **gen}),
+        "/generate lora_id list": lambda i: (
+            "/generate", {"text": ["hi", "yo"], "lora_id": [None, i], **gen}),
+        "/generate lora_id stream": lambda i: (
+            "/generate", {"text": "hi", "lora_id": i, "stream": True, **gen}),
+        "/generate lora_id beside a base lora_path": lambda i: (
+            "/generate", {"text": "hi", "lora_id": i, "lora_path": None, **gen}),
+        "/encode lora_id": lambda i: ("/encode", {"text": "hi", "lora_id": i}),
+    }
+    failures = []
+    for fuzz, values, expected in ((by_name, names, 404), (by_id, ids, 400)):
+        for route, body_of in fuzz.items():
+            for kind, value in values.items():
+                path, body = body_of(value)
+                try:
+                    r = post(server, key, path, body)
+                except requests.ConnectionError as e:  # the server died on it
+                    pytest.fail(f"{route} with {kind} {value!r}: connection lost ({e})")
+                # A refusal inside a 200 stream is no refusal to a client: the status decides.
+                named = value.removeprefix(f"{BASE_MODEL}:")  # "<base>:<adapter>" names the adapter
+                if r.status_code != expected or (expected == 404 and named not in r.text):
+                    failures.append((route, kind, r.status_code, r.text[:200]))
+                alive = requests.get(server.base_url + "/health", timeout=30)
+                assert alive.status_code == 200, (route, kind, alive.status_code)
+    assert not failures, "\n".join(map(str, failures))
+    # Still serving, and nothing above disturbed alpha's adapter or its accounting.
+    beta = client(server, key)
+    assert beta.completions.create(model=BASE_MODEL, prompt="hi", max_tokens=1).choices
+    assert first_logprob(alpha, theirs) == pytest.approx(mine)
 
 
 def test_an_admin_can_share_an_adapter(server, keys, trained):

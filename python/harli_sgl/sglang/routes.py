@@ -6,8 +6,9 @@ SGLang's own routes, with harli_sgl's tenant authentication in front of it
 (:mod:`.tenant_auth`). Besides the files and fine-tuning API (every call acting
 for the caller's tenant), this installs the admin routes (:mod:`.admin_routes`),
 the model-name and adapter-ownership hooks on SGLang's OpenAI routes
-(:mod:`.openai_models`), and Harli's operator routes: ``POST /harli/policy``
-and ``POST /harli/profile`` are admin-optional (the admin key when one is set,
+(:mod:`.openai_models`) and on ``/generate`` (:mod:`.generate_route`), and
+Harli's operator routes: ``POST /harli/policy`` and ``POST /harli/profile`` are
+admin-optional (the admin key when one is set,
 else the server's ``--api-key``; never a tenant's key), and ``/harli/status``
 shows the whole server to the operator and a tenant only its own jobs, usage
 and quotas.
@@ -90,7 +91,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str,
     from harli_sgl.jobs.errors import ApiError
     from harli_sgl.jobs.router import make_router
     from harli_sgl.jobs.stores import open_store
-    from harli_sgl.sglang import openai_models, tenant_auth
+    from harli_sgl.sglang import generate_route, openai_models, tenant_auth
     from harli_sgl.sglang.admin_routes import AdminApi
 
     store = open_store(config)
@@ -102,6 +103,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str,
     app.add_middleware(AdaptersReadyGate)
     tenant_auth.install(store)
     openai_models.install_hooks()
+    generate_route.install_hook()
     openai_models.install_models_routes(app, store)
     AdminApi(store).install(app)
 

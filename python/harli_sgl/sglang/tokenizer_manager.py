@@ -36,6 +36,15 @@ exists or not. A request with no principal (none came through HTTP) may name
 no adapter. :meth:`harli_refused_adapter` is the same check for the OpenAI
 routes, which run it before SGLang converts the request, to answer a clean 404.
 
+``lora_id`` is the server's, never the client's. SGLang's request types carry
+it as a field for the tokenizer manager to fill in from ``lora_path``, but its
+HTTP routes accept it from the body, and a request that set it without a
+``lora_path`` skipped resolution and ownership and reached the scheduler as is:
+another tenant's adapter id served that tenant's adapter, and an unknown one
+failed an assertion in the scheduler and took the whole server down. Every
+request that sets one is refused with a 400 naming the field, before anything
+else is resolved, and the id is dropped so the failed request releases nothing.
+
 A refused request holds no adapter. SGLang releases a request's adapters when
 it fails, also when it failed before acquiring them (a refused or never-loaded
 adapter), and its registry then raises ``TypeError`` in a background task:
@@ -57,7 +66,7 @@ from sglang.srt.managers.tokenizer_manager import TokenizerManager
 from sglang.srt.runtime_context import get_lora
 
 from harli_sgl.jobs import principal as P
-from harli_sgl.jobs.errors import model_not_found
+from harli_sgl.jobs.errors import ApiError, bad_request, model_not_found
 from harli_sgl.sglang.token_ids import check_token_ids
 
 logger = logging.getLogger(__name__)
@@ -66,13 +75,42 @@ POLL_S = 2.0
 EAGER_LOADS = 8
 
 
-class AdapterRefused(ValueError):
-    """A request named an adapter its tenant may not serve; SGLang answers ``status_code``."""
+class RequestRefused(ValueError):
+    """A request SGLang must fail with ``error``'s status (it reads ``status_code``)."""
 
-    status_code = 404
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.status_code = error.status
 
-    def __init__(self, name: str) -> None:
-        super().__init__(model_not_found(name).message)
+
+def lora_id_refused() -> ApiError:
+    return bad_request("Invalid request field lora_id: it is assigned by the server and may not "
+                       "be set; name an adapter with model (OpenAI routes) or lora_path.",
+                       param="lora_id", code="invalid_lora_id")
+
+
+def _names(lora_path) -> list:
+    return [lora_path] if isinstance(lora_path, str) else list(lora_path or ())
+
+
+def _client_lora_ids(obj) -> bool:
+    """Whether the request (or a sub-request SGLang already split off) carries a lora_id."""
+    def named(value) -> bool:
+        if isinstance(value, (list, tuple)):
+            return any(v is not None for v in value)
+        return value is not None
+
+    subs = obj.__dict__.get("_sub_obj_cache", {}).values()
+    return named(obj.lora_id) or any(named(sub.lora_id) for sub in subs)
+
+
+def _drop_lora_ids(obj) -> None:
+    # The refused request's states point at these objects, and SGLang releases a failed
+    # request's lora_id: releasing one it never acquired would drop another request's hold.
+    obj.lora_id = None
+    for sub in obj.__dict__.get("_sub_obj_cache", {}).values():
+        sub.lora_id = None
 
 
 class HarliTokenizerManager(TokenizerManager):
@@ -155,12 +193,22 @@ class HarliTokenizerManager(TokenizerManager):
                 return name
         return None
 
+    async def harli_request_error(self, obj) -> ApiError | None:
+        """Why ``obj`` (a ``/generate``-style request) may not run as sent; None if it may.
+
+        A client-supplied ``lora_id`` first (it is dropped, so the failed request releases
+        nothing), then each adapter ``lora_path`` names, against the caller's tenant.
+        """
+        if _client_lora_ids(obj):
+            _drop_lora_ids(obj)
+            return lora_id_refused()
+        refused = await self.harli_refused_adapter(_names(obj.lora_path))
+        return None if refused is None else model_not_found(refused)
+
     async def _validate_and_resolve_lora(self, obj) -> None:
-        if obj.lora_path:
-            names = [obj.lora_path] if isinstance(obj.lora_path, str) else list(obj.lora_path)
-            refused = await self.harli_refused_adapter(names)
-            if refused is not None:
-                raise AdapterRefused(refused)
+        error = await self.harli_request_error(obj)
+        if error is not None:
+            raise RequestRefused(error)
         await super()._validate_and_resolve_lora(obj)
 
     def _release_lora_once(self, state):
@@ -171,8 +219,7 @@ class HarliTokenizerManager(TokenizerManager):
 
     async def _resolve_lora_path(self, obj) -> None:
         if self.harli_catalog is not None:
-            names = [obj.lora_path] if isinstance(obj.lora_path, str) else list(obj.lora_path)
-            for name in {n for n in names if n is not None and n not in self.lora_ref_cache}:
+            for name in {n for n in _names(obj.lora_path) if n is not None and n not in self.lora_ref_cache}:
                 adapter = await asyncio.to_thread(self.harli_catalog.find, name)
                 if adapter is not None:
                     self._register(adapter)
