@@ -14,7 +14,11 @@ when the request runs: this hook only moves the answer earlier.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi.responses import JSONResponse
+
+logger = logging.getLogger(__name__)
 
 TARGET = "sglang.srt.entrypoints.http_server.serve_generate_request"
 
@@ -26,6 +30,8 @@ async def refuse_before_answering(original, obj, request):
     check = getattr(tm, "harli_request_error", None)
     error = await check(obj) if check is not None else None
     if error is not None:
+        # The one line the operator gets per refusal, as SGLang logs its own.
+        logger.error("harli: /generate refused (%d): %s", error.status, error.message)
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
     return await original(obj, request)
 
