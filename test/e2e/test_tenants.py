@@ -440,6 +440,10 @@ def test_no_key_appears_in_a_log_an_event_or_an_error_body(server, keys, trained
     r = requests.get(server.base_url + "/v1/files", timeout=60,
                      headers={"Authorization": "Bearer hk-not-a-real-key-0123456789"})
     assert r.status_code == 401 and "hk-not-a-real-key" not in r.text
+    # A key sent in the URL is refused, and uvicorn's access log, which records query
+    # strings, must not keep it (issue 19, item 8).
+    r = requests.get(server.base_url + "/v1/files", params={"api_key": keys["alpha"]}, timeout=60)
+    assert r.status_code == 401
     secrets = [API_KEY, ADMIN_KEY, *ISSUED]
     assert len(ISSUED) >= 4
     with open(server.log_path, errors="replace") as f:

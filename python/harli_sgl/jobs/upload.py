@@ -116,8 +116,8 @@ class _Collector:
         if self._is_file and len(self._buf) > self.max_file_bytes:
             raise too_large("The uploaded file", self.max_file_bytes)
         if not self._is_file and len(self._buf) > MAX_FIELD_BYTES:
-            raise bad_request(f"form field '{self._name}' is longer than {MAX_FIELD_BYTES} bytes",
-                              param=self._name)
+            raise ApiError(413, f"form field '{self._name}' is longer than {MAX_FIELD_BYTES} "
+                           "bytes", param=self._name, code="payload_too_large")
 
     def _part_end(self) -> None:
         if not self._is_file and self._name is not None:

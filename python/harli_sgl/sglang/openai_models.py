@@ -8,8 +8,10 @@ OpenAI's ``ft:<base>:<tenant>:<suffix>:<id>`` would select an adapter called
 ``<base>:<tenant>:<suffix>:<id>``. Three hooks, registered in SGLang's
 ``HookRegistry``, fix that on every OpenAI route:
 
-* ``_parse_model_parameter`` (AROUND): the served name (or the model's path,
-  which SGLang's own clients send) is the base model,
+* ``_parse_model_parameter`` (AROUND): the served name, the model's path
+  (which SGLang's own clients send) and ``default`` (which SGLang's tests and
+  many clients send; stock SGLang serves the base for any name without a colon)
+  are the base model,
   ``"<served name>:<adapter>"`` is that adapter as before, and any other name
   is an adapter's whole name (``ft:...`` included). An unknown name is then
   refused by the adapter check, never served by the base model.
@@ -37,6 +39,8 @@ from starlette.requests import Request
 from harli_sgl.jobs import principal as P
 from harli_sgl.jobs.errors import ApiError, model_not_found
 
+# Names of the base model besides the served name and the model path.
+BASE_ALIASES = ("default",)
 SERVING_BASE = "sglang.srt.entrypoints.openai.serving_base.OpenAIServingBase"
 # The Responses API has its own entry point that bypasses ``handle_request``.
 SERVING_RESPONSES = "sglang.srt.entrypoints.openai.serving_responses.OpenAIServingResponses"
@@ -48,7 +52,7 @@ def parse_model(original, self, model):
     served = tm.served_model_name
     if not model or model == served or model.startswith(f"{served}:"):
         return original(self, model)
-    if model == tm.model_path:  # the base model by its path, as sglang's own clients send it
+    if model == tm.model_path or model in BASE_ALIASES:
         return served, None
     return served, model.strip()
 

@@ -16,6 +16,13 @@ redacts both through seams, touching no SGLang code:
 
 Redaction is by field name (any ``*api_key`` field) and by value (each key's
 text wherever it appears, e.g. ``--api-key <key>`` in ``launch_command``).
+
+Tenants' keys are not known to the process (the store holds their hashes), so
+they are redacted by shape: anything that looks like a harli key (``hk-`` and
+its random text), and the value of any query parameter named like a credential
+(``api_key``, ``key``, ``token``...). A client that puts its key in the URL is
+refused (keys are read from the ``Authorization`` header only), but uvicorn's
+access log records the query string, so without this the key reached the log.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ SERVER_INFO_ROUTES = ("/server_info", "/get_server_info")
 # character value everywhere would mangle every log line that contains it.
 MIN_VALUE_CHARS = 4
 _FLAG = re.compile(r"(--(?:admin-)?api-key(?:=|\s+))(\S+)")
+_TENANT_KEY = re.compile(r"hk-[A-Za-z0-9_-]{8,}")
+_QUERY_CREDENTIAL = re.compile(
+    r"([?&](?:api[_-]?key|key|token|access[_-]?token|auth|authorization|bearer)=)[^&\s\"']+",
+    re.IGNORECASE)
 _FIELD = re.compile(r"""(['"]?(?:admin_)?api_key['"]?\s*[:=]\s*)(['"])(.*?)\2""")
 
 
@@ -45,6 +56,8 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
         if len(secret) >= MIN_VALUE_CHARS:
             text = text.replace(secret, REDACTED)
     text = _FLAG.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _TENANT_KEY.sub("hk-" + REDACTED, text)
+    text = _QUERY_CREDENTIAL.sub(lambda m: m.group(1) + REDACTED, text)
     return _FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}{m.group(2)}", text)
 
 

@@ -169,9 +169,12 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str,
                          code="finetuning_disabled")
             return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
-    app.include_router(make_router(
+    router = make_router(
         store, served_model_names=[served_model_name], max_file_bytes=config.max_file_bytes,
         max_lora_rank=config.lora_max_rank, allowed_target_modules=list(config.lora_target_modules),
         principal_of=_principal,
-    ))
-
+    )
+    # On the app itself, not through include_router: FastAPI keeps an included router as one
+    # opaque entry, so SGLang's HTTP metrics found no route pattern and labelled requests with
+    # their raw path, putting job and file ids on the open /metrics page.
+    app.router.routes.extend(router.routes)
