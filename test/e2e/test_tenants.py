@@ -61,7 +61,8 @@ def server(tmp_path_factory):
     work = str(tmp_path_factory.mktemp("tenants-workdir") / "workdir")
     legacy = write_v2_store(work, statuses=("succeeded",))
     make_random_adapter(os.path.join(work, "adapters", legacy["adapter"]))
-    s = start_server(tmp_path_factory, "tenants", ["--admin-api-key", ADMIN_KEY], workdir=work)
+    s = start_server(tmp_path_factory, "tenants",
+                     ["--admin-api-key", ADMIN_KEY, "--enable-response-store"], workdir=work)
     s.legacy = legacy  # type: ignore[attr-defined]
     try:
         wait_profiled(s, headers=ADMIN)
@@ -247,11 +248,16 @@ def test_another_tenants_adapter_is_refused_on_every_route(server, keys, trained
     for path, body in other_apis.items():
         ok = post(server, key, path, body(BASE_MODEL))
         assert ok.status_code == 200, (path, ok.status_code, ok.text)
-        r = post(server, key, path, body(theirs))
-        # SGLang's Anthropic adapter turns the chat route's 404 into its own 400 envelope.
-        expected = (404,) if path == "/v1/responses" else (400, 404)
-        assert r.status_code in expected and theirs in r.text and "does not exist" in r.text, \
-            (path, r.status_code, r.text)
+        for stream in (False, True):
+            r = post(server, key, path, {**body(theirs), "stream": stream})
+            # Refused before any stream starts: a 200 with an error event reads as success.
+            assert r.status_code == 404 and theirs in r.text and "does not exist" in r.text, \
+                (path, stream, r.status_code, r.text)
+    r = post(server, key, "/v1/messages", {"model": theirs, "max_tokens": 1, "messages": [message]})
+    assert r.json()["error"]["type"] == "not_found_error"  # Anthropic's shape on its route
+    for model, status in ((BASE_MODEL, 200), (theirs, 404), ("no-such-model", 404)):
+        r = post(server, key, "/v1/messages/count_tokens", {"model": model, "messages": [message]})
+        assert r.status_code == status, (model, r.status_code, r.text)
     assert theirs not in [m.id for m in beta.models.list().data]
     # The base model stays open to every valid key.
     assert beta.completions.create(model=BASE_MODEL, prompt="hi", max_tokens=1).choices
@@ -307,6 +313,13 @@ def test_every_adapter_naming_field_refuses_other_tenants_unknown_and_junk(serve
         "embeddings": lambda n: ("/v1/embeddings", {"model": n, "input": "hi"}),
         "responses": lambda n: ("/v1/responses", {"model": n, "input": "hi",
                                                   "max_output_tokens": 16}),
+        "responses stream": lambda n: ("/v1/responses", {"model": n, "input": "hi", "stream": True,
+                                                         "max_output_tokens": 16}),
+        "messages": lambda n: ("/v1/messages", {"model": n, "max_tokens": 2, "messages": message}),
+        "messages stream": lambda n: ("/v1/messages", {"model": n, "max_tokens": 2, "stream": True,
+                                                       "messages": message}),
+        "messages count_tokens": lambda n: ("/v1/messages/count_tokens",
+                                            {"model": n, "messages": message}),
         "tokenize": lambda n: ("/v1/tokenize", {"model": n, "prompt": "hi"}),
     }
     by_id = {
@@ -339,6 +352,57 @@ def test_every_adapter_naming_field_refuses_other_tenants_unknown_and_junk(serve
     beta = client(server, key)
     assert beta.completions.create(model=BASE_MODEL, prompt="hi", max_tokens=1).choices
     assert first_logprob(alpha, theirs) == pytest.approx(mine)
+
+
+def test_the_prefix_cache_is_per_tenant(server, keys):
+    """Tenant B learned how much of tenant A's prompt was cached (issue 19, item 3)."""
+    prompt = "The launch code of project Zebra is 4417; the backup code is 9921. " * 5
+
+    def cached(key: str) -> tuple[int, int]:
+        r = post(server, key, "/generate", {"text": prompt, "sampling_params": {"max_new_tokens": 1}})
+        assert r.status_code == 200, r.text
+        return r.json()["meta_info"]["cached_tokens"], r.json()["meta_info"]["prompt_tokens"]
+
+    cached(keys["alpha"])
+    again, length = cached(keys["alpha"])
+    assert again >= length // 2  # the cache works within a tenant
+    assert cached(keys["beta"])[0] == 0  # and tells another tenant nothing
+    # A client's own cache_salt cannot reach into another tenant's namespace.
+    r = post(server, keys["beta"], "/generate", {"text": prompt, "cache_salt": "tenant=alpha",
+                                                 "sampling_params": {"max_new_tokens": 1}})
+    assert r.json()["meta_info"]["cached_tokens"] == 0
+
+
+def test_stored_responses_are_per_tenant(server, keys):
+    """Another tenant's previous_response_id continued its conversation (issue 19, item 4)."""
+    text = "My locker combination is 31-07-44, remember it for later please."
+    first = post(server, keys["alpha"], "/v1/responses", {
+        "model": BASE_MODEL, "input": text, "max_output_tokens": 4, "store": True})
+    assert first.status_code == 200, first.text
+    rid = first.json()["id"]
+    follow = {"model": BASE_MODEL, "input": "hi", "max_output_tokens": 2, "previous_response_id": rid}
+    mine = post(server, keys["alpha"], "/v1/responses", follow)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["usage"]["input_tokens"] > len(text) // 2  # the stored conversation is used
+    theirs = post(server, keys["beta"], "/v1/responses", follow)
+    assert theirs.status_code == 404 and rid in theirs.text, theirs.text
+    for key, status in ((keys["alpha"], 200), (keys["beta"], 404)):
+        r = requests.get(f"{server.base_url}/v1/responses/{rid}", timeout=60,
+                         headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == status, (status, r.status_code, r.text)
+
+
+def test_a_tenant_serves_its_own_adapter_on_the_responses_route(server, keys, trained):
+    """/v1/responses refused every adapter; SGLang's route never applied one (item 6)."""
+    mine = trained["alpha"]["model"]
+
+    def answer(model: str) -> str:
+        r = post(server, keys["alpha"], "/v1/responses", {
+            "model": model, "input": "Capital of Peru?", "max_output_tokens": 16, "temperature": 0})
+        assert r.status_code == 200, r.text
+        return r.json()["output"][0]["content"][0]["text"]
+
+    assert answer(mine) != answer(BASE_MODEL)
 
 
 def test_an_admin_can_share_an_adapter(server, keys, trained):

@@ -23,7 +23,16 @@ OpenAI's ``ft:<base>:<tenant>:<suffix>:<id>`` would select an adapter called
   but the base with the same 404 rather than answering from the base model.
   ``OpenAIServingResponses.create_responses`` (``/v1/responses``) does not pass
   through ``handle_request``, so the same check is hooked there too; without it
-  another tenant's adapter answered 200 (found by the e2e test).
+  another tenant's adapter answered 200 (found by the e2e test). SGLang's
+  Responses route never applies an adapter (it builds its generate requests
+  without ``lora_path``), so an adapter the caller may serve is handed to the
+  tokenizer manager through :data:`ROUTE_ADAPTER`, which it applies to each
+  request of that response (tool-call turns and background ones included).
+* ``AnthropicServing.handle_messages`` and ``handle_count_tokens``
+  (``/v1/messages``): the same check, answered in Anthropic's error shape with
+  404 ``not_found_error``. Before, the chat route's refusal came back as a 400
+  (or, streamed, as an error event after a 200 ``message_start``), and
+  ``count_tokens`` answered 200 for any name.
 * ``/v1/models`` and ``/v1/models/{model}`` are replaced by routes that call
   SGLang's own and show a tenant only the adapters it may serve (an operator
   sees all, as the worker's publisher needs).
@@ -32,6 +41,7 @@ OpenAI's ``ft:<base>:<tenant>:<suffix>:<id>`` would select an adapter called
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from fastapi.responses import JSONResponse
 from starlette.requests import Request
@@ -41,10 +51,16 @@ from harli_sgl.jobs.errors import ApiError, model_not_found
 
 # Names of the base model besides the served name and the model path.
 BASE_ALIASES = ("default",)
+ANTHROPIC = "sglang.srt.entrypoints.anthropic.serving.AnthropicServing"
 SERVING_BASE = "sglang.srt.entrypoints.openai.serving_base.OpenAIServingBase"
 # The Responses API has its own entry point that bypasses ``handle_request``.
 SERVING_RESPONSES = "sglang.srt.entrypoints.openai.serving_responses.OpenAIServingResponses"
 MODELS_ROUTES = ("/v1/models", "/v1/models/{model:path}")
+
+# The adapter a route that cannot pass ``lora_path`` itself (``/v1/responses``) serves;
+# the tokenizer manager applies it to every request made while it is set.
+ROUTE_ADAPTER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "harli_route_adapter", default=None)
 
 
 def parse_model(original, self, model):
@@ -76,12 +92,39 @@ async def check_adapters(original, self, request, raw_request=None, *args, **kwa
     return await original(self, request, raw_request, *args, **kwargs)
 
 
+async def serve_responses_adapter(original, self, request, raw_request=None, *args, **kwargs):
+    model = getattr(request, "model", None)
+    wanted = self._parse_model_parameter(model)[1] if model else None
+    if wanted is None:
+        return await original(self, request, raw_request, *args, **kwargs)
+    if await self.tokenizer_manager.harli_refused_adapter([wanted]) is not None:
+        return _refusal(model_not_found(wanted))
+    token = ROUTE_ADAPTER.set(wanted)
+    try:
+        return await original(self, request, raw_request, *args, **kwargs)
+    finally:
+        ROUTE_ADAPTER.reset(token)  # tasks the response started keep their own copy
+
+
+async def check_anthropic_model(original, self, request, raw_request=None, *args, **kwargs):
+    chat = self.openai_serving_chat
+    model = getattr(request, "model", None)
+    wanted = chat._parse_model_parameter(model)[1] if model else None
+    if wanted is not None and await chat.tokenizer_manager.harli_refused_adapter([wanted]):
+        return self._error_response(status_code=404, error_type="not_found_error",
+                                    message=model_not_found(wanted).message)
+    return await original(self, request, raw_request, *args, **kwargs)
+
+
 def install_hooks() -> None:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-    HookRegistry.register(f"{SERVING_BASE}._parse_model_parameter", parse_model, HookType.AROUND)
-    HookRegistry.register(f"{SERVING_BASE}.handle_request", check_adapters, HookType.AROUND)
-    HookRegistry.register(f"{SERVING_RESPONSES}.create_responses", check_adapters, HookType.AROUND)
+    for target, hook in ((f"{SERVING_BASE}._parse_model_parameter", parse_model),
+                         (f"{SERVING_BASE}.handle_request", check_adapters),
+                         (f"{SERVING_RESPONSES}.create_responses", serve_responses_adapter),
+                         (f"{ANTHROPIC}.handle_messages", check_anthropic_model),
+                         (f"{ANTHROPIC}.handle_count_tokens", check_anthropic_model)):
+        HookRegistry.register(target, hook, HookType.AROUND)
     HookRegistry.apply_hooks()
 
 

@@ -91,7 +91,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str,
     from harli_sgl.jobs.errors import ApiError
     from harli_sgl.jobs.router import make_router
     from harli_sgl.jobs.stores import open_store
-    from harli_sgl.sglang import generate_route, openai_models, tenant_auth
+    from harli_sgl.sglang import generate_route, openai_models, tenant_auth, tenant_scope
     from harli_sgl.sglang.admin_routes import AdminApi
 
     store = open_store(config)
@@ -104,6 +104,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str,
     tenant_auth.install(store)
     openai_models.install_hooks()
     generate_route.install_hook()
+    tenant_scope.install_hooks()
     openai_models.install_models_routes(app, store)
     AdminApi(store).install(app)
 

@@ -47,7 +47,8 @@ TENANT_ROUTES = frozenset({
     "/tokenize", "/detokenize", "/v1/models", "/get_model_info", "/model_info",
     "/harli/status", "/ping",
 })
-TENANT_PREFIXES = ("/v1/models/", "/v1/files", "/v1/fine_tuning/")
+# Stored responses are scoped to their tenant (tenant_scope.py), so a tenant may read its own.
+TENANT_PREFIXES = ("/v1/models/", "/v1/files", "/v1/fine_tuning/", "/v1/responses/")
 OPEN_PREFIXES = ("/health", "/ready", "/metrics")  # SGLang leaves these open too
 
 

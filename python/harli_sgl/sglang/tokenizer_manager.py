@@ -51,6 +51,10 @@ adapter), and its registry then raises ``TypeError`` in a background task:
 each such request left an asyncio traceback in the log beside the one clear
 error line. :meth:`_release_lora_once` releases only what was acquired.
 
+Tenants' prefixes. The same seam salts every request that acts for a tenant
+with that tenant's cache namespace (:mod:`harli_sgl.sglang.tenant_scope`), so
+no tenant matches, or learns the length of, another's cached prompt.
+
 Input. The same subclass refuses token ids outside the vocabulary before they
 reach the scheduler (:mod:`harli_sgl.sglang.token_ids`).
 """
@@ -67,6 +71,8 @@ from sglang.srt.runtime_context import get_lora
 
 from harli_sgl.jobs import principal as P
 from harli_sgl.jobs.errors import ApiError, bad_request, model_not_found
+from harli_sgl.sglang.openai_models import ROUTE_ADAPTER
+from harli_sgl.sglang.tenant_scope import current_tenant, salt_request
 from harli_sgl.sglang.token_ids import check_token_ids
 
 logger = logging.getLogger(__name__)
@@ -206,9 +212,18 @@ class HarliTokenizerManager(TokenizerManager):
         return None if refused is None else model_not_found(refused)
 
     async def _validate_and_resolve_lora(self, obj) -> None:
+        # The one seam every generate, encode and score request passes before it is
+        # tokenized: apply a route's adapter, refuse what may not run, and scope the
+        # prefix cache to the tenant.
+        route_adapter = ROUTE_ADAPTER.get()
+        if route_adapter is not None and obj.lora_path is None and obj.is_single:
+            obj.lora_path = route_adapter
         error = await self.harli_request_error(obj)
         if error is not None:
             raise RequestRefused(error)
+        tenant = current_tenant()
+        if tenant is not None and hasattr(obj, "cache_salt"):  # embedding requests have none
+            salt_request(obj, tenant)
         await super()._validate_and_resolve_lora(obj)
 
     def _release_lora_once(self, state):
