@@ -125,6 +125,11 @@ def test_another_tenants_objects_answer_404_like_missing_ones(server, alphas):
     assert alpha.fine_tuning.jobs.retrieve(job).organization_id == "alpha"
 
 
+def test_a_tenant_sees_no_server_path_in_its_checkpoints(server, alphas):
+    mine = server.client("alpha").fine_tuning.jobs.checkpoints.list(alphas["job"]).data
+    assert mine and all("path" not in c.model_dump() for c in mine)
+
+
 def test_quotas_answer_429_naming_the_limit(server):
     gamma = server.client("gamma")
     for _ in range(QUOTA_BYTES // len(GOOD)):

@@ -9,7 +9,8 @@ as attributes):
 * job ``progress``: ``{step, total_steps, attempts, started_at}``, where
   ``attempts`` counts entries into ``running`` (re-runs after a worker crash);
 * checkpoint ``path``: where the adapter of that step lives on the server, usable
-  as SGLang's ``lora_path``.
+  as SGLang's ``lora_path``; shown to the operator only (the router drops it for
+  a tenant, who names a checkpoint by ``fine_tuned_model_checkpoint``).
 
 ``trained_tokens`` is filled in while a job runs (OpenAI leaves it null until the
 end), so clients can watch progress. A job's ``organization_id`` is its tenant.

@@ -353,10 +353,12 @@ class FineTuningApi:
 
     def list_checkpoints(self, request: Request, job_id: str, after: str | None = None,
                          limit: int | None = None) -> dict[str, Any]:
-        tenant = self.tenant(request)
-        self._job(job_id, tenant)
+        caller = self.principal_of(request)
+        self._job(job_id, caller.tenant)
         data, has_more = self.store.list_checkpoints(
-            job_id, after, _limit(limit, DEFAULT_CHECKPOINTS_PAGE, MAX_PAGE), tenant=tenant)
+            job_id, after, _limit(limit, DEFAULT_CHECKPOINTS_PAGE, MAX_PAGE), tenant=caller.tenant)
+        if not caller.operator:  # where the server keeps files is the operator's business
+            data = [{k: v for k, v in c.items() if k != "path"} for c in data]
         return list_object(data, has_more)
 
     def _job(self, job_id: str, tenant: str) -> dict[str, Any]:
