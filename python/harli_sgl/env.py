@@ -56,3 +56,8 @@ FAULT_WRITE_DELAY_S = EnvVar(
     "waits this many seconds after its files are written, before they are renamed into place "
     "(a slow disk).",
 )
+BODY_TIMEOUT_S = EnvVar(
+    "HARLI_BODY_TIMEOUT_S", 60.0,
+    "How long a request body may take to arrive, plus one second per MiB it declares "
+    "(harli_sgl.sglang.body_deadline); a slower body is answered 408 and its connection closed.",
+)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
 import time
 
 import openai
@@ -38,7 +40,8 @@ from store_util import DATA, write_v2_store
 
 ADMIN_KEY = "harli-admin-key-tenants-91c3"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-ISSUED: list[str] = []  # every tenant key handed out, for the leak check at the end
+ISSUED: list[str] = []
+BODY_TIMEOUT_S = 3  # short, so the slow-body test waits seconds, not a minute  # every tenant key handed out, for the leak check at the end
 
 
 def make_random_adapter(path: str) -> None:
@@ -62,7 +65,8 @@ def server(tmp_path_factory):
     legacy = write_v2_store(work, statuses=("succeeded",))
     make_random_adapter(os.path.join(work, "adapters", legacy["adapter"]))
     s = start_server(tmp_path_factory, "tenants",
-                     ["--admin-api-key", ADMIN_KEY, "--enable-response-store"], workdir=work)
+                     ["--admin-api-key", ADMIN_KEY, "--enable-response-store"], workdir=work,
+                     env={"HARLI_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
     s.legacy = legacy  # type: ignore[attr-defined]
     try:
         wait_profiled(s, headers=ADMIN)
@@ -403,6 +407,48 @@ def test_a_tenant_serves_its_own_adapter_on_the_responses_route(server, keys, tr
         return r.json()["output"][0]["content"][0]["text"]
 
     assert answer(mine) != answer(BASE_MODEL)
+
+
+def test_slow_bodies_are_cut_at_their_deadline_and_the_server_keeps_serving(server, keys):
+    """Connections trickling a body 3 bytes a second were held forever (issue 19, item 14)."""
+    host, port = server.base_url.removeprefix("http://").split(":")
+    answers: list[bytes] = []
+
+    def trickle(path: str) -> None:
+        kind = "multipart/form-data; boundary=B" if path == "/v1/files" else "application/json"
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {keys['beta']}\r\n"
+                      f"Content-Type: {kind}\r\nContent-Length: 4000\r\n\r\n".encode())
+            if path == "/v1/files":  # a well-formed start, so only the pace is wrong
+                s.sendall(b'--B\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n')
+            answer = b""
+            for _ in range(60):  # 3 bytes a second, for at most 20 s
+                try:
+                    s.sendall(b"aaa" if path == "/v1/files" else b"   ")
+                except OSError:
+                    break
+                s.settimeout(0.33)
+                try:
+                    while data := s.recv(65536):
+                        answer += data
+                    break  # the server closed the connection
+                except (TimeoutError, socket.timeout):
+                    continue
+            answers.append(answer)
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=trickle, args=(path,))
+               for path in ("/v1/files", "/generate", "/v1/chat/completions") * 4]
+    for t in threads:
+        t.start()
+    ok = post(server, keys["alpha"], "/generate", {"text": "hi", "sampling_params": {"max_new_tokens": 1}})
+    assert ok.status_code == 200  # served while they trickle
+    for t in threads:
+        t.join()
+    assert len(answers) == len(threads)
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer[:300]
+    assert time.monotonic() - start < 15  # each cut near its deadline (3 s + 4 KB), not at 20 s
 
 
 def test_an_admin_can_share_an_adapter(server, keys, trained):

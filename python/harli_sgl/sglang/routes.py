@@ -24,6 +24,7 @@ from harli_sgl.config import MODES, HarliConfig
 from harli_sgl.core.status_view import operator_view
 from harli_sgl.jobs import audit
 from harli_sgl.jobs import principal as P
+from harli_sgl.sglang.body_deadline import BodyDeadline
 
 
 async def _scheduler_status() -> dict:
@@ -101,6 +102,7 @@ def install(app: FastAPI, config: HarliConfig, served_model_name: str,
         JobCountsExporter(store, served_model_name).start()
 
     app.add_middleware(AdaptersReadyGate)
+    app.add_middleware(BodyDeadline, max_body_bytes=config.max_file_bytes)
     tenant_auth.install(store)
     openai_models.install_hooks()
     generate_route.install_hook()
