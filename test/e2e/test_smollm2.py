@@ -3,6 +3,8 @@
 One server for the module serves SmolLM2 (converted once into the cache) and
 trains one small job, ``straight``. Against it:
 
+- it answers what it knows ("Paris") through the OpenAI chat API and through
+  SGLang's frontend language, whose client renders SmolLM2's own chat template;
 - the served logprobs, of the base model and of that job's adapter, equal an
   HF (+ PEFT) forward of the same tokens within fp32 noise;
 - the adapter the server trained in layer-chunked slots, two micro-batches a
@@ -123,6 +125,33 @@ def hf_logprobs(model, ids: list[int]) -> list[float]:
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
     return [logp[i - 1, ids[i]].item() for i in range(1, len(ids))]
+
+
+def test_it_answers_through_the_openai_api_and_the_frontend_language(smol_server, tokenizer):
+    import sglang as sgl
+
+    import harli_sgl.frontend  # noqa: F401  (the client registers SmolLM2's template)
+    from conftest import API_KEY
+
+    question = "What is the capital of France?"
+    r = client(smol_server).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=16,
+        temperature=0)
+    assert "Paris" in r.choices[0].message.content, r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop"  # it ends its turn with <|im_end|>
+
+    @sgl.function
+    def chat(s, question):
+        s += sgl.user(question)
+        s += sgl.assistant(sgl.gen("answer", max_tokens=16, temperature=0))
+
+    backend = sgl.RuntimeEndpoint(smol_server.base_url, api_key=API_KEY)
+    assert backend.chat_template.name == "smollm2"
+    state = chat.run(question=question, backend=backend)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                           tokenize=False, add_generation_prompt=True)
+    assert state.text().startswith(prompt + state["answer"])  # what the chat API renders
+    assert "Paris" in state["answer"], state["answer"]
 
 
 def test_served_logprobs_of_base_and_adapter_equal_hf_and_peft(smol_server, straight,
