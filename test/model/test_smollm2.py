@@ -78,6 +78,15 @@ def test_it_converts_once_atomically_and_a_failed_conversion_leaves_nothing(monk
 
 
 def test_the_converted_model_loads_and_knows_things(smollm2_dir):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared 2-core host: more threads only fight over it
+    try:
+        _loads_and_knows_things(smollm2_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _loads_and_knows_things(smollm2_dir):
     assert smollm2_dir == smollm2.model_dir() and cache.is_built(smollm2_dir)
     assert smollm2.ensure() == smollm2_dir
     config = json.load(open(os.path.join(smollm2_dir, "config.json")))
