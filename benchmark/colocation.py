@@ -57,7 +57,7 @@ import time
 
 import requests
 
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.tools.bench_client import (
     BenchLoad, failed_requests, percentile, request_tpots_ms, run_bench_serving, slo_attainment,
     token_itls_ms,
@@ -120,7 +120,7 @@ class CounterPoller(threading.Thread):
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.model = default_model.ensure()
+        self.model = byte_model.ensure()
         if args.trace:  # read by the server's scheduler: every iteration and co-run piece
             os.environ["HARLI_TRACE_ITERATIONS"] = os.path.join(os.path.abspath(args.out),
                                                                 "trace.jsonl")
@@ -128,7 +128,7 @@ class Bench:
             ["--harli-mode", "harli", "--tpot-slo-ms", str(args.tpot_slo_ms),
              "--harli-workdir", os.path.join(args.out, "workdir"),
              "--harli-profile-dir", os.path.join(args.out, "profiles"),
-             *server_ttft.server_args()],
+             *server_ttft.server_args(), *byte_model.server_flags()],
             log_path=os.path.join(args.out, "server.log"))
         self.url = self.server.base_url
 
@@ -155,7 +155,7 @@ class Bench:
         f = requests.post(self.url + "/v1/files", files={"file": ("train.jsonl", data)},
                           data={"purpose": "fine-tune"}, timeout=60).json()
         job = requests.post(self.url + "/v1/fine_tuning/jobs", timeout=60, json={
-            "model": default_model.SPECS["default"].name, "training_file": f["id"],
+            "model": byte_model.SPECS["small"].name, "training_file": f["id"],
             "hyperparameters": {"n_epochs": 50, "batch_size": 8}}).json()
         while requests.get(f"{self.url}/v1/fine_tuning/jobs/{job['id']}", timeout=60).json()["status"] \
                 != "running":

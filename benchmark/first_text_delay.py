@@ -19,7 +19,7 @@ import random
 
 import requests
 
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.tools.server_process import ServerProcess
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    model = default_model.ensure()
+    model = byte_model.ensure()
     with open(os.path.join(model, "config.json")) as f:
         vocab = json.load(f)["vocab_size"]
     rng = random.Random(args.seed)

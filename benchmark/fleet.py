@@ -41,7 +41,7 @@ import time
 
 import requests
 
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.tools.bench_client import (
     BenchLoad, failed_requests, percentile, request_tpots_ms, run_bench_serving, slo_attainment,
 )
@@ -64,7 +64,7 @@ def submit_jobs(base_url: str, n: int, rows: int, epochs: int) -> list[str]:
     ids = []
     for _ in range(n):
         job = requests.post(base_url + "/v1/fine_tuning/jobs", timeout=60, json={
-            "model": default_model.SPECS["default"].name, "training_file": f["id"],
+            "model": byte_model.SPECS["small"].name, "training_file": f["id"],
             "hyperparameters": {"n_epochs": epochs, "batch_size": 8}}).json()
         ids.append(job["id"])
     return ids
@@ -93,7 +93,7 @@ def measure(servers, targets, job_ids_at, args) -> dict:
     results: list[dict] = [{} for _ in targets]
 
     def drive(i: int, url: str) -> None:
-        results[i] = run_bench_serving(url, default_model.ensure(), load)
+        results[i] = run_bench_serving(url, byte_model.ensure(), load)
 
     t0 = time.monotonic()
     threads = [threading.Thread(target=drive, args=(i, url)) for i, url in enumerate(targets)]
@@ -133,7 +133,8 @@ def measure(servers, targets, job_ids_at, args) -> dict:
 
 
 def run_fleet(args, root: str) -> dict:
-    fleet = Fleet(root, instances=2, extra_flags=("--tpot-slo-ms", str(args.tpot_slo_ms)))
+    fleet = Fleet(root, instances=2, extra_flags=("--tpot-slo-ms", str(args.tpot_slo_ms),
+                                                  *byte_model.server_flags()))
     try:
         fleet.start()
         for s in fleet.servers:

@@ -18,7 +18,7 @@ import time
 
 import psutil
 
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.tools.server_process import ServerProcess, stock_sglang_argv
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--window-s", type=float, default=20.0)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    model = default_model.ensure()
+    model = byte_model.ensure()
     argv, env = stock_sglang_argv(["--model-path", model])
     result = {
         "stock": cpu_share(ServerProcess(argv, module="sglang.launch_server", env=env,

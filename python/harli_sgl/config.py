@@ -21,8 +21,9 @@ MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli")
 
 # Default TPOT SLOs per device type. On a GPU, 50 ms/token is the common
 # interactive target for 7-8B models (a reader sees ~20 tokens/s). On this
-# project's CPU hosts the embedded default model decodes a batch in ~15-40 ms,
-# so 100 ms leaves headroom comparable to what a GPU decode instance has.
+# project's CPU hosts the byte-level test model (byte-llama-random, the default
+# before SmolLM2) decodes a batch in ~15-40 ms, so 100 ms leaves headroom
+# comparable to what a GPU decode instance has. Not yet re-tuned for SmolLM2.
 DEFAULT_TPOT_SLO_MS = {"cuda": 50.0, "cpu": 100.0}
 
 

@@ -4,7 +4,8 @@ Takes every SGLang server flag unchanged plus Harli's own (``--harli-*``,
 ``--tpot-slo-ms``; see :mod:`harli_sgl.config`). Harli's flags are parsed apart
 and travel to the scheduler process as one frozen :class:`HarliConfig` riding
 on ``server_args._harli`` (ServerArgs pickles its non-field attributes across
-spawn). Without ``--model-path`` the embedded default model is built and served.
+spawn). Without ``--model-path`` the embedded default model (SmolLM2-135M-Instruct,
+converted once from the installed package's GGUF) is served.
 On a host with no NVIDIA driver the CPU recipe is applied, and logged; on a GPU
 host no SGLang default is changed.
 
@@ -36,13 +37,14 @@ def prepare(argv: list[str]):
         rest = cpu_recipe.apply(rest)
     given = cpu_recipe.given_flags(rest)
     if "model_path" not in given:
-        from harli_sgl.model import default_model
+        from harli_sgl.model import smollm2
 
-        path = default_model.ensure()
-        logger.info("harli: no --model-path given; serving the embedded default model at %s", path)
+        path = smollm2.ensure()
+        logger.info("harli: no --model-path given; serving the embedded default model "
+                    "(%s) at %s", smollm2.SERVED_NAME, path)
         rest += ["--model-path", path]
         if "served_model_name" not in given:
-            rest += ["--served-model-name", default_model.SPECS["default"].name]
+            rest += ["--served-model-name", smollm2.SERVED_NAME]
     rest = with_lora_serving(rest, harli, gpu)
 
     from sglang.srt.server_args import prepare_server_args

@@ -20,6 +20,7 @@ import requests
 
 from conftest import API_KEY
 from e2e_util import BASE_MODEL, capital_rows, create_job, upload, wait_job
+from harli_sgl.model import byte_model
 from harli_sgl.tools.fleet import Fleet
 
 LEASE_S = 6.0
@@ -30,7 +31,7 @@ def fleet(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("fleet"))
     f = Fleet(root, instances=2, api_key=API_KEY, durable_db=False,
               extra_flags=("--harli-lease-s", str(LEASE_S), "--harli-checkpoint-every-steps", "3",
-                           "--harli-startup-profile-s", "20"))
+                           "--harli-startup-profile-s", "20", *byte_model.server_flags()))
     try:
         f.start()
     except BaseException:

@@ -157,7 +157,7 @@ def test_frontend_chat_renders_the_models_template(harli_server, model_path):
     from transformers import AutoTokenizer
 
     backend = sgl.RuntimeEndpoint(harli_server.base_url, api_key=API_KEY)
-    assert backend.chat_template.name == "harli-default"
+    assert backend.chat_template.name == "byte-llama"
     state = chat.run(question="Capital of Peru?", backend=backend)
     tok = AutoTokenizer.from_pretrained(model_path)
     prompt = tok.apply_chat_template([{"role": "user", "content": "Capital of Peru?"}],

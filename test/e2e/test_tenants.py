@@ -50,10 +50,10 @@ def make_random_adapter(path: str) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from harli_sgl.model import default_model
+    from harli_sgl.model import byte_model
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(default_model.ensure())
+    model = AutoModelForCausalLM.from_pretrained(byte_model.ensure())
     peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                             init_lora_weights=False))
     peft.save_pretrained(path)

@@ -179,13 +179,13 @@ def _init_sglang_runtime() -> None:
     from sglang.srt.runtime_context import SpawnRanks, publish
     from sglang.srt.server_args import prepare_server_args
 
-    from harli_sgl.model import default_model
+    from harli_sgl.model import byte_model
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server_args = prepare_server_args([
-        "--model-path", default_model.ensure("tiny"), "--device", "cpu",
+        "--model-path", byte_model.ensure("tiny"), "--device", "cpu",
         "--attention-backend", "torch_native", "--disable-cuda-graph", "--dtype", "float32",
         "--enable-lora", "--lora-backend", "torch_native", "--max-lora-rank", "8",
         "--lora-target-modules", "all", "--max-total-tokens", "1024"])

@@ -19,7 +19,7 @@ from harli_sgl.core.policy.registry import make_policy
 from harli_sgl.core.predictor.registry import make_predictor
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.jobs.store import JobStore
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.worker.spec import WorkerSpec
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
@@ -27,7 +27,7 @@ from worker_util import ROWS, adapter_of, pump, submit
 
 
 def make_rig(workdir: str, mode: str):
-    model_dir = default_model.ensure("tiny")
+    model_dir = byte_model.ensure("tiny")
     cfg = HarliConfig(mode=mode, workdir=workdir, restart_backoff_s=0.2, worker_heartbeat_s=0.1,
                       checkpoint_every_steps=0, cpu_split="auto").resolved("cpu")
     hf = AutoModelForCausalLM.from_pretrained(model_dir)

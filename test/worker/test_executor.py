@@ -23,7 +23,7 @@ from harli_sgl.core.shared_weights import fuse
 from harli_sgl.core.trainer.checkpoint import read_state
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.store import JobStore
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.worker.spec import WorkerSpec
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
@@ -36,7 +36,7 @@ def rig(tmp_path):
 
 
 def make_rig(tmp_path):
-    model_dir = default_model.ensure("tiny")
+    model_dir = byte_model.ensure("tiny")
     cfg = HarliConfig(mode="idle", workdir=str(tmp_path), restart_backoff_s=0.2,
                       worker_heartbeat_s=0.1, checkpoint_every_steps=2).resolved("cpu")
     hf = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -20,7 +20,7 @@ from harli_sgl.config import HarliConfig
 from harli_sgl.core.message import SlotGrant
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.jobs.store import JobStore
-from harli_sgl.model import default_model
+from harli_sgl.model import byte_model
 from harli_sgl.worker.executor import JobExecutor
 from harli_sgl.worker.spec import WorkerSpec
 
@@ -29,7 +29,7 @@ ROWS = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range
 
 def make_executor(workdir: str, checkpoint_every_steps: int = 0,
                   server_url: str = "http://127.0.0.1:9") -> JobExecutor:
-    model_dir = default_model.ensure("tiny")
+    model_dir = byte_model.ensure("tiny")
     cfg = HarliConfig(mode="idle", workdir=workdir,
                       checkpoint_every_steps=checkpoint_every_steps).resolved("cpu")
     hf = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 FlagValue = str | tuple[str, ...] | None
 
 # (flag, value: None for a switch, a tuple for a multi-value flag). Limits: 16 concurrent requests keep a
-# 2-core host's decode iteration within ~60 ms for the default model, and
-# 16384 KV tokens (~256 MB for that model) leave free pages to lend to training.
+# 2-core host's decode iteration within ~60 ms for the byte-level test model
+# (byte-llama-random, the default before SmolLM2), and 16384 KV tokens (~256 MB
+# for that model) leave free pages to lend to training. Not yet re-tuned for SmolLM2.
 CPU_FLAG_DEFAULTS: tuple[tuple[str, FlagValue], ...] = (
     ("--device", "cpu"),
     ("--attention-backend", "torch_native"),

@@ -1,8 +1,8 @@
 """Time to first token as the server saw it, from SGLang's own histogram.
 
 ``sglang.bench_serving`` stamps a request's TTFT at the first streamed chunk
-whose text is non-empty. With the embedded default model (a byte-level
-vocabulary of 263 tokens, random weights) the first tokens often decode to an
+whose text is non-empty. With the byte-level test model (byte-llama-random, the
+default before SmolLM2: a vocabulary of 263 tokens, random weights) the first tokens often decode to an
 incomplete UTF-8 sequence, so the text stays empty for up to ~24 tokens
 (measured: 12 prompts of 128 random ids, greedy, the first text came after
 1-24 tokens). Its "TTFT" is then the prefill *plus that many decode

@@ -10,7 +10,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from harli_sgl.core.trainer.data import IGNORE_INDEX, Example
-from harli_sgl.model.default_model import build_tokenizer
+from harli_sgl.model.byte_model import build_tokenizer
 
 VOCAB = 300
 FAMILIES = ("llama", "qwen2")

@@ -9,7 +9,7 @@ from tokenizers.processors import TemplateProcessing
 from harli_sgl.core.trainer.data import (
     IGNORE_INDEX, DataError, DataPosition, Example, collate, encode_record, epoch_order,
     load_examples, parse_jsonl, validate_record)
-from harli_sgl.model.default_model import build_tokenizer
+from harli_sgl.model.byte_model import build_tokenizer
 
 
 def supervised_spans(tokenizer, example: Example) -> list[str]:

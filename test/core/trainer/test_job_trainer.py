@@ -246,7 +246,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from harli_sgl.core.trainer.data import load_examples
 from harli_sgl.core.trainer.job_trainer import JobTrainer, TrainConfig
-from harli_sgl.model.default_model import build_tokenizer
+from harli_sgl.model.byte_model import build_tokenizer
 tok = build_tokenizer()
 model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))

@@ -1,10 +1,12 @@
-"""The embedded default model: a small Llama with a byte-level tokenizer, built offline.
+"""Random-weight Llamas with a byte-level tokenizer, built offline: the test models.
 
-With no ``--model-path`` harli_sgl serves this model, so a fresh machine never
-touches a model hub. It is built deterministically (fixed seed, fixed config)
-into ``$HARLI_CACHE_DIR/models/<name>-<hash>``; the hash covers the config, the
-tokenizer spec and the versions of torch and transformers that wrote it, so a
-changed recipe builds a new directory instead of reusing a stale one.
+They know nothing (random weights), so they serve the tests whose subject is not
+the model's knowledge: serving, scheduling, the pool, the job API, training
+mechanics. They are fast to build and to run. The model a user meets is
+SmolLM2 (:mod:`harli_sgl.model.smollm2`). Each is built deterministically
+(fixed seed, fixed config) into ``$HARLI_CACHE_DIR/models/<name>-<hash>``
+(:mod:`harli_sgl.model.cache`); the hash covers the config, the tokenizer spec
+and the versions of torch and transformers that wrote it.
 
 The tokenizer maps each byte to one token (256 ids) plus specials: ``<s> </s>
 <unk> <pad>`` and the chat role markers ``<|system|> <|user|> <|assistant|>``.
@@ -12,23 +14,19 @@ The chat template renders ``<|role|>content</s>`` per message and ends with
 ``<|assistant|>`` when a generation prompt is asked for, so an assistant turn
 is terminated by EOS and generation stops there.
 
-Sizes (see README for the measurements that chose them): ``default`` is sized
-so that a decode iteration on a 2-core CPU is dominated by model compute rather
-than SGLang's per-iteration Python work; ``tiny`` is for fast unit tests.
+Sizes (see README for the measurements that chose them): ``small``
+(``byte-llama-random``) is sized so that a decode iteration on a 2-core CPU is
+dominated by model compute rather than SGLang's per-iteration Python work; it
+is what the end-to-end tests serve. ``tiny`` (``byte-llama-tiny-random``) is
+for fast unit tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 
-from harli_sgl import env
+from harli_sgl.model import cache
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<unk>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>")
 CHAT_TEMPLATE = (
@@ -53,9 +51,9 @@ class ModelSpec:
 
 
 SPECS = {
-    "default": ModelSpec("harli-llama-default", hidden_size=512, num_hidden_layers=8,
+    "small": ModelSpec("byte-llama-random", hidden_size=512, num_hidden_layers=8,
                          num_attention_heads=8, num_key_value_heads=4, intermediate_size=1536),
-    "tiny": ModelSpec("harli-llama-tiny", hidden_size=128, num_hidden_layers=2,
+    "tiny": ModelSpec("byte-llama-tiny-random", hidden_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, intermediate_size=256),
 }
 
@@ -96,15 +94,14 @@ def _fingerprint(spec: ModelSpec) -> str:
     import torch
     import transformers
 
-    blob = json.dumps({"spec": asdict(spec), "special": SPECIAL_TOKENS, "template": CHAT_TEMPLATE,
-                       "seed": SEED, "torch": torch.__version__,
-                       "transformers": transformers.__version__}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return cache.key_of({"spec": asdict(spec), "special": SPECIAL_TOKENS,
+                         "template": CHAT_TEMPLATE, "seed": SEED, "torch": torch.__version__,
+                         "transformers": transformers.__version__})
 
 
-def model_dir(size: str = "default") -> str:
+def model_dir(size: str = "small") -> str:
     spec = SPECS[size]
-    return os.path.join(env.CACHE_DIR.get(), "models", f"{spec.name}-{_fingerprint(spec)}")
+    return cache.model_dir(spec.name, _fingerprint(spec))
 
 
 def _write(spec: ModelSpec, out: str) -> None:
@@ -131,31 +128,20 @@ def _write(spec: ModelSpec, out: str) -> None:
     tokenizer.save_pretrained(out)
 
 
-def ensure(size: str = "default") -> str:
+def ensure(size: str = "small") -> str:
     """Build the model once (process-safe) and return its directory."""
-    out = model_dir(size)
-    if os.path.exists(os.path.join(out, ".complete")):
-        return out
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.exists(os.path.join(out, ".complete")):
-            return out
-        tmp = tempfile.mkdtemp(prefix=".building-", dir=os.path.dirname(out))
-        try:
-            _write(SPECS[size], tmp)
-            open(os.path.join(tmp, ".complete"), "w").close()
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return cache.build_once(model_dir(size), lambda out: _write(SPECS[size], out))
+
+
+def server_flags(size: str = "small") -> list[str]:
+    """``launch_server`` flags that serve this model under its name (the default is SmolLM2)."""
+    return ["--model-path", ensure(size), "--served-model-name", SPECS[size].name]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Build the embedded default model offline.")
+    parser = argparse.ArgumentParser(description="Build a random-weight byte-level test model.")
     parser.add_argument("--ensure", action="store_true")
-    parser.add_argument("--size", choices=sorted(SPECS), default="default")
+    parser.add_argument("--size", choices=sorted(SPECS), default="small")
     args = parser.parse_args()
     path = ensure(args.size) if args.ensure else model_dir(args.size)
     print(path)
