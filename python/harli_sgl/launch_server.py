@@ -150,13 +150,14 @@ def main(argv: list[str] | None = None) -> None:
     from sglang.srt.entrypoints.http_server import app, launch_server
     from sglang.srt.utils import kill_process_tree
 
-    from harli_sgl.sglang import routes
+    from harli_sgl.sglang import model_info, routes
     from harli_sgl.sglang.run_scheduler import run_harli_scheduler_process
     from harli_sgl.sglang.shutdown import run_harli_detokenizer_process
 
     routes.install(app, harli, served_model_name=server_args.served_model_name
                    or server_args.model_path, enable_metrics=server_args.enable_metrics)
     redact.install_server_info_redaction(app, secrets)
+    model_info.install(app)
     try:
         launch_server(server_args, run_scheduler_process_func=run_harli_scheduler_process,
                       run_detokenizer_process_func=run_harli_detokenizer_process,

@@ -451,6 +451,17 @@ def test_slow_bodies_are_cut_at_their_deadline_and_the_server_keeps_serving(serv
     assert time.monotonic() - start < 15  # each cut near its deadline (3 s + 4 KB), not at 20 s
 
 
+def test_model_info_shows_a_tenant_no_server_path(server, keys):
+    """/model_info handed tenants the server's filesystem paths (issue 19, item 7)."""
+    for route in ("/model_info", "/get_model_info"):
+        mine = requests.get(server.base_url + route, timeout=60,
+                            headers={"Authorization": f"Bearer {keys['alpha']}"}).json()
+        assert mine["model_path"] == mine["tokenizer_path"] == mine["served_model_name"] == BASE_MODEL
+        assert "/" not in json.dumps(mine["model_path"])
+        operator = admin(server, "GET", route).json()
+        assert os.path.isdir(operator["model_path"])  # the operator still gets the paths
+
+
 def test_an_admin_can_share_an_adapter(server, keys, trained):
     beta, theirs = client(server, keys["beta"]), trained["alpha"]["model"]
     r = admin(server, "POST", "/harli/shares", json={"adapter": theirs, "tenant": "beta"})
