@@ -6,6 +6,13 @@ and only then is it renamed into place; a crash at any moment leaves either the
 previous checkpoint or the new one, plus at worst a stray ``.tmp-*`` directory.
 Replacing an existing directory moves the old one aside first, because rename
 cannot overwrite a non-empty directory.
+
+A process killed mid-write leaves its ``.tmp-*`` (and, between the two renames,
+``.old-*``) directory behind, and nothing else would ever remove it: across
+restarts they piled up beside the checkpoints. :func:`sweep_interrupted_writes`
+clears them when the next writer of that directory starts (a job's new holder,
+before it resumes), and puts back an old directory whose replacement never
+landed, so the sweep itself loses nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +49,30 @@ def write_dir_atomically(target: str, write: Callable[[str], None]) -> None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sweep_interrupted_writes(parent: str, name_prefix: str = "") -> list[str]:
+    """Remove what interrupted :func:`write_dir_atomically` calls left in ``parent``.
+
+    Only entries for targets whose name starts with ``name_prefix`` are touched, so a
+    writer sweeps its own. Call it only while no write to those targets is in flight.
+    Returns the paths removed (or restored).
+    """
+    if not os.path.isdir(parent):
+        return []
+    swept = []
+    for entry in sorted(os.listdir(parent)):
+        for marker in (".tmp-", ".old-"):
+            if not entry.startswith(marker + name_prefix):
+                continue
+            path = os.path.join(parent, entry)
+            target = os.path.join(parent, entry[len(marker):].rsplit("-", 1)[0])
+            kept = os.path.join(path, "dir")
+            if marker == ".old-" and os.path.isdir(kept) and not os.path.exists(target):
+                os.replace(kept, target)  # the new one never landed: the old one stands
+            shutil.rmtree(path, ignore_errors=True)
+            swept.append(path)
+    return swept
 
 
 def write_json(path: str, obj: dict) -> None:
