@@ -195,15 +195,15 @@ def cmd_run(args) -> None:
             s = score(model, tok, probes["facts"], probes["general"])
             run = {"setting": name, "seed": seed, "config": setting, "epoch_losses": losses,
                    "train_s": round(t_train, 1), "eval_s": round(time.perf_counter() - t0 - t_train, 1),
-                   "facts_learned": sum(x["ok"] for x in s["facts"]), "facts": len(s["facts"]),
+                   "facts_learned": sum(x["ok"] for x in s["facts"]), "n_facts": len(s["facts"]),
                    "general_right": sum(x["ok"] for x in s["general"]),
-                   "general": len(s["general"]), **s}
+                   "n_general": len(s["general"]), **s}
             results["runs"].append(run)
             with open(path + ".tmp", "w") as f:
                 json.dump(results, f, indent=1)
             os.replace(path + ".tmp", path)
-            print(f"{name} seed {seed}: facts {run['facts_learned']}/{run['facts']}, general "
-                  f"{run['general_right']}/{run['general']}, losses "
+            print(f"{name} seed {seed}: facts {run['facts_learned']}/{run['n_facts']}, general "
+                  f"{run['general_right']}/{run['n_general']}, losses "
                   f"{[round(x, 3) for x in losses]}, train {t_train:.0f}s eval {run['eval_s']}s",
                   flush=True)
             for x in s["facts"] + s["general"]:
