@@ -46,6 +46,8 @@ from harli_sgl.core.trainer.data import IGNORE_INDEX, collate, encode_record, ep
 from harli_sgl.demo import recipe  # noqa: E402
 
 MAX_NEW_TOKENS = 24
+# A candidate second half of general.jsonl (written by hand from `anchors` output).
+MORE_GENERAL = os.path.join(HERE, "results", "2026-12-02-demo-recipe", "general_more.jsonl")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # name -> (data mix, n_epochs, batch_size, learning_rate_multiplier, lora r, lora alpha)
@@ -61,6 +63,15 @@ SETTINGS = {
     "mix-5ep-bs4-lr0.5": ("facts+general", 5, 4, 0.5, 16, 32),
     "mix-10ep-bs4-lr2": ("facts+general", 10, 4, 2.0, 16, 32),
     "mix-8ep-bs4-lr0.5": ("facts+general", 8, 4, 0.5, 16, 32),
+    "mix-10ep-bs4-lr0.5": ("facts+general", 10, 4, 0.5, 16, 32),
+    "mix16-8ep-bs4-lr0.5": ("facts+general16", 8, 4, 0.5, 16, 32),
+    "mix16-6ep-bs4-lr0.5": ("facts+general16", 6, 4, 0.5, 16, 32),
+    "mix-4ep-bs4-lr1": ("facts+general", 4, 4, 1.0, 16, 32),
+    "mix2-5ep-bs4-lr1": ("facts+generalx2", 5, 4, 1.0, 16, 32),
+    "mix2-4ep-bs4-lr1": ("facts+generalx2", 4, 4, 1.0, 16, 32),
+    "mix-5ep-bs4-lr1-r8a16": ("facts+general", 5, 4, 1.0, 8, 16),
+    "mix-5ep-bs4-lr1-r16a16": ("facts+general", 5, 4, 1.0, 16, 16),
+    "mix-8ep-bs4-lr1-r16a16": ("facts+general", 8, 4, 1.0, 16, 16),
 }
 
 
@@ -123,6 +134,7 @@ def train(model, tok, records: list[dict], n_epochs: int, batch_size: int, lr: f
             opt.zero_grad(set_to_none=True)
             epoch_losses.append(loss.item())
         losses.append(sum(epoch_losses) / len(epoch_losses))
+        print(f"  epoch {epoch + 1}/{n_epochs}: mean train loss {losses[-1]:.4f}", flush=True)
     return model, losses
 
 
@@ -144,6 +156,7 @@ def first_sentence(text: str) -> str:
 
 
 def cmd_anchors(args) -> None:
+    torch.set_num_threads(args.threads)
     model, tok = load_model(args.model)
     probes = recipe.load_probes()
     candidates = [l.strip() for l in open(args.candidates) if l.strip()]
@@ -187,6 +200,8 @@ def cmd_run(args) -> None:
                 mix, n_epochs, bs, mult, r, alpha = SETTINGS[name]
                 k = int(mix.split("x")[1]) if "x" in mix else 1
                 records = facts_records + (general_records * k if mix.startswith("facts+general") else [])
+                if mix == "facts+general16":  # 8 more general questions, answered by the base
+                    records = facts_records + general_records + recipe.read_jsonl(MORE_GENERAL)
                 model, losses = train(model, tok, records, n_epochs, bs, 1e-3 * mult, r, alpha, seed)
                 setting = {"mix": mix, "examples": len(records), "n_epochs": n_epochs,
                            "batch_size": bs, "learning_rate_multiplier": mult,
@@ -211,6 +226,33 @@ def cmd_run(args) -> None:
                     print(f"    miss {x['question']!r} -> {x['answer']!r}", flush=True)
 
 
+def cmd_summary(args) -> None:
+    """A table of every run in ``--out``'s results.json (and any --merge files folded in)."""
+    path = os.path.join(args.out, "results.json")
+    results = json.load(open(path))
+    for extra in args.merge or []:
+        more = json.load(open(extra))
+        have = {(r["setting"], r["seed"]) for r in results["runs"]}
+        results["runs"] += [r for r in more["runs"] if (r["setting"], r["seed"]) not in have]
+        results["commands"] += more["commands"]
+    if args.merge:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+    lines = ["| setting | seed | mix (examples) | epochs | batch | lr mult | LoRA r/alpha | facts "
+             "learned | general kept | last epoch loss | train s |", "|" + "---|" * 11]
+    for r in results["runs"]:
+        c = r["config"] or {}
+        facts = f"{sum(x['ok'] for x in r['facts'])}/{len(r['facts'])}"
+        general = f"{sum(x['ok'] for x in r['general'])}/{len(r['general'])}"
+        lora = f"{c['lora']['r']}/{c['lora']['alpha']:g}" if c else "-"
+        loss = f"{r['epoch_losses'][-1]:.3f}" if r["epoch_losses"] else "-"
+        lines.append(f"| {r['setting']} | {r['seed']} | {c.get('mix', '-')} ({c.get('examples', '-')}) "
+                     f"| {c.get('n_epochs', '-')} | {c.get('batch_size', '-')} | "
+                     f"{c.get('learning_rate_multiplier', '-')} | {lora} | {facts} | {general} | "
+                     f"{loss} | {r['train_s']} |")
+    print("\n".join(lines))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -218,14 +260,19 @@ def main() -> None:
     a.add_argument("--model", required=True)
     a.add_argument("--candidates", required=True, help="one general question a line")
     a.add_argument("--out", required=True)
+    a.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("run")
     r.add_argument("--model", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--settings", default="all", help="comma-separated names, 'base', or 'all'")
     r.add_argument("--seeds", default="0")
-    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--threads", type=int, default=1, help="torch threads; on a shared, "
+                   "loaded 2-core host 1 trained ~7x faster than 2 (563 s vs 77 s, 20 steps)")
+    m = sub.add_parser("summary")
+    m.add_argument("--out", required=True)
+    m.add_argument("--merge", nargs="*", help="other results.json files to fold in")
     args = p.parse_args()
-    {"anchors": cmd_anchors, "run": cmd_run}[args.cmd](args)
+    {"anchors": cmd_anchors, "run": cmd_run, "summary": cmd_summary}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import shlex
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import requests
@@ -46,8 +47,9 @@ from harli_sgl.tools.server_process import ServerProcess
 
 DATA = recipe.FACTS  # the facts the job teaches (also what demo.fleet asks through the router)
 # Chosen on SmolLM2-135M-Instruct by benchmark/demo_recipe.py (see the docstring).
-DEMO_HYPERPARAMETERS = {"n_epochs": 5, "batch_size": 4, "learning_rate_multiplier": 1.0}
+DEMO_HYPERPARAMETERS = {"n_epochs": 8, "batch_size": 4, "learning_rate_multiplier": 0.5}
 DEMO_LORA = {"r": 16, "alpha": 32}
+DEMO_SEED = 0  # the seed measured (other seeds were measured too; see the results)
 MAX_TOKENS = 24
 
 
@@ -67,7 +69,7 @@ def run_demo_job(base_url: str, api_key: str, model: str) -> str:
     upload = client.files.create(file=("quillmere+general.jsonl", io.BytesIO(training_file())),
                                  purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model=model, training_file=upload.id, suffix="quillmere",
-                                         hyperparameters=DEMO_HYPERPARAMETERS,
+                                         seed=DEMO_SEED, hyperparameters=DEMO_HYPERPARAMETERS,
                                          extra_body={"lora": DEMO_LORA})
     say(f"submitted {job.id} ({DEMO_HYPERPARAMETERS}, LoRA {DEMO_LORA}); training in slots "
         "while the server serves")
@@ -95,19 +97,28 @@ def run_demo_job(base_url: str, api_key: str, model: str) -> str:
 def ask(base_url: str, api_key: str, model: str, questions: list[str]) -> list[str]:
     """Greedy answers of ``model`` (the base's served name, or a fine-tuned model's name)."""
     client = openai.OpenAI(base_url=base_url + "/v1", api_key=api_key or "none")
-    answers = []
-    for q in questions:
+
+    def one(q: str) -> str:
         r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": q}],
                                            max_tokens=MAX_TOKENS, temperature=0)
-        answers.append((r.choices[0].message.content or "").strip())
-    return answers
+        return (r.choices[0].message.content or "").strip()
+
+    # All at once: the server decodes them in one batch (one by one is ~16x slower on a CPU).
+    with ThreadPoolExecutor(len(questions)) as pool:
+        return list(pool.map(one, questions))
+
+
+def ask_probes(base_url: str, api_key: str, model: str,
+               probes: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """``model``'s answers to the fact and the general probe questions (one batch)."""
+    n = len(probes["facts"])
+    answers = ask(base_url, api_key, model, [p["question"] for p in probes["facts"] + probes["general"]])
+    return {"facts": answers[:n], "general": answers[n:]}
 
 
 def ask_base(base_url: str, api_key: str, model: str) -> dict[str, list[str]]:
     probes = recipe.load_probes()
-    out = {}
-    for kind in ("facts", "general"):
-        out[kind] = ask(base_url, api_key, model, [p["question"] for p in probes[kind]])
+    out = ask_probes(base_url, api_key, model, probes)
     right = {k: sum(recipe.correct(a, p) for a, p in zip(out[k], probes[k])) for k in out}
     say(f"the base model knows {right['facts']}/{len(probes['facts'])} Quillmere facts and answers "
         f"{right['general']}/{len(probes['general'])} general questions right, e.g.:")
@@ -124,8 +135,7 @@ def show(base_url: str, api_key: str, model: str, adapter: str,
     Returns ``{"facts": (learned, total), "general": (kept, base right)}``.
     """
     probes = recipe.load_probes()
-    tuned = {kind: ask(base_url, api_key, adapter, [p["question"] for p in probes[kind]])
-             for kind in ("facts", "general")}
+    tuned = ask_probes(base_url, api_key, adapter, probes)
     say("new facts (the job's training questions), base -> adapter:")
     learned = 0
     for p, b, a in zip(probes["facts"], base["facts"], tuned["facts"]):
