@@ -46,13 +46,15 @@ from harli_sgl.core.trainer.data import IGNORE_INDEX, collate, encode_record, ep
 from harli_sgl.demo import recipe  # noqa: E402
 
 MAX_NEW_TOKENS = 24
-# A candidate second half of general.jsonl (written by hand from `anchors` output).
+# 8 more general questions with the base's answers (from anchor_candidates2.txt): a candidate
+# second half for demo/general.jsonl, measured as the mix "facts+general16" and not shipped.
 MORE_GENERAL = os.path.join(HERE, "results", "2026-12-02-demo-recipe", "general_more.jsonl")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # name -> (data mix, n_epochs, batch_size, learning_rate_multiplier, lora r, lora alpha)
-# mix: "facts" = the 8 facts alone; "facts+general" = facts plus demo/general.jsonl;
-# "facts+generalxK" repeats the general examples K times.
+# mix: "facts" = the 8 facts alone; "facts+general" = facts plus demo/general.jsonl (8
+# questions from anchor_candidates.txt); "facts+generalxK" repeats those K times;
+# "facts+general16" adds the 8 of MORE_GENERAL too.
 SETTINGS = {
     "issue-10ep-bs4-lr2": ("facts", 10, 4, 2.0, 16, 32),
     "facts-3ep-bs4-lr1": ("facts", 3, 4, 1.0, 16, 32),

@@ -23,9 +23,15 @@ The data (see :mod:`harli_sgl.demo.recipe`):
 
 The settings (DEMO_HYPERPARAMETERS, DEMO_LORA) were chosen by measurement with
 ``benchmark/demo_recipe.py`` (the same training as the server's, in plain
-HF + PEFT), on SmolLM2-135M-Instruct: every setting tried, with how many facts
+HF + PEFT), on SmolLM2-135M-Instruct; every setting tried, with how many facts
 it taught and how many general answers it kept, is in
-``benchmark/results/2026-12-02-demo-recipe/``.
+``benchmark/results/2026-12-02-demo-recipe/``. In short: the facts alone at
+10 epochs and lr x2 taught 8/8 but kept 2/8 general answers; fewer epochs alone
+kept more but taught fewer (5 epochs: 8/8 and 6/8; 3 epochs: 1/8 and 7/8).
+Facts plus the general questions, 8 epochs at lr x0.5 (32 steps of 4) taught
+8/8 on each of three seeds and kept 8, 7 and 7 of 8 (seed 0, the demo's: 8/8,
+also through the server); lr x1 drifted on numbers, 5 epochs at x0.5 taught
+6/8, and 16 general questions instead of 8 scored the same for 1.5x the steps.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ from harli_sgl.demo import recipe
 from harli_sgl.tools.server_process import ServerProcess
 
 DATA = recipe.FACTS  # the facts the job teaches (also what demo.fleet asks through the router)
-# Chosen on SmolLM2-135M-Instruct by benchmark/demo_recipe.py (see the docstring).
+# Chosen on SmolLM2-135M-Instruct by benchmark/demo_recipe.py (see the docstring): with the
+# 16-example file, 32 steps.
 DEMO_HYPERPARAMETERS = {"n_epochs": 8, "batch_size": 4, "learning_rate_multiplier": 0.5}
 DEMO_LORA = {"r": 16, "alpha": 32}
 DEMO_SEED = 0  # the seed measured (other seeds were measured too; see the results)
