@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import openai
@@ -78,9 +79,15 @@ def events(server, job_id) -> list:
     return list(client(server).fine_tuning.jobs.list_events(job_id, limit=100))
 
 
-def capital_rows(n=None):
-    from harli_sgl.demo.__main__ import DATA
+# The byte model's finetune job (country -> capital): learnt to >= 90% exact answers
+# in about a minute of CPU (24/24 after 30 epochs). The demo's own job is for a real
+# model (harli_sgl.demo); these tests' subject is the job machinery, not knowledge.
+CAPITALS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "capitals.jsonl")
+CAPITALS_HYPERPARAMETERS = {"n_epochs": 30, "batch_size": 8, "learning_rate_multiplier": 1.0}
+CAPITALS_LORA = {"r": 16, "alpha": 32}
 
-    with open(DATA) as f:
+
+def capital_rows(n=None):
+    with open(CAPITALS) as f:
         rows = [json.loads(line) for line in f]
     return rows[:n] if n else rows

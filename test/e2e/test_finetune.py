@@ -12,21 +12,20 @@ import requests
 import torch
 
 from e2e_util import (
-    BASE_MODEL, capital_rows, client, create_job, events, generate, status, upload, wait_job,
-    wait_worker_alive,
+    BASE_MODEL, CAPITALS_HYPERPARAMETERS, CAPITALS_LORA, capital_rows, client, create_job, events,
+    generate, status, upload, wait_job, wait_worker_alive,
 )
-from harli_sgl.demo.__main__ import DEMO_HYPERPARAMETERS, DEMO_LORA
 from harli_sgl.jobs.ids import adapter_dir_name
 
 
 @pytest.fixture(scope="module")
 def demo_job(harli_server):
-    """The shipped demo job, trained once for the module (about a minute of CPU)."""
+    """The capitals job on the byte model, trained once for the module (about a minute of CPU)."""
     wait_worker_alive(harli_server)
     f = upload(harli_server, capital_rows())
     job = client(harli_server).fine_tuning.jobs.create(
         model=BASE_MODEL, training_file=f.id, suffix="capitals", seed=0,
-        hyperparameters=DEMO_HYPERPARAMETERS, extra_body={"lora": DEMO_LORA})
+        hyperparameters=CAPITALS_HYPERPARAMETERS, extra_body={"lora": CAPITALS_LORA})
     assert job.status in ("validating_files", "queued")
     return wait_job(harli_server, job.id)
 
