@@ -61,6 +61,26 @@ def test_openai_completions_and_chat(harli_server, model_path):
     assert len(pieces) >= 2
 
 
+def test_the_base_model_answers_to_its_name_its_path_and_default(harli_server, model_path):
+    """SGLang's own tests and many clients send model="default" (issue 19, item 15)."""
+    client = openai.OpenAI(base_url=harli_server.base_url + "/v1", api_key=API_KEY)
+
+    def first_logprob(model: str) -> float:
+        r = client.completions.create(model=model, prompt=PROMPT, max_tokens=1, temperature=0,
+                                      logprobs=1)
+        return r.choices[0].logprobs.token_logprobs[0]
+
+    base = first_logprob(model_path)
+    served = client.models.list().data[0].id
+    assert first_logprob("default") == first_logprob(served) == base
+    for unknown in ("defaults", "gpt-4o", "default:nothing"):
+        try:
+            first_logprob(unknown)
+            raise AssertionError(f"{unknown} was served")
+        except openai.NotFoundError as e:
+            assert e.body["code"] == "model_not_found"
+
+
 def test_token_ids_outside_the_vocabulary_are_refused_and_the_server_keeps_serving(
         harli_server, model_path):
     # Stock SGLang 0.5.23 sends such ids to the embedding, where IndexError kills the
