@@ -183,7 +183,10 @@ def main() -> None:
     # The demo's own output and the server's log share the terminal.
     server = ServerProcess(argv, port=ours.port, api_key=ours.api_key or None, inherit_output=True)
     server.start()
-    signal.signal(signal.SIGTERM, lambda *_: (server.stop(), sys.exit(0)))
+    # Unwind to the ``finally`` below rather than stopping the server inside the handler: the
+    # handler can interrupt ``server.proc.wait()``, whose lock a second wait() cannot take, so
+    # that stop() waited out its timeouts and raised TimeoutExpired with the server killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         say(f"starting harli_sgl on {server.base_url} (first start builds caches; ~1 min)")
         server.wait_ready()
