@@ -60,17 +60,17 @@ def test_a_stop_takes_effect_at_a_piece_boundary(corun_rig):
     assert coord.corun.active and coord.corun.cpus == cfg.all_cpus
     deadline = time.monotonic() + 60
     while len(coord.corun.pieces) < 5 and time.monotonic() < deadline:
-        coord._drain()
+        coord.channel.drain()
         time.sleep(0.01)
     assert len(coord.corun.pieces) >= 5, "no co-run pieces reported"
-    coord._stop_corun(wait=True)
+    coord.corun_control.stop(wait=True)
     coord.wait_for(lambda: coord.corun.stopping is None, 30.0)
     assert coord.corun.stopping is None, "the worker never confirmed the stop"
     stopped_at = coord.corun.stop_latency_ms[-1] / 1000.0
     assert stopped_at >= 0
     last_end = max(p.end for p in coord.corun.pieces)
     time.sleep(0.5)
-    coord._drain()
+    coord.channel.drain()
     # Nothing ran after the boundary: the last piece reported is the one before the stop.
     assert max(p.end for p in coord.corun.pieces) == last_end
     assert coord.corun.status()["stop_latency_ms"]["count"] == 1
@@ -80,7 +80,7 @@ def coord_ctx(coord):
     from harli_sgl.core.iteration import IterationFeatures
     from harli_sgl.core.policy.base import SlotContext
 
-    return SlotContext(IterationFeatures(0, 0), 0, 0, coord.worker_state.min_piece_units, None,
+    return SlotContext(IterationFeatures(0, 0), 0, 0, coord.worker_state.min_piece_units,
                        coord.worker_state.next_pieces, corun_share=coord.corun_share)
 
 

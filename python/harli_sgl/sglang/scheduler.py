@@ -64,13 +64,18 @@ class HarliScheduler(Scheduler):
             if get_parallel().tp_size > 1 or get_parallel().pp_size > 1:
                 logger.warning("harli: finetuning needs tp_size == pp_size == 1; serving only")
             else:
-                pages = self._pool_pages()
+                from harli_sgl.sglang.pool import lendable_pages
+
+                pages = lendable_pages(self.token_to_kv_pool_allocator)
                 supervisor = self._start_worker(config, pages)
         predictor = make_predictor()
         self.harli = SlotCoordinator(config, make_policy(config, predictor), predictor, supervisor,
                                      predictor_path=self._predictor_path(config))
+        self._harli_pool = None
         if pages is not None:
-            self._attach_pool(pages)
+            from harli_sgl.sglang.pool import ServingPool
+
+            self._harli_pool = ServingPool(pages, self.harli, self.model_config.context_len)
         self.harli_prometheus = None
         if get_observability().enable_metrics:
             from harli_sgl.sglang.prometheus import HarliPrometheus
@@ -112,36 +117,9 @@ class HarliScheduler(Scheduler):
         torch.set_num_threads(len(cpus))
         self._widened = wide
 
-    def _pool_pages(self):
-        from harli_sgl.sglang.pool import lendable_pages
-
-        pages = lendable_pages(self.token_to_kv_pool_allocator)
-        if pages is None:
-            allocator = self.token_to_kv_pool_allocator
-            logger.warning("harli: unified pool off (allocator %s, KV pool %s are not lendable)",
-                           type(allocator).__name__, type(allocator.get_kvcache()).__name__)
-        return pages
-
-    def _attach_pool(self, pages) -> None:
-        pages.lend_through(self.harli.attach_pool(pages))
-        logger.info("harli: unified pool: %d pages of %d tokens, %.1f KB per page",
-                    pages.total_pages, pages.page_tokens, pages.page_bytes / 1024)
-
-    def _pool_reserve_pages(self) -> int:
-        """Pages serving needs soon: remaining generation of running requests, plus the queue."""
-        lender = self.harli.lender
-        context = self.model_config.context_len
-        running = self.running_batch.reqs if self.running_batch is not None else []
-        remaining = (max(0, (r.sampling_params.max_new_tokens or context) - len(r.output_ids))
-                     for r in running)
-        waiting = (len(r.origin_input_ids) + (r.sampling_params.max_new_tokens or context)
-                   for r in self.waiting_queue)
-        pages = lender.engine
-        return lender.watermarks.reserve_pages(pages.total_pages, pages.page_tokens, remaining, waiting)
-
     def _maintain_pool(self) -> None:
-        if self.harli.lender is not None:
-            self.harli.maintain_pool(self._pool_reserve_pages())
+        if self._harli_pool is not None:
+            self._harli_pool.reserve(self.running_batch, self.waiting_queue)
 
     def _start_worker(self, config: HarliConfig, pages=None):
         from harli_sgl.core.shared_weights import shm_segments

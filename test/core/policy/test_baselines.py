@@ -10,7 +10,7 @@ from harli_sgl.core.predictor.registry import make_predictor
 
 def ctx(running=0, waiting=0):
     return SlotContext(IterationFeatures(running, 100 * running), running, waiting,
-                       worker_min_units=64, worker_units_per_ms=None)
+                       worker_min_units=64)
 
 
 def test_every_mode_has_a_policy():

@@ -41,7 +41,7 @@ def trained():
 
 def ctx(bs, waiting=0, slack=None, pieces=PIECES):
     return SlotContext(IterationFeatures(bs, bs * 300), bs, waiting, pieces[0][1] if pieces else 0,
-                       None, pieces, slack)
+                       pieces, slack)
 
 
 def test_largest_slot_that_keeps_the_predicted_iteration_within_slo(trained):
@@ -67,7 +67,7 @@ def test_no_slack_no_slot_and_prefill_pending_no_slot(trained):
 
 
 def test_idle_gets_full_size_slots(trained):
-    g = trained.grant(SlotContext(IterationFeatures(0, 0), 0, 0, 256, None, PIECES, None))
+    g = trained.grant(SlotContext(IterationFeatures(0, 0), 0, 0, 256, PIECES, None))
     assert g.budget_ms == HarliConfig().idle_slot_ms and g.budget_units >= 1 << 30
 
 

@@ -25,6 +25,10 @@ Serial-only policies implement :meth:`SlotPolicy.grant`; the default
 * ``observe_request`` / ``observe_corun`` feed measurements back; policies
   that learn (harli) update their models there.
 * ``free_run = True`` means the worker trains without grants (greedy).
+* ``lends_pool = False`` means no KV page is lent to the worker (off).
+* :meth:`SlotPolicy.corun_beside_launch` decides whether a worker co-running on
+  every core of an idle server keeps co-running, on its share, beside a batch
+  that launches.
 
 Policies are picked by name from :mod:`harli_sgl.core.policy.registry`; the
 baseline modes are policies like any other, never ``if mode == ...`` branches
@@ -48,15 +52,12 @@ class SlotContext:
     running: int             # requests being decoded
     waiting: int             # queued requests the next iteration will prefill (room permitting)
     worker_min_units: int    # smallest useful grant (one piece)
-    worker_units_per_ms: float | None  # measured finetune speed, if known
     # The pieces the worker would run next, as (CostKind, units), in order.
     next_pieces: tuple[tuple[int, int], ...] = ()
     # Time until the earliest running request's next token is due (see RequestTracker).
     request_slack_ms: float | None = None
     # The worker's share of the device for co-running (0: no split, serial only).
     corun_share: float = 0.0
-    # Whether the worker is co-running now (a stop costs at most one piece).
-    corun_active: bool = False
     # Measured finetune speeds (units per ms of wall time), None until measured: a
     # hybrid top-up per ms the scheduler was blocked for it (the wait for the co-run
     # piece in flight included), and co-run pieces on the worker's share.
@@ -68,7 +69,6 @@ class SlotContext:
 class Grant:
     budget_units: int
     budget_ms: float
-    device_share: float = 1.0
     # What the policy expects the slot to run (for the co-run model's bookkeeping).
     planned: SlotWork | None = None
 
@@ -105,9 +105,15 @@ class Plan:
 NO_PLAN = Plan(Arrangement.NONE)
 
 
+# Co-running measured slower than modelled by more than this fraction of the SLO (the
+# predictor's fast bias correction) keeps the worker away from decode and prefill.
+INTERFERENCE_LIMIT = 0.25
+
+
 class SlotPolicy(ABC):
     name: ClassVar[str]
     free_run: ClassVar[bool] = False
+    lends_pool: ClassVar[bool] = True
 
     def __init__(self, config: HarliConfig, predictor=None):
         self.config = config
@@ -121,6 +127,12 @@ class SlotPolicy(ABC):
     @abstractmethod
     def grant(self, ctx: SlotContext) -> Grant | None:
         """The serial slot to run before the next iteration, or None."""
+
+    def corun_beside_launch(self, share: float) -> bool:
+        """A batch launches while the worker co-runs on every core of the idle server:
+        keep it co-running on ``share`` beside that batch (True), or stop it (False)
+        because co-running on its share was just measured far slower than modelled."""
+        return not self.predictor.concurrent_bias(share) > INTERFERENCE_LIMIT * self.config.tpot_slo_ms
 
     def observe_request(self, tpot_ms: float) -> None:
         """A request finished with this TPOT (feedback for policies that adapt)."""

@@ -61,7 +61,7 @@ import time
 from collections import deque
 
 from harli_sgl.core.iteration import SlotWork
-from harli_sgl.core.policy.base import Arrangement, Grant, Plan, SlotContext
+from harli_sgl.core.policy.base import INTERFERENCE_LIMIT, Arrangement, Grant, Plan, SlotContext
 from harli_sgl.core.policy.harli_serial import MARGIN_FLOOR, HarliSerialPolicy
 
 # Explore co-running at an unmeasured batch size only when decode alone uses at
@@ -69,7 +69,6 @@ from harli_sgl.core.policy.harli_serial import MARGIN_FLOOR, HarliSerialPolicy
 EXPLORE_SLACK = 0.5
 CALIBRATE_EVERY = 25
 RESIDUAL_WINDOW_S = 60.0
-INTERFERENCE_LIMIT = 0.25
 MARGIN_CAP = 0.25
 TOPUP_MIN_GAIN = 1.1
 TOPUP_EXPLORE_EVERY = 10
