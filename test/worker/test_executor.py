@@ -24,7 +24,7 @@ from harli_sgl.core.trainer.checkpoint import read_state
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import default_model
-from harli_sgl.worker.spec import WorkerSpec
+from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
 from worker_util import ROWS, pump, submit
@@ -45,7 +45,7 @@ def make_rig(tmp_path):
         t.share_memory_()
     spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=1,
                       server_url="http://127.0.0.1:9")  # nothing listens: publishing waits
-    sup = WorkerSupervisor(cfg, spec, extra_args=(fused,))
+    sup = WorkerSupervisor(cfg, spec, shared=SharedTensors(fused))
     predictor = make_predictor()
     coord = SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
     sup.start()

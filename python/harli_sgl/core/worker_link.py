@@ -9,7 +9,10 @@ dataclasses of :mod:`harli_sgl.core.message`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
+
+from harli_sgl.core.message import Heartbeat, WorkerHello
 
 
 class Outbox(Protocol):
@@ -23,12 +26,23 @@ class Inbox(Protocol):
 
 
 class WorkerLink(Protocol):
+    """Every member the coordinator (and the pool manager) uses, and nothing else."""
+
     outbox: Outbox
     inbox: Inbox
+    # The current incarnation's hello (None until it says hello): its liveness thread
+    # stays in the normal scheduling class when the compute threads are moved.
+    hello: WorkerHello | None
+    # Called once a worker is known dead (so its pool leases can be returned).
+    on_death: Callable[[], None] | None
 
     @property
     def ready(self) -> bool:
         """The worker said hello and has not died since: grants may be sent."""
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's pid (None while none runs): its threads are placed by pid."""
 
     def check(self, now: float | None = None) -> None:
         """Heartbeat the worker, detect death or a hang, restart after the backoff."""
@@ -36,12 +50,15 @@ class WorkerLink(Protocol):
     def note_alive(self) -> None:
         """Any message from the worker is a sign of life."""
 
-    def on_heartbeat(self, msg) -> None: ...
+    def on_heartbeat(self, msg: Heartbeat) -> None: ...
 
-    def on_hello(self, msg) -> None: ...
+    def on_hello(self, msg: WorkerHello) -> None: ...
 
     def kill_now(self) -> None:
         """Kill the worker at once (a reclaim it did not acknowledge in time)."""
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Ask the worker to exit, kill it if it does not, and close the queues."""
 
     def status(self) -> dict:
         """alive, pid, restarts, last exit: for /harli/status."""

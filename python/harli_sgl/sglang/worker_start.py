@@ -36,7 +36,7 @@ def start_worker(scheduler, config: HarliConfig, pages=None):
     """A started WorkerSupervisor sharing the scheduler's weights (and ``pages``' buffers)."""
     from harli_sgl.core.shared_weights import shm_segments
     from harli_sgl.sglang.weights import share_serving_weights
-    from harli_sgl.worker.spec import WorkerSpec
+    from harli_sgl.worker.spec import SharedTensors, WorkerSpec
     from harli_sgl.worker.supervisor import WorkerSupervisor
 
     serving = get_serving()
@@ -48,11 +48,11 @@ def start_worker(scheduler, config: HarliConfig, pages=None):
         api_key=serving.api_key, admin_api_key=getattr(serving, "admin_api_key", None),
     )
     fused = share_serving_weights(scheduler.tp_worker.model_runner.model)
-    kv = {"buffers": pages.buffers, "page_tokens": pages.page_tokens} if pages is not None else None
-    supervisor = WorkerSupervisor(config, spec, extra_args=(fused, kv))
-    supervisor.serving_weight_segments = shm_segments(fused.values())
-    if pages is not None:
-        supervisor.kv_pool_segments = shm_segments(pages.buffers)
+    shared = SharedTensors(fused) if pages is None else \
+        SharedTensors(fused, tuple(pages.buffers), pages.page_tokens)
+    supervisor = WorkerSupervisor(
+        config, spec, shared=shared, serving_weight_segments=shm_segments(fused.values()),
+        kv_pool_segments=shm_segments(pages.buffers) if pages is not None else None)
     supervisor.start()
     sleeper = scheduler.idle_sleeper
     if sleeper is not None and hasattr(sleeper, "poller"):

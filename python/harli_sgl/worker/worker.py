@@ -45,7 +45,7 @@ from harli_sgl.core.message import (
     WorkerState,
 )
 from harli_sgl.core.transport import PullQueue, PushQueue
-from harli_sgl.worker.spec import WorkerSpec
+from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Executor(Protocol):
 
 
 class FinetuneWorker:
-    def __init__(self, spec: WorkerSpec, shared: tuple[object, ...] = ()):
+    def __init__(self, spec: WorkerSpec, shared: SharedTensors | None = None):
         self.spec = spec
         self._ctx = zmq.Context()
         self.inbox: PullQueue = PullQueue(self._ctx, spec.to_worker_addr, bind=False,
@@ -142,18 +142,19 @@ class FinetuneWorker:
             ReclaimRequest: self._on_reclaim,
         })
 
-    def _init_executor(self, shared: tuple[object, ...]) -> None:
-        if not shared:
+    def _init_executor(self, shared: SharedTensors | None) -> None:
+        if shared is None:
             return
         from harli_sgl.worker.executor import JobExecutor
 
-        fused, kv = shared[0], shared[1] if len(shared) > 1 else None
-        if kv is not None:
+        fused = shared.serving_weights
+        if shared.kv_buffers:
             from harli_sgl.core.pool.arena import LeasedArena
 
             # Never pack the shared base weights: they already live in shared memory.
-            self.arena = LeasedArena(kv["buffers"], kv["page_tokens"], exclude=list(fused.values()))
-        self.executor = JobExecutor(self.spec, (fused,), arena=self.arena)
+            self.arena = LeasedArena(list(shared.kv_buffers), shared.kv_page_tokens,
+                                     exclude=list(fused.values()))
+        self.executor = JobExecutor(self.spec, fused, arena=self.arena)
         self._base_param_bytes = self.executor.base_param_bytes
         self._private_base_bytes = self.executor.private_base_bytes
         self._base_weight_segments = self.executor.base_weight_segments
