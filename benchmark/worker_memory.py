@@ -39,7 +39,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from colocation import training_rows  # benchmark/ is on sys.path when run as a script
 from harli_sgl.config import HarliConfig
-from harli_sgl.core.message import SlotGrant
+from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.model import default_model
 from harli_sgl.worker import malloc

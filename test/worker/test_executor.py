@@ -163,7 +163,7 @@ def test_the_worker_answers_and_trains_while_a_checkpoint_is_written(slow_disk_r
 def test_one_micro_batch_holds_activations_at_a_time_and_jobs_share_fairly(tmp_path):
     """Saved activations are most of the worker's memory (soak of 2026-11-30): however many
     jobs run, only one micro-batch is between its forward and its backward at a time."""
-    from harli_sgl.core.message import SlotGrant
+    from harli_sgl.core.message.to_worker import SlotGrant
     from worker.test_job_prepare import make_executor, tick_until
 
     ex = make_executor(str(tmp_path))

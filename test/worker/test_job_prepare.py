@@ -17,7 +17,7 @@ import pytest
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from harli_sgl.config import HarliConfig
-from harli_sgl.core.message import SlotGrant
+from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import default_model

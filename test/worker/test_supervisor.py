@@ -113,7 +113,7 @@ def test_a_silent_worker_that_computes_is_not_killed_as_hung():
 
 
 def test_a_stuck_message_loop_is_hung_even_with_heartbeats():
-    from harli_sgl.core.message import Heartbeat
+    from harli_sgl.core.message.from_worker import Heartbeat
 
     with supervised() as (sup, coord):
         pump(coord, lambda: sup.ready)

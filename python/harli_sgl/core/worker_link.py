@@ -4,7 +4,7 @@ The coordinator never spawns or kills a process itself. It talks to the worker
 through this interface, which the :class:`~harli_sgl.worker.supervisor.WorkerSupervisor`
 implements (a supervised subprocess over ZeroMQ queues); a test or another
 engine's integration can implement it as well. Messages are the typed
-dataclasses of :mod:`harli_sgl.core.message`.
+dataclasses of :mod:`harli_sgl.core.message` (``to_worker`` out, ``from_worker`` in).
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from harli_sgl.core.message import Heartbeat, WorkerHello
+from harli_sgl.core.message.base import FromWorker, ToWorker
+from harli_sgl.core.message.from_worker import Heartbeat, WorkerHello
 
 
 class Outbox(Protocol):
-    def send(self, msg: object) -> bool:
+    def send(self, msg: ToWorker) -> bool:
         """Queue a message for the worker; False if it could not be queued."""
 
 
 class Inbox(Protocol):
-    def recv(self, timeout_s: float) -> object | None:
+    def recv(self, timeout_s: float) -> FromWorker | None:
         """The worker's next message, waiting up to ``timeout_s``; None if none came."""
 
 

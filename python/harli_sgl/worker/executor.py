@@ -36,7 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from harli_sgl.core.iteration import NO_SLOT
-from harli_sgl.core.message import SlotGrant, SlotReport, WorkerState
+from harli_sgl.core.message.from_worker import SlotReport, WorkerState
+from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.core.shared_weights import build_model, private_bytes, shm_segments
 from harli_sgl.core.trainer.job_trainer import TrainingDiverged
 from harli_sgl.jobs.store import InvalidTransitionError, StorageFullError, StoreError

@@ -39,7 +39,8 @@ from typing import Callable
 import zmq
 
 from harli_sgl.config import HarliConfig
-from harli_sgl.core.message import Heartbeat, Shutdown, WorkerHello
+from harli_sgl.core.message.from_worker import FromWorker, Heartbeat, WorkerHello
+from harli_sgl.core.message.to_worker import Shutdown, ToWorker
 from harli_sgl.core.transport import PullQueue, PushQueue, new_ipc_path
 from harli_sgl.worker import malloc
 from harli_sgl.worker.spec import SharedTensors, WorkerSpec
@@ -110,8 +111,8 @@ class WorkerSupervisor:
         self._args = (shared,) if shared is not None else ()
         self._ctx = zmq.Context.instance()
         to_addr, from_addr = new_ipc_path("to-worker"), new_ipc_path("from-worker")
-        self.outbox: PushQueue = PushQueue(self._ctx, to_addr, bind=True)
-        self.inbox: PullQueue = PullQueue(self._ctx, from_addr, bind=True)
+        self.outbox: PushQueue[ToWorker] = PushQueue(self._ctx, to_addr, bind=True)
+        self.inbox: PullQueue[FromWorker] = PullQueue(self._ctx, from_addr, bind=True)
         base = spec or WorkerSpec(generation=0, to_worker_addr="", from_worker_addr="",
                                   parent_pid=0, config=config)
         self._spec = replace(base, to_worker_addr=to_addr, from_worker_addr=from_addr,

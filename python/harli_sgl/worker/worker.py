@@ -39,10 +39,13 @@ import zmq
 from harli_sgl import env
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.iteration import NO_SLOT
-from harli_sgl.core.message import (
-    CORUN_SLOT, FREE_RUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, FreeCompute, Heartbeat, LeaseGrant,
-    ReclaimAck, ReclaimRequest, SetFreeRun, Shutdown, SlotGrant, SlotReport, WorkerHello,
-    WorkerState,
+from harli_sgl.core.message.from_worker import (
+    CORUN_SLOT, FREE_RUN_SLOT, CoRunStopped, FromWorker, Heartbeat, ReclaimAck, SlotReport,
+    WorkerHello, WorkerState,
+)
+from harli_sgl.core.message.to_worker import (
+    CoRunStart, CoRunStop, FreeCompute, LeaseGrant, ReclaimRequest, SetFreeRun, Shutdown,
+    SlotGrant, ToWorker,
 )
 from harli_sgl.core.transport import PullQueue, PushQueue
 from harli_sgl.worker.spec import SharedTensors, WorkerSpec
@@ -65,7 +68,7 @@ class Liveness(threading.Thread):
     def __init__(self, ctx: zmq.Context, addr: str, generation: int, period_s: float,
                  loop_seen: Callable[[], float]):
         super().__init__(name="harli-liveness", daemon=True)
-        self._queue: PushQueue = PushQueue(ctx, addr, bind=False, generation=generation)
+        self._queue: PushQueue[FromWorker] = PushQueue(ctx, addr, bind=False, generation=generation)
         self._period_s = period_s
         self._loop_seen = loop_seen
         self._stop_event = threading.Event()
@@ -110,9 +113,9 @@ class FinetuneWorker:
     def __init__(self, spec: WorkerSpec, shared: SharedTensors | None = None):
         self.spec = spec
         self._ctx = zmq.Context()
-        self.inbox: PullQueue = PullQueue(self._ctx, spec.to_worker_addr, bind=False,
+        self.inbox: PullQueue[ToWorker] = PullQueue(self._ctx, spec.to_worker_addr, bind=False,
                                           generation=spec.generation)
-        self.outbox: PushQueue = PushQueue(self._ctx, spec.from_worker_addr, bind=False,
+        self.outbox: PushQueue[FromWorker] = PushQueue(self._ctx, spec.from_worker_addr, bind=False,
                                            generation=spec.generation)
         self._stop_reason: str | None = None
         self._free_run = False
@@ -130,7 +133,7 @@ class FinetuneWorker:
         self._base_weight_segments: dict[str, int] = {}
         self._num_layers = 0
         self._init_executor(shared)
-        self.dispatch = Dispatcher({
+        self.dispatch: Dispatcher[ToWorker] = Dispatcher({
             Heartbeat: self._on_heartbeat,
             FreeCompute: self._on_free_compute,
             SlotGrant: self._on_grant,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harli_sgl.core.message import LeaseGrant, ReclaimAck, ReclaimRequest
+from harli_sgl.core.message.from_worker import ReclaimAck
+from harli_sgl.core.message.to_worker import LeaseGrant, ReclaimRequest
 from harli_sgl.core.pool.arena import LeasedArena
 from harli_sgl.core.pool.lender import PoolLender
 from harli_sgl.core.pool.watermark import Watermarks

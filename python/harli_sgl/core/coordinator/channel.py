@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from harli_sgl.core.dispatch import Dispatcher
-from harli_sgl.core.message import SlotGrant, SlotReport
+from harli_sgl.core.message.from_worker import FromWorker, SlotReport
+from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.core.policy.base import Grant
 from harli_sgl.core.worker_link import WorkerLink
 
@@ -32,7 +33,7 @@ class SlotRun(NamedTuple):
 
 
 class WorkerChannel:
-    def __init__(self, link: WorkerLink | None, dispatch: Dispatcher):
+    def __init__(self, link: WorkerLink | None, dispatch: Dispatcher[FromWorker]):
         self.link = link
         self.dispatch = dispatch
         self.slots_overrun = 0
@@ -77,7 +78,7 @@ class WorkerChannel:
         self._slot_id += 1
         sent_at = time.perf_counter()
         started = time.monotonic()
-        link.outbox.send(SlotGrant(self._slot_id, grant.budget_units, grant.budget_ms, synthetic=synthetic,
+        link.outbox.send(SlotGrant(self._slot_id, grant.budget_units, grant.budget_ms, synthetic,
                                    deadline=started + grant.budget_ms / 1000.0))
         deadline = sent_at + (grant.budget_ms + REPORT_GRACE_MS) / 1000.0
         report = None

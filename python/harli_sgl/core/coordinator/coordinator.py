@@ -31,10 +31,11 @@ from harli_sgl.core.coordinator.startup_profile import ProfileTurn, StartupProfi
 from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.iteration import IterationFeatures
-from harli_sgl.core.message import (
-    CORUN_SLOT, CoRunStopped, FreeCompute, Heartbeat, ReclaimAck, SetFreeRun, SlotReport,
-    WorkerHello, WorkerState,
+from harli_sgl.core.message.from_worker import (
+    CORUN_SLOT, CoRunStopped, FromWorker, Heartbeat, ReclaimAck, SlotReport, WorkerHello,
+    WorkerState,
 )
+from harli_sgl.core.message.to_worker import FreeCompute, SetFreeRun
 from harli_sgl.core.metrics import ColocationMetrics
 from harli_sgl.core.policy.base import Grant, Plan, SlotContext, SlotPolicy
 from harli_sgl.core.policy.registry import make_policy
@@ -63,7 +64,7 @@ class SlotCoordinator:
         self.meter = IterationMeter(predictor, self.corun, self.metrics)
         self.profile = StartupProfile(predictor, predictor_path)
         self.speeds = FinetuneSpeeds(profile_units_per_ms=self.profile.load())
-        self.dispatch = Dispatcher(self._handlers())
+        self.dispatch: Dispatcher[FromWorker] = Dispatcher(self._handlers())
         self.channel = WorkerChannel(supervisor, self.dispatch)
         self.corun_control = CoRunControl(config, supervisor, self.channel, self.meter, self.corun)
         self.pool: PoolManager | None = None  # once the unified pool is attached

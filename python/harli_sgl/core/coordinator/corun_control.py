@@ -22,7 +22,7 @@ from harli_sgl.core import placement
 from harli_sgl.core.coordinator.channel import WorkerChannel
 from harli_sgl.core.coordinator.measure import IterationMeter
 from harli_sgl.core.corun import CoRunTracker
-from harli_sgl.core.message import CoRunStart, CoRunStop
+from harli_sgl.core.message.to_worker import CoRunStart, CoRunStop
 from harli_sgl.core.policy.base import SlotPolicy
 from harli_sgl.core.worker_link import WorkerLink
 
@@ -77,7 +77,7 @@ class CoRunControl:
         self.place(cpus, idle_class=True)
         if self.corun.active and self.corun.cpus == cpus and self.corun.synthetic == synthetic:
             return
-        self.link.outbox.send(CoRunStart(share, cpus, synthetic))
+        self.link.outbox.send(CoRunStart(cpus, synthetic))
         self.corun.started(share, cpus, time.monotonic(), synthetic)
 
     def stop(self, wait: bool) -> None:

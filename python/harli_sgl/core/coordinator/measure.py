@@ -16,7 +16,7 @@ import json
 from harli_sgl import env
 from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.iteration import NO_SLOT, IterationFeatures, SlotWork
-from harli_sgl.core.message import SlotReport
+from harli_sgl.core.message.from_worker import SlotReport
 from harli_sgl.core.metrics import ColocationMetrics
 from harli_sgl.core.policy.base import Arrangement, SlotPolicy
 from harli_sgl.core.predictor.base import LatencyPredictor

@@ -10,7 +10,7 @@ first beats the second.
 
 from __future__ import annotations
 
-from harli_sgl.core.message import SlotReport
+from harli_sgl.core.message.from_worker import SlotReport
 
 # The idle speed is averaged over about 20 pieces: one piece's speed varies widely on
 # a host shared with another instance, enough to place a whole burst of jobs on one

@@ -19,7 +19,7 @@ Serial-only policies implement :meth:`SlotPolicy.grant`; the default
 
 * ``plan``/``grant`` are on the decode hot path: O(1), no I/O.
 * A grant's ``budget_units`` is finetune work in token-layers (see
-  ``core/message.py``); ``budget_ms`` is a hard wall-clock bound the worker
+  ``core/message/``); ``budget_ms`` is a hard wall-clock bound the worker
   also respects. Grants smaller than ``ctx.worker_min_units`` are useless (the
   worker cannot run a partial piece) and must not be issued.
 * ``observe_request`` / ``observe_corun`` feed measurements back; policies

@@ -27,7 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
-from harli_sgl.core.message import LeaseGrant, ReclaimAck, ReclaimRequest
+from harli_sgl.core.message.from_worker import ReclaimAck
+from harli_sgl.core.message.to_worker import LeaseGrant, ReclaimRequest
 from harli_sgl.core.pool.ledger import Lease, LeaseLedger, pick_ranges
 from harli_sgl.core.pool.watermark import Watermarks
 

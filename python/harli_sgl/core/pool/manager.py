@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from harli_sgl.core.message import ReclaimAck, WorkerState
+from harli_sgl.core.message.from_worker import ReclaimAck, WorkerState
 from harli_sgl.core.pool.ledger import PoolIntegrityError
 from harli_sgl.core.pool.lender import EnginePages, PoolLender
 from harli_sgl.core.worker_link import WorkerLink
