@@ -14,8 +14,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from harli_sgl.core.placement import default_split, format_cpus, parse_cpus
-from harli_sgl.jobs.tenants import Limits
+from harli_sgl.cpus import default_split, format_cpus, parse_cpus
+from harli_sgl.limits import Limits
 
 MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli")
 

@@ -22,7 +22,7 @@ import requests
 from conftest import start_server
 from e2e_util import (capital_rows, client, create_job, generate, status, upload,
                        wait_worker_alive)
-from harli_sgl.core.placement import thread_affinity
+from harli_sgl.core.cpu_affinity import thread_affinity
 
 SLO_MS = 100.0
 

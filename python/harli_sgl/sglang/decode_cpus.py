@@ -20,7 +20,8 @@ import logging
 import torch
 
 from harli_sgl.config import HarliConfig
-from harli_sgl.core import placement
+from harli_sgl.core import cpu_affinity
+from harli_sgl.cpus import format_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +30,11 @@ class DecodeCpus:
     def __init__(self, config: HarliConfig):
         self.wide = False
         if config.finetune_enabled and config.decode_cpus:
-            placement.pin_threads(config.decode_cpus)
+            cpu_affinity.pin_threads(config.decode_cpus)
             torch.set_num_threads(len(config.decode_cpus))
             logger.info("harli: decode on cores %s (%d threads); worker share: cores %s",
-                        placement.format_cpus(config.decode_cpus), torch.get_num_threads(),
-                        placement.format_cpus(config.worker_cpus))
+                        format_cpus(config.decode_cpus), torch.get_num_threads(),
+                        format_cpus(config.worker_cpus))
 
     def at_launch(self, config: HarliConfig, no_work: bool, extend: bool) -> None:
         """Widen or narrow for the batch about to launch (``config`` is read now: the
@@ -43,6 +44,6 @@ class DecodeCpus:
         wide = bool(no_work or prefill_all)
         if wide != self.wide:
             cpus = config.all_cpus if wide else config.decode_cpus
-            placement.pin_threads(cpus)
+            cpu_affinity.pin_threads(cpus)
             torch.set_num_threads(len(cpus))
             self.wide = wide

@@ -175,7 +175,7 @@ class SlotCoordinator:
             self.corun_control.stop(wait=True)
         if self.supervisor is not None and old.free_run != policy.free_run:
             self.supervisor.outbox.send(SetFreeRun(policy.free_run))
-            # Greedy is uncoordinated co-location: the worker keeps the placement it was
+            # Greedy is uncoordinated co-location: the worker keeps the CPU affinity it was
             # spawned with (every core, normal class), as a naive deployment would.
             self.corun_control.place_everywhere()
         self.meter.forget()

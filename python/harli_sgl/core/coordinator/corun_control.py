@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 
 from harli_sgl.config import HarliConfig
-from harli_sgl.core import placement
+from harli_sgl.core import cpu_affinity
 from harli_sgl.core.coordinator.channel import WorkerChannel
 from harli_sgl.core.coordinator.measure import IterationMeter
 from harli_sgl.core.corun import CoRunTracker
@@ -97,8 +97,8 @@ class CoRunControl:
         if self._affinity == (cpus, idle_class):
             return
         keep = (link.hello.liveness_tid,) if link.hello is not None and link.hello.liveness_tid else ()
-        placement.pin_threads(cpus, link.pid)
-        placement.set_idle_class(idle_class, link.pid, skip=keep)
+        cpu_affinity.pin_threads(cpus, link.pid)
+        cpu_affinity.set_idle_class(idle_class, link.pid, skip=keep)
         self._affinity = (cpus, idle_class)
 
     def place_everywhere(self) -> None:

@@ -1,4 +1,4 @@
-"""Scheduler -> worker: grants, co-run control, pool leases, placement hints, shutdown."""
+"""Scheduler -> worker: grants, co-run control, pool leases, free compute, shutdown."""
 
 from __future__ import annotations
 

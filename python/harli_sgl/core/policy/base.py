@@ -44,6 +44,7 @@ from typing import ClassVar
 
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.iteration import IterationFeatures, SlotWork
+from harli_sgl.core.policy.decision import CORUN_INTERFERENCE_PREFIX, Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +90,27 @@ class Plan:
     e.g. while the server is idle). ``stop_wait``: when co-running stops, wait
     for the running piece to end before the next iteration (because running
     beside it would break the SLO), instead of letting that one piece overlap.
+    ``decision`` says why; ``corun_interference`` that it is the serial fallback
+    taken because co-running beside this batch would break the SLO.
     """
 
     arrangement: Arrangement
     serial: Grant | None = None
     share: float = 0.0
     stop_wait: bool = False
-    reason: str = ""
+    decision: Decision | None = None
+    corun_interference: bool = False
 
     @property
     def concurrent(self) -> bool:
         return self.arrangement in (Arrangement.CONCURRENT, Arrangement.HYBRID)
+
+    @property
+    def reason(self) -> str:
+        """The decision's name as the status reports it ("" when the plan has none)."""
+        if self.decision is None:
+            return ""
+        return CORUN_INTERFERENCE_PREFIX * self.corun_interference + self.decision.value
 
 
 NO_PLAN = Plan(Arrangement.NONE)

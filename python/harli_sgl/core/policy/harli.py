@@ -62,6 +62,7 @@ from collections import deque
 
 from harli_sgl.core.iteration import SlotWork
 from harli_sgl.core.policy.base import INTERFERENCE_LIMIT, Arrangement, Grant, Plan, SlotContext
+from harli_sgl.core.policy.decision import Decision
 from harli_sgl.core.policy.harli_serial import MARGIN_FLOOR, HarliSerialPolicy
 
 # Explore co-running at an unmeasured batch size only when decode alone uses at
@@ -101,23 +102,23 @@ class HarliPolicy(HarliSerialPolicy):
     def _plan(self, ctx: SlotContext) -> Plan:
         share = ctx.corun_share
         if share <= 0:
-            grant, reason = self._decide(ctx)
-            return self._serial(grant, reason)
+            grant, decision = self._decide(ctx)
+            return self._serial(grant, decision)
         if ctx.running == 0:
             if ctx.waiting == 0:
-                return Plan(Arrangement.CONCURRENT, share=1.0, reason="idle_corun")
+                return Plan(Arrangement.CONCURRENT, share=1.0, decision=Decision.IDLE_CORUN)
             if self.predictor.concurrent_bias(share) > INTERFERENCE_LIMIT * self.slo:
                 # Co-running has just been measured far slower than modelled: keep
                 # it away from the prefill until the evidence expires.
-                return Plan(Arrangement.NONE, reason="prefill_pending_interference")
-            return Plan(Arrangement.CONCURRENT, share=share, reason="prefill_corun")
+                return Plan(Arrangement.NONE, decision=Decision.PREFILL_PENDING_INTERFERENCE)
+            return Plan(Arrangement.CONCURRENT, share=share, decision=Decision.PREFILL_CORUN)
         f = ctx.next_iteration
         if not self.predictor.ready(1) or not self.predictor.confident(f):
             # Stage 1 learns only from iterations that ran alone.
-            return Plan(Arrangement.NONE, stop_wait=True, reason="unseen_batch_size")
+            return Plan(Arrangement.NONE, stop_wait=True, decision=Decision.UNSEEN_BATCH_SIZE)
         self._busy_iterations += 1
         if not ctx.waiting and self._busy_iterations % CALIBRATE_EVERY == 0:
-            return Plan(Arrangement.NONE, stop_wait=True, reason="calibrate")
+            return Plan(Arrangement.NONE, stop_wait=True, decision=Decision.CALIBRATE)
         target = self.target_ms(ctx)
         decode = self.predictor.predict_decode(f)
         if self.predictor.concurrent_confident(f, share):
@@ -128,20 +129,21 @@ class HarliPolicy(HarliSerialPolicy):
             fits = decode <= EXPLORE_SLACK * target
         if ctx.waiting:
             if fits:
-                return Plan(Arrangement.CONCURRENT, share=share, reason="prefill_pending_corun")
-            return Plan(Arrangement.NONE, reason="prefill_pending")
+                return Plan(Arrangement.CONCURRENT, share=share,
+                            decision=Decision.PREFILL_PENDING_CORUN)
+            return Plan(Arrangement.NONE, decision=Decision.PREFILL_PENDING)
         if fits:
             work = self._top_up(ctx, target - corun)
             if work.pieces and not self._topup_pays(ctx):
-                return Plan(Arrangement.CONCURRENT, share=share, reason="concurrent_topup_no_gain")
+                return Plan(Arrangement.CONCURRENT, share=share,
+                            decision=Decision.CONCURRENT_TOPUP_NO_GAIN)
             if work.pieces:
                 return Plan(Arrangement.HYBRID, Grant(work.units, target - corun, planned=work),
-                            share=share, reason="hybrid")
-            return Plan(Arrangement.CONCURRENT, share=share, reason="concurrent")
-        grant, reason = self._decide(ctx)
-        plan = self._serial(grant, "corun_interference_" + reason)
+                            share=share, decision=Decision.HYBRID)
+            return Plan(Arrangement.CONCURRENT, share=share, decision=Decision.CONCURRENT)
+        grant, decision = self._decide(ctx)
         # Co-running through the next iteration would break the SLO: stop first.
-        return Plan(plan.arrangement, plan.serial, stop_wait=True, reason=plan.reason)
+        return self._serial(grant, decision, stop_wait=True, corun_interference=True)
 
     def _topup_pays(self, ctx: SlotContext) -> bool:
         """Whether a top-up trains more than the co-run it interrupts (see 5. above)."""
@@ -163,10 +165,10 @@ class HarliPolicy(HarliSerialPolicy):
         return work
 
     @staticmethod
-    def _serial(grant: Grant | None, reason: str) -> Plan:
+    def _serial(grant: Grant | None, decision: Decision, **kw) -> Plan:
         if grant is None:
-            return Plan(Arrangement.NONE, reason=reason)
-        return Plan(Arrangement.SERIAL, serial=grant, reason=reason)
+            return Plan(Arrangement.NONE, decision=decision, **kw)
+        return Plan(Arrangement.SERIAL, serial=grant, decision=decision, **kw)
 
     def grant(self, ctx: SlotContext) -> Grant | None:
         return self.plan(ctx).serial

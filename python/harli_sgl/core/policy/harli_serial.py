@@ -42,6 +42,7 @@ import numpy as np
 from harli_sgl.core.iteration import SlotWork
 from harli_sgl.core.policy.base import Grant, SlotContext, SlotPolicy
 from harli_sgl.core.policy.baselines import UNBOUNDED_UNITS
+from harli_sgl.core.policy.decision import Decision
 
 MARGIN_FLOOR = 0.03
 MARGIN_COLD = 0.15
@@ -85,32 +86,32 @@ class HarliSerialPolicy(SlotPolicy):
         return target
 
     def grant(self, ctx: SlotContext) -> Grant | None:
-        grant, reason = self._decide(ctx)
-        self.decisions[reason] += 1
-        self.last_decision = reason
+        grant, decision = self._decide(ctx)
+        self.decisions[decision.value] += 1
+        self.last_decision = decision.value
         return grant
 
-    def _decide(self, ctx: SlotContext) -> tuple[Grant | None, str]:
+    def _decide(self, ctx: SlotContext) -> tuple[Grant | None, Decision]:
         if ctx.running == 0 and ctx.waiting == 0:
-            return Grant(UNBOUNDED_UNITS, self.config.idle_slot_ms), "idle"
+            return Grant(UNBOUNDED_UNITS, self.config.idle_slot_ms), Decision.IDLE
         if ctx.waiting:
-            return None, "prefill_pending"
+            return None, Decision.PREFILL_PENDING
         if not ctx.next_pieces or not self.predictor.ready(1):
-            return None, "predictor_cold"
+            return None, Decision.PREDICTOR_COLD
         if not self.predictor.confident(ctx.next_iteration):
             # A batch size stage 1 has not seen: run it alone, which teaches stage 1.
-            return None, "unseen_batch_size"
+            return None, Decision.UNSEEN_BATCH_SIZE
         target = self.target_ms(ctx)
         decode = self.predictor.predict_decode(ctx.next_iteration)
         budget = target - decode
         if budget <= 0:
-            return None, "no_slack"
+            return None, Decision.NO_SLACK
         if not self.predictor.ready(2):
             # Explore: one piece, only where slack is ample, to teach stage 2.
             kind, units = ctx.next_pieces[0]
             if decode > 0.5 * target:
-                return None, "predictor_cold"
-            return Grant(units, budget, planned=SlotWork().plus(kind, units)), "explore"
+                return None, Decision.PREDICTOR_COLD
+            return Grant(units, budget, planned=SlotWork().plus(kind, units)), Decision.EXPLORE
         work = SlotWork()
         for kind, units in ctx.next_pieces:
             nxt = work.plus(kind, units)
@@ -118,8 +119,8 @@ class HarliSerialPolicy(SlotPolicy):
                 break
             work = nxt
         if work.pieces == 0:
-            return None, "slack_below_one_piece"
-        return Grant(work.units, budget, planned=work), "granted"
+            return None, Decision.SLACK_BELOW_ONE_PIECE
+        return Grant(work.units, budget, planned=work), Decision.GRANTED
 
     def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
         self.corun_residuals.append(observed_ms - predicted_ms)
