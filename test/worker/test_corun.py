@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.policy.registry import make_policy
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import default_model
@@ -37,7 +37,7 @@ def make_rig(workdir: str, mode: str):
     spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=len(cfg.all_cpus),
                       server_url="http://127.0.0.1:9")  # nothing listens: publishing waits
     sup = WorkerSupervisor(cfg, spec, shared=SharedTensors(fused))
-    predictor = make_predictor()
+    predictor = TwoStagePredictor()
     coord = SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
     sup.start()
     return coord, JobStore(cfg.workdir), cfg

@@ -18,7 +18,7 @@ from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.iteration import IterationFeatures, SlotWork
 from harli_sgl.core.policy.registry import make_policy
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.core.trainer.checkpoint import read_state
 from harli_sgl.jobs import ids
@@ -46,7 +46,7 @@ def make_rig(tmp_path):
     spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=1,
                       server_url="http://127.0.0.1:9")  # nothing listens: publishing waits
     sup = WorkerSupervisor(cfg, spec, shared=SharedTensors(fused))
-    predictor = make_predictor()
+    predictor = TwoStagePredictor()
     coord = SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
     sup.start()
     store = JobStore(cfg.workdir)

@@ -33,7 +33,7 @@ from sglang.srt.runtime_context import get_observability, get_serving
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.policy.registry import make_policy
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 from harli_sgl.sglang.decode_cpus import DecodeCpus
 from harli_sgl.sglang.features import batch_features, next_decode
 from harli_sgl.sglang.pool import ServingPool, lendable_pages
@@ -53,7 +53,7 @@ class HarliScheduler(Scheduler):
         if config.finetune_enabled and can_finetune():
             pages = lendable_pages(self.token_to_kv_pool_allocator)
             supervisor = start_worker(self, config, pages)
-        predictor = make_predictor()
+        predictor = TwoStagePredictor()
         self.harli = SlotCoordinator(config, make_policy(config, predictor), predictor, supervisor,
                                      predictor_path=predictor_path(self, config))
         self._harli_pool = None if pages is None else \

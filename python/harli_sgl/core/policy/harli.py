@@ -58,7 +58,6 @@ Without a share (``--harli-cpu-split none``, a single core) this is exactly
 from __future__ import annotations
 
 import time
-from collections import deque
 
 from harli_sgl.core.iteration import SlotWork
 from harli_sgl.core.policy.base import INTERFERENCE_LIMIT, Arrangement, Grant, Plan, SlotContext
@@ -77,21 +76,19 @@ TOPUP_EXPLORE_EVERY = 10
 
 class HarliPolicy(HarliSerialPolicy):
     name = "harli"
+    RESIDUALS_KEPT = 400
 
     def __init__(self, config, predictor=None):
         super().__init__(config, predictor)
         self._busy_iterations = 0
         self._unpaid_topups = 0
-        self._timed_residuals: deque[tuple[float, float]] = deque(maxlen=400)
-
-    def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
-        self._timed_residuals.append((time.monotonic(), observed_ms - predicted_ms))
 
     def margin_ms(self) -> float:
         now = time.monotonic()
-        while self._timed_residuals and now - self._timed_residuals[0][0] > RESIDUAL_WINDOW_S:
-            self._timed_residuals.popleft()
-        return self._margin_of([v for _, v in self._timed_residuals], cap=MARGIN_CAP)
+        residuals = self.corun_residuals
+        while residuals and now - residuals[0][0] > RESIDUAL_WINDOW_S:
+            residuals.popleft()
+        return self._margin_of([v for _, v in residuals], cap=MARGIN_CAP)
 
     def plan(self, ctx: SlotContext) -> Plan:
         plan = self._plan(ctx)
@@ -154,15 +151,9 @@ class HarliPolicy(HarliSerialPolicy):
         return self._unpaid_topups % TOPUP_EXPLORE_EVERY == 0
 
     def _top_up(self, ctx: SlotContext, budget_ms: float) -> SlotWork:
-        work = SlotWork()
         if budget_ms <= MARGIN_FLOOR * self.slo or not self.predictor.ready(2):
-            return work
-        for kind, units in ctx.next_pieces:
-            nxt = work.plus(kind, units)
-            if self.predictor.slot_cost(nxt) > budget_ms:
-                break
-            work = nxt
-        return work
+            return SlotWork()
+        return self.pieces_that_fit(ctx.next_pieces, budget_ms)
 
     @staticmethod
     def _serial(grant: Grant | None, decision: Decision, **kw) -> Plan:

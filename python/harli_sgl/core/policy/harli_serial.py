@@ -35,7 +35,9 @@ half the target free; a batch size stage 1 has not seen yet runs alone.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
+from typing import ClassVar
 
 import numpy as np
 
@@ -53,6 +55,7 @@ NEAR_MISS = 0.99
 
 class HarliSerialPolicy(SlotPolicy):
     name = "harli-serial"
+    RESIDUALS_KEPT: ClassVar[int] = 200
 
     def __init__(self, config, predictor=None):
         super().__init__(config, predictor)
@@ -61,14 +64,15 @@ class HarliSerialPolicy(SlotPolicy):
         self.beta = 1.0
         self.decisions: Counter[str] = Counter()
         self.last_decision: str | None = None
-        self.corun_residuals: deque[float] = deque(maxlen=200)
+        # (when, observed - predicted) of iterations that ran finetune work.
+        self.corun_residuals: deque[tuple[float, float]] = deque(maxlen=self.RESIDUALS_KEPT)
 
     @property
     def slo(self) -> float:
         return self.config.tpot_slo_ms
 
     def margin_ms(self) -> float:
-        return self._margin_of(list(self.corun_residuals))
+        return self._margin_of([v for _, v in self.corun_residuals])
 
     def _margin_of(self, residuals: list[float], cap: float | None = None) -> float:
         """Bias plus two standard errors of a 16-token average, floored (and optionally capped)."""
@@ -112,18 +116,23 @@ class HarliSerialPolicy(SlotPolicy):
             if decode > 0.5 * target:
                 return None, Decision.PREDICTOR_COLD
             return Grant(units, budget, planned=SlotWork().plus(kind, units)), Decision.EXPLORE
-        work = SlotWork()
-        for kind, units in ctx.next_pieces:
-            nxt = work.plus(kind, units)
-            if self.predictor.slot_cost(nxt) > budget:
-                break
-            work = nxt
+        work = self.pieces_that_fit(ctx.next_pieces, budget)
         if work.pieces == 0:
             return None, Decision.SLACK_BELOW_ONE_PIECE
         return Grant(work.units, budget, planned=work), Decision.GRANTED
 
+    def pieces_that_fit(self, pieces: tuple[tuple[int, int], ...], budget_ms: float) -> SlotWork:
+        """The longest run of ``pieces``, in order, whose predicted cost fits ``budget_ms``."""
+        work = SlotWork()
+        for kind, units in pieces:
+            nxt = work.plus(kind, units)
+            if self.predictor.slot_cost(nxt) > budget_ms:
+                break
+            work = nxt
+        return work
+
     def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
-        self.corun_residuals.append(observed_ms - predicted_ms)
+        self.corun_residuals.append((time.monotonic(), observed_ms - predicted_ms))
 
     def observe_request(self, tpot_ms: float) -> None:
         if tpot_ms >= NEAR_MISS * self.slo:
