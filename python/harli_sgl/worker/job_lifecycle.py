@@ -34,6 +34,9 @@ A checkpoint that cannot be written is skipped with a warning event (the job
 keeps its previous one); a final adapter that cannot be saved for lack of space
 is kept in memory and written again once the retry time has passed (any other
 failure to save it fails the job).
+
+It stays whole above 300 lines: the full-disk rules above span every step of a
+job's life (start, events, publish, fail, flush), and read as one sequence.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ Failure handling:
 Each incarnation gets a new generation number; the queues drop traffic of
 other generations, so a restarted worker never sees grants meant for its
 predecessor.
+
+It stays whole above 300 lines: spawning, liveness, death and restart share one
+process handle and its clocks, and the rules above are easiest to check together.
 """
 
 from __future__ import annotations

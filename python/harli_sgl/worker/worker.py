@@ -29,9 +29,8 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import zmq
@@ -48,6 +47,7 @@ from harli_sgl.core.message.to_worker import (
     SlotGrant, ToWorker,
 )
 from harli_sgl.core.transport import PullQueue, PushQueue
+from harli_sgl.worker.liveness import Liveness
 from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 
 logger = logging.getLogger(__name__)
@@ -60,35 +60,6 @@ FREE_RUN_SLICE_MS = 20.0
 SPINNER = "import os\nppid = os.getppid()\nwhile os.getppid() == ppid:\n    pass\n"
 # Wall-clock guard of one co-run piece (a piece is tens of ms; this only bounds a pathology).
 CORUN_PIECE_BOUND_MS = 5000.0
-
-
-class Liveness(threading.Thread):
-    """Sends heartbeats on a socket of its own (ZMQ sockets are not shared between threads)."""
-
-    def __init__(self, ctx: zmq.Context, addr: str, generation: int, period_s: float,
-                 loop_seen: Callable[[], float]):
-        super().__init__(name="harli-liveness", daemon=True)
-        self._queue: PushQueue[FromWorker] = PushQueue(ctx, addr, bind=False, generation=generation)
-        self._period_s = period_s
-        self._loop_seen = loop_seen
-        self._stop_event = threading.Event()
-        self.tid = 0
-        self._ready = threading.Event()
-
-    def run(self) -> None:
-        self.tid = threading.get_native_id()
-        self._ready.set()
-        while not self._stop_event.wait(self._period_s):
-            self._queue.send(Heartbeat(time.time(), time.monotonic() - self._loop_seen()))
-        self._queue.close()
-
-    def start_and_wait(self) -> int:
-        self.start()
-        self._ready.wait(5.0)
-        return self.tid
-
-    def stop(self) -> None:
-        self._stop_event.set()
 
 
 class Executor(Protocol):

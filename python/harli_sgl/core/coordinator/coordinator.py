@@ -2,32 +2,26 @@
 
 The SGLang subclass reduces each batch to :class:`IterationFeatures` and calls
 :meth:`~SlotCoordinator.on_launch` when a batch starts (closing the measured
-iteration, see ``measure.py``), :meth:`~SlotCoordinator.on_tokens` after results
+iteration, ``measure.py``), :meth:`~SlotCoordinator.on_tokens` after results
 are processed, and :meth:`~SlotCoordinator.after_iteration` /
 :meth:`~SlotCoordinator.on_idle` to pump the worker's messages, ask the policy
-and run its plan. Each part lives in its own module; this one holds only the
-turn of one iteration, the message handlers and the operator's controls.
-
-The policy answers each iteration with a :class:`Plan` in one of four
-arrangements (see ``core/policy/base.py``). A *serial* slot is sent as a grant
-and the scheduler blocks until the worker's report (``channel.py``), so
-TPOT = decode + slot. *Concurrent* co-running is a state (``corun_control.py``).
-*Hybrid* adds a serial top-up to a co-running iteration.
+and apply its :class:`Plan` (serial slots and co-running: ``corun_control.py``).
+This module holds only that turn, the message handlers and the wiring.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
 from harli_sgl.config import HarliConfig
+from harli_sgl.core.coordinator import controls
 from harli_sgl.core.coordinator import status as status_view
 from harli_sgl.core.coordinator.channel import WorkerChannel
 from harli_sgl.core.coordinator.corun_control import CoRunControl
 from harli_sgl.core.coordinator.measure import IterationMeter
 from harli_sgl.core.coordinator.speeds import FinetuneSpeeds
-from harli_sgl.core.coordinator.startup_profile import ProfileTurn, StartupProfile
+from harli_sgl.core.coordinator.startup_profile import StartupProfile
 from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.iteration import IterationFeatures
@@ -37,8 +31,7 @@ from harli_sgl.core.message.from_worker import (
 )
 from harli_sgl.core.message.to_worker import FreeCompute, SetFreeRun
 from harli_sgl.core.metrics import ColocationMetrics
-from harli_sgl.core.policy.base import Grant, Plan, SlotContext, SlotPolicy
-from harli_sgl.core.policy.registry import make_policy
+from harli_sgl.core.policy.base import Plan, SlotContext, SlotPolicy
 from harli_sgl.core.pool.lender import EnginePages, PoolLender
 from harli_sgl.core.pool.manager import PoolManager, ServingDemand
 from harli_sgl.core.predictor.base import LatencyPredictor
@@ -66,7 +59,8 @@ class SlotCoordinator:
         self.speeds = FinetuneSpeeds(profile_units_per_ms=self.profile.load())
         self.dispatch: Dispatcher[FromWorker] = Dispatcher(self._handlers())
         self.channel = WorkerChannel(supervisor, self.dispatch)
-        self.corun_control = CoRunControl(config, supervisor, self.channel, self.meter, self.corun)
+        self.corun_control = CoRunControl(config, supervisor, self.channel, self.meter, self.corun,
+                                          self.speeds)
         self.pool: PoolManager | None = None  # once the unified pool is attached
         self._last_free_compute = 0.0
         if supervisor is not None:
@@ -208,7 +202,7 @@ class SlotCoordinator:
         if sup is None or not sup.ready:
             return
         if self.profiling:
-            self._profile_slot(running)
+            self.profile.run_turn(running, self.corun_control)
             return
         if self.policy.free_run:
             return
@@ -232,33 +226,7 @@ class SlotCoordinator:
             self.corun_control.stop(wait=plan.stop_wait)
         grant = plan.serial
         if grant is not None and grant.budget_units >= max(1, self.worker_state.min_piece_units):
-            self._run_slot(grant)
-
-    def _profile_slot(self, running: int) -> None:
-        if not running:
-            return
-        turn = self.profile.next_turn(with_corun=self.corun_share > 0)
-        if turn is ProfileTurn.CONCURRENT:
-            self.corun_control.start(self.corun_share, synthetic=True)
-            return
-        if self.corun.active:
-            self.corun_control.stop(wait=True)
-        if turn is ProfileTurn.SERIAL:
-            self._run_slot(Grant(self.profile.next_units(), 1000.0), synthetic=True)
-
-    def _run_slot(self, grant: Grant, synthetic: bool = False) -> None:
-        co_running = self.corun.active
-        self.corun_control.place_everywhere()
-        run = self.channel.run_slot(grant, synthetic)
-        if run.report is None:
-            self.meter.overrun = True
-        self.meter.serial_spans.append((run.started, run.ended))
-        report = run.report
-        if co_running and not synthetic and report is not None and report.units \
-                and run.ended > run.started:
-            self.speeds.topup_ran(report.units, (run.ended - run.started) * 1000.0)
-        if co_running and self.corun.active:  # hybrid: back to the worker's share
-            self.corun_control.place(self.corun.cpus, idle_class=True)
+            self.corun_control.run_serial(grant)
 
     # -- message handlers --------------------------------------------------------------
 
@@ -314,33 +282,9 @@ class SlotCoordinator:
 
     # -- operator controls and status --------------------------------------------------
 
-    CONTROLS = ("profile", "mode", "static_slot_units", "prefill_cpus")
-
     def control(self, knobs: dict) -> bool:
-        """Operator controls, validated here once: ``profile`` (bool), ``mode`` (one of
-        MODES, by name), ``static_slot_units`` (int >= 0) and ``prefill_cpus`` (decode or
-        all). All or nothing."""
-        if not knobs or not set(knobs) <= set(self.CONTROLS):
-            logger.warning("harli: unknown controls %s", sorted(set(knobs) - set(self.CONTROLS)))
-            return False
-        changes = {k: knobs[k] for k in ("mode", "static_slot_units", "prefill_cpus") if k in knobs}
-        if changes:
-            try:
-                config = dataclasses.replace(self.config, **changes)
-            except (TypeError, ValueError) as e:
-                logger.warning("harli: rejected controls %s: %s", knobs, e)
-                return False
-            if config.finetune_enabled and self.supervisor is None:
-                logger.warning("harli: this server was started without a finetune worker")
-                return False
-        if "profile" in knobs:
-            self.set_profiling(bool(knobs["profile"]))
-        if changes:
-            self.config = config
-            self.set_policy(make_policy(config, self.predictor))
-            logger.info("harli: policy now %s (static_slot_units=%d)", config.mode,
-                        config.static_slot_units)
-        return True
+        """Operator controls (see ``controls.py``); all or nothing."""
+        return controls.apply(self, knobs)
 
     def free_units_per_s(self) -> float | None:
         return status_view.free_units_per_s(self.speeds, self.metrics)

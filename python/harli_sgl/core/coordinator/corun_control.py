@@ -1,4 +1,4 @@
-"""Co-run control: start and stop the concurrent arrangement, and move the worker's threads.
+"""Arrangement control: start and stop co-running, run serial slots, move the worker's threads.
 
 Co-running is a state, not a per-iteration message: ``CoRunStart`` once, then
 the worker trains piece after piece on its share while the scheduler keeps
@@ -21,9 +21,10 @@ from harli_sgl.config import HarliConfig
 from harli_sgl.core import cpu_affinity
 from harli_sgl.core.coordinator.channel import WorkerChannel
 from harli_sgl.core.coordinator.measure import IterationMeter
+from harli_sgl.core.coordinator.speeds import FinetuneSpeeds
 from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.message.to_worker import CoRunStart, CoRunStop
-from harli_sgl.core.policy.base import SlotPolicy
+from harli_sgl.core.policy.base import Grant, SlotPolicy
 from harli_sgl.core.worker_link import WorkerLink
 
 # How long the scheduler waits for a co-run stop before the next iteration. A piece
@@ -39,12 +40,13 @@ class CoRunControl:
     """
 
     def __init__(self, config: HarliConfig, link: WorkerLink | None, channel: WorkerChannel,
-                 meter: IterationMeter, corun: CoRunTracker):
+                 meter: IterationMeter, corun: CoRunTracker, speeds: FinetuneSpeeds):
         self.config = config
         self.link = link
         self.channel = channel
         self.meter = meter
         self.corun = corun
+        self.speeds = speeds
         self._affinity: tuple[tuple[int, ...], bool] | None = None
 
     @property
@@ -88,6 +90,21 @@ class CoRunControl:
             self.channel.wait_for(lambda: self.corun.stopping is None, STOP_WAIT_S)
             # Not decode time: excluded from the iteration's decode like a serial slot.
             self.meter.paused_spans.append((started, time.monotonic()))
+
+    def run_serial(self, grant: Grant, synthetic: bool = False) -> None:
+        """A serial slot (or a hybrid top-up): on every core in the normal class, then back."""
+        co_running = self.corun.active
+        self.place_everywhere()
+        run = self.channel.run_slot(grant, synthetic)
+        if run.report is None:
+            self.meter.overrun = True
+        self.meter.serial_spans.append((run.started, run.ended))
+        report = run.report
+        if co_running and not synthetic and report is not None and report.units \
+                and run.ended > run.started:
+            self.speeds.topup_ran(report.units, (run.ended - run.started) * 1000.0)
+        if co_running and self.corun.active:  # hybrid: back to the worker's share
+            self.place(self.corun.cpus, idle_class=True)
 
     def place(self, cpus: tuple[int, ...], idle_class: bool) -> None:
         """Move the worker's threads (CPU hosts with a split; a no-op elsewhere)."""

@@ -16,9 +16,14 @@ import itertools
 import logging
 import time
 from enum import Enum
+from typing import TYPE_CHECKING
 
+from harli_sgl.core.policy.base import Grant
 from harli_sgl.core.predictor.base import LatencyPredictor
 from harli_sgl.core.predictor.profile_store import load_profile, save_profile
+
+if TYPE_CHECKING:
+    from harli_sgl.core.coordinator.corun_control import CoRunControl
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +47,20 @@ class StartupProfile:
         self._saved_samples = 0
         self._last_save = time.monotonic()
 
-    def next_turn(self, with_corun: bool) -> ProfileTurn:
-        self._turn = (self._turn + 1) % (3 if with_corun else 2)
-        return ProfileTurn(self._turn)
-
-    def next_units(self) -> int:
-        return next(self._sizes)
+    def run_turn(self, running: int, arrangements: CoRunControl) -> None:
+        """One busy iteration's synthetic work: none, a serial slot, or co-running."""
+        if not running:
+            return
+        share = arrangements.share
+        self._turn = (self._turn + 1) % (3 if share > 0 else 2)
+        turn = ProfileTurn(self._turn)
+        if turn is ProfileTurn.CONCURRENT:
+            arrangements.start(share, synthetic=True)
+            return
+        if arrangements.corun.active:
+            arrangements.stop(wait=True)
+        if turn is ProfileTurn.SERIAL:
+            arrangements.run_serial(Grant(next(self._sizes), 1000.0), synthetic=True)
 
     def load(self) -> float | None:
         """Load the saved predictor; returns the synthetic idle speed saved with it."""
