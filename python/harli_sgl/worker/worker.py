@@ -27,15 +27,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import subprocess
-import sys
 import time
 from typing import Protocol
 
 import torch
 import zmq
 
-from harli_sgl import env
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.message.from_worker import (
@@ -56,8 +53,6 @@ logger = logging.getLogger(__name__)
 SCHEDULER_SILENCE_LIMIT_S = 120.0
 # Free-run work per loop turn: small enough to keep the inbox responsive.
 FREE_RUN_SLICE_MS = 20.0
-# The injected fault's busy process: it spins until its parent (the worker) is gone.
-SPINNER = "import os\nppid = os.getppid()\nwhile os.getppid() == ppid:\n    pass\n"
 # Wall-clock guard of one co-run piece (a piece is tens of ms; this only bounds a pathology).
 CORUN_PIECE_BOUND_MS = 5000.0
 
@@ -94,8 +89,6 @@ class FinetuneWorker:
         self._last_heard = time.monotonic()
         self._loop_seen = time.monotonic()
         self._threads = max(1, spec.torch_threads)
-        self._fault_spinners = env.FAULT_CORUN_INTERFERENCE.get()
-        self._spinners: list[subprocess.Popen] = []
         self._last_state: WorkerState | None = None
         self.executor: Executor | None = None
         self.arena = None  # LeasedArena over the engine's KV buffers, when the pool is on
@@ -184,7 +177,6 @@ class FinetuneWorker:
             self._last_state = state
 
     def close(self) -> None:
-        self._stop_interfering()
         if self.executor is not None:
             self.executor.close()
         self.inbox.close()
@@ -236,8 +228,6 @@ class FinetuneWorker:
         units = self.executor.next_piece_units(synthetic)
         if units <= 0:
             return
-        if self._fault_spinners and not synthetic:
-            self._interfere()
         started = time.monotonic()
         report = self.executor.run_slot(SlotGrant(CORUN_SLOT, units, CORUN_PIECE_BOUND_MS,
                                                   synthetic=synthetic))
@@ -259,25 +249,9 @@ class FinetuneWorker:
         self._corun = msg
         self._set_threads(len(msg.cpus) or self._threads)
 
-    def _interfere(self) -> None:
-        """Injected fault: busy processes on decode's cores while co-running (tests only)."""
-        self._spinners = [p for p in self._spinners if p.poll() is None]
-        cpus = self.spec.config.decode_cpus or tuple(range(os.cpu_count() or 1))
-        while len(self._spinners) < self._fault_spinners:
-            spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
-            os.sched_setaffinity(spinner.pid, cpus)
-            self._spinners.append(spinner)
-
-    def _stop_interfering(self) -> None:
-        for spinner in self._spinners:
-            spinner.kill()
-            spinner.wait()
-        self._spinners = []
-
     def _on_corun_stop(self, msg: CoRunStop) -> None:
         # Messages are handled between pieces: this is the piece boundary.
         self._corun = None
-        self._stop_interfering()
         self._set_threads(self._threads)
         self.outbox.send(CoRunStopped(msg.seq, time.monotonic()))
 
