@@ -19,6 +19,7 @@ from typing import NamedTuple
 from harli_sgl.core.message.from_worker import ReclaimAck, WorkerState
 from harli_sgl.core.pool.ledger import PoolIntegrityError
 from harli_sgl.core.pool.lender import EnginePages, PoolLender
+from harli_sgl.core.pool.watermark import Watermarks
 from harli_sgl.core.worker_link import WorkerLink
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ class ServingDemand(NamedTuple):
 
 class PoolManager:
     def __init__(self, pages: EnginePages, link: WorkerLink,
-                 wait: Callable[[Callable[[], bool], float], bool]):
-        self.lender = PoolLender(pages, send=link.outbox.send, wait=wait, kill_worker=link.kill_now)
+                 wait: Callable[[Callable[[], bool], float], bool],
+                 watermarks: Watermarks | None = None):
+        self.lender = PoolLender(pages, send=link.outbox.send, wait=wait, kill_worker=link.kill_now,
+                                 watermarks=watermarks)
         self.lender.worker_ready = link.ready
         self.integrity = "unchecked"
         self._last_check = time.monotonic()
