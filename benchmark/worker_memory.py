@@ -39,7 +39,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from colocation import training_rows  # benchmark/ is on sys.path when run as a script
 from harli_sgl.config import HarliConfig
-from harli_sgl.core.message import SlotGrant
+from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.model import byte_model
 from harli_sgl.worker import malloc
@@ -81,7 +81,7 @@ def make_executor(workdir: str, fused: dict, model_dir: str, args) -> JobExecuto
                       checkpoint_every_steps=args.checkpoint_every_steps).resolved("cpu")
     spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=args.threads,
                       server_url="http://127.0.0.1:9")  # nothing listens: nothing is published
-    return JobExecutor(spec, (fused,))
+    return JobExecutor(spec, fused)
 
 
 def submit(store, name: str, data: bytes, epochs: int) -> str:

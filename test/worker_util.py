@@ -51,7 +51,7 @@ def busy_silent_worker(spec, *_shared) -> None:
 
     import zmq
 
-    from harli_sgl.core.message import WorkerHello
+    from harli_sgl.core.message.from_worker import WorkerHello
     from harli_sgl.core.transport import PushQueue
 
     queue = PushQueue(zmq.Context(), spec.from_worker_addr, bind=False, generation=spec.generation)

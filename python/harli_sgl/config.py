@@ -14,8 +14,16 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from harli_sgl.core.placement import default_split, format_cpus, parse_cpus
-from harli_sgl.jobs.tenants import Limits
+from harli_sgl.cpus import default_split, format_cpus, parse_cpus
+from harli_sgl.limits import Limits
+
+# A fleet's job store (--harli-db); checked here once, and by the store's opener.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
 
 MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli")
 
@@ -128,7 +136,7 @@ class HarliConfig:
         self.tenant_limits  # validates them
         if self.lease_s <= 0:
             raise ValueError("--harli-lease-s must be positive")
-        if self.db is not None and not self.db.startswith(("postgresql://", "postgres://")):
+        if self.db is not None and not is_postgres_url(self.db):
             raise ValueError(f"--harli-db must be a postgresql:// URL, got {self.db!r} "
                              "(without it the store is SQLite in the workdir)")
         if self.startup_profile_s < 0:

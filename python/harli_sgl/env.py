@@ -45,11 +45,6 @@ TRACE_ITERATIONS = EnvVar(
     "Append every measured iteration (features, slot work, interval, predictions) and every "
     "co-run piece (start, end) to this JSONL file.",
 )
-FAULT_CORUN_INTERFERENCE = EnvVar(
-    "HARLI_FAULT_CORUN_INTERFERENCE", 0,
-    "Fault injection (tests): when N > 0, while it co-runs the worker keeps N busy processes "
-    "on decode's cores at normal priority, so co-running is predicted cheap but runs slow.",
-)
 FAULT_WRITE_DELAY_S = EnvVar(
     "HARLI_FAULT_WRITE_DELAY_S", 0.0,
     "Fault injection (tests): every checkpoint and adapter write the finetune worker makes "

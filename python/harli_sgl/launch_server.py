@@ -95,10 +95,10 @@ def startup_profiler(server_args, harli: harli_config.HarliConfig):
     from transformers import AutoConfig
 
     from harli_sgl.core.predictor.startup_profile import StartupProfiler
+    from harli_sgl.sglang.worker_start import local_url
 
-    host = "127.0.0.1" if server_args.host in ("0.0.0.0", "::", "") else server_args.host
     vocab = AutoConfig.from_pretrained(server_args.model_path).vocab_size
-    return StartupProfiler(f"http://{host}:{server_args.port}", server_args.api_key, harli,
+    return StartupProfiler(local_url(server_args.host, server_args.port), server_args.api_key, harli,
                            max_batch=min(server_args.max_running_requests or 16, 16), vocab=vocab,
                            admin_api_key=getattr(server_args, "admin_api_key", None))
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from harli_sgl.core.dispatch import Dispatcher, UnknownMessage
-from harli_sgl.core.message import Heartbeat, Shutdown
+from harli_sgl.core.message.to_worker import Heartbeat, Shutdown
 
 
 def test_routes_by_exact_type_and_raises_on_unknown():

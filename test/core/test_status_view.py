@@ -83,10 +83,8 @@ def test_every_decision_the_policies_make_has_a_sentence():
 
     from harli_sgl.core.policy import harli as H
     from harli_sgl.core.policy import harli_serial as S
-    from harli_sgl.core.status_view import DECISIONS
+    from harli_sgl.core.policy.decision import Decision
 
-    said = set(re.findall(r'"([a-z_]+)"\)?$', inspect.getsource(S._decide if hasattr(S, "_decide")
-                                                                 else S.HarliSerialPolicy._decide),
-                          re.M))
-    said |= set(re.findall(r'reason="([a-z_]+)"', inspect.getsource(H.HarliPolicy)))
-    assert said and said <= set(DECISIONS), said - set(DECISIONS)
+    said = set(re.findall(r"Decision\.([A-Z_]+)", inspect.getsource(S.HarliSerialPolicy._decide)))
+    said |= set(re.findall(r"Decision\.([A-Z_]+)", inspect.getsource(H.HarliPolicy)))
+    assert said and all(Decision[name].text for name in said), said - set(Decision.__members__)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import zmq
 
-from harli_sgl.core.message import Heartbeat, SlotGrant
+from harli_sgl.core.message.to_worker import Heartbeat, SlotGrant
 from harli_sgl.core.transport import PullQueue, PushQueue, new_ipc_path
 
 

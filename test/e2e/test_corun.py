@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -22,7 +23,7 @@ import requests
 from conftest import start_server
 from e2e_util import (capital_rows, client, create_job, generate, status, upload,
                        wait_worker_alive)
-from harli_sgl.core.placement import thread_affinity
+from harli_sgl.core.cpu_affinity import thread_affinity
 
 SLO_MS = 100.0
 
@@ -176,12 +177,20 @@ def test_harli_serial_behaves_as_before(harli_server):
         "harli-serial co-ran"
 
 
+def corun_spinners(n: int) -> dict[str, str]:
+    """A server environment whose worker co-runs beside ``n`` busy processes on decode's
+    cores (the fixture in test/faults/sitecustomize.py)."""
+    faults = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults")
+    return {"HARLI_TEST_CORUN_SPINNERS": str(n),
+            "PYTHONPATH": os.pathsep.join(p for p in (faults, os.environ.get("PYTHONPATH")) if p)}
+
+
 def test_slow_corun_is_stopped_before_the_slo_breaks(tmp_path_factory, harli_server):
     # Same latency profile as the session server (its co-run model says co-running is
     # cheap); this worker keeps six busy processes on decode's core while it co-runs, so
     # co-running is in fact slow.
     server = start_server(tmp_path_factory, "misplaced", ["--harli-mode", "harli"],
-                          env={"HARLI_FAULT_CORUN_INTERFERENCE": "6"})
+                          env=corun_spinners(6))
     try:
         st = wait_worker_alive(server)
         assert status(server)["predictor"]["profiled"]

@@ -16,11 +16,11 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.policy.registry import make_policy
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import byte_model
-from harli_sgl.worker.spec import WorkerSpec
+from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
 from worker_util import ROWS, adapter_of, pump, submit
@@ -36,8 +36,8 @@ def make_rig(workdir: str, mode: str):
         t.share_memory_()
     spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=len(cfg.all_cpus),
                       server_url="http://127.0.0.1:9")  # nothing listens: publishing waits
-    sup = WorkerSupervisor(cfg, spec, extra_args=(fused,))
-    predictor = make_predictor()
+    sup = WorkerSupervisor(cfg, spec, shared=SharedTensors(fused))
+    predictor = TwoStagePredictor()
     coord = SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
     sup.start()
     return coord, JobStore(cfg.workdir), cfg
@@ -60,17 +60,17 @@ def test_a_stop_takes_effect_at_a_piece_boundary(corun_rig):
     assert coord.corun.active and coord.corun.cpus == cfg.all_cpus
     deadline = time.monotonic() + 60
     while len(coord.corun.pieces) < 5 and time.monotonic() < deadline:
-        coord._drain()
+        coord.channel.drain()
         time.sleep(0.01)
     assert len(coord.corun.pieces) >= 5, "no co-run pieces reported"
-    coord._stop_corun(wait=True)
+    coord.corun_control.stop(wait=True)
     coord.wait_for(lambda: coord.corun.stopping is None, 30.0)
     assert coord.corun.stopping is None, "the worker never confirmed the stop"
     stopped_at = coord.corun.stop_latency_ms[-1] / 1000.0
     assert stopped_at >= 0
     last_end = max(p.end for p in coord.corun.pieces)
     time.sleep(0.5)
-    coord._drain()
+    coord.channel.drain()
     # Nothing ran after the boundary: the last piece reported is the one before the stop.
     assert max(p.end for p in coord.corun.pieces) == last_end
     assert coord.corun.status()["stop_latency_ms"]["count"] == 1
@@ -80,7 +80,7 @@ def coord_ctx(coord):
     from harli_sgl.core.iteration import IterationFeatures
     from harli_sgl.core.policy.base import SlotContext
 
-    return SlotContext(IterationFeatures(0, 0), 0, 0, coord.worker_state.min_piece_units, None,
+    return SlotContext(IterationFeatures(0, 0), 0, 0, coord.worker_state.min_piece_units,
                        coord.worker_state.next_pieces, corun_share=coord.corun_share)
 
 

@@ -18,13 +18,13 @@ from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.iteration import IterationFeatures, SlotWork
 from harli_sgl.core.policy.registry import make_policy
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.core.trainer.checkpoint import read_state
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import byte_model
-from harli_sgl.worker.spec import WorkerSpec
+from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
 from worker_util import ROWS, pump, submit
@@ -45,8 +45,8 @@ def make_rig(tmp_path):
         t.share_memory_()
     spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=1,
                       server_url="http://127.0.0.1:9")  # nothing listens: publishing waits
-    sup = WorkerSupervisor(cfg, spec, extra_args=(fused,))
-    predictor = make_predictor()
+    sup = WorkerSupervisor(cfg, spec, shared=SharedTensors(fused))
+    predictor = TwoStagePredictor()
     coord = SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
     sup.start()
     store = JobStore(cfg.workdir)
@@ -163,7 +163,7 @@ def test_the_worker_answers_and_trains_while_a_checkpoint_is_written(slow_disk_r
 def test_one_micro_batch_holds_activations_at_a_time_and_jobs_share_fairly(tmp_path):
     """Saved activations are most of the worker's memory (soak of 2026-11-30): however many
     jobs run, only one micro-batch is between its forward and its backward at a time."""
-    from harli_sgl.core.message import SlotGrant
+    from harli_sgl.core.message.to_worker import SlotGrant
     from worker.test_job_prepare import make_executor, tick_until
 
     ex = make_executor(str(tmp_path))

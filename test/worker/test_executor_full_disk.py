@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from harli_sgl.core.message import SlotGrant
+from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.worker.running_job import EventRecord
 from harli_sgl.worker import job_lifecycle
 from jobs.test_full_disk import fill, integrity, small_disk  # noqa: F401  (fixture)

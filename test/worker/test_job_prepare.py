@@ -17,7 +17,7 @@ import pytest
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from harli_sgl.config import HarliConfig
-from harli_sgl.core.message import SlotGrant
+from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.core.shared_weights import fuse
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.model import byte_model
@@ -37,7 +37,7 @@ def make_executor(workdir: str, checkpoint_every_steps: int = 0,
     # By default nothing listens at server_url, so publishing waits.
     spec = WorkerSpec(0, "", "", 0, cfg, model_path=model_dir, torch_threads=1,
                       server_url=server_url)
-    return JobExecutor(spec, (fused,))
+    return JobExecutor(spec, fused)
 
 
 @pytest.fixture

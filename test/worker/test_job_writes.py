@@ -16,7 +16,7 @@ import glob
 import os
 import time
 
-from harli_sgl.core.message import SlotGrant
+from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.core.trainer.checkpoint import read_state
 from harli_sgl.jobs.store import JobStore
 from worker.test_job_prepare import ROWS, events, make_executor, submit, tick_until

@@ -12,14 +12,14 @@ import psutil
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.policy.registry import make_policy
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
 from worker_util import pump
 
 
 def make_coordinator(cfg: HarliConfig, sup: WorkerSupervisor) -> SlotCoordinator:
-    predictor = make_predictor()
+    predictor = TwoStagePredictor()
     return SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, sup)
 
 
@@ -113,7 +113,7 @@ def test_a_silent_worker_that_computes_is_not_killed_as_hung():
 
 
 def test_a_stuck_message_loop_is_hung_even_with_heartbeats():
-    from harli_sgl.core.message import Heartbeat
+    from harli_sgl.core.message.from_worker import Heartbeat
 
     with supervised() as (sup, coord):
         pump(coord, lambda: sup.ready)

@@ -1,6 +1,6 @@
 """``/harli/status`` as an operator reads it: what trains now, and why not when it does not.
 
-The scheduler's report (:meth:`Coordinator.report`) is complete and flat: every
+The scheduler's report (:meth:`SlotCoordinator.report`) is complete and flat: every
 number the policy, predictor and pool keep. An operator asking "why is my job
 not training?" should not have to decode it. :func:`operator_view` shapes it:
 
@@ -16,6 +16,7 @@ not training?" should not have to decode it. :func:`operator_view` shapes it:
   lent pages between jobs, and serving takes them back whenever its free pages
   fall below the watermark.
 
+The sentences are the policy's own (:class:`~harli_sgl.core.policy.decision.Decision`).
 Pure dict-to-dict, engine-agnostic, so it is unit-tested on real reports.
 """
 
@@ -23,37 +24,11 @@ from __future__ import annotations
 
 import copy
 
+from harli_sgl.core.policy.decision import CORUN_INTERFERENCE_PREFIX, CORUN_INTERFERENCE_TEXT, Decision
+
 # Modes whose policy never trains while requests are decoding.
 QUIET_UNDER_LOAD = {"off": "mode off: the worker is never given work",
                     "idle": "mode idle: the worker trains only while no request is running"}
-
-DECISIONS = {
-    "idle": "no request is running: an idle slot trains on the whole device",
-    "idle_corun": "no request is running: the worker co-runs on every core",
-    "prefill_pending": "a request waits for its prefill: training waits so its first token is not "
-                       "delayed",
-    "prefill_pending_interference": "a request waits for its prefill, and co-running was just "
-                                    "measured slower than modelled: training waits",
-    "prefill_corun": "a request waits for its prefill: the worker co-runs on its share only",
-    "prefill_pending_corun": "a request waits for its prefill: the worker co-runs on its share, "
-                             "without a serial top-up",
-    "predictor_cold": "the latency predictor has too few samples to size a slot safely",
-    "unseen_batch_size": "this batch size has not been measured alone yet: it runs alone once to "
-                         "teach the predictor",
-    "calibrate": "a calibration iteration runs alone (every 25th) to keep decode's model fresh",
-    "no_slack": "no serial slot while decoding: the next iteration is predicted to use the whole "
-                "target ({target})",
-    "slack_below_one_piece": "the slack left while decoding ({target}) is smaller than one piece "
-                             "of the job",
-    "explore": "a one-piece slot teaches the predictor what a slot costs",
-    "granted": "serial slots run in the slack decode leaves ({target})",
-    "concurrent": "the worker co-runs beside decode on its share",
-    "concurrent_topup_no_gain": "the worker co-runs beside decode on its share; serial top-ups are "
-                                "off because the whole device was measured to train no faster "
-                                "than the share",
-    "hybrid": "the worker co-runs beside decode on its share, plus a serial top-up in the slack "
-              "({target})",
-}
 
 
 def _target(status: dict) -> str:
@@ -85,10 +60,11 @@ def explain(status: dict) -> dict:
     decision = (status.get("policy") or {}).get("last_decision")
     if decision is None:
         return {"now": now, "why": f"mode {mode}: the policy decides per iteration"}
-    serial_reason = decision.removeprefix("corun_interference_")
-    text = DECISIONS.get(serial_reason, serial_reason).format(target=_target(status))
+    serial_reason = decision.removeprefix(CORUN_INTERFERENCE_PREFIX)
+    known = serial_reason in Decision._value2member_map_
+    text = (Decision(serial_reason).text if known else serial_reason).format(target=_target(status))
     if decision != serial_reason:
-        text = "co-running beside this batch would break the SLO, so it stopped; " + text
+        text = CORUN_INTERFERENCE_TEXT + text
     return {"now": now, "why": text, "decision": decision}
 
 

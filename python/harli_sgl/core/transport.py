@@ -4,9 +4,12 @@ Raw sockets stay here; the logic on both sides only sees ``send(msg)`` and
 ``recv(timeout)``. Each direction is a PUSH/PULL pair over an ``ipc://`` path.
 The scheduler binds both ends, because it outlives every worker incarnation; a
 restarted worker connects to the same paths. Messages travel inside an
-:class:`~harli_sgl.core.message.Envelope` carrying the worker generation, and a
+:class:`~harli_sgl.core.message.base.Envelope` carrying the worker generation, and a
 receiver drops envelopes of another generation, so nothing queued for a dead
 worker reaches its successor (or the other way round).
+
+Queues are typed with a direction's base class (``PushQueue[ToWorker]`` in the
+scheduler, ``PullQueue[ToWorker]`` in the worker, and the other way round).
 
 Payloads are pickled: both ends are our own processes on one host.
 """
@@ -22,7 +25,7 @@ from typing import Generic, TypeVar
 
 import zmq
 
-from harli_sgl.core.message import Envelope
+from harli_sgl.core.message.base import Envelope
 
 T = TypeVar("T")
 

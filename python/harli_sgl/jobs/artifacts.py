@@ -74,7 +74,7 @@ class SharedDir:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)
-            _fsync(parent)
+            fsync_path(parent)
         except BaseException:
             if os.path.isdir(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -87,13 +87,15 @@ def _fsync_tree(path: str) -> None:
     if os.path.isdir(path):
         for dirpath, _, names in os.walk(path):
             for name in names:
-                _fsync(os.path.join(dirpath, name), directory=False)
-            _fsync(dirpath)
+                fsync_path(os.path.join(dirpath, name), directory=False)
+            fsync_path(dirpath)
     elif os.path.exists(path):
-        _fsync(path, directory=False)
+        fsync_path(path, directory=False)
 
 
-def _fsync(path: str, directory: bool = True) -> None:
+def fsync_path(path: str, directory: bool = True) -> None:
+    """Make ``path`` durable. A directory's entries (a rename into it) are only durable once
+    the directory is, but not every platform allows it: there a failure is ignored."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -17,16 +17,27 @@ SGLang's configurator constructs ours without a line of it being copied):
   pages could be taken back.
 
 :class:`SGLangPages` adapts an allocator to the engine-agnostic
-:class:`~harli_sgl.core.pool.lender.PoolLender`.
+:class:`~harli_sgl.core.pool.lender.PoolLender`, and :class:`ServingPool` is the
+scheduler's one call per iteration, :meth:`ServingPool.reserve`: it reads
+serving's near-term demand off SGLang's queues and hands it to the coordinator,
+whose :class:`~harli_sgl.core.pool.manager.PoolManager` decides what to lend.
+All lending logic lives in ``harli_sgl/core/pool/``; this module only reads
+and writes SGLang's pages.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import torch
 from sglang.srt.mem_cache.allocator.paged import PagedTokenToKVPoolAllocator
 from sglang.srt.mem_cache.allocator.token import TokenToKVPoolAllocator
 from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool
+
+from harli_sgl.core.pool.manager import ServingDemand
+
+logger = logging.getLogger(__name__)
 
 
 class HarliMHATokenToKVPool(MHATokenToKVPool):
@@ -96,8 +107,32 @@ def lendable_pages(allocator) -> SGLangPages | None:
     KV pool are not the lending ones (another attention backend, a hybrid pool)."""
     kvcache = allocator.get_kvcache()
     if not isinstance(allocator, _LendingAllocator) or not isinstance(kvcache, HarliMHATokenToKVPool):
+        logger.warning("harli: unified pool off (allocator %s, KV pool %s are not lendable)",
+                       type(allocator).__name__, type(kvcache).__name__)
         return None
     return SGLangPages(allocator, kvcache)
+
+
+class ServingPool:
+    """The lent pool as the scheduler sees it: attached once, then one call per iteration."""
+
+    def __init__(self, pages: SGLangPages, coordinator, context_len: int):
+        self._maintain = coordinator.maintain_pool
+        self._context_len = context_len
+        pages.lend_through(coordinator.attach_pool(pages))
+        logger.info("harli: unified pool: %d pages of %d tokens, %.1f KB per page",
+                    pages.total_pages, pages.page_tokens, pages.page_bytes / 1024)
+
+    def reserve(self, running_batch, waiting_queue) -> None:
+        """Keep serving's near-term demand free: what running requests may still
+        generate, and what queued requests need (prompt plus generation)."""
+        context = self._context_len
+        running = running_batch.reqs if running_batch is not None else []
+        self._maintain(ServingDemand(
+            tuple(max(0, (r.sampling_params.max_new_tokens or context) - len(r.output_ids))
+                  for r in running),
+            tuple(len(r.origin_input_ids) + (r.sampling_params.max_new_tokens or context)
+                  for r in waiting_queue)))
 
 
 class SGLangPages:

@@ -21,9 +21,10 @@ only to that point. The worker thus holds one micro-batch's activations at a
 time, however many jobs run; fairness holds at micro-batch granularity.
 
 The job lifecycle (claim, prepare, start or resume, publish, fail, hand back)
-is :mod:`harli_sgl.worker.job_lifecycle`; checkpoint and adapter writes are
-:mod:`harli_sgl.worker.job_writes`; both are mixed into :class:`JobExecutor`,
-which owns the state they share (the store, the running jobs, the pools).
+is :mod:`harli_sgl.worker.job_lifecycle`, mixed into :class:`JobExecutor`,
+which sets the state it declares (the store, the running jobs, the pools);
+checkpoint and adapter writes are a component of their own
+(:class:`~harli_sgl.worker.job_writes.JobWrites`), given what it calls.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from harli_sgl.core.iteration import NO_SLOT
-from harli_sgl.core.message import SlotGrant, SlotReport, WorkerState
+from harli_sgl.core.message.from_worker import SlotReport, WorkerState
+from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.core.shared_weights import build_model, private_bytes, shm_segments
 from harli_sgl.core.trainer.job_trainer import TrainingDiverged
 from harli_sgl.jobs.store import InvalidTransitionError, StorageFullError, StoreError
@@ -57,13 +59,13 @@ FLUSH_EVERY_S = 1.0
 CLOSE_WRITE_WAIT_S = 30.0  # how long a stopping worker waits for writes in flight
 
 
-class JobExecutor(JobLifecycle, JobWrites):
-    def __init__(self, spec: WorkerSpec, shared: tuple[object, ...], arena=None):
+class JobExecutor(JobLifecycle):
+    def __init__(self, spec: WorkerSpec, serving_weights: dict[str, torch.Tensor], arena=None):
         from transformers import AutoConfig, AutoTokenizer
 
         self.spec = spec
         self.config = spec.config
-        self.fused: dict[str, torch.Tensor] = shared[0]  # type: ignore[assignment]
+        self.fused = serving_weights
         torch.set_num_threads(max(1, spec.torch_threads))
         self.hf_config = AutoConfig.from_pretrained(spec.model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
@@ -90,6 +92,8 @@ class JobExecutor(JobLifecycle, JobWrites):
         # AdapterPublisher's retry state single-threaded.
         self._publish_pool = ThreadPoolExecutor(1, thread_name_prefix="harli-publish")
         self.writer = SnapshotWriter()
+        self.writes = JobWrites(self.writer, artifact_dir=self._artifact_dir, event=self._event,
+                                fail=self._fail, storage_full=self._storage_full)
         self._profile: ProfileWorkload | None = None
         self._last_poll = 0.0
         self._last_flush = 0.0
@@ -177,12 +181,12 @@ class JobExecutor(JobLifecycle, JobWrites):
             if job.preparing is not None and job.preparing.done():
                 self._finish_start(job)
         for job in list(self.running.values()):
-            self._collect_write(job)
+            self.writes.collect(job)
             if job.trainer is not None and job.trainer.checkpoint_due:
-                self._start_checkpoint(job)
+                self.writes.start_checkpoint(job)
             trained = job.finished is not None or (job.trainer is not None and job.trainer.done)
             if trained and job.write is None and not self._storage_full_now():
-                self._save_adapter(job)
+                self.writes.save_adapter(job)
         if self._storage_full_now():
             return  # the disk is full: store work waits (training goes on in slots)
         try:
@@ -237,7 +241,7 @@ class JobExecutor(JobLifecycle, JobWrites):
         if not self.writer.wait(CLOSE_WRITE_WAIT_S):
             logger.warning("stopping with checkpoint or adapter writes still in flight")
         for job in list(self.running.values()):
-            self._collect_write(job)
+            self.writes.collect(job)
         self.writer.close()
         if self._profile is not None:
             self._profile.close()

@@ -7,7 +7,7 @@ in SQLite). The member does three things for the job executor, between slots:
   ``instances`` table: its URL, model, the jobs it still has room for, and its
   *harvest*, the compute one more job would get here: the scheduler's free
   compute (idle speed times the share of time decode leaves free, sent as
-  :class:`~harli_sgl.core.message.FreeCompute`) divided among its running jobs
+  :class:`~harli_sgl.core.message.to_worker.FreeCompute`) divided among its running jobs
   plus the new one.
 * **Leases.** In the same beat it renews the lease of each job it trains. A
   renewal that fails means the lease was lost (this instance stalled past

@@ -34,6 +34,9 @@ A checkpoint that cannot be written is skipped with a warning event (the job
 keeps its previous one); a final adapter that cannot be saved for lack of space
 is kept in memory and written again once the retry time has passed (any other
 failure to save it fails the job).
+
+It stays whole above 300 lines: the full-disk rules above span every step of a
+job's life (start, events, publish, fail, flush), and read as one sequence.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from harli_sgl.core.shared_weights import build_model
 from harli_sgl.core.trainer.config import TrainConfig
@@ -54,6 +59,16 @@ from harli_sgl.worker import malloc
 from harli_sgl.worker.running_job import (CheckpointRecord, EventRecord, PreparedData,
                                           ProgressRecord, RunningJob)
 
+if TYPE_CHECKING:
+    import torch
+
+    from harli_sgl.config import HarliConfig
+    from harli_sgl.core.pool.arena import LeasedArena
+    from harli_sgl.jobs.artifacts import Artifacts
+    from harli_sgl.jobs.store import JobStore
+    from harli_sgl.worker.publisher import AdapterPublisher
+    from harli_sgl.worker.spec import WorkerSpec
+
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
@@ -62,9 +77,30 @@ STORAGE_RETRY_S = 5.0  # how often store writes are retried while the disk is fu
 
 
 class JobLifecycle:
-    """Mixed into :class:`~harli_sgl.worker.executor.JobExecutor`, which provides the
-    store, ``running``, the prepare and publish pools, ``owner``, ``arena`` and the
-    model (``hf_config``, ``fused``, ``tokenizer``)."""
+    """Mixed into :class:`~harli_sgl.worker.executor.JobExecutor`, whose ``__init__`` sets
+    every attribute declared below; nothing else is shared between the two."""
+
+    # Set by JobExecutor.__init__: the worker's spec, the store and where artifacts go.
+    spec: WorkerSpec
+    config: HarliConfig
+    store: JobStore
+    artifacts: Artifacts
+    owner: str
+    publisher: AdapterPublisher
+    # The model every job's skeleton is built on, and the pool's arena (None: pool off).
+    hf_config: Any
+    fused: dict[str, torch.Tensor]
+    tokenizer: Any
+    arena: LeasedArena | None
+    running: dict[str, RunningJob]
+    _prepare_pool: ThreadPoolExecutor
+    _prepare_tokenizer: Any
+    _publish_pool: ThreadPoolExecutor
+    # The lifecycle's own state, initialised by JobExecutor.__init__ before _recover().
+    _last_flush: float
+    _storage_retry_at: float
+    _pending_status: list[tuple[str, str, dict]]
+    _recovered: bool
 
     # -- a full disk ----------------------------------------------------------------------
 

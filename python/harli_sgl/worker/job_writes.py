@@ -24,37 +24,37 @@ outcome. The rules:
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable
 
-from harli_sgl.core.trainer.job_trainer import DueCheckpoint
-from harli_sgl.core.trainer.snapshot import Snapshot
 from harli_sgl.jobs.store import is_storage_full
-from harli_sgl.worker.running_job import ProgressRecord
-
-if TYPE_CHECKING:
-    from harli_sgl.worker.running_job import RunningJob
+from harli_sgl.worker.running_job import FinishedAdapter, PendingWrite, ProgressRecord, RunningJob
+from harli_sgl.worker.writer import SnapshotWriter
 
 logger = logging.getLogger(__name__)
 
 
-class PendingWrite(NamedTuple):
-    future: Future  # of SnapshotWriter.submit
-    path: str
-    checkpoint: DueCheckpoint | None  # None: the finished adapter
-
-
-class FinishedAdapter(NamedTuple):
-    snapshot: Snapshot  # kept until written: a full disk is waited out
-    progress: dict
-
-
 class JobWrites:
-    """Mixed into :class:`~harli_sgl.worker.executor.JobExecutor`, which provides ``writer``;
-    ``_artifact_dir``, ``_event``, ``_fail`` and ``_storage_full`` come from
-    :class:`~harli_sgl.worker.job_lifecycle.JobLifecycle`."""
+    """A running job's checkpoint and adapter writes, between slots.
 
-    def _start_checkpoint(self, job: RunningJob) -> None:
+    Args:
+        writer: the background writer the snapshots go to.
+        artifact_dir: ``(kind, *parts) -> path`` in the fleet's artifacts.
+        event: ``(job, level, message, data)``: a job event for the store.
+        fail: ``(job, code, message)``: fail the job.
+        storage_full: ``(error)``: the disk is full; store work pauses.
+    """
+
+    def __init__(self, writer: SnapshotWriter, *, artifact_dir: Callable[..., str],
+                 event: Callable[[RunningJob, str, str, dict], None],
+                 fail: Callable[[RunningJob, str, str], None],
+                 storage_full: Callable[[BaseException], None]):
+        self.writer = writer
+        self._artifact_dir = artifact_dir
+        self._event = event
+        self._fail = fail
+        self._storage_full = storage_full
+
+    def start_checkpoint(self, job: RunningJob) -> None:
         t = job.trainer
         if job.write is not None:  # one write per job in flight: this one waits a step
             if not job.deferring and job.write.checkpoint is not None:
@@ -73,7 +73,7 @@ class JobWrites:
             return
         job.write = PendingWrite(self.writer.submit(due.snapshot, due.path), due.path, due)
 
-    def _save_adapter(self, job: RunningJob) -> None:
+    def save_adapter(self, job: RunningJob) -> None:
         """Snapshot a finished job's adapter, unload its LoRA layers, and write it (or write it
         again, after a full disk)."""
         if job.finished is None:
@@ -93,7 +93,7 @@ class JobWrites:
         path = self._artifact_dir("adapters", job.dir_name)  # shared by the fleet's instances
         job.write = PendingWrite(self.writer.submit(job.finished.snapshot, path), path, None)
 
-    def _collect_write(self, job: RunningJob) -> None:
+    def collect(self, job: RunningJob) -> None:
         """Between slots: record a finished write (the files are complete and renamed)."""
         w = job.write
         if w is None or not w.future.done():

@@ -7,15 +7,14 @@ import os
 import signal
 import sys
 
-from harli_sgl.worker.spec import WorkerSpec
+from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 
 
-def run_worker(spec: WorkerSpec, *shared: object) -> None:
+def run_worker(spec: WorkerSpec, shared: SharedTensors | None = None) -> None:
     """Run one finetune worker incarnation until told to stop or orphaned.
 
-    ``shared`` carries tensors mapped zero-copy from the scheduler (the serving
-    weights); they arrive through multiprocessing's spawn pickling, which passes
-    shared-memory file descriptors (CPU) or CUDA IPC handles (GPU), never bytes.
+    ``shared`` carries the tensors mapped zero-copy from the scheduler (the serving
+    weights, the KV pool's buffers); None: a worker without a model (tests).
     """
     try:
         import setproctitle

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
 
 from harli_sgl.jobs.hyperparameters import Hyperparameters
 from harli_sgl.jobs.tenants import DEFAULT_TENANT
 
 if TYPE_CHECKING:
-    from harli_sgl.core.trainer.job_trainer import JobTrainer
-    from harli_sgl.worker.job_writes import FinishedAdapter, PendingWrite
+    from harli_sgl.core.trainer.job_trainer import DueCheckpoint, JobTrainer
+    from harli_sgl.core.trainer.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,21 @@ class ProgressRecord:
 
 
 StoreRecord = Union[EventRecord, CheckpointRecord, ProgressRecord]
+
+
+class PendingWrite(NamedTuple):
+    """A checkpoint or adapter write in flight (see worker/job_writes.py)."""
+
+    future: Future  # of SnapshotWriter.submit
+    path: str
+    checkpoint: DueCheckpoint | None  # None: the finished adapter
+
+
+class FinishedAdapter(NamedTuple):
+    """A trained job's adapter, copied off the model and not yet written."""
+
+    snapshot: Snapshot  # kept until written: a full disk is waited out
+    progress: dict
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from harli_sgl.config import HarliConfig
 
@@ -33,3 +34,22 @@ class WorkerSpec:
     # Never in a repr: a logged spec must not print the keys.
     api_key: str | None = field(default=None, repr=False)
     admin_api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class SharedTensors:
+    """The scheduler's tensors a worker maps zero-copy, its one start-up argument besides the spec.
+
+    They reach the spawned process through multiprocessing's pickling, which passes
+    shared-memory file descriptors (CPU) or CUDA IPC handles (GPU), never bytes.
+
+    Args:
+        serving_weights: SGLang's serving tensors by parameter name, fused ``qkv_proj`` and
+            ``gate_up_proj`` included (see ``harli_sgl/sglang/weights.py``).
+        kv_buffers: the KV pool's K and V buffers, when the unified pool is lent; else empty.
+        kv_page_tokens: tokens per KV page (with ``kv_buffers``).
+    """
+
+    serving_weights: dict[str, Any]
+    kv_buffers: tuple[Any, ...] = ()
+    kv_page_tokens: int = 0

@@ -24,6 +24,9 @@ Failure handling:
 Each incarnation gets a new generation number; the queues drop traffic of
 other generations, so a restarted worker never sees grants meant for its
 predecessor.
+
+It stays whole above 300 lines: spawning, liveness, death and restart share one
+process handle and its clocks, and the rules above are easiest to check together.
 """
 
 from __future__ import annotations
@@ -34,15 +37,16 @@ import multiprocessing as mp
 import os
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Callable
 
 import zmq
 
 from harli_sgl.config import HarliConfig
-from harli_sgl.core.message import Heartbeat, Shutdown, WorkerHello
+from harli_sgl.core.message.from_worker import FromWorker, Heartbeat, WorkerHello
+from harli_sgl.core.message.to_worker import Shutdown, ToWorker
 from harli_sgl.core.transport import PullQueue, PushQueue, new_ipc_path
 from harli_sgl.worker import malloc
-from harli_sgl.worker.spec import WorkerSpec
+from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -82,24 +86,36 @@ def _worker_environment(config: HarliConfig):
 
 
 class WorkerSupervisor:
+    """Args:
+        config: Harli's flags (liveness timeouts, restart backoff, the GPU share).
+        spec: what every incarnation is started with (addresses and generation are filled in).
+        target: the worker's entry function (tests pass stand-ins); ``run_worker`` by default.
+        shared: the tensors every incarnation maps zero-copy (None: a worker without a model).
+        serving_weight_segments / kv_pool_segments: ``{"dev:inode": bytes}`` of the serving
+            weights and the KV pool as the scheduler maps them, reported beside the worker's
+            own so that equal keys show the same memory (see /harli/status).
+    """
+
     def __init__(
         self,
         config: HarliConfig,
         spec: WorkerSpec | None = None,
         target: Callable[..., None] | None = None,
-        extra_args: tuple[Any, ...] = (),
+        shared: SharedTensors | None = None,
+        serving_weight_segments: dict[str, int] | None = None,
+        kv_pool_segments: dict[str, int] | None = None,
     ):
         from harli_sgl.worker.main import run_worker
 
         self.config = config
-        self.serving_weight_segments: dict[str, int] | None = None
-        self.kv_pool_segments: dict[str, int] | None = None
+        self.serving_weight_segments = serving_weight_segments
+        self.kv_pool_segments = kv_pool_segments
         self._target = target or run_worker
-        self._extra_args = extra_args
+        self._args = (shared,) if shared is not None else ()
         self._ctx = zmq.Context.instance()
         to_addr, from_addr = new_ipc_path("to-worker"), new_ipc_path("from-worker")
-        self.outbox: PushQueue = PushQueue(self._ctx, to_addr, bind=True)
-        self.inbox: PullQueue = PullQueue(self._ctx, from_addr, bind=True)
+        self.outbox: PushQueue[ToWorker] = PushQueue(self._ctx, to_addr, bind=True)
+        self.inbox: PullQueue[FromWorker] = PullQueue(self._ctx, from_addr, bind=True)
         base = spec or WorkerSpec(generation=0, to_worker_addr="", from_worker_addr="",
                                   parent_pid=0, config=config)
         self._spec = replace(base, to_worker_addr=to_addr, from_worker_addr=from_addr,
@@ -133,7 +149,7 @@ class WorkerSupervisor:
         self.outbox.generation = self.inbox.generation = self.generation
         spec = replace(self._spec, generation=self.generation)
         proc = mp.get_context("spawn").Process(
-            target=self._target, args=(spec, *self._extra_args), name="harli::finetune", daemon=True,
+            target=self._target, args=(spec, *self._args), name="harli::finetune", daemon=True,
         )
         with _worker_environment(self.config):
             proc.start()

@@ -27,25 +27,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import subprocess
-import sys
-import threading
 import time
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import zmq
 
-from harli_sgl import env
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.iteration import NO_SLOT
-from harli_sgl.core.message import (
-    CORUN_SLOT, FREE_RUN_SLOT, CoRunStart, CoRunStop, CoRunStopped, FreeCompute, Heartbeat, LeaseGrant,
-    ReclaimAck, ReclaimRequest, SetFreeRun, Shutdown, SlotGrant, SlotReport, WorkerHello,
-    WorkerState,
+from harli_sgl.core.message.from_worker import (
+    CORUN_SLOT, FREE_RUN_SLOT, CoRunStopped, FromWorker, Heartbeat, ReclaimAck, SlotReport,
+    WorkerHello, WorkerState,
+)
+from harli_sgl.core.message.to_worker import (
+    CoRunStart, CoRunStop, FreeCompute, LeaseGrant, ReclaimRequest, SetFreeRun, Shutdown,
+    SlotGrant, ToWorker,
 )
 from harli_sgl.core.transport import PullQueue, PushQueue
-from harli_sgl.worker.spec import WorkerSpec
+from harli_sgl.worker.liveness import Liveness
+from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -53,39 +53,8 @@ logger = logging.getLogger(__name__)
 SCHEDULER_SILENCE_LIMIT_S = 120.0
 # Free-run work per loop turn: small enough to keep the inbox responsive.
 FREE_RUN_SLICE_MS = 20.0
-# The injected fault's busy process: it spins until its parent (the worker) is gone.
-SPINNER = "import os\nppid = os.getppid()\nwhile os.getppid() == ppid:\n    pass\n"
 # Wall-clock guard of one co-run piece (a piece is tens of ms; this only bounds a pathology).
 CORUN_PIECE_BOUND_MS = 5000.0
-
-
-class Liveness(threading.Thread):
-    """Sends heartbeats on a socket of its own (ZMQ sockets are not shared between threads)."""
-
-    def __init__(self, ctx: zmq.Context, addr: str, generation: int, period_s: float,
-                 loop_seen: Callable[[], float]):
-        super().__init__(name="harli-liveness", daemon=True)
-        self._queue: PushQueue = PushQueue(ctx, addr, bind=False, generation=generation)
-        self._period_s = period_s
-        self._loop_seen = loop_seen
-        self._stop_event = threading.Event()
-        self.tid = 0
-        self._ready = threading.Event()
-
-    def run(self) -> None:
-        self.tid = threading.get_native_id()
-        self._ready.set()
-        while not self._stop_event.wait(self._period_s):
-            self._queue.send(Heartbeat(time.time(), time.monotonic() - self._loop_seen()))
-        self._queue.close()
-
-    def start_and_wait(self) -> int:
-        self.start()
-        self._ready.wait(5.0)
-        return self.tid
-
-    def stop(self) -> None:
-        self._stop_event.set()
 
 
 class Executor(Protocol):
@@ -107,12 +76,12 @@ class Executor(Protocol):
 
 
 class FinetuneWorker:
-    def __init__(self, spec: WorkerSpec, shared: tuple[object, ...] = ()):
+    def __init__(self, spec: WorkerSpec, shared: SharedTensors | None = None):
         self.spec = spec
         self._ctx = zmq.Context()
-        self.inbox: PullQueue = PullQueue(self._ctx, spec.to_worker_addr, bind=False,
+        self.inbox: PullQueue[ToWorker] = PullQueue(self._ctx, spec.to_worker_addr, bind=False,
                                           generation=spec.generation)
-        self.outbox: PushQueue = PushQueue(self._ctx, spec.from_worker_addr, bind=False,
+        self.outbox: PushQueue[FromWorker] = PushQueue(self._ctx, spec.from_worker_addr, bind=False,
                                            generation=spec.generation)
         self._stop_reason: str | None = None
         self._free_run = False
@@ -120,8 +89,6 @@ class FinetuneWorker:
         self._last_heard = time.monotonic()
         self._loop_seen = time.monotonic()
         self._threads = max(1, spec.torch_threads)
-        self._fault_spinners = env.FAULT_CORUN_INTERFERENCE.get()
-        self._spinners: list[subprocess.Popen] = []
         self._last_state: WorkerState | None = None
         self.executor: Executor | None = None
         self.arena = None  # LeasedArena over the engine's KV buffers, when the pool is on
@@ -130,7 +97,7 @@ class FinetuneWorker:
         self._base_weight_segments: dict[str, int] = {}
         self._num_layers = 0
         self._init_executor(shared)
-        self.dispatch = Dispatcher({
+        self.dispatch: Dispatcher[ToWorker] = Dispatcher({
             Heartbeat: self._on_heartbeat,
             FreeCompute: self._on_free_compute,
             SlotGrant: self._on_grant,
@@ -142,18 +109,19 @@ class FinetuneWorker:
             ReclaimRequest: self._on_reclaim,
         })
 
-    def _init_executor(self, shared: tuple[object, ...]) -> None:
-        if not shared:
+    def _init_executor(self, shared: SharedTensors | None) -> None:
+        if shared is None:
             return
         from harli_sgl.worker.executor import JobExecutor
 
-        fused, kv = shared[0], shared[1] if len(shared) > 1 else None
-        if kv is not None:
+        fused = shared.serving_weights
+        if shared.kv_buffers:
             from harli_sgl.core.pool.arena import LeasedArena
 
             # Never pack the shared base weights: they already live in shared memory.
-            self.arena = LeasedArena(kv["buffers"], kv["page_tokens"], exclude=list(fused.values()))
-        self.executor = JobExecutor(self.spec, (fused,), arena=self.arena)
+            self.arena = LeasedArena(list(shared.kv_buffers), shared.kv_page_tokens,
+                                     exclude=list(fused.values()))
+        self.executor = JobExecutor(self.spec, fused, arena=self.arena)
         self._base_param_bytes = self.executor.base_param_bytes
         self._private_base_bytes = self.executor.private_base_bytes
         self._base_weight_segments = self.executor.base_weight_segments
@@ -209,7 +177,6 @@ class FinetuneWorker:
             self._last_state = state
 
     def close(self) -> None:
-        self._stop_interfering()
         if self.executor is not None:
             self.executor.close()
         self.inbox.close()
@@ -261,8 +228,6 @@ class FinetuneWorker:
         units = self.executor.next_piece_units(synthetic)
         if units <= 0:
             return
-        if self._fault_spinners and not synthetic:
-            self._interfere()
         started = time.monotonic()
         report = self.executor.run_slot(SlotGrant(CORUN_SLOT, units, CORUN_PIECE_BOUND_MS,
                                                   synthetic=synthetic))
@@ -284,25 +249,9 @@ class FinetuneWorker:
         self._corun = msg
         self._set_threads(len(msg.cpus) or self._threads)
 
-    def _interfere(self) -> None:
-        """Injected fault: busy processes on decode's cores while co-running (tests only)."""
-        self._spinners = [p for p in self._spinners if p.poll() is None]
-        cpus = self.spec.config.decode_cpus or tuple(range(os.cpu_count() or 1))
-        while len(self._spinners) < self._fault_spinners:
-            spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
-            os.sched_setaffinity(spinner.pid, cpus)
-            self._spinners.append(spinner)
-
-    def _stop_interfering(self) -> None:
-        for spinner in self._spinners:
-            spinner.kill()
-            spinner.wait()
-        self._spinners = []
-
     def _on_corun_stop(self, msg: CoRunStop) -> None:
         # Messages are handled between pieces: this is the piece boundary.
         self._corun = None
-        self._stop_interfering()
         self._set_threads(self._threads)
         self.outbox.send(CoRunStopped(msg.seq, time.monotonic()))
 

@@ -5,18 +5,18 @@ import pytest
 from harli_sgl.config import MODES, HarliConfig
 from harli_sgl.core.policy.base import IterationFeatures, SlotContext
 from harli_sgl.core.policy.registry import POLICIES, make_policy
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 
 
 def ctx(running=0, waiting=0):
     return SlotContext(IterationFeatures(running, 100 * running), running, waiting,
-                       worker_min_units=64, worker_units_per_ms=None)
+                       worker_min_units=64)
 
 
 def test_every_mode_has_a_policy():
     assert set(POLICIES) == set(MODES)
     for mode in POLICIES:
-        assert make_policy(HarliConfig(mode=mode), make_predictor()).name == mode
+        assert make_policy(HarliConfig(mode=mode), TwoStagePredictor()).name == mode
 
 
 def test_off_never_grants_and_greedy_free_runs():

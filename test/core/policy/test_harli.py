@@ -48,8 +48,8 @@ def predictor():
 
 
 def ctx(bs, waiting=0, share=SHARE):
-    return SlotContext(f(bs), bs, waiting, worker_min_units=256, worker_units_per_ms=None,
-                       next_pieces=PIECES, corun_share=share, corun_active=True)
+    return SlotContext(f(bs), bs, waiting, worker_min_units=256,
+                       next_pieces=PIECES, corun_share=share)
 
 
 def policy(predictor) -> HarliPolicy:
@@ -81,13 +81,13 @@ def test_where_even_serial_has_no_room_nothing_runs(predictor):
 
 
 def test_idle_server_gives_the_worker_every_core(predictor):
-    plan = policy(predictor).plan(SlotContext(IterationFeatures(0, 0), 0, 0, 256, None, PIECES,
+    plan = policy(predictor).plan(SlotContext(IterationFeatures(0, 0), 0, 0, 256, PIECES,
                                               corun_share=SHARE))
     assert plan.arrangement is Arrangement.CONCURRENT and plan.share == 1.0
 
 
 def test_a_pending_prefill_gets_decode_cores_back_but_training_goes_on(predictor):
-    plan = policy(predictor).plan(SlotContext(IterationFeatures(0, 0), 0, 2, 256, None, PIECES,
+    plan = policy(predictor).plan(SlotContext(IterationFeatures(0, 0), 0, 2, 256, PIECES,
                                               corun_share=SHARE))
     assert plan.arrangement is Arrangement.CONCURRENT and plan.share == SHARE
     assert plan.serial is None  # a serial slot would delay the first token
@@ -111,7 +111,7 @@ def test_co_running_that_runs_slow_is_stopped_within_a_few_iterations(predictor)
     plan = pol.plan(ctx(2))
     assert not plan.concurrent and plan.stop_wait
     # ...and keeps co-running away from a pending prefill meanwhile.
-    pending = pol.plan(SlotContext(IterationFeatures(0, 0), 0, 1, 256, None, PIECES,
+    pending = pol.plan(SlotContext(IterationFeatures(0, 0), 0, 1, 256, PIECES,
                                    corun_share=SHARE))
     assert not pending.concurrent
 
@@ -127,8 +127,8 @@ def test_a_top_up_runs_only_where_the_whole_device_trains_faster_than_the_share(
     from harli_sgl.core.policy.harli import TOPUP_EXPLORE_EVERY, TOPUP_MIN_GAIN
 
     def measured(topup, corun):
-        return SlotContext(f(1), 1, 0, worker_min_units=256, worker_units_per_ms=None,
-                           next_pieces=PIECES, corun_share=SHARE, corun_active=True,
+        return SlotContext(f(1), 1, 0, worker_min_units=256,
+                           next_pieces=PIECES, corun_share=SHARE,
                            topup_units_per_ms=topup, corun_units_per_ms=corun)
 
     pol = policy(predictor)

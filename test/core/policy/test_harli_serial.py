@@ -9,7 +9,7 @@ from harli_sgl.config import HarliConfig
 from harli_sgl.core.iteration import IterationFeatures, SlotWork
 from harli_sgl.core.policy.base import SlotContext
 from harli_sgl.core.policy.registry import make_policy
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 
 SLO = 100.0
 PIECES = tuple([(0, 256)] * 8 + [(2, 256), (2, 512)] + [(1, 512)] * 8)
@@ -26,7 +26,7 @@ def slot_ms(w):
 @pytest.fixture
 def trained():
     rng = np.random.default_rng(0)
-    p = make_predictor()
+    p = TwoStagePredictor()
     for i in range(800):
         bs = int(rng.integers(1, 33))
         f = IterationFeatures(bs, bs * 300)
@@ -41,7 +41,7 @@ def trained():
 
 def ctx(bs, waiting=0, slack=None, pieces=PIECES):
     return SlotContext(IterationFeatures(bs, bs * 300), bs, waiting, pieces[0][1] if pieces else 0,
-                       None, pieces, slack)
+                       pieces, slack)
 
 
 def test_largest_slot_that_keeps_the_predicted_iteration_within_slo(trained):
@@ -67,7 +67,7 @@ def test_no_slack_no_slot_and_prefill_pending_no_slot(trained):
 
 
 def test_idle_gets_full_size_slots(trained):
-    g = trained.grant(SlotContext(IterationFeatures(0, 0), 0, 0, 256, None, PIECES, None))
+    g = trained.grant(SlotContext(IterationFeatures(0, 0), 0, 0, 256, PIECES, None))
     assert g.budget_ms == HarliConfig().idle_slot_ms and g.budget_units >= 1 << 30
 
 
@@ -97,7 +97,7 @@ def test_feedback_backs_off_before_violation_and_recovers(trained):
 
 
 def test_cold_predictor_explores_with_one_piece_only():
-    policy = make_policy(HarliConfig(mode="harli-serial", tpot_slo_ms=SLO), make_predictor())
+    policy = make_policy(HarliConfig(mode="harli-serial", tpot_slo_ms=SLO), TwoStagePredictor())
     assert policy.grant(ctx(2)) is None  # stage 1 knows nothing yet
     p = policy.predictor
     for bs in range(1, 40):
@@ -108,7 +108,7 @@ def test_cold_predictor_explores_with_one_piece_only():
 
 
 def test_unseen_batch_size_runs_alone_until_learned():
-    p = make_predictor()
+    p = TwoStagePredictor()
     for i in range(160):
         bs = 1 + i % 4  # only batch sizes 1..4 seen
         f = IterationFeatures(bs, 300 * bs)

@@ -5,7 +5,7 @@ import pytest
 import numpy as np
 
 from harli_sgl.core.iteration import IterationFeatures, SlotWork
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 
 
 def decode_ms(f: IterationFeatures) -> float:
@@ -18,7 +18,7 @@ def slot_ms(w: SlotWork) -> float:
 
 def test_two_stages_learn_decode_and_corun_latency():
     rng = np.random.default_rng(1)
-    p = make_predictor("two_stage_linear")
+    p = TwoStagePredictor()
     assert not p.ready(1) and not p.ready(2)
     for i in range(600):
         bs = int(rng.integers(1, 17))
@@ -38,11 +38,11 @@ def test_two_stages_learn_decode_and_corun_latency():
 
 
 def test_state_roundtrip():
-    p = make_predictor()
+    p = TwoStagePredictor()
     for bs in range(1, 40):
         p.observe(IterationFeatures(bs, 100 * bs), 5.0 + bs, SlotWork())
     p.profiled = True
-    q = make_predictor()
+    q = TwoStagePredictor()
     q.load_state_dict(p.state_dict())
     assert q.profiled and q.predict_decode(IterationFeatures(3, 300)) == p.predict_decode(
         IterationFeatures(3, 300))

@@ -19,12 +19,16 @@ Serial-only policies implement :meth:`SlotPolicy.grant`; the default
 
 * ``plan``/``grant`` are on the decode hot path: O(1), no I/O.
 * A grant's ``budget_units`` is finetune work in token-layers (see
-  ``core/message.py``); ``budget_ms`` is a hard wall-clock bound the worker
+  ``core/message/``); ``budget_ms`` is a hard wall-clock bound the worker
   also respects. Grants smaller than ``ctx.worker_min_units`` are useless (the
   worker cannot run a partial piece) and must not be issued.
 * ``observe_request`` / ``observe_corun`` feed measurements back; policies
   that learn (harli) update their models there.
 * ``free_run = True`` means the worker trains without grants (greedy).
+* ``lends_pool = False`` means no KV page is lent to the worker (off).
+* :meth:`SlotPolicy.corun_beside_launch` decides whether a worker co-running on
+  every core of an idle server keeps co-running, on its share, beside a batch
+  that launches.
 
 Policies are picked by name from :mod:`harli_sgl.core.policy.registry`; the
 baseline modes are policies like any other, never ``if mode == ...`` branches
@@ -40,6 +44,7 @@ from typing import ClassVar
 
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.iteration import IterationFeatures, SlotWork
+from harli_sgl.core.policy.decision import CORUN_INTERFERENCE_PREFIX, Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +53,12 @@ class SlotContext:
     running: int             # requests being decoded
     waiting: int             # queued requests the next iteration will prefill (room permitting)
     worker_min_units: int    # smallest useful grant (one piece)
-    worker_units_per_ms: float | None  # measured finetune speed, if known
     # The pieces the worker would run next, as (CostKind, units), in order.
     next_pieces: tuple[tuple[int, int], ...] = ()
     # Time until the earliest running request's next token is due (see RequestTracker).
     request_slack_ms: float | None = None
     # The worker's share of the device for co-running (0: no split, serial only).
     corun_share: float = 0.0
-    # Whether the worker is co-running now (a stop costs at most one piece).
-    corun_active: bool = False
     # Measured finetune speeds (units per ms of wall time), None until measured: a
     # hybrid top-up per ms the scheduler was blocked for it (the wait for the co-run
     # piece in flight included), and co-run pieces on the worker's share.
@@ -68,7 +70,6 @@ class SlotContext:
 class Grant:
     budget_units: int
     budget_ms: float
-    device_share: float = 1.0
     # What the policy expects the slot to run (for the co-run model's bookkeeping).
     planned: SlotWork | None = None
 
@@ -89,25 +90,41 @@ class Plan:
     e.g. while the server is idle). ``stop_wait``: when co-running stops, wait
     for the running piece to end before the next iteration (because running
     beside it would break the SLO), instead of letting that one piece overlap.
+    ``decision`` says why; ``corun_interference`` that it is the serial fallback
+    taken because co-running beside this batch would break the SLO.
     """
 
     arrangement: Arrangement
     serial: Grant | None = None
     share: float = 0.0
     stop_wait: bool = False
-    reason: str = ""
+    decision: Decision | None = None
+    corun_interference: bool = False
 
     @property
     def concurrent(self) -> bool:
         return self.arrangement in (Arrangement.CONCURRENT, Arrangement.HYBRID)
 
+    @property
+    def reason(self) -> str:
+        """The decision's name as the status reports it ("" when the plan has none)."""
+        if self.decision is None:
+            return ""
+        return CORUN_INTERFERENCE_PREFIX * self.corun_interference + self.decision.value
+
 
 NO_PLAN = Plan(Arrangement.NONE)
+
+
+# Co-running measured slower than modelled by more than this fraction of the SLO (the
+# predictor's fast bias correction) keeps the worker away from decode and prefill.
+INTERFERENCE_LIMIT = 0.25
 
 
 class SlotPolicy(ABC):
     name: ClassVar[str]
     free_run: ClassVar[bool] = False
+    lends_pool: ClassVar[bool] = True
 
     def __init__(self, config: HarliConfig, predictor=None):
         self.config = config
@@ -121,6 +138,12 @@ class SlotPolicy(ABC):
     @abstractmethod
     def grant(self, ctx: SlotContext) -> Grant | None:
         """The serial slot to run before the next iteration, or None."""
+
+    def corun_beside_launch(self, share: float) -> bool:
+        """A batch launches while the worker co-runs on every core of the idle server:
+        keep it co-running on ``share`` beside that batch (True), or stop it (False)
+        because co-running on its share was just measured far slower than modelled."""
+        return not self.predictor.concurrent_bias(share) > INTERFERENCE_LIMIT * self.config.tpot_slo_ms
 
     def observe_request(self, tpot_ms: float) -> None:
         """A request finished with this TPOT (feedback for policies that adapt)."""

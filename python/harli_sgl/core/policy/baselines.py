@@ -15,6 +15,7 @@ UNBOUNDED_UNITS = 1 << 40
 
 class OffPolicy(SlotPolicy):
     name = "off"
+    lends_pool = False
 
     def grant(self, ctx: SlotContext) -> Grant | None:
         return None

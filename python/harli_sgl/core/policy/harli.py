@@ -58,10 +58,10 @@ Without a share (``--harli-cpu-split none``, a single core) this is exactly
 from __future__ import annotations
 
 import time
-from collections import deque
 
 from harli_sgl.core.iteration import SlotWork
-from harli_sgl.core.policy.base import Arrangement, Grant, Plan, SlotContext
+from harli_sgl.core.policy.base import INTERFERENCE_LIMIT, Arrangement, Grant, Plan, SlotContext
+from harli_sgl.core.policy.decision import Decision
 from harli_sgl.core.policy.harli_serial import MARGIN_FLOOR, HarliSerialPolicy
 
 # Explore co-running at an unmeasured batch size only when decode alone uses at
@@ -69,7 +69,6 @@ from harli_sgl.core.policy.harli_serial import MARGIN_FLOOR, HarliSerialPolicy
 EXPLORE_SLACK = 0.5
 CALIBRATE_EVERY = 25
 RESIDUAL_WINDOW_S = 60.0
-INTERFERENCE_LIMIT = 0.25
 MARGIN_CAP = 0.25
 TOPUP_MIN_GAIN = 1.1
 TOPUP_EXPLORE_EVERY = 10
@@ -77,21 +76,19 @@ TOPUP_EXPLORE_EVERY = 10
 
 class HarliPolicy(HarliSerialPolicy):
     name = "harli"
+    RESIDUALS_KEPT = 400
 
     def __init__(self, config, predictor=None):
         super().__init__(config, predictor)
         self._busy_iterations = 0
         self._unpaid_topups = 0
-        self._timed_residuals: deque[tuple[float, float]] = deque(maxlen=400)
-
-    def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
-        self._timed_residuals.append((time.monotonic(), observed_ms - predicted_ms))
 
     def margin_ms(self) -> float:
         now = time.monotonic()
-        while self._timed_residuals and now - self._timed_residuals[0][0] > RESIDUAL_WINDOW_S:
-            self._timed_residuals.popleft()
-        return self._margin_of([v for _, v in self._timed_residuals], cap=MARGIN_CAP)
+        residuals = self.corun_residuals
+        while residuals and now - residuals[0][0] > RESIDUAL_WINDOW_S:
+            residuals.popleft()
+        return self._margin_of([v for _, v in residuals], cap=MARGIN_CAP)
 
     def plan(self, ctx: SlotContext) -> Plan:
         plan = self._plan(ctx)
@@ -102,23 +99,23 @@ class HarliPolicy(HarliSerialPolicy):
     def _plan(self, ctx: SlotContext) -> Plan:
         share = ctx.corun_share
         if share <= 0:
-            grant, reason = self._decide(ctx)
-            return self._serial(grant, reason)
+            grant, decision = self._decide(ctx)
+            return self._serial(grant, decision)
         if ctx.running == 0:
             if ctx.waiting == 0:
-                return Plan(Arrangement.CONCURRENT, share=1.0, reason="idle_corun")
+                return Plan(Arrangement.CONCURRENT, share=1.0, decision=Decision.IDLE_CORUN)
             if self.predictor.concurrent_bias(share) > INTERFERENCE_LIMIT * self.slo:
                 # Co-running has just been measured far slower than modelled: keep
                 # it away from the prefill until the evidence expires.
-                return Plan(Arrangement.NONE, reason="prefill_pending_interference")
-            return Plan(Arrangement.CONCURRENT, share=share, reason="prefill_corun")
+                return Plan(Arrangement.NONE, decision=Decision.PREFILL_PENDING_INTERFERENCE)
+            return Plan(Arrangement.CONCURRENT, share=share, decision=Decision.PREFILL_CORUN)
         f = ctx.next_iteration
         if not self.predictor.ready(1) or not self.predictor.confident(f):
             # Stage 1 learns only from iterations that ran alone.
-            return Plan(Arrangement.NONE, stop_wait=True, reason="unseen_batch_size")
+            return Plan(Arrangement.NONE, stop_wait=True, decision=Decision.UNSEEN_BATCH_SIZE)
         self._busy_iterations += 1
         if not ctx.waiting and self._busy_iterations % CALIBRATE_EVERY == 0:
-            return Plan(Arrangement.NONE, stop_wait=True, reason="calibrate")
+            return Plan(Arrangement.NONE, stop_wait=True, decision=Decision.CALIBRATE)
         target = self.target_ms(ctx)
         decode = self.predictor.predict_decode(f)
         if self.predictor.concurrent_confident(f, share):
@@ -129,20 +126,21 @@ class HarliPolicy(HarliSerialPolicy):
             fits = decode <= EXPLORE_SLACK * target
         if ctx.waiting:
             if fits:
-                return Plan(Arrangement.CONCURRENT, share=share, reason="prefill_pending_corun")
-            return Plan(Arrangement.NONE, reason="prefill_pending")
+                return Plan(Arrangement.CONCURRENT, share=share,
+                            decision=Decision.PREFILL_PENDING_CORUN)
+            return Plan(Arrangement.NONE, decision=Decision.PREFILL_PENDING)
         if fits:
             work = self._top_up(ctx, target - corun)
             if work.pieces and not self._topup_pays(ctx):
-                return Plan(Arrangement.CONCURRENT, share=share, reason="concurrent_topup_no_gain")
+                return Plan(Arrangement.CONCURRENT, share=share,
+                            decision=Decision.CONCURRENT_TOPUP_NO_GAIN)
             if work.pieces:
                 return Plan(Arrangement.HYBRID, Grant(work.units, target - corun, planned=work),
-                            share=share, reason="hybrid")
-            return Plan(Arrangement.CONCURRENT, share=share, reason="concurrent")
-        grant, reason = self._decide(ctx)
-        plan = self._serial(grant, "corun_interference_" + reason)
+                            share=share, decision=Decision.HYBRID)
+            return Plan(Arrangement.CONCURRENT, share=share, decision=Decision.CONCURRENT)
+        grant, decision = self._decide(ctx)
         # Co-running through the next iteration would break the SLO: stop first.
-        return Plan(plan.arrangement, plan.serial, stop_wait=True, reason=plan.reason)
+        return self._serial(grant, decision, stop_wait=True, corun_interference=True)
 
     def _topup_pays(self, ctx: SlotContext) -> bool:
         """Whether a top-up trains more than the co-run it interrupts (see 5. above)."""
@@ -153,21 +151,15 @@ class HarliPolicy(HarliSerialPolicy):
         return self._unpaid_topups % TOPUP_EXPLORE_EVERY == 0
 
     def _top_up(self, ctx: SlotContext, budget_ms: float) -> SlotWork:
-        work = SlotWork()
         if budget_ms <= MARGIN_FLOOR * self.slo or not self.predictor.ready(2):
-            return work
-        for kind, units in ctx.next_pieces:
-            nxt = work.plus(kind, units)
-            if self.predictor.slot_cost(nxt) > budget_ms:
-                break
-            work = nxt
-        return work
+            return SlotWork()
+        return self.pieces_that_fit(ctx.next_pieces, budget_ms)
 
     @staticmethod
-    def _serial(grant: Grant | None, reason: str) -> Plan:
+    def _serial(grant: Grant | None, decision: Decision, **kw) -> Plan:
         if grant is None:
-            return Plan(Arrangement.NONE, reason=reason)
-        return Plan(Arrangement.SERIAL, serial=grant, reason=reason)
+            return Plan(Arrangement.NONE, decision=decision, **kw)
+        return Plan(Arrangement.SERIAL, serial=grant, decision=decision, **kw)
 
     def grant(self, ctx: SlotContext) -> Grant | None:
         return self.plan(ctx).serial

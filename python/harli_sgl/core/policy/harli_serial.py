@@ -35,13 +35,16 @@ half the target free; a batch size stage 1 has not seen yet runs alone.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
+from typing import ClassVar
 
 import numpy as np
 
 from harli_sgl.core.iteration import SlotWork
 from harli_sgl.core.policy.base import Grant, SlotContext, SlotPolicy
 from harli_sgl.core.policy.baselines import UNBOUNDED_UNITS
+from harli_sgl.core.policy.decision import Decision
 
 MARGIN_FLOOR = 0.03
 MARGIN_COLD = 0.15
@@ -52,6 +55,7 @@ NEAR_MISS = 0.99
 
 class HarliSerialPolicy(SlotPolicy):
     name = "harli-serial"
+    RESIDUALS_KEPT: ClassVar[int] = 200
 
     def __init__(self, config, predictor=None):
         super().__init__(config, predictor)
@@ -60,14 +64,15 @@ class HarliSerialPolicy(SlotPolicy):
         self.beta = 1.0
         self.decisions: Counter[str] = Counter()
         self.last_decision: str | None = None
-        self.corun_residuals: deque[float] = deque(maxlen=200)
+        # (when, observed - predicted) of iterations that ran finetune work.
+        self.corun_residuals: deque[tuple[float, float]] = deque(maxlen=self.RESIDUALS_KEPT)
 
     @property
     def slo(self) -> float:
         return self.config.tpot_slo_ms
 
     def margin_ms(self) -> float:
-        return self._margin_of(list(self.corun_residuals))
+        return self._margin_of([v for _, v in self.corun_residuals])
 
     def _margin_of(self, residuals: list[float], cap: float | None = None) -> float:
         """Bias plus two standard errors of a 16-token average, floored (and optionally capped)."""
@@ -85,44 +90,49 @@ class HarliSerialPolicy(SlotPolicy):
         return target
 
     def grant(self, ctx: SlotContext) -> Grant | None:
-        grant, reason = self._decide(ctx)
-        self.decisions[reason] += 1
-        self.last_decision = reason
+        grant, decision = self._decide(ctx)
+        self.decisions[decision.value] += 1
+        self.last_decision = decision.value
         return grant
 
-    def _decide(self, ctx: SlotContext) -> tuple[Grant | None, str]:
+    def _decide(self, ctx: SlotContext) -> tuple[Grant | None, Decision]:
         if ctx.running == 0 and ctx.waiting == 0:
-            return Grant(UNBOUNDED_UNITS, self.config.idle_slot_ms), "idle"
+            return Grant(UNBOUNDED_UNITS, self.config.idle_slot_ms), Decision.IDLE
         if ctx.waiting:
-            return None, "prefill_pending"
+            return None, Decision.PREFILL_PENDING
         if not ctx.next_pieces or not self.predictor.ready(1):
-            return None, "predictor_cold"
+            return None, Decision.PREDICTOR_COLD
         if not self.predictor.confident(ctx.next_iteration):
             # A batch size stage 1 has not seen: run it alone, which teaches stage 1.
-            return None, "unseen_batch_size"
+            return None, Decision.UNSEEN_BATCH_SIZE
         target = self.target_ms(ctx)
         decode = self.predictor.predict_decode(ctx.next_iteration)
         budget = target - decode
         if budget <= 0:
-            return None, "no_slack"
+            return None, Decision.NO_SLACK
         if not self.predictor.ready(2):
             # Explore: one piece, only where slack is ample, to teach stage 2.
             kind, units = ctx.next_pieces[0]
             if decode > 0.5 * target:
-                return None, "predictor_cold"
-            return Grant(units, budget, planned=SlotWork().plus(kind, units)), "explore"
+                return None, Decision.PREDICTOR_COLD
+            return Grant(units, budget, planned=SlotWork().plus(kind, units)), Decision.EXPLORE
+        work = self.pieces_that_fit(ctx.next_pieces, budget)
+        if work.pieces == 0:
+            return None, Decision.SLACK_BELOW_ONE_PIECE
+        return Grant(work.units, budget, planned=work), Decision.GRANTED
+
+    def pieces_that_fit(self, pieces: tuple[tuple[int, int], ...], budget_ms: float) -> SlotWork:
+        """The longest run of ``pieces``, in order, whose predicted cost fits ``budget_ms``."""
         work = SlotWork()
-        for kind, units in ctx.next_pieces:
+        for kind, units in pieces:
             nxt = work.plus(kind, units)
-            if self.predictor.slot_cost(nxt) > budget:
+            if self.predictor.slot_cost(nxt) > budget_ms:
                 break
             work = nxt
-        if work.pieces == 0:
-            return None, "slack_below_one_piece"
-        return Grant(work.units, budget, planned=work), "granted"
+        return work
 
     def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
-        self.corun_residuals.append(observed_ms - predicted_ms)
+        self.corun_residuals.append((time.monotonic(), observed_ms - predicted_ms))
 
     def observe_request(self, tpot_ms: float) -> None:
         if tpot_ms >= NEAR_MISS * self.slo:

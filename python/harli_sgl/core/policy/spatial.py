@@ -11,6 +11,7 @@ arrangement is measured against. Without a share (a single core, or
 from __future__ import annotations
 
 from harli_sgl.core.policy.base import Arrangement, Grant, Plan, SlotContext, SlotPolicy
+from harli_sgl.core.policy.decision import Decision
 
 
 class SpatialPolicy(SlotPolicy):
@@ -18,8 +19,8 @@ class SpatialPolicy(SlotPolicy):
 
     def plan(self, ctx: SlotContext) -> Plan:
         if ctx.corun_share <= 0:
-            return Plan(Arrangement.NONE, reason="no_share")
-        return Plan(Arrangement.CONCURRENT, share=ctx.corun_share, reason="partition")
+            return Plan(Arrangement.NONE, decision=Decision.NO_SHARE)
+        return Plan(Arrangement.CONCURRENT, share=ctx.corun_share, decision=Decision.PARTITION)
 
     def grant(self, ctx: SlotContext) -> Grant | None:
         return None

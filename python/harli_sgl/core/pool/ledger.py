@@ -8,15 +8,15 @@ allocator's free list and here).
 
 Ownership table (every page is in exactly one state):
 
-=============  ===============================  =====================================
-state          where it is recorded             who may touch its memory
-=============  ===============================  =====================================
-padding        page 0, never anywhere else      the engine (dummy writes); never lent
-free           the engine allocator's free list nobody (contents are garbage)
-held           the engine (requests, radix)     the engine
-leased         a :class:`Lease` here            the worker only
-reclaiming     a Lease with ``reclaim_started``  the worker until it acknowledges
-=============  ===============================  =====================================
+=============  ======================================  =====================================
+state          where it is recorded                    who may touch its memory
+=============  ======================================  =====================================
+padding        page 0, never anywhere else             the engine (dummy writes); never lent
+free           the engine allocator's free list        nobody (contents are garbage)
+held           the engine (requests, radix)            the engine
+leased         a :class:`PageLease` here               the worker only
+reclaiming     a PageLease with ``reclaim_started``    the worker until it acknowledges
+=============  ======================================  =====================================
 
 Transitions: free -> leased (``add``, the caller removes the pages from the free
 list first); leased -> reclaiming (``begin_reclaim``, a ``ReclaimRequest`` is
@@ -43,7 +43,9 @@ class PoolIntegrityError(AssertionError):
 
 
 @dataclass
-class Lease:
+class PageLease:
+    """KV pages lent to the worker (not a job's lease on its instance: jobs/store/leases.py)."""
+
     lease_id: int
     ranges: tuple[tuple[int, int], ...]  # half-open page ranges [start, end)
     granted_at: float = field(default_factory=time.monotonic)
@@ -88,7 +90,7 @@ def pick_ranges(free_sorted: np.ndarray, pages: int, min_run: int) -> list[tuple
 class LeaseLedger:
     def __init__(self, total_pages: int, latency_window: int = 1000):
         self.total_pages = total_pages  # pages 1..total_pages; 0 is padding
-        self.leases: dict[int, Lease] = {}
+        self.leases: dict[int, PageLease] = {}
         self._next_id = 1
         self.reclaims = 0
         self.released_on_death = 0
@@ -98,11 +100,11 @@ class LeaseLedger:
     def leased_pages(self) -> int:
         return sum(lease.pages for lease in self.leases.values())
 
-    def add(self, ranges: list[tuple[int, int]]) -> Lease:
+    def add(self, ranges: list[tuple[int, int]]) -> PageLease:
         for s, e in ranges:
             if not (1 <= s < e <= self.total_pages + 1):
                 raise PoolIntegrityError(f"range [{s}, {e}) is outside pages 1..{self.total_pages}")
-        lease = Lease(self._next_id, tuple(ranges))
+        lease = PageLease(self._next_id, tuple(ranges))
         self._next_id += 1
         taken = self._taken()
         mine = lease.page_ids()
@@ -111,13 +113,13 @@ class LeaseLedger:
         self.leases[lease.lease_id] = lease
         return lease
 
-    def begin_reclaim(self, lease_id: int) -> Lease:
+    def begin_reclaim(self, lease_id: int) -> PageLease:
         lease = self.leases[lease_id]
         if lease.reclaim_started is None:
             lease.reclaim_started = time.monotonic()
         return lease
 
-    def complete(self, lease_id: int) -> Lease:
+    def complete(self, lease_id: int) -> PageLease:
         """The worker acknowledged: the lease's pages may go back to the engine."""
         lease = self.leases.pop(lease_id)
         self.reclaims += 1
@@ -125,14 +127,14 @@ class LeaseLedger:
             self.latencies_ms.append((time.monotonic() - lease.reclaim_started) * 1000.0)
         return lease
 
-    def release_all(self) -> list[Lease]:
+    def release_all(self) -> list[PageLease]:
         """The worker is dead: nothing can touch leased memory any more."""
         leases = list(self.leases.values())
         self.leases.clear()
         self.released_on_death += len(leases)
         return leases
 
-    def newest_first(self) -> list[Lease]:
+    def newest_first(self) -> list[PageLease]:
         return sorted(self.leases.values(), key=lambda lease: -lease.lease_id)
 
     def _taken(self) -> np.ndarray:

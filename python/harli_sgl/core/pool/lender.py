@@ -27,8 +27,9 @@ from typing import Protocol
 
 import numpy as np
 
-from harli_sgl.core.message import LeaseGrant, ReclaimAck, ReclaimRequest
-from harli_sgl.core.pool.ledger import Lease, LeaseLedger, pick_ranges
+from harli_sgl.core.message.from_worker import ReclaimAck
+from harli_sgl.core.message.to_worker import LeaseGrant, ReclaimRequest
+from harli_sgl.core.pool.ledger import PageLease, LeaseLedger, pick_ranges
 from harli_sgl.core.pool.watermark import Watermarks
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class PoolLender:
             freed += lease.pages
             self._reclaim(lease)
 
-    def _reclaim(self, lease: Lease) -> None:
+    def _reclaim(self, lease: PageLease) -> None:
         self.ledger.begin_reclaim(lease.lease_id)
         self._send(ReclaimRequest(lease.lease_id))
         done = self._wait(lambda: lease.lease_id not in self.ledger.leases, self.ack_timeout_s)

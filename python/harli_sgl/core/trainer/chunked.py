@@ -38,6 +38,9 @@ Saved activations are produced only inside forward pieces; passing
 ``saved_tensors_hooks=(pack, unpack)`` wraps every forward piece in
 ``torch.autograd.graph.saved_tensors_hooks`` so a memory pool can keep them
 outside the allocator (e.g. in leased KV-cache pages).
+
+It stays whole above 300 lines: it is one algorithm (the piece boundaries of a
+step and the gradient bookkeeping across them), which a split would cut in two.
 """
 
 from __future__ import annotations

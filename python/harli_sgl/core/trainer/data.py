@@ -277,3 +277,12 @@ def collate(examples: Sequence[Example], pad_id: int) -> MicroBatch:
         labels[row, :n] = torch.tensor(e.labels, dtype=torch.long)
         attention_mask[row, :n] = 1
     return MicroBatch(input_ids, attention_mask, labels)
+
+
+def checked_examples(examples: Sequence[Example], max_seq_len: int, what: str = "") -> list[Example]:
+    """``examples`` as a list, once each fits ``max_seq_len`` and supervises a token."""
+    for i, e in enumerate(examples):
+        if len(e.input_ids) > max_seq_len or e.supervised_tokens == 0:
+            raise ValueError(f"{what}example {i} is longer than max_seq_len or has no "
+                             "supervised token; encode it with data.encode_record")
+    return list(examples)

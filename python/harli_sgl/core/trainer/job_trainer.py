@@ -9,14 +9,11 @@ which thread they are written: a due checkpoint (and the final adapter) is
 handed out as a :class:`~.snapshot.Snapshot`, a copy that training does not
 touch, so a worker can write it in the background while the job trains on.
 
-The base model is wrapped *in place* by PEFT, so the job trains against the
-very tensors that serve (zero-copy); this is verified at construction, and
-:meth:`JobTrainer.close` removes the LoRA layers again. The schedule is a pure
-function of ``(seed, epoch, step)``: step ``s`` of epoch ``e`` trains examples
+The base model is wrapped *in place* by PEFT (:mod:`.lora`), so the job trains
+against the very tensors that serve. The schedule is a pure function of
+``(seed, epoch, step)``: step ``s`` of epoch ``e`` trains examples
 ``epoch_order(n, seed, e)[s * batch_size:(s + 1) * batch_size]``, split into
-micro-batches. Together with the adapter weights, the optimizer state and the
-job's private RNG stream, that is all a checkpoint needs for a resumed run to
-end with the same adapter as an uninterrupted one.
+micro-batches, which is what lets a checkpoint (:mod:`.resume`) resume exactly.
 
 With validation examples, the end of every epoch schedules an evaluation: the
 mean token loss over the first :data:`MAX_VALID_EXAMPLES` validation examples,
@@ -34,43 +31,37 @@ adapter that produces it.
 Hyperparameters fixed here: AdamW with betas (0.9, 0.999), eps 1e-8 and no
 weight decay (LoRA matrices are small and start at B=0; decaying them only
 pulls the adapter towards the base model), at a constant learning rate.
+
+The module stays whole above 300 lines because :class:`JobTrainer` is one state
+machine (step, evaluation, checkpoint due or deferred, done) whose transitions
+read best side by side; LoRA wrapping and resuming are already their own modules.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from typing import Any, NamedTuple
 
 import torch
-from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file
 from torch import nn
 
-from harli_sgl.core.trainer import snapshot
-from harli_sgl.core.trainer.checkpoint import ADAPTER_FILES, OPTIMIZER_FILE, read_state
 from harli_sgl.core.iteration import NO_SLOT
+from harli_sgl.core.trainer import lora, resume, snapshot
 from harli_sgl.core.trainer.chunked import ChunkedTrainer, RunResult, SavedTensorsHooks
 from harli_sgl.core.trainer.config import TrainConfig
-from harli_sgl.core.trainer.data import DataPosition, Example, MicroBatch, collate, epoch_order
+from harli_sgl.core.trainer.data import (DataPosition, Example, MicroBatch, checked_examples, collate,
+                                         epoch_order)
 from harli_sgl.core.trainer.rng import RngStream
 from harli_sgl.core.trainer.snapshot import Snapshot
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 WEIGHT_DECAY = 0.0
-STATE_FORMAT = 1
 # Validation is a cost paid every epoch inside slots; bound it like OpenAI bounds
 # its per-step validation batches.
 MAX_VALID_EXAMPLES = 256
-# Operational settings a resumed job may change; everything else must match.
-RESUMABLE_CHANGES = ("checkpoint_every_steps",)
 
 EventCallback = Callable[[str, str, dict], None]
 
@@ -123,7 +114,7 @@ class JobTrainer:
         self._checkpoint_deferred = False
         self._fingerprint: str | None = None
         self._init_data(tokenizer, examples)
-        self.validation_examples = _checked(validation_examples, config.max_seq_len,
+        self.validation_examples = checked_examples(validation_examples, config.max_seq_len,
                                             "validation ")[:MAX_VALID_EXAMPLES]
         # Collated once: the same micro-batches are evaluated after every epoch.
         mbs = config.micro_batch_size
@@ -136,7 +127,7 @@ class JobTrainer:
     def _init_data(self, tokenizer: Any, examples: Sequence[Example]) -> None:
         if not examples:
             raise ValueError("a job needs at least one training example")
-        self.examples = _checked(examples, self.config.max_seq_len)
+        self.examples = checked_examples(examples, self.config.max_seq_len)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
         if pad is None:
@@ -144,27 +135,8 @@ class JobTrainer:
         self.pad_id = int(pad)
 
     def _init_model(self, base_model: nn.Module) -> None:
-        if any(isinstance(m, BaseTunerLayer) for m in base_model.modules()):
-            raise ValueError("base_model already carries adapter layers; close() the job "
-                             "that owns it first")
-        self._base_requires_grad = {n: p.requires_grad for n, p in base_model.named_parameters()}
-        base_storage = {p.data_ptr() for p in base_model.parameters()}
-        cfg = self.config
-        lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                          lora_dropout=cfg.lora_dropout, target_modules=list(cfg.target_modules),
-                          bias="none")
-        device = next(base_model.parameters()).device
-        cuda = [device.index] if device.type == "cuda" else []  # CUDA tensors carry an index
-        # Seed LoRA's init from the job, without disturbing the process's RNG.
-        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
-            torch.manual_seed(cfg.seed)
-            self.peft_model = get_peft_model(base_model, lora)
-        self.peft_model.train()
-        frozen = {p.data_ptr() for p in self.peft_model.parameters() if not p.requires_grad}
-        if frozen != base_storage:
-            raise RuntimeError("wrapping the base model copied or dropped base weights; "
-                               "the job must train against the serving tensors in place")
-        self.device = device
+        self.peft_model, self._base_requires_grad = lora.wrap_in_place(base_model, self.config)
+        self.device = next(base_model.parameters()).device
 
     def _init_optimizer(self, saved_tensors_hooks: SavedTensorsHooks | None) -> None:
         params = [p for p in self.peft_model.parameters() if p.requires_grad]
@@ -173,7 +145,7 @@ class JobTrainer:
         self._chunked = ChunkedTrainer(self.peft_model, self.optimizer,
                                        max_grad_norm=self.config.max_grad_norm,
                                        saved_tensors_hooks=saved_tensors_hooks)
-        self._rng = RngStream(self.config.seed, self.device)
+        self.rng = RngStream(self.config.seed, self.device)
 
     def _init_schedule(self) -> None:
         self.steps_per_epoch = math.ceil(len(self.examples) / self.config.batch_size)
@@ -248,7 +220,7 @@ class JobTrainer:
         while not self.done:
             self._ensure_step()
             evaluating = self._chunked.evaluating
-            with self._rng.active():
+            with self.rng.active():
                 r = self._chunked.run(budget_units - work.units, deadline)
             work, tokens = work + r.work, tokens + r.tokens
             trained += r.trained_tokens
@@ -396,91 +368,28 @@ class JobTrainer:
         """A copy of adapter, optimizer state and data position; only between steps."""
         if self._chunked.mid_step:
             raise RuntimeError("cannot checkpoint in the middle of a step")
-        state = {
-            "format": STATE_FORMAT,
-            "position": asdict(self.position),
-            "completed_steps": self.completed_steps,
-            "trained_tokens": self.trained_tokens,
-            "last_loss": self.last_loss,
-            "last_valid_loss": self.last_valid_loss,
-            "eval_pending": self.eval_pending,
-            "rng": self._rng.state_dict(),
-            "config": asdict(self.config),
-            "n_examples": len(self.examples),
-            "examples_sha256": self._examples_sha256(),
-        }
-        return snapshot.take(self.peft_model, self.optimizer, state)
+        return snapshot.take(self.peft_model, self.optimizer, resume.state_of(self))
 
     def save_checkpoint(self, path: str) -> None:
         """Write adapter, optimizer state and data position atomically; only between steps."""
         self.snapshot_checkpoint().write(path)
 
-    def _examples_sha256(self) -> str:
+    def examples_sha256(self) -> str:
         # Hashing every example takes long for a large file: once per job, not per checkpoint.
         if self._fingerprint is None:
-            self._fingerprint = _fingerprint(self.examples)
+            self._fingerprint = resume.fingerprint(self.examples)
         return self._fingerprint
 
     @classmethod
     def resume(cls, checkpoint: str, base_model: nn.Module, tokenizer: Any,
                examples: Sequence[Example], config: TrainConfig, **kwargs: Any) -> JobTrainer:
         """A trainer positioned exactly where ``checkpoint`` was written."""
-        state = read_state(checkpoint)
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{checkpoint}: unsupported checkpoint format {state.get('format')!r}")
-        _check_resumable(checkpoint, state, config, examples)
+        state = resume.read_resumable(checkpoint, config, examples)
         trainer = cls(base_model, tokenizer, examples, config, **kwargs)
-        trainer._load(checkpoint, state)
+        resume.restore(trainer, checkpoint, state)
         return trainer
-
-    def _load(self, checkpoint: str, state: dict) -> None:
-        weights = load_file(os.path.join(checkpoint, ADAPTER_FILES[0]), device=str(self.device))
-        result = set_peft_model_state_dict(self.peft_model, weights)
-        missing = [k for k in result.missing_keys if "lora_" in k]
-        if result.unexpected_keys or missing:
-            raise ValueError(f"{checkpoint}: adapter does not match the job's LoRA config "
-                             f"(unexpected {result.unexpected_keys[:3]}, missing {missing[:3]})")
-        self.optimizer.load_state_dict(torch.load(os.path.join(checkpoint, OPTIMIZER_FILE),
-                                                  map_location=self.device, weights_only=True))
-        self._rng.load_state_dict(state["rng"])
-        self.position = DataPosition(**state["position"])
-        self.completed_steps = state["completed_steps"]
-        self.trained_tokens = state["trained_tokens"]
-        self.last_loss = state["last_loss"]
-        # Absent from checkpoints written before validation existed.
-        self.last_valid_loss = state.get("last_valid_loss")
-        self.eval_pending = bool(state.get("eval_pending", False)) and bool(self.validation_examples)
 
     def close(self) -> nn.Module:
         """Drop the in-flight step and take the LoRA layers out of the base model again."""
         self._chunked.abort_step()
-        base = self.peft_model.base_model.unload()
-        for name, p in base.named_parameters():
-            p.requires_grad_(self._base_requires_grad.get(name, p.requires_grad))
-        return base
-
-
-def _checked(examples: Sequence[Example], max_seq_len: int, what: str = "") -> list[Example]:
-    for i, e in enumerate(examples):
-        if len(e.input_ids) > max_seq_len or e.supervised_tokens == 0:
-            raise ValueError(f"{what}example {i} is longer than max_seq_len or has no "
-                             "supervised token; encode it with data.encode_record")
-    return list(examples)
-
-
-def _fingerprint(examples: Sequence[Example]) -> str:
-    h = hashlib.sha256()
-    for e in examples:
-        h.update(json.dumps([e.input_ids, e.labels]).encode())
-    return h.hexdigest()
-
-
-def _check_resumable(checkpoint: str, state: dict, config: TrainConfig,
-                     examples: Sequence[Example]) -> None:
-    saved, now = state["config"], json.loads(json.dumps(asdict(config)))
-    changed = sorted(k for k in set(saved) | set(now)
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-    if changed:
-        raise ValueError(f"{checkpoint}: config differs from the checkpoint's in {changed}")
-    if state["n_examples"] != len(examples) or state["examples_sha256"] != _fingerprint(examples):
-        raise ValueError(f"{checkpoint}: the training examples differ from the checkpoint's")
+        return lora.unwrap(self.peft_model, self._base_requires_grad)

@@ -8,9 +8,8 @@ psycopg.
 
 from __future__ import annotations
 
+from harli_sgl.config import is_postgres_url
 from harli_sgl.jobs.db.base import Database
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def open_database(db_url: str | None, sqlite_path: str) -> Database:
@@ -19,7 +18,7 @@ def open_database(db_url: str | None, sqlite_path: str) -> Database:
         from harli_sgl.jobs.db.sqlite import SqliteDatabase
 
         return SqliteDatabase(sqlite_path)
-    if db_url.startswith(POSTGRES_SCHEMES):
+    if is_postgres_url(db_url):
         from harli_sgl.jobs.db.postgres import PostgresDatabase
 
         return PostgresDatabase(db_url)

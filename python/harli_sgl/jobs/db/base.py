@@ -18,7 +18,7 @@ two protocols:
   commit order (a poller that saw ``n`` never misses a later commit of ``n - 1``);
 * **rows** are read-only mappings keyed by column name (``row["id"]``);
 * **errors**: a write that fails for lack of space raises
-  :class:`~harli_sgl.jobs.store.errors.StorageFullError`; other database errors
+  :class:`~harli_sgl.jobs.store_errors.StorageFullError`; other database errors
   pass through unchanged;
 * **schema versioning** (:mod:`.migrations` drives it): :meth:`Database.migration`
   is a write transaction that also excludes other migrations, and the version

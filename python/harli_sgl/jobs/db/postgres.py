@@ -42,7 +42,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from harli_sgl.jobs.db.base import Row
-from harli_sgl.jobs.store.errors import is_storage_full, storage_full
+from harli_sgl.jobs.store_errors import storage_full_raised
 
 # The first key of every advisory lock the store takes ("Harl"), so they cannot
 # collide with another application's locks on a shared server.
@@ -130,13 +130,9 @@ class PostgresDatabase:
 
     @contextmanager
     def write(self) -> Iterator[PostgresTx]:
-        try:
-            with self._connection() as conn, conn.transaction():
-                yield PostgresTx(conn)
-        except psycopg.Error as exc:
-            if is_storage_full(exc):
-                raise storage_full(exc, "database write") from exc
-            raise
+        with storage_full_raised("database write", psycopg.Error), self._connection() as conn, \
+                conn.transaction():
+            yield PostgresTx(conn)
 
     @contextmanager
     def read(self, snapshot: bool = False) -> Iterator[PostgresTx]:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from harli_sgl.jobs.db.base import Row
-from harli_sgl.jobs.store.errors import is_storage_full, storage_full
+from harli_sgl.jobs.store_errors import storage_full_raised
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -74,21 +74,16 @@ class SqliteDatabase:
 
     @contextmanager
     def write(self) -> Iterator[SqliteTx]:
-        with self._lock:
+        with self._lock, storage_full_raised("database write", sqlite3.OperationalError):
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield SqliteTx(self._conn)
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    # Also after a failed COMMIT: a transaction left open would wedge the
-                    # connection.
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                if is_storage_full(exc):
-                    raise storage_full(exc, "database write") from exc
+                yield SqliteTx(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT: a transaction left open would wedge the
+                # connection.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
 
     @contextmanager

@@ -4,7 +4,7 @@ Callers import from here; the submodules are the store's parts, one concern each
 """
 
 from harli_sgl.jobs.store.base import DEFAULT_LEASE_S, LOCAL_OWNER, TRANSITIONS
-from harli_sgl.jobs.store.errors import (FileContentError, FileInUseError, InvalidTransitionError,
+from harli_sgl.jobs.store_errors import (FileContentError, FileInUseError, InvalidTransitionError,
                                          LeaseLostError, NotFoundError, QuotaExceededError,
                                          StorageFullError, StoreError, is_storage_full)
 from harli_sgl.jobs.store.fleet import Adapter

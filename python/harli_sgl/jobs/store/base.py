@@ -16,7 +16,7 @@ from typing import Any
 
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.db.base import Database, Row, Tx
-from harli_sgl.jobs.store.errors import InvalidTransitionError, LeaseLostError, NotFoundError
+from harli_sgl.jobs.store_errors import InvalidTransitionError, LeaseLostError, NotFoundError
 from harli_sgl.jobs.tenants import Limits
 
 TRANSITIONS: dict[str, frozenset[str]] = {

@@ -29,11 +29,12 @@ import time
 from typing import Any
 
 from harli_sgl.jobs import ids
+from harli_sgl.jobs.artifacts import fsync_path
 from harli_sgl.jobs.db.base import Tx
 from harli_sgl.jobs.objects import file_object
 from harli_sgl.jobs.schema import TERMINAL_STATUSES
 from harli_sgl.jobs.store.base import StoreBase, marks, now_s, owned
-from harli_sgl.jobs.store.errors import (FileContentError, FileInUseError, NotFoundError,
+from harli_sgl.jobs.store_errors import (FileContentError, FileInUseError, NotFoundError,
                                          StorageFullError, is_storage_full, storage_full)
 from harli_sgl.jobs.store.quota import check_stored_bytes
 from harli_sgl.jobs.tenants import DEFAULT_TENANT
@@ -85,7 +86,7 @@ class FileRecords(StoreBase):
         except BaseException:
             _unlink(tmp)
             raise
-        _fsync_dir(self.files_dir)
+        fsync_path(self.files_dir)
         try:
             with self._db.write() as tx:
                 check_stored_bytes(tx, tenant, len(data), self.default_limits)
@@ -183,17 +184,3 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _fsync_dir(path: str) -> None:
-    # The rename is only durable once the directory entry is; not every platform allows it.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

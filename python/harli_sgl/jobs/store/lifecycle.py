@@ -29,7 +29,7 @@ from harli_sgl.jobs.objects import job_object
 from harli_sgl.jobs.schema import JOB_STATUSES, TERMINAL_STATUSES
 from harli_sgl.jobs.store.base import (DEFAULT_LEASE_S, LOCAL_OWNER, TRANSITIONS, StoreBase, dumps,
                                        now_s, owned)
-from harli_sgl.jobs.store.errors import InvalidTransitionError, NotFoundError
+from harli_sgl.jobs.store_errors import InvalidTransitionError, NotFoundError
 from harli_sgl.jobs.store.files import check_files_exist
 from harli_sgl.jobs.store.quota import check_queued_jobs
 from harli_sgl.jobs.tenants import DEFAULT_TENANT

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from harli_sgl.jobs.db.base import Tx
 from harli_sgl.jobs.store.base import now_s
-from harli_sgl.jobs.store.errors import QuotaExceededError
+from harli_sgl.jobs.store_errors import QuotaExceededError
 from harli_sgl.jobs.tenants import LIMIT_NAMES, Limits
 
 WAITING = ("validating_files", "queued")

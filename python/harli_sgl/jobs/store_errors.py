@@ -1,5 +1,9 @@
 """The store's refusals, and how a failure for lack of disk space is recognised.
 
+On the ground floor of ``jobs/``: the store (``jobs/store/``) raises these, and
+so do the database backends below it (``jobs/db/``), which translate a full
+disk with :func:`storage_full_raised`.
+
 Every refusal is a :class:`StoreError` whose message is fit for an API client;
 the router maps each class to its HTTP status. A full disk is a state to wait
 out, not a bug, so it has its own class and a predicate that also recognises it
@@ -10,6 +14,8 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # PostgreSQL's SQLSTATE for "disk_full" (class 53, insufficient resources).
 PG_DISK_FULL = "53100"
@@ -86,3 +92,15 @@ def is_storage_full(exc: BaseException) -> bool:
 
 def storage_full(exc: BaseException, what: str) -> StorageFullError:
     return StorageFullError(errno.ENOSPC, f"the server's disk is full ({what}: {exc})")
+
+
+@contextmanager
+def storage_full_raised(what: str, errors: type[BaseException] | tuple[type[BaseException], ...]
+                        ) -> Iterator[None]:
+    """Turn an error among ``errors`` that is a full disk into :class:`StorageFullError`."""
+    try:
+        yield
+    except errors as exc:
+        if is_storage_full(exc):
+            raise storage_full(exc, what) from exc
+        raise

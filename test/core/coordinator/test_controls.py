@@ -5,12 +5,12 @@ from __future__ import annotations
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.policy.registry import make_policy
-from harli_sgl.core.predictor.registry import make_predictor
+from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 
 
 def coordinator(mode="off") -> SlotCoordinator:
     cfg = HarliConfig(mode=mode).resolved("cpu")
-    predictor = make_predictor()
+    predictor = TwoStagePredictor()
     return SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, supervisor=None)
 
 

@@ -1,4 +1,7 @@
-"""Where threads run on a CPU host: core sets, affinity of every thread, and SCHED_IDLE.
+"""CPU affinity: which cores each thread of a process may run on, and SCHED_IDLE.
+
+(Not to be confused with *job placement*, which instance of a fleet runs a
+job: ``worker/fleet.py``. Core sets themselves are parsed in ``harli_sgl/cpus.py``.)
 
 The concurrent arrangement on CPU gives decode and the finetune worker their own
 cores. Linux applies affinity and scheduling class *per thread* (a tid), and a
@@ -19,52 +22,8 @@ Only ``os`` is used: this module is part of the engine-agnostic core.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
-
-class CoreSplit(NamedTuple):
-    """Decode's cores and the worker's share of a CPU host."""
-
-    decode: tuple[int, ...]
-    worker: tuple[int, ...]
-
-    @property
-    def worker_share(self) -> float:
-        return len(self.worker) / max(1, len(self.decode) + len(self.worker))
-
-
-def parse_cpus(text: str) -> tuple[int, ...]:
-    """``"0,2-3"`` -> (0, 2, 3)."""
-    cpus: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-")
-            cpus.extend(range(int(lo), int(hi) + 1))
-        else:
-            cpus.append(int(part))
-    if not cpus:
-        raise ValueError(f"no CPUs in {text!r}")
-    return tuple(sorted(set(cpus)))
-
-
-def format_cpus(cpus: tuple[int, ...]) -> str:
-    return ",".join(str(c) for c in cpus)
-
-
-def default_split(available: tuple[int, ...]) -> CoreSplit | None:
-    """Decode keeps the first half of the cores (rounded up), the worker the rest.
-
-    Measured on the 2-core development host: a decode iteration of the default
-    model is as fast on one core as on two (docs/benchmarks.md), so the second
-    core is free compute. None when the host has a single core (no split).
-    """
-    if len(available) < 2:
-        return None
-    n_decode = (len(available) + 1) // 2
-    return CoreSplit(available[:n_decode], available[n_decode:])
+from harli_sgl.cpus import parse_cpus
 
 
 def thread_ids(pid: int | None = None) -> list[int]:
