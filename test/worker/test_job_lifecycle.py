@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from harli_sgl.jobs import ids
 from worker.test_executor import make_rig
 from worker_util import ROWS, adapter_of, pump, submit
 
@@ -45,6 +46,20 @@ def crash_after_first_checkpoint(coord, store, cfg, job_id) -> int:
     return killed
 
 
+def plant_interrupted_writes(workdir: str, job_id: str) -> dict[str, bool]:
+    """What a SIGKILL mid-write leaves (issue 19, item 12), and whether each must be swept."""
+    job_checkpoints = os.path.join(workdir, "checkpoints", job_id)
+    adapters = os.path.join(workdir, "adapters")
+    planted = {os.path.join(job_checkpoints, ".tmp-step-000099-killed01"): True,
+               os.path.join(adapters, f".tmp-{ids.adapter_dir_name(job_id, 't')}-killed02"): True,
+               # another job's write in flight: not this job's to sweep
+               os.path.join(adapters, ".tmp-ft-t-000000000000-other003"): False}
+    for path in planted:
+        os.makedirs(path)
+        open(os.path.join(path, "adapter_model.safetensors"), "w").close()
+    return planted
+
+
 def test_a_job_resumed_after_a_worker_crash_gives_the_uninterrupted_adapter(tmp_path):
     adapters = {}
     for run in ("crashed", "straight"):
@@ -55,6 +70,7 @@ def test_a_job_resumed_after_a_worker_crash_gives_the_uninterrupted_adapter(tmp_
             sup = coord.supervisor
             if run == "crashed":
                 killed = crash_after_first_checkpoint(coord, store, cfg, job_id)
+                planted = plant_interrupted_writes(cfg.workdir, job_id)
             pump(coord, lambda: adapter_of(store, cfg, job_id) is not None, timeout_s=300)
             adapters[run] = adapter_of(store, cfg, job_id)
             events = [e["message"] for e in store.list_events(job_id, limit=200)[0]]
@@ -63,6 +79,8 @@ def test_a_job_resumed_after_a_worker_crash_gives_the_uninterrupted_adapter(tmp_
                 assert sup.restarts == 1 and sup.pid != killed
                 assert len(resumed) == 1, events  # it went on from a checkpoint, not from step 0
                 assert 2 <= int(resumed[0].split()[-1]) < STEPS, resumed
+                for path, swept in planted.items():
+                    assert os.path.exists(path) != swept, (path, swept)
             else:
                 assert sup.restarts == 0 and not resumed
         finally:

@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from harli_sgl.core.shared_weights import build_model
+from harli_sgl.core.trainer.checkpoint import sweep_interrupted_writes
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataError, load_examples
 from harli_sgl.core.trainer.job_trainer import JobTrainer
@@ -197,6 +198,13 @@ class JobLifecycle:
                       saved_tensors_hooks=self.arena.hooks() if self.arena is not None else None,
                       validation_examples=valid)
         base = build_model(self.hf_config, self.fused)
+        # This instance holds the job's lease, so no write to its directories is in flight:
+        # what a killed holder left half-written (.tmp-*, .old-*) goes before anything resumes.
+        swept = sweep_interrupted_writes(self.artifacts.path("checkpoints", job_id))
+        if entry.dir_name:  # never the empty prefix: that would be every job's adapter writes
+            swept += sweep_interrupted_writes(self.artifacts.path("adapters"), entry.dir_name)
+        for path in swept:
+            logger.info("job %s: removed %s, left by an interrupted write", job_id, path)
         try:
             ckpt = self.store.latest_checkpoint(job_id)
             if ckpt is not None and os.path.isdir(ckpt["path"]):
