@@ -45,12 +45,6 @@ TRACE_ITERATIONS = EnvVar(
     "Append every measured iteration (features, slot work, interval, predictions) and every "
     "co-run piece (start, end) to this JSONL file.",
 )
-FAULT_WRITE_DELAY_S = EnvVar(
-    "HARLI_FAULT_WRITE_DELAY_S", 0.0,
-    "Fault injection (tests): every checkpoint and adapter write the finetune worker makes "
-    "waits this many seconds after its files are written, before they are renamed into place "
-    "(a slow disk).",
-)
 BODY_TIMEOUT_S = EnvVar(
     "HARLI_BODY_TIMEOUT_S", 60.0,
     "How long a request body may take to arrive, plus one second per MiB it declares "

@@ -27,6 +27,7 @@ from harli_sgl.model import byte_model
 from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 from harli_sgl.worker.supervisor import WorkerSupervisor
 
+from faults import slow_disk
 from worker_util import ROWS, pump, submit
 
 
@@ -114,7 +115,7 @@ def test_profile_slots_are_synthetic_and_teach_stage_two(rig):
 @pytest.fixture
 def slow_disk_rig(tmp_path, monkeypatch):
     # Read by the spawned worker: every checkpoint and adapter write waits before its rename.
-    monkeypatch.setenv("HARLI_FAULT_WRITE_DELAY_S", "2")
+    slow_disk.worker_env(monkeypatch, 2)
     yield from make_rig(tmp_path)
 
 

@@ -1,8 +1,8 @@
 """Checkpoints and adapters are written off the worker's loop (issue 12, item 2).
 
 A real :class:`JobExecutor` (tiny model, real JobStore) driven the way the
-worker loop drives it, with every write slowed by the ``HARLI_FAULT_WRITE_DELAY_S``
-fault injection: the files are written into the temporary directory, then the
+worker loop drives it, with every write slowed by the slow-disk fixture
+(test/faults/slow_disk.py): the files are written into the temporary directory, then the
 writer waits before the rename. While it waits, the loop's ``tick`` must return
 at once, another job must train, the job's next checkpoint must be deferred,
 and the store must not name the checkpoint; once the rename is done the row
@@ -19,6 +19,7 @@ import time
 from harli_sgl.core.message.to_worker import SlotGrant
 from harli_sgl.core.trainer.checkpoint import read_state
 from harli_sgl.jobs.store import JobStore
+from faults import slow_disk
 from worker.test_job_prepare import ROWS, events, make_executor, submit, tick_until
 
 DELAY_S = 3.0
@@ -40,7 +41,7 @@ def rows(store: JobStore, job_id: str) -> list[dict]:
 
 
 def test_a_slow_checkpoint_write_blocks_neither_the_loop_nor_another_job(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARLI_FAULT_WRITE_DELAY_S", str(DELAY_S))
+    slow_disk.slow_down(monkeypatch, DELAY_S)
     ex = make_executor(str(tmp_path), checkpoint_every_steps=1)
     try:
         store = ex.store
@@ -89,7 +90,7 @@ def test_a_slow_checkpoint_write_blocks_neither_the_loop_nor_another_job(tmp_pat
 
 
 def test_a_job_succeeds_only_once_its_slowly_written_adapter_is_complete(tmp_path, monkeypatch):
-    monkeypatch.setenv("HARLI_FAULT_WRITE_DELAY_S", str(DELAY_S))
+    slow_disk.slow_down(monkeypatch, DELAY_S)
     ex = make_executor(str(tmp_path))  # no checkpoints: only the final adapter is written
     try:
         store = ex.store

@@ -20,17 +20,14 @@ place: a stored checkpoint always names a complete directory.
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from harli_sgl import env
 from harli_sgl.core.trainer.snapshot import Snapshot
 
 
 class SnapshotWriter:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="harli-write")
-        self._delay_s = env.FAULT_WRITE_DELAY_S.get()
         self._pending: set[Future] = set()
 
     def submit(self, snapshot: Snapshot, path: str) -> Future:
@@ -41,11 +38,8 @@ class SnapshotWriter:
         return future
 
     def _write(self, snapshot: Snapshot, path: str) -> str:
-        snapshot.write(path, before_rename=self._slow_disk if self._delay_s > 0 else None)
+        snapshot.write(path)
         return path
-
-    def _slow_disk(self) -> None:
-        time.sleep(self._delay_s)
 
     def wait(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for every submitted write; True if none is left."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +55,8 @@ class Snapshot:
         tensors = list(self.adapter.values()) + _tensors(self.optimizer)
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def write(self, path: str, before_rename: Callable[[], None] | None = None) -> None:
-        """Write the directory at ``path`` atomically; ``before_rename`` runs once every file
-        is written into the temporary directory, before it is published (fault injection)."""
+    def write(self, path: str) -> None:
+        """Write the directory at ``path`` atomically."""
 
         def fill(tmp: str) -> None:
             save_file(self.adapter, os.path.join(tmp, ADAPTER_FILES[0]), metadata={"format": "pt"})
@@ -67,8 +65,6 @@ class Snapshot:
                 torch.save(self.optimizer, os.path.join(tmp, OPTIMIZER_FILE))
             if self.state is not None:
                 write_json(os.path.join(tmp, STATE_FILE), self.state)
-            if before_rename is not None:
-                before_rename()
 
         write_dir_atomically(path, fill)
 
