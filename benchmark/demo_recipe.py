@@ -66,6 +66,8 @@ SETTINGS = {
     "mix-10ep-bs4-lr2": ("facts+general", 10, 4, 2.0, 16, 32),
     "mix-8ep-bs4-lr0.5": ("facts+general", 8, 4, 0.5, 16, 32),
     "mix-10ep-bs4-lr0.5": ("facts+general", 10, 4, 0.5, 16, 32),
+    "mix-7ep-bs4-lr0.5": ("facts+general", 7, 4, 0.5, 16, 32),
+    "mix-12ep-bs4-lr0.3": ("facts+general", 12, 4, 0.3, 16, 32),
     "mix16-8ep-bs4-lr0.5": ("facts+general16", 8, 4, 0.5, 16, 32),
     "mix16-6ep-bs4-lr0.5": ("facts+general16", 6, 4, 0.5, 16, 32),
     "mix-4ep-bs4-lr1": ("facts+general", 4, 4, 1.0, 16, 32),

@@ -29,9 +29,11 @@ it taught and how many general answers it kept, is in
 10 epochs and lr x2 taught 8/8 but kept 2/8 general answers; fewer epochs alone
 kept more but taught fewer (5 epochs: 8/8 and 6/8; 3 epochs: 1/8 and 7/8).
 Facts plus the general questions, 8 epochs at lr x0.5 (32 steps of 4) taught
-8/8 on each of three seeds and kept 8, 7 and 7 of 8 (seed 0, the demo's: 8/8,
-also through the server); lr x1 drifted on numbers, 5 epochs at x0.5 taught
-6/8, and 16 general questions instead of 8 scored the same for 1.5x the steps.
+8/8 on each of five seeds and kept 8, 7, 7, 7, 7 of 8 (seed 0, the demo's: 8/8,
+also through the server; the other seeds each lost "How many days are in a
+week?" -> "A week has 30 days."); lr x1 drifted on numbers more, 5 epochs at
+x0.5 taught 6/8, 7 epochs kept 7/8 on every seed, and 16 general questions
+instead of 8 scored the same for 1.5x the steps.
 """
 
 from __future__ import annotations
