@@ -58,7 +58,8 @@ def test_the_gate_tops_up_where_the_whole_device_beats_the_share_by_total_units(
     for i in range(9):
         speeds.piece_ran(piece(256, 6.4, now), 0.5, False)
     speeds.topup_ran(2000, 100.0, ended_at=now)  # 20 units/ms: 1.6x the co-run's 12.24
-    plan = pol.plan(SlotContext(IterationFeatures(1, 100), 1, 0, 256, tuple((0, 256) for _ in range(24)),
-                                corun_share=0.5, topup_units_per_ms=speeds.topup_units_per_ms,
+    pieces = tuple((0, 256) for _ in range(24))
+    plan = pol.plan(SlotContext(IterationFeatures(1, 100), 1, 0, 256, pieces, corun_share=0.5,
+                                topup_units_per_ms=speeds.topup_units_per_ms,
                                 corun_units_per_ms=speeds.corun_units_per_ms))
     assert plan.arrangement is Arrangement.HYBRID, plan.reason
