@@ -148,7 +148,7 @@ class TwoStagePredictor(LatencyPredictor):
         Each residual is the observed decode time less the *current* model's
         prediction without the bias (stage 1 plus the fitted interference), so the
         bias measures only what the fit does not yet hold: a lasting shift is
-        corrected in full at once and the bias fades as the fit follows it.
+        corrected in full within half the window, and the bias fades as the fit follows it.
         """
         key = share_key(share)
         recent = self._concurrent_recent.get(key)
@@ -157,9 +157,9 @@ class TwoStagePredictor(LatencyPredictor):
         now = time.monotonic() if now is None else now
         while recent and now - recent[0][0] > BIAS_EXPIRE_S:
             recent.popleft()
-        if not recent:
+        model = self.concurrent.get(key)  # (a loaded state may lack this share)
+        if not recent or model is None:
             return 0.0
-        model = self.concurrent[key]
         return float(np.median([decode_ms - self.predict_decode(f) - max(0.0, model.predict(x))
                                 for _, decode_ms, f, x in recent]))
 
