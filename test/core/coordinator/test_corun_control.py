@@ -20,8 +20,9 @@ from harli_sgl.core import cpu_affinity
 from harli_sgl.core.coordinator import SlotCoordinator
 from harli_sgl.core.coordinator.corun_control import STOP_WAIT_S
 from harli_sgl.core.iteration import IterationFeatures
-from harli_sgl.core.message.from_worker import CoRunStopped, WorkerState
-from harli_sgl.core.message.to_worker import CoRunStart, CoRunStop
+from harli_sgl.core.iteration import SlotWork
+from harli_sgl.core.message.from_worker import CoRunStopped, SlotReport, WorkerState
+from harli_sgl.core.message.to_worker import CoRunStart, CoRunStop, SlotGrant
 from harli_sgl.core.policy.registry import make_policy
 from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 
@@ -51,6 +52,11 @@ class Outbox:
         if isinstance(msg, CoRunStop):  # stops at the next piece boundary
             at = time.monotonic() + PIECE_LEFT_S
             self.inbox.due.append((at, CoRunStopped(msg.seq, at)))
+        if isinstance(msg, SlotGrant):  # the first one also builds the synthetic workload
+            grants = sum(isinstance(m, SlotGrant) for m in self.sent)
+            ms = (200.0 if grants == 1 else 0.0) + 2.0 + msg.budget_units / 2048.0
+            self.inbox.due.append((time.monotonic() + ms / 1000.0, SlotReport(
+                msg.slot_id, SlotWork(units_fwd=msg.budget_units, pieces=1), 0, ms)))
         return True
 
 
@@ -146,3 +152,21 @@ def test_a_stop_that_must_wait_waits_for_the_piece_boundary(rig):
     coord.corun_control.start(coord.corun_share)
     coord.corun_control.stop(wait=False)
     assert coord.corun.stopping is not None and len(coord.meter.paused_spans) == 1
+
+
+def test_the_start_up_profile_does_not_learn_the_first_synthetic_slots_warm_up(rig):
+    """The worker builds its synthetic workload inside the first synthetic slot (100-180 ms
+    for 256 units on the worker test's model, a few ms after): stage 2 must not learn that
+    a small slot costs that much."""
+    coord, link, cfg = rig
+    coord.set_profiling(True)
+    f = IterationFeatures(2, 400)
+    while coord.predictor.stage2.samples < 12:
+        assert len(link.outbox.sent) < 500
+        coord.on_launch(f, time.monotonic())
+        time.sleep(0.002)
+        coord.after_iteration(f, running=2, waiting=0)
+    coord.set_profiling(False)
+    assert [m.budget_units for m in link.outbox.sent if isinstance(m, SlotGrant)][:2] == [256, 512]
+    # A 256-unit slot costs ~2 ms here (and a loaded host adds a few): not ~20 ms.
+    assert coord.predictor.slot_cost(SlotWork(units_fwd=256, pieces=1)) < 10.0
