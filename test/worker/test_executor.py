@@ -93,23 +93,54 @@ def test_bad_job_fails_precisely_and_the_next_one_runs(rig):
 
 
 def test_profile_slots_are_synthetic_and_teach_stage_two(rig):
+    """The start-up profile grants synthetic work only, and stage 2 learns from it.
+
+    How many profile iterations land in each stage depends on the host's load, not
+    only on the turn order: the worker co-runs in SCHED_IDLE, so on a busy host a
+    co-run piece can outlive the bounded stop wait and overlap the next iterations,
+    which are then (correctly) measured as concurrent or hybrid rather than alone or
+    serial (1 run in 4-5 under load left stage 2 with 10 samples after a fixed 60
+    iterations). So the profile runs until both stages have their samples, within a
+    bound, and the assertions are about what was sent and what was learned.
+    """
+    from harli_sgl.core.message.to_worker import CoRunStart, SlotGrant
+
     coord, store, _ = rig
     pump(coord, lambda: coord.supervisor.ready)
+    sent = []
+    outbox = coord.supervisor.outbox
+    send = outbox.send
+    outbox.send = lambda msg: (sent.append(msg), send(msg))[1]
     coord.set_profiling(True)
     f = IterationFeatures(2, 400)
-    for _ in range(60):
+    p = coord.predictor
+    iterations, deadline = 0, time.monotonic() + 300
+    while iterations < 60 or p.stage1.samples <= 10 or p.stage2.samples <= 10:
+        assert iterations < 600 and time.monotonic() < deadline, p.status()
         coord.on_launch(f, time.monotonic())
         time.sleep(0.002)  # "decode"
         coord.after_iteration(f, running=2, waiting=0)
+        iterations += 1
     coord.set_profiling(False)
-    p = coord.predictor.status()
-    assert p["profiled"] and p["stage1"]["samples"] > 10 and p["stage2"]["samples"] > 10
-    # Synthetic work trains nothing a customer owns.
+    outbox.send = send
+    st = p.status()
+    assert st["profiled"] and st["stage1"]["samples"] > 10 and st["stage2"]["samples"] > 10
+    # Synthetic work trains nothing a customer owns: every grant and co-run was synthetic.
+    grants = [m for m in sent if isinstance(m, SlotGrant)]
+    starts = [m for m in sent if isinstance(m, CoRunStart)]
+    assert len(grants) >= 10 and all(g.synthetic for g in grants)
+    assert {g.budget_units for g in grants} >= {256, 8192}  # the size sweep
+    assert starts and all(s.synthetic for s in starts)
     assert coord.metrics.total_trained_tokens == 0
-    # Slots were learned to cost time, more for more work.
-    small = coord.predictor.slot_cost(SlotWork(256, 512, 0, 2))
-    large = coord.predictor.slot_cost(SlotWork(2048, 4096, 0, 16))
-    assert 0 < small < large
+    # Slots were learned to cost time, more for more work: no unit weight is negative
+    # (the constrained fit), and the layer units carry cost.
+    w = st["stage2"]["weights"]
+    assert min(w[1:]) >= 0 and max(w[1:3]) > 0, w
+    small = p.slot_cost(SlotWork(256, 512, 0, 2))
+    large = p.slot_cost(SlotWork(2048, 4096, 0, 16))
+    assert 0 < small < large, (small, large, w)
+    print(f"profile: {iterations} iterations, stage 1 {st['stage1']['samples']} and stage 2 "
+          f"{st['stage2']['samples']} samples, stage 2 weights {w}")
 
 
 @pytest.fixture

@@ -145,3 +145,46 @@ def test_a_top_up_runs_only_where_the_whole_device_trains_faster_than_the_share(
                and p.reason == "concurrent_topup_no_gain" for p in rest)
     # Just past the bar, it pays again.
     assert pol.plan(measured(12.2 * TOPUP_MIN_GAIN + 0.1, 12.2)).arrangement is Arrangement.HYBRID
+
+
+# -- issue 18, item 6: each of these failed no test under test/core before ---------------
+
+
+def test_the_margin_is_capped_so_a_burst_of_bad_predictions_cannot_shut_training_out(predictor):
+    pol = policy(predictor)
+    for _ in range(50):  # every co-run iteration 100 ms slower than predicted
+        pol.observe_corun(30.0, 130.0)
+    assert pol.margin_ms() == pytest.approx(0.25 * SLO)  # not ~100 ms
+    # The target stays 75 ms: batch 1 (24 ms alone, 25 ms beside training) still co-runs.
+    assert pol.plan(ctx(1)).concurrent
+
+
+def test_an_unmeasured_batch_size_is_explored_only_where_decode_leaves_half_the_target():
+    p = TwoStagePredictor()
+    for rep in range(12):
+        for bs in range(1, 11):
+            p.observe(f(bs), decode_ms(bs), NO_SLOT)
+            w = SlotWork(units_fwd=256 * (1 + (rep + bs) % 4), pieces=1)
+            p.observe(f(bs), decode_ms(bs) + 0.01 * w.units, w)
+        for bs in (1, 2):  # co-running measured at batch 1 and 2 only
+            p.observe_concurrent(f(bs), decode_ms(bs) + interference_ms(bs),
+                                 CoRunOverlap(bwd=1.0, share=SHARE))
+    pol = policy(p)
+    assert not p.concurrent_confident(f(4), SHARE) and not p.concurrent_confident(f(8), SHARE)
+    # Batch 4: 36 ms alone <= half the 85 ms target: explored.
+    assert pol.plan(ctx(4)).concurrent
+    # Batch 8: 52 ms alone > 42.5 ms: never explored beside training (it could reach 3x).
+    plan = pol.plan(ctx(8))
+    assert not plan.concurrent and plan.stop_wait
+
+
+def test_a_top_up_must_beat_the_co_run_by_ten_percent(predictor):
+    def measured(topup, corun):
+        return SlotContext(f(1), 1, 0, worker_min_units=256, next_pieces=PIECES,
+                           corun_share=SHARE, topup_units_per_ms=topup, corun_units_per_ms=corun)
+
+    # 4% faster on the whole device does not pay for blocking decode (the first
+    # unpaid top-up is not an exploration one).
+    plan = policy(predictor).plan(measured(12.5, 12.0))
+    assert plan.arrangement is Arrangement.CONCURRENT and plan.reason == "concurrent_topup_no_gain"
+    assert policy(predictor).plan(measured(13.3, 12.0)).arrangement is Arrangement.HYBRID

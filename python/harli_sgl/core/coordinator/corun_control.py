@@ -102,7 +102,7 @@ class CoRunControl:
         report = run.report
         if co_running and not synthetic and report is not None and report.units \
                 and run.ended > run.started:
-            self.speeds.topup_ran(report.units, (run.ended - run.started) * 1000.0)
+            self.speeds.topup_ran(report.units, (run.ended - run.started) * 1000.0, run.ended)
         if co_running and self.corun.active:  # hybrid: back to the worker's share
             self.place(self.corun.cpus, idle_class=True)
 

@@ -1,14 +1,21 @@
-"""Measured finetune speeds, in work units per ms, each an exponential moving average.
+"""Measured finetune speeds, in work units per ms.
 
 Four speeds answer four questions. *idle*: the current job on an idle server
 (every core, no decode), harvest's denominator and a fleet's placement signal;
 until it is measured the start-up profile's synthetic rate (*profile*) stands
-in. *topup*: a hybrid top-up per ms decode was blocked for it. *corun*: pieces
-on the worker's share beside decode. The harli policy tops up only where the
-first beats the second.
+in (both exponential moving averages). *topup*: hybrid top-ups per ms decode
+was blocked for them. *corun*: pieces on the worker's share beside decode. The
+harli policy tops up only where the first beats the second, so those two are
+one estimator over one window: total units over total ms of what ran in the
+last ``SPEED_WINDOW_S`` (audit of issue 18: an unweighted mean per co-run piece
+let short pieces inflate the co-run speed to 13.6-46 units/ms where the trace
+gave 10.9 for the same run).
 """
 
 from __future__ import annotations
+
+import time
+from collections import deque
 
 from harli_sgl.core.message.from_worker import SlotReport
 
@@ -16,6 +23,36 @@ from harli_sgl.core.message.from_worker import SlotReport
 # a host shared with another instance, enough to place a whole burst of jobs on one
 # instance.
 IDLE_RATE_ALPHA = 0.05
+
+
+# The window the top-up and co-run speeds are both measured over.
+SPEED_WINDOW_S = 30.0
+
+
+class RateWindow:
+    """Total units over total ms of what ran in the last ``SPEED_WINDOW_S``."""
+
+    def __init__(self, window_s: float = SPEED_WINDOW_S):
+        self.window_s = window_s
+        self._rows: deque[tuple[float, int, float]] = deque()  # (ended at, units, ms)
+        self._units = 0
+        self._ms = 0.0
+
+    def add(self, ended_at: float, units: int, ms: float) -> None:
+        self._rows.append((ended_at, units, ms))
+        self._units += units
+        self._ms += ms
+
+    def rate(self, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        rows = self._rows
+        while rows and now - rows[0][0] > self.window_s:
+            _, units, ms = rows.popleft()
+            self._units -= units
+            self._ms -= ms
+        if not rows or self._ms <= 0:
+            return None
+        return self._units / self._ms
 
 
 def ema(old: float | None, value: float, alpha: float = 0.2) -> float:
@@ -26,8 +63,18 @@ class FinetuneSpeeds:
     def __init__(self, profile_units_per_ms: float | None = None):
         self.idle_units_per_ms: float | None = None
         self.profile_units_per_ms = profile_units_per_ms
-        self.topup_units_per_ms: float | None = None
-        self.corun_units_per_ms: float | None = None
+        self.topups = RateWindow()
+        self.corun_pieces = RateWindow()
+
+    @property
+    def topup_units_per_ms(self) -> float | None:
+        """Top-up units per ms the scheduler was blocked for them, over the window."""
+        return self.topups.rate()
+
+    @property
+    def corun_units_per_ms(self) -> float | None:
+        """Co-run units (on the worker's share) per ms of those pieces, over the window."""
+        return self.corun_pieces.rate()
 
     @property
     def idle_rate(self) -> float | None:
@@ -44,8 +91,9 @@ class FinetuneSpeeds:
         elif server_idle:
             self.idle_units_per_ms = ema(self.idle_units_per_ms, rate, IDLE_RATE_ALPHA)
 
-    def topup_ran(self, units: int, blocked_ms: float) -> None:
-        self.topup_units_per_ms = ema(self.topup_units_per_ms, units / blocked_ms)
+    def topup_ran(self, units: int, blocked_ms: float, ended_at: float | None = None) -> None:
+        if units > 0 and blocked_ms > 0:
+            self.topups.add(time.monotonic() if ended_at is None else ended_at, units, blocked_ms)
 
     def piece_ran(self, msg: SlotReport, share: float, on_every_core_while_idle: bool) -> None:
         """A co-run piece of a customer job, on ``share`` of the device."""
@@ -53,6 +101,6 @@ class FinetuneSpeeds:
             return
         rate = msg.units / msg.duration_ms
         if 0.0 < share < 1.0:
-            self.corun_units_per_ms = ema(self.corun_units_per_ms, rate)
+            self.corun_pieces.add(msg.ended_at or time.monotonic(), msg.units, msg.duration_ms)
         if on_every_core_while_idle:
             self.idle_units_per_ms = ema(self.idle_units_per_ms, rate, IDLE_RATE_ALPHA)

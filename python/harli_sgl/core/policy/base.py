@@ -59,7 +59,8 @@ class SlotContext:
     request_slack_ms: float | None = None
     # The worker's share of the device for co-running (0: no split, serial only).
     corun_share: float = 0.0
-    # Measured finetune speeds (units per ms of wall time), None until measured: a
+    # Measured finetune speeds (total units per total ms of wall time over one recent
+    # window, coordinator/speeds.py), None until measured: a
     # hybrid top-up per ms the scheduler was blocked for it (the wait for the co-run
     # piece in flight included), and co-run pieces on the worker's share.
     topup_units_per_ms: float | None = None

@@ -36,8 +36,10 @@ running request stays within the TPOT SLO, from the two-stage predictor:
    replaces would have gone on training on the worker's share anyway. So a
    top-up gains only where the worker trains faster on the whole device than on
    its share: ``topup_units_per_ms >= TOPUP_MIN_GAIN x corun_units_per_ms``,
-   both measured (the top-up's per ms the scheduler was blocked, so the wait
-   for the co-run piece in flight counts against it). On a GPU the whole device
+   both measured the same way over the same window (total units over total
+   ms of the last ``SPEED_WINDOW_S``, ``coordinator/speeds.py``): the top-up's
+   per ms the scheduler was blocked, so the wait for the co-run piece in flight
+   counts against it, the co-run's per ms of its pieces. On a GPU the whole device
    is many times a share; on the 2-core host it was not: in the 2026-12-01 trace
    top-ups ran 11.9 units/ms on both cores against 12.4 on one core beside
    decode (``benchmark/trace_report.py``), so they bought no training and raised

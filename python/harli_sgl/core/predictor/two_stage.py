@@ -114,7 +114,8 @@ class TwoStagePredictor(LatencyPredictor):
         self.concurrent_bucket_samples: dict[str, list[int]] = {}
         self._concurrent_errors: deque[float] = deque(maxlen=500)
         self._hybrid_errors: deque[float] = deque(maxlen=500)
-        self._concurrent_recent: dict[str, deque[tuple[float, float]]] = {}
+        # (when, decode ms, features, concurrent features) of recent decode co-run iterations.
+        self._concurrent_recent: dict[str, deque[tuple]] = {}
         self.forget = forget
 
     @property
@@ -142,14 +143,25 @@ class TwoStagePredictor(LatencyPredictor):
             max(0.0, bias) * overlap.total
 
     def concurrent_bias(self, share: float, now: float | None = None) -> float:
-        """Median of the recent decode co-run residuals (observed - predicted), unexpired."""
-        recent = self._concurrent_recent.get(share_key(share))
+        """Median of the recent decode co-run residuals, unexpired.
+
+        Each residual is the observed decode time less the *current* model's
+        prediction without the bias (stage 1 plus the fitted interference), so the
+        bias measures only what the fit does not yet hold: a lasting shift is
+        corrected in full within half the window, and the bias fades as the fit follows it.
+        """
+        key = share_key(share)
+        recent = self._concurrent_recent.get(key)
         if not recent:
             return 0.0
         now = time.monotonic() if now is None else now
         while recent and now - recent[0][0] > BIAS_EXPIRE_S:
             recent.popleft()
-        return float(np.median([r for _, r in recent])) if recent else 0.0
+        model = self.concurrent.get(key)  # (a loaded state may lack this share)
+        if not recent or model is None:
+            return 0.0
+        return float(np.median([decode_ms - self.predict_decode(f) - max(0.0, model.predict(x))
+                                for _, decode_ms, f, x in recent]))
 
     def predict_concurrent(self, f: IterationFeatures, share: float) -> float:
         """Decode latency with the worker training beside it for the whole iteration."""
@@ -183,8 +195,11 @@ class TwoStagePredictor(LatencyPredictor):
             self._hybrid_errors.append(abs(hybrid_predicted - interval_ms) / interval_ms)
         residual = decode_ms - alone
         if f.batch_size > 0 and not f.extend_tokens:
+            # Kept raw and scored against the current model when the bias is read (see
+            # concurrent_bias): against ``predicted``, which already held the bias, each
+            # residual undid the last and a lasting shift was never caught.
             recent = self._concurrent_recent.setdefault(key, deque(maxlen=BIAS_WINDOW))
-            recent.append((time.monotonic(), decode_ms - predicted))
+            recent.append((time.monotonic(), decode_ms, f, x))
         held_out = model.observe(x, residual)
         if held_out and decode_ms > 0:
             self._concurrent_errors.append(abs(predicted - decode_ms) / decode_ms)
