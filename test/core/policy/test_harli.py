@@ -34,17 +34,23 @@ def f(bs):
     return IterationFeatures(bs, 100 * bs)
 
 
-@pytest.fixture
-def predictor():
+def trained_predictor(corun_batches=range(1, 11)) -> TwoStagePredictor:
+    """Stage 1 and serial slots measured at batch 1-10; co-running at ``corun_batches``."""
     p = TwoStagePredictor()
     for rep in range(12):
         for bs in range(1, 11):
             p.observe(f(bs), decode_ms(bs), NO_SLOT)
             w = SlotWork(units_fwd=256 * (1 + (rep + bs) % 4), pieces=1)
             p.observe(f(bs), decode_ms(bs) + 0.01 * w.units, w)
+        for bs in corun_batches:
             p.observe_concurrent(f(bs), decode_ms(bs) + interference_ms(bs),
                                  CoRunOverlap(bwd=1.0, share=SHARE))
     return p
+
+
+@pytest.fixture
+def predictor():
+    return trained_predictor()
 
 
 def ctx(bs, waiting=0, share=SHARE):
@@ -160,15 +166,7 @@ def test_the_margin_is_capped_so_a_burst_of_bad_predictions_cannot_shut_training
 
 
 def test_an_unmeasured_batch_size_is_explored_only_where_decode_leaves_half_the_target():
-    p = TwoStagePredictor()
-    for rep in range(12):
-        for bs in range(1, 11):
-            p.observe(f(bs), decode_ms(bs), NO_SLOT)
-            w = SlotWork(units_fwd=256 * (1 + (rep + bs) % 4), pieces=1)
-            p.observe(f(bs), decode_ms(bs) + 0.01 * w.units, w)
-        for bs in (1, 2):  # co-running measured at batch 1 and 2 only
-            p.observe_concurrent(f(bs), decode_ms(bs) + interference_ms(bs),
-                                 CoRunOverlap(bwd=1.0, share=SHARE))
+    p = trained_predictor(corun_batches=(1, 2))  # co-running measured at batch 1 and 2 only
     pol = policy(p)
     assert not p.concurrent_confident(f(4), SHARE) and not p.concurrent_confident(f(8), SHARE)
     # Batch 4: 36 ms alone <= half the 85 ms target: explored.
