@@ -136,9 +136,13 @@ def test_profile_slots_are_synthetic_and_teach_stage_two(rig):
     # (the constrained fit), and the layer units carry cost.
     w = st["stage2"]["weights"]
     assert min(w[1:]) >= 0 and max(w[1:3]) > 0, w
+    # The intercept is free: it also absorbs stage 1's error on the serial iteration's
+    # decode part, which load makes either sign (-12..+33 ms seen), so the smallest slot
+    # may clamp to 0; a slot from the middle of the sweep costs time, a larger one more.
     small = p.slot_cost(SlotWork(256, 512, 0, 2))
+    mid = p.slot_cost(SlotWork(1024, 2048, 0, 8))
     large = p.slot_cost(SlotWork(2048, 4096, 0, 16))
-    assert 0 < small < large, (small, large, w)
+    assert 0 <= small <= mid < large and 0 < mid, (small, mid, large, w)
     print(f"profile: {iterations} iterations, stage 1 {st['stage1']['samples']} and stage 2 "
           f"{st['stage2']['samples']} samples, stage 2 weights {w}")
 
