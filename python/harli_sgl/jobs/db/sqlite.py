@@ -65,12 +65,32 @@ class SqliteDatabase:
         try:
             self._conn.row_factory = sqlite3.Row
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._enter_wal(busy_timeout_s)
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
         except BaseException:
             self._conn.close()
             raise
+
+    def _enter_wal(self, busy_timeout_s: float) -> None:
+        # Switching a brand-new file to WAL needs its exclusive lock, and SQLite answers
+        # "database is locked" at once, without calling the busy handler, when another
+        # connection opening the same new file holds a lock at that moment (six instances
+        # starting together hit it about once in fifty). Retry for as long as a writer
+        # would wait; once any connection has switched, the mode is stored in the file
+        # and this returns "wal" straight away.
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+                continue
+            if mode.lower() != "wal":
+                raise sqlite3.OperationalError(f"{self.where}: journal mode stayed {mode!r}, not WAL")
+            return
 
     @contextmanager
     def write(self) -> Iterator[SqliteTx]:
