@@ -1,30 +1,30 @@
 """Co-location benchmark: decode QoS and finetune throughput per mode and request rate.
 
-    python benchmark/colocation.py --out benchmark/results/<date>-colocation
-    python benchmark/colocation.py --out /tmp/small --modes idle,harli --rates 1,2 --duration-s 20 --reps 1
+    python benchmark/colocation.py --out benchmark/results/<date>-colocation --tune-rate R
+    python benchmark/colocation.py --out /tmp/small --modes off,harli --rates 1,2 --duration-s 20 --reps 1
 
-One harli_sgl server (embedded default model) runs one long finetune job for
-the whole benchmark. For each mode the slot policy is switched at run time
-(``POST /harli/policy``), so every mode sees the same job in the same state and
-no restart perturbs the comparison; ``off`` is the QoS reference (the worker
-exists but is never granted work). For each request rate it runs
-``sglang.bench_serving`` (Poisson arrivals, random-ids) for ``--duration-s``
-and records, per run: TPOT p50/p99 and SLO attainment from bench_serving's
-per-request results (TPOT computed exactly as bench_serving does), failed
-requests, and finetune tokens/s from the server's trained-token counter.
+One harli_sgl server (``--model``: the embedded SmolLM2 by default) runs one
+long finetune job for the whole benchmark. For each mode the slot policy is
+switched at run time (``POST /harli/policy``), so every mode sees the same job
+in the same state and no restart perturbs the comparison; ``off`` is the QoS
+reference (the worker exists but is never granted work). For each request rate
+it runs ``sglang.bench_serving`` (Poisson arrivals, random-ids, the trace's
+seed from ``--seed`` and the rate) for ``--duration-s`` and records, per run:
+TTFT, TPOT and SLO attainment per request **as the server measured them**
+(SGLang's own histograms, every generated token counted:
+harli_sgl/tools/server_latency.py), bench_serving's visible-text figures beside
+them (``client_*``, ``ttft_text_*``), failed requests, and finetune tokens/s
+from the server's trained-token counter.
 
-TTFT is the server's: bench_serving stamps the first chunk with visible text,
-which for the embedded byte-level model comes up to ~24 decode iterations after
-the first token, so its "TTFT" tail tracks TPOT. Rows carry both; the targets
-use the server's (``ttft_p50_ms``/``ttft_p99_ms``, harli_sgl/tools/server_ttft.py),
-bench_serving's is kept as ``ttft_text_*``.
-
-``static`` is tuned first, as an operator would: at the highest rate, slot
-sizes are tried from small to large and the largest that still holds SLO
-attainment >= 0.99 is kept. ``spatial`` is tuned the same way over the worker
-shares the host offers (a 2-core host offers one: one core of two). Predictor
-MAPE per stage and arrangement is read from ``/harli/status`` (prospective
-error on held-out iterations).
+The rules of docs/benchmarks.md apply: rates fixed before the run (light load
+up to where ``off`` first drops below 0.99 attainment, plus one above, found by
+a ``--modes off`` run on another seed); every rate reported. ``static`` is tuned
+as an operator would, on a trace not reported (``--tune-seed``) at a rate where
+``off`` holds the SLO (``--tune-rate``): slot sizes are tried from small to
+large and the largest that still holds SLO attainment >= 0.99 is kept.
+``spatial`` uses the one fixed partition a 2-core host offers (one core of
+two). Predictor MAPE per stage and arrangement is read from ``/harli/status``
+(prospective error on held-out iterations), as is the server's own harvest.
 
 Noise. The whole set of modes runs ``--reps`` times, the order of modes
 reversed on every other repetition, and the summary reports each ratio per
@@ -39,10 +39,9 @@ Harvest = finetune tokens/s under load / the same job's tokens/s on the idle
 server, measured by this benchmark with no traffic (``harli`` mode: the worker
 co-runs on every core) before and after each repetition.
 
-Outputs: DIR/results.json (rows: mode, request_rate, rep, tpot_p50_ms,
-tpot_p99_ms, itl_p99_ms, ttft_p50_ms, ttft_p99_ms, slo_attainment,
-finetune_tokens_per_s, harvest, failed_requests), DIR/summary.json,
-DIR/colocation.png, and a markdown table on stdout.
+Outputs: DIR/results.json (one row per run), DIR/summary.json (rows with the
+policy's and predictor's state, tuning, ratios), DIR/colocation.png, and a
+markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -57,12 +56,11 @@ import time
 
 import requests
 
-from harli_sgl.model import byte_model
+from harli_sgl.tools import bench_model, server_latency
 from harli_sgl.tools.bench_client import (
     BenchLoad, failed_requests, percentile, request_tpots_ms, run_bench_serving, slo_attainment,
     token_itls_ms,
 )
-from harli_sgl.tools import server_ttft
 from harli_sgl.tools.server_process import ServerProcess
 
 MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli", "harli-prefill-all")
@@ -120,7 +118,7 @@ class CounterPoller(threading.Thread):
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.model = byte_model.ensure()
+        self.model = bench_model.resolve(args.model)
         if args.trace:  # read by the server's scheduler: every iteration and co-run piece
             os.environ["HARLI_TRACE_ITERATIONS"] = os.path.join(os.path.abspath(args.out),
                                                                 "trace.jsonl")
@@ -128,7 +126,7 @@ class Bench:
             ["--harli-mode", "harli", "--tpot-slo-ms", str(args.tpot_slo_ms),
              "--harli-workdir", os.path.join(args.out, "workdir"),
              "--harli-profile-dir", os.path.join(args.out, "profiles"),
-             *server_ttft.server_args(), *byte_model.server_flags()],
+             *server_latency.server_args(), *self.model.server_flags()],
             log_path=os.path.join(args.out, "server.log"))
         self.url = self.server.base_url
 
@@ -155,7 +153,7 @@ class Bench:
         f = requests.post(self.url + "/v1/files", files={"file": ("train.jsonl", data)},
                           data={"purpose": "fine-tune"}, timeout=60).json()
         job = requests.post(self.url + "/v1/fine_tuning/jobs", timeout=60, json={
-            "model": byte_model.SPECS["small"].name, "training_file": f["id"],
+            "model": self.model.served_name, "training_file": f["id"],
             "hyperparameters": {"n_epochs": 50, "batch_size": 8}}).json()
         while requests.get(f"{self.url}/v1/fine_tuning/jobs/{job['id']}", timeout=60).json()["status"] \
                 != "running":
@@ -166,44 +164,49 @@ class Bench:
             time.sleep(1)
 
     def run(self, mode: str, rate: float, duration_s: float, static_units: int | None = None,
-            rep: int = 0, idle_tokens_per_s: float | None = None) -> dict:
+            rep: int = 0, idle_tokens_per_s: float | None = None, seed: int | None = None) -> dict:
         self.set_mode(mode, static_units)
         # Every run sends the same prompts for a given rate; without a flush, later
         # modes would hit the prefix cache on earlier modes' prompts.
         requests.post(self.url + "/flush_cache", timeout=60)
         time.sleep(self.args.settle_s)
         load = BenchLoad(num_prompts=max(4, round(rate * duration_s)), input_len=self.args.input_len,
-                         output_len=self.args.output_len, request_rate=rate, seed=int(rate * 1000))
+                         output_len=self.args.output_len, request_rate=rate,
+                         seed=(self.args.seed if seed is None else seed) * 100_000 + int(rate * 1000),
+                         warmup_requests=0)
         poller = CounterPoller(self)
-        ttft_before = server_ttft.read_buckets(self.url)
+        latency_before = server_latency.read(self.url)
         poller.start()
         try:
-            result = run_bench_serving(self.url, self.model, load)
+            result = run_bench_serving(self.url, self.model.path, load)
         finally:
             poller.stop()
-        ttft = server_ttft.difference(server_ttft.read_buckets(self.url), ttft_before)
-        ttft_ms = {q: 1000.0 * (server_ttft.quantile(ttft, q / 100) or 0.0) for q in (50, 99)}
+        # TTFT, TPOT and SLO attainment per request as the server measured them (every
+        # token counts; harli_sgl/tools/server_latency.py).
+        server = server_latency.summary(latency_before, server_latency.read(self.url),
+                                        self.args.tpot_slo_ms)
         status = self.status()
         tok_s, window_s = poller.arrival_rate(load.num_prompts / rate)
         tpots = request_tpots_ms(result)
         return {
-            "mode": mode, "request_rate": rate, "rep": rep,
-            "tpot_p50_ms": percentile(tpots, 50), "tpot_p99_ms": percentile(tpots, 99),
+            "mode": mode, "request_rate": rate, "rep": rep, "seed": load.seed,
+            "tpot_p50_ms": server["tpot_p50_ms"], "tpot_p99_ms": server["tpot_p99_ms"],
             "itl_p99_ms": percentile(token_itls_ms(result), 99),
-            # The first token, from the server's histogram (harli_sgl/tools/server_ttft.py).
-            "ttft_p50_ms": ttft_ms[50], "ttft_p99_ms": ttft_ms[99],
-            # bench_serving's TTFT: the first chunk with visible text, which for the embedded
-            # byte-level model is often several decode iterations after the first token.
+            "ttft_p50_ms": server["ttft_p50_ms"], "ttft_p99_ms": server["ttft_p99_ms"],
+            "server_requests": server["server_requests"],
+            # bench_serving's own view, from the first visible text and the gaps between
+            # visible chunks: kept beside the server's to show how far they differ.
+            "client_tpot_p50_ms": percentile(tpots, 50), "client_tpot_p99_ms": percentile(tpots, 99),
+            "client_slo_attainment": slo_attainment(tpots, self.args.tpot_slo_ms),
             "ttft_text_p50_ms": result["median_ttft_ms"], "ttft_text_p99_ms": result["p99_ttft_ms"],
-            # Raw, in arrival order: with 15-40 requests a run's p99 is its worst one or two.
-            "ttft_text_ms": [round(1000.0 * t, 1) for t in result.get("ttfts", [])],
-            "slo_attainment": slo_attainment(tpots, self.args.tpot_slo_ms),
+            "slo_attainment": server["slo_attainment"],
             "finetune_tokens_per_s": tok_s, "arrival_window_s": window_s,
             "harvest": tok_s / idle_tokens_per_s if idle_tokens_per_s else None,
             "failed_requests": failed_requests(result) + load.num_prompts - result["completed"],
             "completed": result["completed"], "static_slot_units": static_units,
             "policy": status["policy"], "arrangement": status.get("arrangement"),
-            "server_harvest": status.get("harvest"), "predictor_mape": {
+            "server_harvest": (status.get("harvest") or {}).get("value"),
+            "server_harvest_detail": status.get("harvest"), "predictor_mape": {
                 "stage1": status["predictor"]["stage1"]["mape"],
                 "stage2": status["predictor"]["stage2"]["mape"],
                 "by_arrangement": status["predictor"].get("stage2_by_arrangement")},
@@ -218,14 +221,14 @@ class Bench:
         s1, t1 = self.status()["totals"]["trained_tokens"], time.monotonic()
         return (s1 - s0) / (t1 - t0)
 
-    def tune_static(self, rate: float) -> tuple[int, list[dict]]:
+    def tune_static(self, rate: float, seed: int) -> tuple[int, list[dict]]:
         piece = self.status()["worker"]["max_piece_units"]
         trials, best = [], 0
         for multiple in STATIC_MULTIPLES:
             units = int(piece * multiple)
             # Same load and duration as the measured runs: a shorter trial passes sizes
             # that the real run then fails.
-            row = self.run("static", rate, self.args.duration_s, units)
+            row = self.run("static", rate, self.args.duration_s, units, seed=seed)
             trials.append(row)
             print(json.dumps({"static_tuning": row}), flush=True)
             if (row["slo_attainment"] or 0) < 0.99:
@@ -288,6 +291,10 @@ def summarize(rows: list[dict], modes: list[str], rates: list[float], reps: int)
     return out
 
 
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.2f}" if isinstance(x, (int, float)) else json.dumps(x)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -304,6 +311,13 @@ def main() -> None:
     p.add_argument("--settle-s", type=float, default=3.0)
     p.add_argument("--trace", action="store_true",
                    help="write the server's iteration trace to OUT/trace.jsonl")
+    p.add_argument("--model", default="smollm2", help="smollm2 (default), byte or byte-tiny")
+    p.add_argument("--seed", type=int, default=0, help="the reported trace's seed")
+    p.add_argument("--tune-seed", type=int, default=1,
+                   help="the seed static tuning runs on (not the reported one)")
+    p.add_argument("--tune-rate", type=float, default=None,
+                   help="the rate static is tuned at: one where `off` holds the SLO (find it with "
+                        "a --modes off run on another seed); required to tune static")
     p.add_argument("--static-units", type=int, default=None,
                    help="skip tuning and use this static slot size")
     args = p.parse_args()
@@ -313,6 +327,8 @@ def main() -> None:
     unknown = set(modes) - set(MODES)
     if unknown:
         raise SystemExit(f"unknown modes {sorted(unknown)}")
+    if "static" in modes and args.static_units is None and args.tune_rate is None:
+        raise SystemExit("static needs --static-units or --tune-rate (a rate where `off` holds the SLO)")
 
     bench = Bench(args)
     rows, summary = [], {"args": vars(args)}
@@ -320,8 +336,11 @@ def main() -> None:
         bench.start()
         static_units = args.static_units
         if "static" in modes and static_units is None:
-            static_units, trials = bench.tune_static(rates[-1])
-            summary["static_tuning"] = {"rate": rates[-1], "chosen_units": static_units, "trials": trials}
+            # As an operator would, and fairly: at a rate where `off` holds the SLO (a baseline
+            # tuned where nothing can hold it trains nothing), on a trace not reported.
+            static_units, trials = bench.tune_static(args.tune_rate, args.tune_seed)
+            summary["static_tuning"] = {"rate": args.tune_rate, "seed": args.tune_seed,
+                                        "chosen_units": static_units, "trials": trials}
         if "spatial" in modes:
             share = bench.status()["arrangement"]["available_share"]
             # Shares this host offers for a fixed partition; 2 cores offer one (1 of 2).
@@ -350,8 +369,10 @@ def main() -> None:
     finally:
         bench.server.stop()
 
-    keys = ("mode", "request_rate", "rep", "tpot_p50_ms", "tpot_p99_ms", "itl_p99_ms", "ttft_p50_ms",
-            "ttft_p99_ms", "ttft_text_p50_ms", "ttft_text_p99_ms", "slo_attainment", "finetune_tokens_per_s", "harvest", "failed_requests")
+    keys = ("mode", "request_rate", "rep", "seed", "tpot_p50_ms", "tpot_p99_ms", "itl_p99_ms",
+            "ttft_p50_ms", "ttft_p99_ms", "client_tpot_p50_ms", "client_slo_attainment",
+            "ttft_text_p50_ms", "ttft_text_p99_ms", "slo_attainment", "server_requests",
+            "finetune_tokens_per_s", "harvest", "server_harvest", "failed_requests")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump([{k: r[k] for k in keys} for r in rows], f, indent=2)
     summary.update(summarize(rows, modes, rates, args.reps))
@@ -361,12 +382,13 @@ def main() -> None:
     plot(rows, os.path.join(args.out, "colocation.png"), args.tpot_slo_ms)
 
     print("\n| mode | rate | rep | TPOT p50 | TPOT p99 | ITL p99 | attainment | finetune tok/s | harvest "
-          "| TTFT p50 | TTFT p99 | failed |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| server harvest | TTFT p50 | TTFT p99 | failed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mode']} | {r['request_rate']:g} | {r['rep']} | {r['tpot_p50_ms']:.1f} | "
               f"{r['tpot_p99_ms']:.1f} | {r['itl_p99_ms']:.1f} | {r['slo_attainment']:.3f} | "
-              f"{r['finetune_tokens_per_s']:.1f} | {(r['harvest'] or 0):.2f} | {r['ttft_p50_ms']:.0f} | "
+              f"{r['finetune_tokens_per_s']:.1f} | {(r['harvest'] or 0):.2f} | "
+              f"{_fmt(r['server_harvest'])} | {r['ttft_p50_ms']:.0f} | "
               f"{r['ttft_p99_ms']:.0f} | {r['failed_requests']} |")
     print(json.dumps({k: summary[k] for k in summary if k not in ("rows", "predictor", "args")},
                      indent=1))

@@ -31,16 +31,21 @@ import time
 
 import requests
 
-from harli_sgl.model import byte_model
+from harli_sgl.tools import bench_model, server_latency
 from harli_sgl.tools.bench_client import BenchLoad, request_tpots_ms, run_bench_serving
 from harli_sgl.tools.server_process import ServerProcess, stock_sglang_argv
 
 
-def summarize(result: dict) -> dict:
+def measured(url: str, model: str, load: BenchLoad) -> dict:
+    """One bench_serving run; TPOT and TTFT from the server's own per-request histograms
+    (every token counts), bench_serving's visible-text TPOT kept beside them."""
+    before = server_latency.read(url)
+    result = run_bench_serving(url, model, load)
+    server = server_latency.summary(before, server_latency.read(url))
     tpots = request_tpots_ms(result)
     return {
-        "tpot_p50_ms": statistics.median(tpots),
-        "tpot_p99_ms": sorted(tpots)[max(0, int(0.99 * len(tpots)) - 1)] if tpots else None,
+        **server,
+        "client_tpot_p50_ms": statistics.median(tpots) if tpots else None,
         "output_tok_per_s": result["output_throughput"],
         "completed": result["completed"],
     }
@@ -73,7 +78,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--model-path", default=None)
+    p.add_argument("--model", default="smollm2", help="smollm2 (default), byte or byte-tiny")
+    p.add_argument("--model-path", default=None, help="serve this directory instead of --model's")
     p.add_argument("--num-prompts", type=int, default=32)
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=128)
@@ -82,8 +88,10 @@ def main() -> None:
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
-    model = args.model_path or byte_model.ensure()
-    common = ["--model-path", model, *args.server_args.split()]
+    chosen = bench_model.resolve(args.model)
+    model = args.model_path or chosen.path
+    common = ["--model-path", model, "--served-model-name", chosen.served_name,
+              *server_latency.server_args(), *args.server_args.split()]
     stock_argv, stock_env = stock_sglang_argv(common)
     workdir = tempfile.mkdtemp(prefix="harli-overhead-")
     servers = {
@@ -93,7 +101,8 @@ def main() -> None:
                                log_path=os.path.join(args.out, "harli.log")),
     }
     load = BenchLoad(num_prompts=args.num_prompts, input_len=args.input_len,
-                     output_len=args.output_len, max_concurrency=args.max_concurrency)
+                     output_len=args.output_len, max_concurrency=args.max_concurrency,
+                     warmup_requests=0)
     rows = []
     try:
         for s in servers.values():
@@ -107,7 +116,7 @@ def main() -> None:
         for r in range(args.rounds):
             order = ["stock", "harli"] if r % 2 == 0 else ["harli", "stock"]
             for name in order:
-                res = summarize(run_bench_serving(servers[name].base_url, model, load))
+                res = measured(servers[name].base_url, model, load)
                 rows.append({"round": r, "server": name, **res})
                 print(json.dumps(rows[-1]), flush=True)
     finally:

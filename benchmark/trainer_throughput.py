@@ -4,7 +4,7 @@
 
 What ``--harli-micro-batch-size`` trades: a larger micro-batch trains more
 tokens per second but makes every piece (the slot's granularity) longer. One
-process, the default model's weights shared as on the server, LoRA r 16 on all
+process, the model's weights (``--model``: the embedded SmolLM2 by default) shared as on the server, LoRA r 16 on all
 seven projections, sequences of ``--seq-len`` tokens, every piece run on its
 own (as slots run them); warm-up steps are not counted.
 
@@ -23,7 +23,7 @@ import os
 import time
 
 
-def measure(mbs: int, seq_len: int, steps: int, threads: int = 2) -> dict:
+def measure(mbs: int, seq_len: int, steps: int, threads: int = 2, model: str = "smollm2") -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -31,11 +31,11 @@ def measure(mbs: int, seq_len: int, steps: int, threads: int = 2) -> dict:
     from harli_sgl.core.shared_weights import build_model, fuse
     from harli_sgl.core.trainer.chunked import ChunkedTrainer
     from harli_sgl.core.trainer.data import MicroBatch
-    from harli_sgl.model import byte_model
+    from harli_sgl.tools import bench_model
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    path = byte_model.ensure()
+    path = bench_model.resolve(model).path
     cfg = AutoConfig.from_pretrained(path)
     fused = fuse(AutoModelForCausalLM.from_pretrained(path).state_dict(), cfg)
     model = get_peft_model(build_model(cfg, fused), LoraConfig(
@@ -56,7 +56,7 @@ def measure(mbs: int, seq_len: int, steps: int, threads: int = 2) -> dict:
             tokens += r.trained_tokens
             pieces += r.pieces
     elapsed = time.perf_counter() - t0
-    return {"micro_batch_size": mbs, "seq_len": seq_len, "threads": threads,
+    return {"model": model, "micro_batch_size": mbs, "seq_len": seq_len, "threads": threads,
             "tokens_per_s": tokens / elapsed,
             "mean_piece_ms": 1000 * elapsed / pieces}
 
@@ -69,6 +69,7 @@ def main() -> None:
     p.add_argument("--micro-batch-sizes", default="1,2,4,8")
     p.add_argument("--threads", default="2", help="torch thread counts, comma-separated")
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--model", default="smollm2", help="smollm2 (default), byte or byte-tiny")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     threads = [int(t) for t in args.threads.split(",")]
@@ -76,7 +77,7 @@ def main() -> None:
     for mbs in (int(m) for m in args.micro_batch_sizes.split(",")):
         for rep in range(args.reps):
             for n in (threads if rep % 2 == 0 else threads[::-1]):
-                rows.append({**measure(mbs, args.seq_len, args.steps, n), "rep": rep})
+                rows.append({**measure(mbs, args.seq_len, args.steps, n, args.model), "rep": rep})
                 print(json.dumps(rows[-1]), flush=True)
     with open(os.path.join(args.out, "trainer.json"), "w") as f:
         json.dump(rows, f, indent=2)

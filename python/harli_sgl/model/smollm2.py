@@ -95,6 +95,12 @@ def ensure() -> str:
     return cache.build_once(path, lambda out: _convert(gguf, out))
 
 
+def server_flags() -> list[str]:
+    """``launch_server`` flags naming this model explicitly (what the launcher adds by default);
+    stock ``sglang.launch_server`` takes the same ones."""
+    return ["--model-path", ensure(), "--served-model-name", SERVED_NAME]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Convert SmolLM2-135M-Instruct to an HF model "
                                      "directory in the cache (once) and print its path.")

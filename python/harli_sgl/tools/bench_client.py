@@ -27,6 +27,9 @@ class BenchLoad:
     request_rate: float = float("inf")
     max_concurrency: int | None = None
     seed: int = 1
+    # bench_serving's own warm-up request runs before the load and reaches the server's
+    # histograms too; benchmarks that read those warm the server themselves and pass 0.
+    warmup_requests: int = 1
 
 
 def run_bench_serving(base_url: str, model_path: str, load: BenchLoad, *,
@@ -40,7 +43,8 @@ def run_bench_serving(base_url: str, model_path: str, load: BenchLoad, *,
                "--random-output-len", str(load.output_len), "--random-range-ratio", "1.0",
                "--request-rate", str(load.request_rate), "--tokenizer", model_path,
                "--model", model_path, "--seed", str(load.seed), "--output-file", out,
-               "--output-details", "--disable-tqdm"]
+               "--output-details", "--disable-tqdm",
+               "--warmup-requests", str(load.warmup_requests)]
         if load.max_concurrency is not None:
             cmd += ["--max-concurrency", str(load.max_concurrency)]
         env = {**os.environ, **({"OPENAI_API_KEY": api_key} if api_key else {})}

@@ -52,6 +52,9 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     inherit_output: bool = False  # share the caller's terminal instead of a log file
+    # Cores the server and all its children may run on (inherited by every process it
+    # forks); None: wherever the caller may run.
+    cpus: tuple[int, ...] | None = None
     proc: subprocess.Popen | None = None
     # What answers 200 once the process serves (SGLang and harli_sgl; the router: /readiness).
     ready_path: str = "/get_model_info"
@@ -73,8 +76,10 @@ class ServerProcess:
         else:
             out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
             err = subprocess.STDOUT
+        cpus = self.cpus
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **self.env},
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         return self
 
     def wait_ready(self, timeout_s: float = 600.0) -> ServerProcess:
