@@ -295,6 +295,67 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}" if isinstance(x, (int, float)) else json.dumps(x)
 
 
+def targets(rows: list[dict], modes: list[str], rates: list[float], reps: int,
+            predictor: dict | None) -> dict:
+    """Issue 18's targets, each judged per rep (a target is met only if every rep meets it)."""
+    def row(mode: str, rate: float, rep: int) -> dict | None:
+        return next((r for r in rows if r["mode"] == mode and r["request_rate"] == rate
+                     and r["rep"] == rep), None)
+
+    def tok(mode: str, rep: int) -> float:
+        return sum(r["finetune_tokens_per_s"] for r in rows if r["mode"] == mode and r["rep"] == rep)
+
+    out: dict = {}
+    if "harli" not in modes:
+        return out
+    per_rep = range(reps)
+    if "off" in modes:
+        out["attainment_ge_0.99_wherever_off_is"] = {
+            f"{q:g}/rep{k}": [row("off", q, k)["slo_attainment"], row("harli", q, k)["slo_attainment"]]
+            for q in rates for k in per_rep if (row("off", q, k)["slo_attainment"] or 0) >= 0.99}
+        out["attainment_ge_0.99_wherever_off_is_met"] = all(
+            (h or 0) >= 0.99 for _, h in out["attainment_ge_0.99_wherever_off_is"].values())
+        out["ttft_p99_le_1.5x_off"] = {
+            f"{q:g}/rep{k}": row("harli", q, k)["ttft_p99_ms"] / row("off", q, k)["ttft_p99_ms"]
+            for q in rates for k in per_rep if row("off", q, k)["ttft_p99_ms"]}
+        out["ttft_p99_le_1.5x_off_met"] = all(v <= 1.5 for v in out["ttft_p99_le_1.5x_off"].values())
+    out["failed_requests_harli"] = sum(r["failed_requests"] for r in rows if r["mode"] == "harli")
+    out["harvest_lightest_ge_0.80"] = [row("harli", rates[0], k)["harvest"] for k in per_rep]
+    out["harvest_heaviest_ge_0.50"] = [row("harli", rates[-1], k)["harvest"] for k in per_rep]
+    out["harvest_met"] = all((h or 0) >= 0.8 for h in out["harvest_lightest_ge_0.80"]) and all(
+        (h or 0) >= 0.5 for h in out["harvest_heaviest_ge_0.50"])
+    for other, factor in (("harli-serial", 1.15), ("static", 1.5), ("idle", 1.5)):
+        if other in modes:
+            ratios = [tok("harli", k) / tok(other, k) if tok(other, k) else None for k in per_rep]
+            out[f"summed_over_{other}_ge_{factor}"] = ratios
+            out[f"summed_over_{other}_met"] = all(x is not None and x >= factor for x in ratios)
+    if "harli-serial" in modes:
+        out["never_below_harli_serial"] = all(
+            row("harli", q, k)["finetune_tokens_per_s"] >= row("harli-serial", q, k)["finetune_tokens_per_s"]
+            for q in rates for k in per_rep)
+    if "spatial" in modes:
+        # Where spatial holds the SLO harli must train at least as much; where it does not,
+        # harli must attain more.
+        verdicts = {}
+        for q in rates:
+            for k in per_rep:
+                sp, h = row("spatial", q, k), row("harli", q, k)
+                if (sp["slo_attainment"] or 0) >= 0.99:
+                    verdicts[f"{q:g}/rep{k}"] = ("train", h["finetune_tokens_per_s"] / max(sp["finetune_tokens_per_s"], 1e-9),
+                                                 h["finetune_tokens_per_s"] >= sp["finetune_tokens_per_s"])
+                else:
+                    verdicts[f"{q:g}/rep{k}"] = ("attain", (h["slo_attainment"] or 0) - (sp["slo_attainment"] or 0),
+                                                 (h["slo_attainment"] or 0) > (sp["slo_attainment"] or 0))
+        out["vs_spatial"] = verdicts
+        out["vs_spatial_met"] = all(v[2] for v in verdicts.values())
+    if predictor:
+        s1 = predictor["stage1"]["mape"]
+        by = predictor.get("stage2_by_arrangement") or {}
+        out["mape_stage1_le_0.10"] = s1
+        out["mape_stage2_le_0.20"] = {a: (v or {}).get("mape") for a, v in by.items()}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -376,6 +437,7 @@ def main() -> None:
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump([{k: r[k] for k in keys} for r in rows], f, indent=2)
     summary.update(summarize(rows, modes, rates, args.reps))
+    summary["targets"] = targets(rows, modes, rates, args.reps, summary.get("predictor"))
     summary["rows"] = rows
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
