@@ -5,9 +5,12 @@ H200 = HostFacts(gpu=True, mps_running=True, mps_control=True, green_contexts=Tr
                  sm_count=132, bf16=True)
 
 
-def test_a_cpu_host_leaves_co_running_to_the_cpu_split():
+def test_a_cpu_host_co_runs_on_its_split_or_not_at_all():
     choice = decide(HostFacts(), 0.5, may_start_mps=True)
-    assert (choice.means, choice.why, choice.start_mps) == (Means.SERIAL, Why.NO_GPU, False)
+    assert (choice.means, choice.why, choice.start_mps) == (Means.CPU_SPLIT, Why.CPU_SPLIT, False)
+    assert choice.corun
+    none = decide(HostFacts(), 0.0, may_start_mps=True)
+    assert (none.means, none.why) == (Means.SERIAL, Why.NO_SPLIT) and not none.corun
 
 
 def test_share_zero_is_serial_slots_even_with_mps():

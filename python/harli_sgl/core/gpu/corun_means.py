@@ -35,6 +35,7 @@ from harli_sgl.core.gpu.host import HostFacts
 
 class Means(Enum):
     SERIAL = "serial"
+    CPU_SPLIT = "cpu_split"  # a CPU host: the worker co-runs on its own cores
     MPS_FIXED = "mps_fixed"
     MPS_GREEN = "mps_green"
 
@@ -48,7 +49,9 @@ class Why(Enum):
         member.text = text
         return member
 
-    NO_GPU = ("no_gpu", "not a GPU host: the CPU split decides co-running")
+    CPU_SPLIT = ("cpu_split", "a CPU host with a split: the worker co-runs on its own cores")
+    NO_SPLIT = ("no_split", "a CPU host without a split (--harli-cpu-split none, or one core): "
+                "serial slots only")
     NO_SHARE = ("no_share", "--harli-gpu-worker-share is 0: serial slots only")
     NO_MPS = ("no_mps", "no CUDA MPS control daemon runs, and --harli-gpu-start-mps is not set: "
               "without MPS the worker would time-slice with decode, so slots are serial")
@@ -80,9 +83,12 @@ class MeansChoice(NamedTuple):
 
 def decide(facts: HostFacts, share: float, may_start_mps: bool,
            start_failed: bool = False) -> MeansChoice:
-    """The co-running means for a worker share of ``share`` (0: none asked for)."""
+    """The co-running means for a worker share of ``share`` (0: none asked for).
+
+    On a CPU host ``share`` is the split's (0: no split)."""
     if not facts.gpu:
-        return MeansChoice(Means.SERIAL, Why.NO_GPU)
+        return MeansChoice(Means.CPU_SPLIT, Why.CPU_SPLIT) if share > 0 else \
+            MeansChoice(Means.SERIAL, Why.NO_SPLIT)
     if share <= 0:
         return MeansChoice(Means.SERIAL, Why.NO_SHARE)
     if not facts.mps_running:

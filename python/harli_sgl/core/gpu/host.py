@@ -73,3 +73,26 @@ def read_host(gpu: bool) -> HostFacts:
     return HostFacts(gpu=True, mps_running=mps_running(),
                      mps_control=shutil.which("nvidia-cuda-mps-control") is not None,
                      green_contexts=green, sm_count=sm_count, bf16=bf16)
+
+
+def start_mps(timeout_s: float = 10.0) -> bool:
+    """Start an MPS control daemon (``nvidia-cuda-mps-control -d``); True once it answers.
+
+    Must run before any process of the server creates a CUDA context: a context
+    made before the daemon is not an MPS client and time-slices with the clients.
+    UNTESTED: no GPU host has run it.
+    """
+    import subprocess
+    import time
+
+    try:
+        subprocess.run(["nvidia-cuda-mps-control", "-d"], check=True, timeout=timeout_s,
+                       capture_output=True)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    until = time.monotonic() + timeout_s
+    while time.monotonic() < until:
+        if mps_running():
+            return True
+        time.sleep(0.1)
+    return False
