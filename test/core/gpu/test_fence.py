@@ -1,33 +1,7 @@
 import time
 
-from harli_sgl.core.gpu.fence import (
-    CudaDevice, Device, DeviceDeadline, Fence, HostDevice, PendingGrants, device_for,
-)
-
-
-class QueueFence(Fence):
-    def __init__(self, device: "QueueDevice"):
-        self.device, self.index = device, device.queued
-
-    def done(self) -> bool:
-        return self.device.finished >= self.index
-
-    def wait(self) -> None:
-        self.device.waits += 1
-        self.device.finished = max(self.device.finished, self.index)
-
-
-class QueueDevice(Device):
-    """An asynchronous device whose queue advances when the test finishes work."""
-
-    def __init__(self):
-        self.queued = 0     # work items queued
-        self.finished = 0   # work items done
-        self.waits = 0
-
-    def fence(self) -> Fence:
-        self.queued += 1
-        return QueueFence(self)
+from device_util import QueueDevice
+from harli_sgl.core.gpu.fence import CudaDevice, DeviceDeadline, HostDevice, PendingGrants, device_for
 
 
 def test_device_for():
@@ -58,6 +32,7 @@ def test_queued_work_that_may_reach_the_deadline_is_fenced_before_judging():
     d.launched(4_000_000)  # predicted 4000 s of queued work: past the deadline if real
     assert not d.passed()  # the fence showed the device is not there yet
     assert device.waits == 1 and d.queued_ms == 0.0 and device.finished == device.queued
+    assert d.observed_ms_per_unit > 0  # measured at the fence: the next slot's prediction
 
 
 def test_without_a_prediction_every_boundary_with_queued_work_fences():

@@ -18,3 +18,8 @@ def test_under_the_overlap_loop_drain_only_when_a_serial_slot_may_follow():
     # Greedy free-runs without slots: nothing to place.
     assert not drain_before_launch(True, worker_ready=True, has_work=True, free_run=True,
                                    profiling=False)
+
+
+def test_on_a_cpu_the_forward_is_done_at_launch_so_the_loop_is_left_alone():
+    assert not drain_before_launch(True, worker_ready=True, has_work=True, free_run=False,
+                                   profiling=False, gpu=False)

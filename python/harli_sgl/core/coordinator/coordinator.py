@@ -26,6 +26,7 @@ from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.dispatch import Dispatcher
 from harli_sgl.core.gpu import overlap
 from harli_sgl.core.gpu.corun_means import MeansChoice
+from harli_sgl.core.gpu.fence import Device
 from harli_sgl.core.iteration import IterationFeatures
 from harli_sgl.core.message.from_worker import (
     CORUN_SLOT, CoRunStopped, FromWorker, Heartbeat, ReclaimAck, SlotReport, WorkerHello,
@@ -134,7 +135,7 @@ class SlotCoordinator:
         sup = self.supervisor
         return overlap.drain_before_launch(
             overlap_loop, sup is not None and sup.ready, self.worker_state.has_work,
-            self.policy.free_run, self.profiling)
+            self.policy.free_run, self.profiling, gpu=self.config.device == "cuda")
 
     def has_idle_work(self) -> bool:
         """True when an idle pass would run a serial slot (so the scheduler must not sleep).
@@ -146,14 +147,14 @@ class SlotCoordinator:
         return (sup is not None and sup.ready and self.worker_state.has_work
                 and not self.policy.free_run and not self.profiling and not self.corun.active)
 
-    def attach_pool(self, pages: EnginePages) -> PoolLender:
+    def attach_pool(self, pages: EnginePages, device: Device | None = None) -> PoolLender:
         """Lend the engine's free KV pages to the worker: the one place a pool is attached.
 
         The engine's allocator must ask the returned lender before it evicts (the
         SGLang hook does, see harli_sgl/sglang/pool.py).
         """
         assert self.supervisor is not None, "the pool is lent to a worker"
-        self.pool = PoolManager(pages, self.supervisor, wait=self.channel.wait_for)
+        self.pool = PoolManager(pages, self.supervisor, wait=self.channel.wait_for, device=device)
         return self.pool.lender
 
     def maintain_pool(self, demand: ServingDemand) -> None:

@@ -66,25 +66,34 @@ class HostDevice(Device):
 
 
 class _CudaFence(Fence):
-    def __init__(self, event: Any):
-        self.event = event
+    def __init__(self, events: list[Any]):
+        self.events = events
 
     def done(self) -> bool:
-        return bool(self.event.query())
+        return all(e.query() for e in self.events)
 
     def wait(self) -> None:
-        self.event.synchronize()
+        for e in self.events:
+            e.synchronize()
 
 
 class CudaDevice(Device):
-    """A CUDA event on the current stream per fence. UNTESTED: no GPU has been lent."""
+    """A CUDA event per fence on the current stream and on each of ``streams`` (the
+    engine's forward stream, under SGLang's overlap loop). UNTESTED: no GPU has been lent.
+    """
+
+    def __init__(self, streams: tuple[Any, ...] = ()):
+        self.streams = streams
 
     def fence(self) -> Fence:
         import torch
 
-        event = torch.cuda.Event()
-        event.record()
-        return _CudaFence(event)
+        events = []
+        for stream in (torch.cuda.current_stream(), *self.streams):
+            event = torch.cuda.Event()
+            event.record(stream)
+            events.append(event)
+        return _CudaFence(events)
 
 
 def device_for(kind: str) -> Device:
@@ -106,10 +115,18 @@ class DeviceDeadline:
         self.device = device
         self.deadline = deadline
         self.ms_per_unit = ms_per_unit
+        self._observed = 0.0
         self.queued_ms = 0.0
         self.queued = False
         self.fences_waited = 0
         self._last: Fence | None = None
+        self._started = time.perf_counter()
+        self._units = 0
+
+    @property
+    def observed_ms_per_unit(self) -> float:
+        """Device ms per unit seen at the last fence (0 before one): the next slot's prediction."""
+        return self._observed
 
     def passed(self, now: float | None = None) -> bool:
         """Before a piece: has the device reached the deadline (so the slot stops)?"""
@@ -120,6 +137,8 @@ class DeviceDeadline:
             self.fences_waited += 1
             self.queued, self.queued_ms = False, 0.0
             now = time.perf_counter()
+            if self._units:
+                self._observed = (now - self._started) * 1000.0 / self._units
         return now >= self.deadline
 
     def launched(self, units: int) -> None:
@@ -127,6 +146,7 @@ class DeviceDeadline:
         if self.device.synchronous:
             return
         self._last = self.device.fence()
+        self._units += units
         self.queued = True
         self.queued_ms += units * self.ms_per_unit
 
@@ -155,6 +175,10 @@ class PendingGrants:
     def cancel(self, lease_id: int) -> bool:
         """A reclaim of a lease: True if it was never handed over (no worker ack will come)."""
         return self._held.pop(lease_id, None) is not None
+
+    def clear(self) -> None:
+        """The worker is gone: nothing held will be handed over."""
+        self._held.clear()
 
     def __len__(self) -> int:
         return len(self._held)

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 
 def drain_before_launch(overlap_loop: bool, worker_ready: bool, has_work: bool,
-                        free_run: bool, profiling: bool) -> bool:
+                        free_run: bool, profiling: bool, gpu: bool = True) -> bool:
     """Whether to process the last batch's results (and run its slot) before the next launch.
 
     Args:
-        overlap_loop: SGLang runs its overlap loop (a GPU host without
-            ``--disable-overlap-schedule``); the normal loop always drains.
+        overlap_loop: SGLang runs its overlap loop (no ``--disable-overlap-schedule``);
+            the normal loop always drains.
+        gpu: the forward is asynchronous (a GPU). On a CPU ``run_batch`` returns with
+            the forward done, so nothing runs beside a slot and the loop is left as it is.
         worker_ready / has_work: a worker is up and has a job (or profile) to train.
         free_run: the policy lets the worker run unscheduled (greedy): no slots.
         profiling: the start-up profile runs serial slots of its own.
     """
-    if not overlap_loop or not worker_ready:
+    if not (overlap_loop and gpu) or not worker_ready:
         return False
     if profiling:
         return True
