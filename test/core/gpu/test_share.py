@@ -31,7 +31,9 @@ def test_a_fixed_mps_share_is_the_same_for_everything_and_says_so():
 
 def test_serial_means_never_co_runs_but_serial_slots_have_the_device():
     assert share_for(Means.SERIAL, Purpose.CORUN, 0.5, 0.5) == ShareChoice(0.0, 0)
+    assert share_for(Means.SERIAL, Purpose.IDLE, 1.0, 0.5) == ShareChoice(0.0, 0)
     assert share_for(Means.SERIAL, Purpose.SERIAL, 0.5, 0.5) == ShareChoice(1.0, 0)
+    assert share_for(Means.SERIAL, Purpose.TOPUP, 0.5, 0.5) == ShareChoice(1.0, 0)
     assert corun_share(Means.SERIAL, 0.5) == 0.0
     assert corun_share(Means.MPS_FIXED, 0.5) == 0.5
     assert corun_share(Means.MPS_GREEN, 0.5, H200_SMS) == 64 / H200_SMS

@@ -107,7 +107,7 @@ class CoRunControl:
         self.place(cpus, idle_class=True)
         if self.corun.active and self.corun.cpus == cpus and self.corun.synthetic == synthetic:
             return
-        self.link.outbox.send(CoRunStart(cpus, synthetic))
+        self.link.outbox.send(CoRunStart(cpus, synthetic, share))
         self.corun.started(share, cpus, time.monotonic(), synthetic)
 
     def _start_gpu(self, share: float, synthetic: bool) -> None:

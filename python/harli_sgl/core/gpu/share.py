@@ -12,7 +12,8 @@ means (:mod:`harli_sgl.core.gpu.corun_means`) limits what a share can be:
 * ``mps_fixed``: the worker's MPS cap was set at start; every piece runs at
   that share, serial slots included, and the status says so. The harvest's
   idle speed is then measured at that share, not at 1.0, and is labelled with it.
-* ``serial``: no co-run (share 0); serial slots run on the whole device.
+* ``serial``: no co-run, not even on an idle server (share 0; the policy then
+  trains in serial slots, idle ones included); serial slots have the whole device.
 
 UNTESTED on a GPU: the worker side (``worker/device_shares.py``) that turns a
 share into a stream has never run; this decision is unit-tested.
@@ -62,10 +63,12 @@ def share_for(means: Means, purpose: Purpose, wanted: float, configured: float,
     whole = ShareChoice(1.0, 0)
     if means is Means.MPS_FIXED:
         return ShareChoice(configured, 0)
+    if means is Means.SERIAL:
+        # Decode waits for serial work; nothing co-runs, not even on an idle server
+        # (a request arriving would time-slice with the piece in flight).
+        return whole if purpose in (Purpose.TOPUP, Purpose.SERIAL) else ShareChoice(0.0, 0)
     if purpose is not Purpose.CORUN:
         return whole
-    if means is Means.SERIAL:
-        return ShareChoice(0.0, 0)
     if wanted >= 1.0:
         return whole
     fitting = [s for s in green_steps(configured, sm_count) if s.share <= wanted + 1e-9]
