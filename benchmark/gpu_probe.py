@@ -152,6 +152,7 @@ def host_checks(device: str) -> dict:
 
     gpu = device.startswith("cuda")
     facts = read_host(gpu)
+    # As the server would decide for --harli-gpu-worker-share 0.5 (a CPU host: its split).
     out = {"facts": facts.__dict__,
            "corun_means": corun_means.decide(facts, 0.5, may_start_mps=False).status()}
     if gpu:
@@ -169,16 +170,18 @@ def fence_checks(device: str) -> dict:
     """Lent-page ordering on this device: a grant is held while the engine's work runs."""
     from harli_sgl.core.gpu.fence import PendingGrants, device_for
 
-    dev = device_for("cuda" if device.startswith("cuda") else "cpu")
-    a = torch.randn(4096, 4096, device=device)
+    gpu = device.startswith("cuda")
+    dev = device_for("cuda" if gpu else "cpu")
+    n = 4096 if gpu else 128
+    a = torch.randn(n, n, device=device)
     grants = PendingGrants(dev)
     for _ in range(20):  # the "engine's" kernels on the pages
-        a = a @ a / 64.0
+        a = a @ a / n ** 0.5
     grants.lend(1, "grant")
-    held_while_running = grants.ready() == []
+    first = grants.ready()  # a GPU: still queued, so held; the CPU: done, so released
     dev.sync()
-    return {"held_while_engine_ran": held_while_running,
-            "released_after_fence": grants.ready() == ["grant"],
+    return {"held_while_engine_ran": first == [],
+            "released_after_fence": first + grants.ready() == ["grant"],
             "synchronous_device": dev.synchronous}
 
 
