@@ -12,9 +12,9 @@ stream first waits for the last one, so pieces stay ordered. Everywhere else
 UNTESTED: no GPU has been lent. In particular, whether a green context's SM
 partition holds for an MPS client is not established here; the probe
 (``benchmark/gpu_probe.py``) is where to check it first. If creating the
-contexts fails, the worker logs it and runs every piece on its plain stream
-(the policy then models a share the worker does not have; the status shows it
-in ``arrangement.corun_means`` only as configured).
+contexts fails, the worker logs it and runs every piece on its plain stream;
+the scheduler is not told (a known gap: its policy then models a share the
+worker does not have, and ``arrangement.corun_means`` still says ``mps_green``).
 """
 
 from __future__ import annotations

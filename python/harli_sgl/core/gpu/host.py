@@ -63,7 +63,7 @@ def read_host(gpu: bool) -> HostFacts:
         pass
     sm_count, bf16 = 0, False
     if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
         sm_count, bf16 = props.multi_processor_count, props.major >= 8
         if green:
             from torch.cuda import green_contexts
