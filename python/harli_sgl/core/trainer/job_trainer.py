@@ -145,7 +145,8 @@ class JobTrainer:
                                            eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
         # Serving weights in bf16 on a GPU: autocast to it over fp32 LoRA weights and
         # optimizer state; fp16 weights are refused (no loss scaler; core/gpu/precision.py).
-        weights = str(next(self.peft_model.parameters()).dtype).removeprefix("torch.")
+        base = next((p for p in self.peft_model.parameters() if not p.requires_grad), params[0])
+        weights = str(base.dtype).removeprefix("torch.")
         autocast = precision.autocast_for(self.device.type == "cuda", weights)
         self._chunked = ChunkedTrainer(self.peft_model, self.optimizer,
                                        max_grad_norm=self.config.max_grad_norm,
