@@ -16,8 +16,14 @@ SM shares use CUDA MPS: the trainer process is started with
 ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` when an MPS control daemon runs (the
 probe tries to start one). Without MPS the two processes time-slice the GPU
 and the probe says so in the JSON (``"partition": "timesliced"``) instead of
-pretending a share. UNTESTED on a GPU: no session has been lent one yet; only
-the ``--tiny --device cpu`` smoke path has run.
+pretending a share. It also records harli's start-up decisions on the host
+(driver check, co-running means, whether a green context can be made in an MPS
+client) and a lent-page ordering check on the device (``host`` and ``fences``).
+
+Not yet measured here (issue 22, item 8): CUDA graphs for the decode stand-in,
+stage-1/stage-2 MAPE, and slot-deadline accuracy on device time. UNTESTED on a
+GPU: no session has been lent one yet; only the ``--tiny --device cpu`` smoke
+path has run.
 """
 
 from __future__ import annotations
@@ -139,6 +145,46 @@ def mps_available() -> bool:
     return probe.returncode == 0
 
 
+def host_checks(device: str) -> dict:
+    """The start-up decisions harli makes on this host (core/gpu), as the server would."""
+    from harli_sgl.core.gpu import corun_means, driver
+    from harli_sgl.core.gpu.host import read_host
+
+    gpu = device.startswith("cuda")
+    facts = read_host(gpu)
+    # As the server would decide for --harli-gpu-worker-share 0.5 (a CPU host: its split).
+    out = {"facts": facts.__dict__,
+           "corun_means": corun_means.decide(facts, 0.5, may_start_mps=False).status()}
+    if gpu:
+        check = driver.read_and_check()
+        out["driver"] = {"ok": check.ok, "message": check.message}
+        try:  # does a green context hold in this (MPS client) process?
+            torch.cuda.GreenContext(num_sms=max(8, facts.sm_count // 2 // 8 * 8))
+            out["green_context"] = "created"
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            out["green_context"] = f"failed: {e}"
+    return out
+
+
+def fence_checks(device: str) -> dict:
+    """Lent-page ordering on this device: a grant is held while the engine's work runs."""
+    from harli_sgl.core.gpu.fence import PendingGrants, device_for
+
+    gpu = device.startswith("cuda")
+    dev = device_for("cuda" if gpu else "cpu")
+    n = 4096 if gpu else 128
+    a = torch.randn(n, n, device=device)
+    grants = PendingGrants(dev)
+    for _ in range(20):  # the "engine's" kernels on the pages
+        a = a @ a / n ** 0.5
+    grants.lend(1, "grant")
+    first = grants.ready()  # a GPU: still queued, so held; the CPU: done, so released
+    dev.sync()
+    return {"held_while_engine_ran": first == [],
+            "released_after_fence": first + grants.ready() == ["grant"],
+            "synchronous_device": dev.synchronous}
+
+
 def trained_rate(counter, go, seconds: float) -> float:
     start = counter.value
     go.set()
@@ -170,7 +216,8 @@ def main() -> None:
     model = build_model(cfg, fused).eval()
     result = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
               "model": "tiny" if args.tiny else "llama-8b-shape", "dtype": str(dtype),
-              "partition": partition, "context": args.context, "rows": []}
+              "partition": partition, "context": args.context,
+              "host": host_checks(device), "fences": fence_checks(device), "rows": []}
     ctx = mp.get_context("spawn")
     for share in shares:
         env_before = os.environ.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")

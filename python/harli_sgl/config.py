@@ -114,6 +114,10 @@ class HarliConfig:
     gpu_worker_share: float = _flag(0.0, "GPU hosts: the worker's SM share for co-running "
                                     "through CUDA MPS (0 = serial slots only). UNTESTED: no GPU "
                                     "has been available to run it.", type=float)
+    gpu_start_mps: bool = _flag(False, "GPU hosts: start the CUDA MPS control daemon if none "
+                                "runs (co-running needs one; without it slots are serial). "
+                                "UNTESTED: no GPU has been available to run it.",
+                                action="store_true")
     device: str = "cpu"
     decode_cpus: tuple[int, ...] = ()
     worker_cpus: tuple[int, ...] = ()

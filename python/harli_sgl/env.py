@@ -50,3 +50,8 @@ BODY_TIMEOUT_S = EnvVar(
     "How long a request body may take to arrive, plus one second per MiB it declares "
     "(harli_sgl.sglang.body_deadline); a slower body is answered 408 and its connection closed.",
 )
+SKIP_DRIVER_CHECK = EnvVar(
+    "HARLI_SKIP_DRIVER_CHECK", False,
+    "Start on a GPU host whose NVIDIA driver looks too old for the installed torch (e.g. a "
+    "host with NVIDIA's forward-compatibility package, which the check cannot see).",
+)

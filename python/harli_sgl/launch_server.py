@@ -7,7 +7,8 @@ on ``server_args._harli`` (ServerArgs pickles its non-field attributes across
 spawn). Without ``--model-path`` the embedded default model (SmolLM2-135M-Instruct,
 converted once from the installed package's GGUF) is served.
 On a host with no NVIDIA driver the CPU recipe is applied, and logged; on a GPU
-host no SGLang default is changed.
+host the GPU recipe checks the driver, picks a dtype the worker can train in and
+starts CUDA MPS when allowed (``platform/gpu_recipe.py``, untested on a GPU).
 
 Keep this module's import-time work small: SGLang's and Harli's spawned
 children re-import the main module.
@@ -35,6 +36,10 @@ def prepare(argv: list[str]):
     gpu = cuda_stub.has_nvidia_driver()
     if not gpu:
         rest = cpu_recipe.apply(rest)
+    else:
+        from harli_sgl.platform import gpu_recipe
+
+        rest = gpu_recipe.apply(rest, harli)
     given = cpu_recipe.given_flags(rest)
     if "model_path" not in given:
         from harli_sgl.model import smollm2

@@ -131,6 +131,10 @@ def test_corun_overlaps_decode_in_time_on_the_chosen_cores(harli_server):
     s = wait_worker_alive(harli_server)
     decode, worker = set(s["arrangement"]["decode_cpus"]), set(s["arrangement"]["worker_cpus"])
     assert decode and worker and not decode & worker, s["arrangement"]
+    # How the worker co-runs, as the scheduler decided it once at start (core/gpu/corun_means.py).
+    assert s["arrangement"]["corun_means"] == "cpu_split", s["arrangement"]
+    assert s["arrangement"]["corun_unavailable_reason"] is None and not s["arrangement"]["share_fixed"]
+    assert s["pool"] is None or s["pool"]["grants_held"] == 0  # the CPU hands pages over at once
     set_mode(harli_server, "spatial")
     job = start_long_job(harli_server)
     since = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -121,3 +122,14 @@ def test_a_stuck_message_loop_is_hung_even_with_heartbeats():
         sup.check()
         pump(coord, lambda: sup.restarts == 1, timeout_s=30)
         assert sup.status()["last_exit"] == "signal 9"
+
+
+def test_the_mps_thread_cap_is_set_only_under_a_fixed_mps_share():
+    from harli_sgl.worker.supervisor import worker_env
+
+    gpu = dataclasses.replace(HarliConfig(gpu_worker_share=0.5), device="cuda")
+    assert worker_env(gpu, "mps_fixed")["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
+    for means in ("mps_green", "serial"):  # green: uncapped; no MPS: it would do nothing
+        assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in worker_env(gpu, means)
+    assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in worker_env(HarliConfig(gpu_worker_share=0.5),
+                                                                 "mps_fixed")

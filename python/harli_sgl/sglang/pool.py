@@ -116,10 +116,16 @@ def lendable_pages(allocator) -> SGLangPages | None:
 class ServingPool:
     """The lent pool as the scheduler sees it: attached once, then one call per iteration."""
 
-    def __init__(self, pages: SGLangPages, coordinator, context_len: int):
+    def __init__(self, pages: SGLangPages, coordinator, context_len: int, forward_stream=None):
         self._maintain = coordinator.maintain_pool
         self._context_len = context_len
-        pages.lend_through(coordinator.attach_pool(pages))
+        device = None
+        if coordinator.config.device == "cuda":  # UNTESTED: no GPU has been lent
+            from harli_sgl.core.gpu.fence import CudaDevice
+
+            # Lent pages change hands after the engine's kernels on both its streams.
+            device = CudaDevice((forward_stream,) if forward_stream is not None else ())
+        pages.lend_through(coordinator.attach_pool(pages, device))
         logger.info("harli: unified pool: %d pages of %d tokens, %.1f KB per page",
                     pages.total_pages, pages.page_tokens, pages.page_bytes / 1024)
 

@@ -11,6 +11,9 @@ Hooks only; all co-location logic lives in the engine-agnostic
 * ``run_batch``: a launch ends the previous launch-to-launch interval, which is
   one measured iteration for the predictor (SGLang's own decode regression
   uses the same cadence);
+* ``is_disable_overlap_for_batch``: under SGLang's overlap loop (GPU), process
+  batch N's results before launching N+1 whenever a serial slot may follow, so
+  the slot runs with the GPU idle rather than beside N+1;
 * ``process_batch_result``: iteration N's tokens were just handed to the
   detokenizer; record per-request token timing, then let the coordinator run
   a slot, so a slot delays iteration N+1 and never the tokens of N;
@@ -37,7 +40,7 @@ from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 from harli_sgl.sglang.decode_cpus import DecodeCpus
 from harli_sgl.sglang.features import batch_features, next_decode
 from harli_sgl.sglang.pool import ServingPool, lendable_pages
-from harli_sgl.sglang.worker_start import can_finetune, predictor_path, start_worker
+from harli_sgl.sglang.worker_start import can_finetune, corun_means, predictor_path, start_worker
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +53,17 @@ class HarliScheduler(Scheduler):
     def _init_harli(self, config: HarliConfig) -> None:
         self._harli_cpus = DecodeCpus(config)
         supervisor, pages = None, None
+        means, sm_count = corun_means(config)
         if config.finetune_enabled and can_finetune():
             pages = lendable_pages(self.token_to_kv_pool_allocator)
-            supervisor = start_worker(self, config, pages)
+            supervisor = start_worker(self, config, pages, means, sm_count)
         predictor = TwoStagePredictor()
         self.harli = SlotCoordinator(config, make_policy(config, predictor), predictor, supervisor,
-                                     predictor_path=predictor_path(self, config))
+                                     predictor_path=predictor_path(self, config),
+                                     means=means, sm_count=sm_count)
         self._harli_pool = None if pages is None else \
-            ServingPool(pages, self.harli, self.model_config.context_len)
+            ServingPool(pages, self.harli, self.model_config.context_len,
+                        getattr(self.tp_worker.model_runner, "forward_stream", None))
         self.harli_prometheus = None
         if get_observability().enable_metrics:
             from harli_sgl.sglang.prometheus import HarliPrometheus
@@ -73,6 +79,12 @@ class HarliScheduler(Scheduler):
         self.harli.on_launch(batch_features(batch), time.monotonic(), wide=no_work)
         self._harli_cpus.at_launch(self.harli.config, no_work, batch.forward_mode.is_extend())
         return super().run_batch(batch, *args, **kwargs)
+
+    def is_disable_overlap_for_batch(self, batch, last_batch) -> bool:
+        # Under the overlap loop, a serial slot must not run beside the next batch:
+        # drain first whenever one may follow (core/gpu/overlap.py). UNTESTED on a GPU.
+        return super().is_disable_overlap_for_batch(batch, last_batch) or \
+            self.harli.drain_before_launch(self.enable_overlap)
 
     def process_batch_result(self, batch, result):
         super().process_batch_result(batch, result)

@@ -15,6 +15,11 @@ import zmq
 from sglang.srt.runtime_context import get_model, get_parallel, get_serving
 
 from harli_sgl.config import HarliConfig
+from harli_sgl.core.coordinator.corun_control import cpu_share
+from harli_sgl.core.gpu import corun_means as means
+from harli_sgl.core.gpu.corun_means import Means, MeansChoice
+from harli_sgl.core.gpu.host import read_host
+from harli_sgl.core.gpu.share import green_steps
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +37,25 @@ def can_finetune() -> bool:
     return True
 
 
-def start_worker(scheduler, config: HarliConfig, pages=None):
+def corun_means(config: HarliConfig) -> tuple[MeansChoice, int]:
+    """How the worker co-runs on this host, logged once; and the GPU's SM count.
+
+    On a GPU host the MPS daemon was started (or not) by the launcher before any CUDA
+    context existed (``platform/gpu_recipe.py``); here it is only checked. UNTESTED
+    on a GPU: only the decision (``core/gpu/corun_means.py``) has run.
+    """
+    gpu = config.device == "cuda"
+    facts = read_host(gpu)
+    share = config.gpu_worker_share if gpu else cpu_share(config)
+    choice = means.decide(facts, share, may_start_mps=False,
+                          start_failed=gpu and config.gpu_start_mps and not facts.mps_running)
+    log = logger.info if choice.corun or share <= 0 else logger.warning
+    log("harli: co-running means %s: %s", choice.means.value, choice.why.text)
+    return choice, facts.sm_count
+
+
+def start_worker(scheduler, config: HarliConfig, pages=None, corun: MeansChoice | None = None,
+                 sm_count: int = 0):
     """A started WorkerSupervisor sharing the scheduler's weights (and ``pages``' buffers)."""
     from harli_sgl.core.shared_weights import shm_segments
     from harli_sgl.sglang.weights import share_serving_weights
@@ -46,6 +69,9 @@ def start_worker(scheduler, config: HarliConfig, pages=None):
         torch_threads=len(config.all_cpus) or len(os.sched_getaffinity(0)),
         server_url=local_url(serving.host, serving.port),
         api_key=serving.api_key, admin_api_key=getattr(serving, "admin_api_key", None),
+        corun_means=corun.means.value if corun is not None else Means.SERIAL.value,
+        green_sms=tuple(s.num_sms for s in green_steps(config.gpu_worker_share, sm_count))
+        if corun is not None and corun.means is Means.MPS_GREEN else (),
     )
     fused = share_serving_weights(scheduler.tp_worker.model_runner.model)
     shared = SharedTensors(fused) if pages is None else \

@@ -20,6 +20,9 @@ class WorkerSpec:
         server_url / api_key: the HTTP server, for publishing finished adapters.
         admin_api_key: SGLang's ``--admin-api-key``; when set, admin routes such as
             ``/load_lora_adapter`` require it instead of ``api_key``.
+        corun_means: how the worker co-runs (``core/gpu/corun_means.Means`` value): on a
+            GPU, ``mps_fixed`` caps its MPS share at start, ``mps_green`` holds green contexts.
+        green_sms: the SM counts of the green contexts it holds (``mps_green`` only).
     """
 
     generation: int
@@ -34,6 +37,8 @@ class WorkerSpec:
     # Never in a repr: a logged spec must not print the keys.
     api_key: str | None = field(default=None, repr=False)
     admin_api_key: str | None = field(default=None, repr=False)
+    corun_means: str = "serial"
+    green_sms: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

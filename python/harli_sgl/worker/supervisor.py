@@ -64,17 +64,25 @@ LOOP_STALL_LIMIT_S = 300.0
 WORKER_ENV = {"GOMP_SPINCOUNT": "10000", **malloc.ENV}
 
 
-@contextlib.contextmanager
-def _worker_environment(config: HarliConfig):
-    """Environment for the spawned worker only; spawn copies os.environ at exec.
+def worker_env(config: HarliConfig, corun_means: str = "serial") -> dict[str, str]:
+    """The spawned worker's environment additions.
 
-    On a GPU host with ``--harli-gpu-worker-share`` the worker's CUDA context is an
-    MPS client limited to that share of the SMs (read once, at context creation;
-    it needs a running MPS control daemon). UNTESTED: no GPU has been available.
+    Only under the ``mps_fixed`` means (``core/gpu/corun_means.py``) is the worker's
+    CUDA context capped to its share of the SMs (read once, at context creation). Under
+    ``mps_green`` it stays uncapped and shares come from its green contexts; without MPS
+    the variable would do nothing, so it is not set. UNTESTED on a GPU.
     """
     wanted = dict(WORKER_ENV)
-    if config.device == "cuda" and config.gpu_worker_share > 0:
+    if config.device == "cuda" and corun_means == "mps_fixed" and config.gpu_worker_share > 0:
         wanted["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(max(1, int(config.gpu_worker_share * 100)))
+    return wanted
+
+
+@contextlib.contextmanager
+def _worker_environment(config: HarliConfig, corun_means: str = "serial"):
+    """Environment for the spawned worker only (:func:`worker_env`); spawn copies
+    os.environ at exec."""
+    wanted = worker_env(config, corun_means)
     saved = {k: os.environ.get(k) for k in wanted}
     os.environ.update({k: v for k, v in wanted.items() if saved[k] is None})
     try:
@@ -151,7 +159,7 @@ class WorkerSupervisor:
         proc = mp.get_context("spawn").Process(
             target=self._target, args=(spec, *self._args), name="harli::finetune", daemon=True,
         )
-        with _worker_environment(self.config):
+        with _worker_environment(self.config, self._spec.corun_means):
             proc.start()
         self._proc = proc
         self._ready = False

@@ -34,6 +34,7 @@ import torch
 import zmq
 
 from harli_sgl.core.dispatch import Dispatcher
+from harli_sgl.core.gpu.fence import device_for
 from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.message.from_worker import (
     CORUN_SLOT, FREE_RUN_SLOT, CoRunStopped, FromWorker, Heartbeat, ReclaimAck, SlotReport,
@@ -44,6 +45,7 @@ from harli_sgl.core.message.to_worker import (
     SlotGrant, ToWorker,
 )
 from harli_sgl.core.transport import PullQueue, PushQueue
+from harli_sgl.worker.device_shares import DeviceShares
 from harli_sgl.worker.liveness import Liveness
 from harli_sgl.worker.spec import SharedTensors, WorkerSpec
 
@@ -96,6 +98,8 @@ class FinetuneWorker:
         self._private_base_bytes: int | None = 0
         self._base_weight_segments: dict[str, int] = {}
         self._num_layers = 0
+        self.device = device_for(spec.config.device)
+        self.shares = DeviceShares(spec.config.device, spec.green_sms)
         self._init_executor(shared)
         self.dispatch: Dispatcher[ToWorker] = Dispatcher({
             Heartbeat: self._on_heartbeat,
@@ -193,9 +197,9 @@ class FinetuneWorker:
             self.executor.set_free_compute(msg.units_per_s)
 
     def _fence(self) -> None:
-        """On a GPU, wait for the queued kernels: timestamps and hand-backs must be real."""
-        if self.spec.config.device == "cuda" and torch.cuda.is_available():
-            torch.cuda.synchronize()  # UNTESTED: no GPU has been available
+        """On a GPU, wait for the queued kernels: timestamps and hand-backs must be real
+        (a no-op on the CPU, whose ops are done when they return; ``core/gpu/fence.py``)."""
+        self.device.sync()  # UNTESTED on a GPU: no GPU has been available
 
     def _set_threads(self, n: int) -> None:
         if n != torch.get_num_threads():
@@ -229,15 +233,17 @@ class FinetuneWorker:
         if units <= 0:
             return
         started = time.monotonic()
-        report = self.executor.run_slot(SlotGrant(CORUN_SLOT, units, CORUN_PIECE_BOUND_MS,
-                                                  synthetic=synthetic))
-        self._fence()
+        with self.shares.scope(self._corun.num_sms):  # its share of the GPU's SMs
+            report = self.executor.run_slot(SlotGrant(CORUN_SLOT, units, CORUN_PIECE_BOUND_MS,
+                                                      synthetic=synthetic))
+            self._fence()
         self.outbox.send(dataclasses.replace(report, started_at=started, ended_at=time.monotonic()))
 
     def _run_free_slice(self) -> None:
         assert self.executor is not None
         report = self.executor.run_slot(
             SlotGrant(slot_id=FREE_RUN_SLOT, budget_units=1 << 40, budget_ms=FREE_RUN_SLICE_MS))
+        self._fence()  # a slice's time is device time, and the next message sees it done
         self.outbox.send(report)
         self._housekeeping()
 

@@ -171,3 +171,64 @@ def test_the_start_up_profile_does_not_learn_the_first_synthetic_slots_warm_up(r
     assert [m.budget_units for m in link.outbox.sent if isinstance(m, SlotGrant)][:2] == [256, 512]
     # A 256-unit slot costs ~2 ms here (and a loaded host adds a few): not ~20 ms.
     assert coord.predictor.slot_cost(SlotWork(units_fwd=256, pieces=1)) < 10.0
+
+
+def gpu_coordinator(means, share=0.5, sm_count=132):
+    """A coordinator as a GPU host's scheduler builds it (the means read from the host)."""
+    import dataclasses
+
+    cfg = dataclasses.replace(HarliConfig(mode="harli", gpu_worker_share=share).resolved("cpu"),
+                              device="cuda", decode_cpus=(), worker_cpus=())
+    predictor = TwoStagePredictor()
+    link = Link(os.getpid())
+    coord = SlotCoordinator(cfg, make_policy(cfg, predictor), predictor, link,
+                            means=means, sm_count=sm_count)
+    return coord, link
+
+
+def gpu_starts(link):
+    return [(m.share, m.num_sms) for m in link.outbox.sent if isinstance(m, CoRunStart)]
+
+
+def test_on_a_gpu_with_green_contexts_each_start_carries_its_purposes_share():
+    from harli_sgl.core.gpu.corun_means import Means, MeansChoice, Why
+
+    coord, link = gpu_coordinator(MeansChoice(Means.MPS_GREEN, Why.GREEN))
+    assert coord.corun_share == 64 / 132  # the 0.5 step, rounded down to whole SM groups
+    coord.corun_control.start(coord.corun_share)  # beside decode
+    coord.corun_control.start(1.0)  # idle: the whole device
+    assert gpu_starts(link) == [(64 / 132, 64), (1.0, 0)]
+    # A batch launches while the worker has the whole device: back to its co-run share.
+    coord.on_launch(IterationFeatures(1, 8), time.monotonic())
+    assert gpu_starts(link)[-1] == (64 / 132, 64) or isinstance(link.outbox.sent[-1], CoRunStop)
+    arrangement = coord.status()["arrangement"]
+    assert arrangement["corun_means"] == "mps_green" and not arrangement["share_fixed"]
+
+
+def test_on_a_gpu_without_mps_nothing_co_runs_and_the_status_says_why():
+    from harli_sgl.core.gpu.corun_means import Means, MeansChoice, Why
+
+    coord, link = gpu_coordinator(MeansChoice(Means.SERIAL, Why.NO_MPS))
+    assert coord.corun_share == 0.0  # the policy plans serial slots only
+    coord.corun_control.start(0.5)
+    coord.corun_control.start(1.0)  # even idle: never time-sliced beside a request
+    assert gpu_starts(link) == []
+    arrangement = coord.status()["arrangement"]
+    assert arrangement["corun_means"] == "serial"
+    assert "time-slice" in arrangement["corun_unavailable_reason"]
+
+
+def test_on_a_gpu_with_a_fixed_mps_share_everything_runs_at_it_and_says_so():
+    from harli_sgl.core.gpu.corun_means import Means, MeansChoice, Why
+
+    coord, link = gpu_coordinator(MeansChoice(Means.MPS_FIXED, Why.FIXED))
+    coord.corun_control.start(1.0)
+    assert gpu_starts(link) == [(0.5, 0)]
+    assert coord.corun.share == 0.5  # an idle speed measured here is not labelled 1.0
+    assert coord.status()["arrangement"]["share_fixed"]
+
+
+def test_a_gpu_coordinator_without_host_facts_assumes_no_mps():
+    coord, link = gpu_coordinator(None)
+    assert coord.corun_share == 0.0
+    assert coord.status()["arrangement"]["corun_means_reason"] == "no_mps"

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from harli_sgl.core.message.from_worker import WorkerState
 from harli_sgl.core.pool.manager import PoolManager, ServingDemand
 from harli_sgl.core.pool.watermark import Watermarks
+from device_util import QueueDevice
 from pool_util import rig
 
 
@@ -46,3 +47,38 @@ def test_a_dead_worker_returns_every_lease():
     m.worker_died()
     assert m.lender.leased_pages == 0 and len(pages.free) == 64
     assert m.status()["total_tokens"] == 128
+
+
+def gpu_manager():
+    pages, worker, _, _ = rig()
+    device = QueueDevice()
+    link = SimpleNamespace(outbox=worker, kill_now=lambda: None, ready=True)
+    m = PoolManager(pages, link, wait=worker.wait, device=device,
+                    watermarks=Watermarks(quantum_pages=8, guard_fraction=0.0))
+    worker.lender = m.lender
+    return pages, worker, device, m
+
+
+def test_on_a_gpu_lent_pages_reach_the_worker_only_after_the_engines_fence():
+    pages, worker, device, m = gpu_manager()
+    wants = WorkerState(has_work=True, wanted_bytes=16 * pages.page_bytes)
+    m.maintain(ServingDemand(), wants, lend=True)
+    assert m.lender.leased_pages == 16  # out of the engine's free list at once
+    assert len(worker.arena.chunks) == 0 and m.status()["grants_held"] == 1
+    m.maintain(ServingDemand(), wants, lend=True)  # the engine's kernels still run
+    assert len(worker.arena.chunks) == 0
+    device.finished = device.queued  # they are done
+    m.maintain(ServingDemand(), wants, lend=True)
+    assert len(worker.arena.chunks) == 1 and m.status()["grants_held"] == 0
+
+
+def test_a_reclaim_of_pages_not_yet_handed_over_needs_no_worker_ack():
+    pages, worker, device, m = gpu_manager()
+    m.maintain(ServingDemand(), WorkerState(has_work=True, wanted_bytes=16 * pages.page_bytes),
+               lend=True)
+    m.maintain(ServingDemand((), (2 * 64,)), WorkerState(has_work=True), lend=True)
+    assert m.lender.leased_pages == 0 and len(pages.free) == 64
+    assert worker.inbox == [] and len(worker.arena.chunks) == 0
+    device.finished = device.queued
+    m.maintain(ServingDemand((), (2 * 64,)), WorkerState(has_work=False), lend=True)
+    assert len(worker.arena.chunks) == 0  # cancelled grants never go out later

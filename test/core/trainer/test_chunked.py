@@ -325,3 +325,37 @@ def test_unsupported_families_are_refused():
     model = lora(MistralForCausalLM(config), ["q_proj"])
     with pytest.raises(TypeError, match="'mistral' is not supported"):
         ChunkedTrainer(model, torch.optim.AdamW(trainable(model)))
+
+
+def test_bf16_serving_weights_train_with_fp32_lora_and_optimizer_state_under_autocast(make_model):
+    """The GPU path's precision (core/gpu/precision.py), run on the CPU: the base is bf16
+    (as served), PEFT keeps the adapter in fp32, AdamW's state follows it, and the
+    forward pieces autocast to bf16."""
+    from harli_sgl.core.trainer import lora as lora_layers
+    from harli_sgl.core.trainer.config import TrainConfig
+
+    base = make_model("llama").to(torch.bfloat16)
+    peft_model, _ = lora_layers.wrap_in_place(base, TrainConfig(lora_r=4, lora_alpha=8,
+                                                                target_modules=("q_proj", "v_proj")))
+    params = trainable(peft_model)
+    assert params and all(p.dtype == torch.float32 for p in params)
+    assert all(p.dtype == torch.bfloat16 for p in peft_model.parameters() if not p.requires_grad)
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    trainer = ChunkedTrainer(peft_model, opt, autocast_dtype=torch.bfloat16)
+    rng = random.Random(0)
+    batch = [Example(ids, [IGNORE_INDEX] + ids[1:]) for ids in
+             ([rng.randrange(1, 300) for _ in range(12)] for _ in range(2))]
+    before = weights(peft_model)
+    trainer.start_step([collate(batch, PAD)])
+    seen: list[torch.dtype] = []
+    # The adapter's own matmul: fp32 weights, computed in bf16 only under autocast.
+    hook = peft_model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"] \
+        .register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    while not trainer.idle:
+        trainer.run(budget_units=1 << 20)
+    hook.remove()
+    assert seen == [torch.bfloat16]
+    after = weights(peft_model)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim()]
+    assert state and all(t.dtype == torch.float32 for t in state)

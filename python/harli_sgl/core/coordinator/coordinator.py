@@ -24,6 +24,9 @@ from harli_sgl.core.coordinator.speeds import FinetuneSpeeds
 from harli_sgl.core.coordinator.startup_profile import StartupProfile
 from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.dispatch import Dispatcher
+from harli_sgl.core.gpu import overlap
+from harli_sgl.core.gpu.corun_means import MeansChoice
+from harli_sgl.core.gpu.fence import Device
 from harli_sgl.core.iteration import IterationFeatures
 from harli_sgl.core.message.from_worker import (
     CORUN_SLOT, CoRunStopped, FromWorker, Heartbeat, ReclaimAck, SlotReport, WorkerHello,
@@ -45,7 +48,8 @@ FREE_COMPUTE_EVERY_S = 2.0  # how often the worker learns this instance's free c
 
 class SlotCoordinator:
     def __init__(self, config: HarliConfig, policy: SlotPolicy, predictor: LatencyPredictor,
-                 supervisor: WorkerLink | None = None, predictor_path: str | None = None):
+                 supervisor: WorkerLink | None = None, predictor_path: str | None = None,
+                 means: MeansChoice | None = None, sm_count: int = 0):
         self.config = config
         self.policy = policy
         self.predictor = predictor
@@ -60,7 +64,7 @@ class SlotCoordinator:
         self.dispatch: Dispatcher[FromWorker] = Dispatcher(self._handlers())
         self.channel = WorkerChannel(supervisor, self.dispatch)
         self.corun_control = CoRunControl(config, supervisor, self.channel, self.meter, self.corun,
-                                          self.speeds)
+                                          self.speeds, means, sm_count)
         self.pool: PoolManager | None = None  # once the unified pool is attached
         self._last_free_compute = 0.0
         if supervisor is not None:
@@ -125,6 +129,14 @@ class SlotCoordinator:
         self._pump()
         self._maybe_run_slot(IterationFeatures(0, 0), 0, waiting)
 
+    def drain_before_launch(self, overlap_loop: bool) -> bool:
+        """Under SGLang's overlap loop: process the last batch (and run its slot) before
+        the next launch, so a serial slot runs with the GPU idle (``core/gpu/overlap.py``)."""
+        sup = self.supervisor
+        return overlap.drain_before_launch(
+            overlap_loop, sup is not None and sup.ready, self.worker_state.has_work,
+            self.policy.free_run, self.profiling, gpu=self.config.device == "cuda")
+
     def has_idle_work(self) -> bool:
         """True when an idle pass would run a serial slot (so the scheduler must not sleep).
 
@@ -135,14 +147,14 @@ class SlotCoordinator:
         return (sup is not None and sup.ready and self.worker_state.has_work
                 and not self.policy.free_run and not self.profiling and not self.corun.active)
 
-    def attach_pool(self, pages: EnginePages) -> PoolLender:
+    def attach_pool(self, pages: EnginePages, device: Device | None = None) -> PoolLender:
         """Lend the engine's free KV pages to the worker: the one place a pool is attached.
 
         The engine's allocator must ask the returned lender before it evicts (the
         SGLang hook does, see harli_sgl/sglang/pool.py).
         """
         assert self.supervisor is not None, "the pool is lent to a worker"
-        self.pool = PoolManager(pages, self.supervisor, wait=self.channel.wait_for)
+        self.pool = PoolManager(pages, self.supervisor, wait=self.channel.wait_for, device=device)
         return self.pool.lender
 
     def maintain_pool(self, demand: ServingDemand) -> None:

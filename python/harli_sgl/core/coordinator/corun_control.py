@@ -5,6 +5,13 @@ the worker trains piece after piece on its share while the scheduler keeps
 decoding, until ``CoRunStop`` (waited for at the piece boundary only when a
 plan says running beside the next iteration would break the SLO).
 
+GPU share (UNTESTED on a GPU). The co-running means (``core/gpu/corun_means.py``)
+decides whether the worker can co-run at all; each ``CoRunStart`` carries the
+share its purpose gets (``core/gpu/share.py``): beside decode the largest green
+context step within the policy's share, idle the whole device, and under a
+fixed MPS share always that share. A batch launching while the worker runs on
+the whole device moves it back to its co-run share (at its next piece boundary).
+
 CPU affinity. The scheduler, not the worker, moves the worker's threads: onto
 the worker's cores in SCHED_IDLE while co-running beside decode, onto every
 core in the normal class for serial slots, and onto every core in SCHED_IDLE
@@ -23,6 +30,9 @@ from harli_sgl.core.coordinator.channel import WorkerChannel
 from harli_sgl.core.coordinator.measure import IterationMeter
 from harli_sgl.core.coordinator.speeds import FinetuneSpeeds
 from harli_sgl.core.corun import CoRunTracker
+from harli_sgl.core.gpu import corun_means
+from harli_sgl.core.gpu import share as gpu_share
+from harli_sgl.core.gpu.host import HostFacts
 from harli_sgl.core.message.to_worker import CoRunStart, CoRunStop
 from harli_sgl.core.policy.base import Grant, SlotPolicy
 from harli_sgl.core.worker_link import WorkerLink
@@ -34,14 +44,30 @@ from harli_sgl.core.worker_link import WorkerLink
 STOP_WAIT_S = 0.02
 
 
+def cpu_share(config: HarliConfig) -> float:
+    return len(config.worker_cpus) / max(1, len(config.all_cpus)) if config.worker_cpus else 0.0
+
+
+def default_means(config: HarliConfig) -> corun_means.MeansChoice:
+    """The means when the host was not read: a CPU host's split; on a GPU, no MPS known."""
+    gpu = config.device == "cuda"
+    return corun_means.decide(HostFacts(gpu=gpu), config.gpu_worker_share if gpu
+                              else cpu_share(config), may_start_mps=False)
+
+
 class CoRunControl:
     """Args:
         config: read for the device and the CPU split only, which controls never change.
+        means: how the worker co-runs (default: :func:`default_means`).
+        sm_count: the GPU's SMs (green context steps are cut from them).
     """
 
     def __init__(self, config: HarliConfig, link: WorkerLink | None, channel: WorkerChannel,
-                 meter: IterationMeter, corun: CoRunTracker, speeds: FinetuneSpeeds):
+                 meter: IterationMeter, corun: CoRunTracker, speeds: FinetuneSpeeds,
+                 means: corun_means.MeansChoice | None = None, sm_count: int = 0):
         self.config = config
+        self.means = means or default_means(config)
+        self.sm_count = sm_count
         self.link = link
         self.channel = channel
         self.meter = meter
@@ -53,15 +79,14 @@ class CoRunControl:
     def share(self) -> float:
         """The worker's share of the device for co-running beside decode (0: serial only)."""
         cfg = self.config
-        if cfg.device == "cpu" and cfg.worker_cpus:
-            return len(cfg.worker_cpus) / max(1, len(cfg.all_cpus))
-        if cfg.device == "cuda":  # an MPS share fixed when the worker starts (untested)
-            return cfg.gpu_worker_share
-        return 0.0
+        if cfg.device == "cuda":
+            return gpu_share.corun_share(self.means.means, cfg.gpu_worker_share, self.sm_count)
+        return cpu_share(cfg) if cfg.device == "cpu" else 0.0
 
     def before_launch(self, policy: SlotPolicy) -> None:
         """A batch is about to launch while the worker may be using every core."""
-        if not (self.corun.active and self.corun.share >= 1.0 and self.config.worker_cpus):
+        gpu = self.config.device == "cuda"
+        if not (self.corun.active and self.corun.share >= 1.0 and (self.config.worker_cpus or gpu)):
             return
         # Move it off decode's cores before this batch runs: pinning from here takes
         # effect at once, mid-piece (measured: leaving a SCHED_IDLE trainer thread on
@@ -75,12 +100,28 @@ class CoRunControl:
             self.stop(wait=False)
 
     def start(self, share: float, synthetic: bool = False) -> None:
+        if self.config.device == "cuda":
+            self._start_gpu(share, synthetic)
+            return
         cpus = self.config.all_cpus if share >= 1.0 else self.config.worker_cpus
         self.place(cpus, idle_class=True)
         if self.corun.active and self.corun.cpus == cpus and self.corun.synthetic == synthetic:
             return
-        self.link.outbox.send(CoRunStart(cpus, synthetic))
+        self.link.outbox.send(CoRunStart(cpus, synthetic, share))
         self.corun.started(share, cpus, time.monotonic(), synthetic)
+
+    def _start_gpu(self, share: float, synthetic: bool) -> None:
+        purpose = gpu_share.Purpose.IDLE if share >= 1.0 else gpu_share.Purpose.CORUN
+        got = gpu_share.share_for(self.means.means, purpose, share,
+                                  self.config.gpu_worker_share, self.sm_count)
+        if got.share <= 0.0:  # no means to co-run: never time-slice beside decode
+            if self.corun.active:
+                self.stop(wait=False)
+            return
+        if self.corun.active and self.corun.share == got.share and self.corun.synthetic == synthetic:
+            return
+        self.link.outbox.send(CoRunStart((), synthetic, got.share, got.num_sms))
+        self.corun.started(got.share, (), time.monotonic(), synthetic)
 
     def stop(self, wait: bool) -> None:
         seq = self.corun.stop_requested(time.monotonic())

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harli_sgl.core.coordinator.speeds import FinetuneSpeeds
+from harli_sgl.core.gpu.corun_means import Means
 from harli_sgl.core.metrics import ColocationMetrics
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ def status(c: SlotCoordinator) -> dict:
             "slots_overrun": c.channel.slots_overrun,
             "requests_in_flight": len(c.tracker),
             "arrangement": {**c.corun.status(), "available_share": c.corun_share,
+                            # How the worker co-runs, or why it cannot (then: serial slots).
+                            **c.corun_control.means.status(),
+                            "share_fixed": c.corun_control.means.means is Means.MPS_FIXED,
                             "decode_cpus": list(cfg.decode_cpus),
                             "worker_cpus": list(cfg.worker_cpus),
                             # Units per ms: a hybrid top-up per ms decode waited for it,

@@ -41,8 +41,9 @@ class SetFreeRun(ToWorker):
 
 @dataclass(frozen=True, slots=True)
 class CoRunStart(ToWorker):
-    """Train piece after piece, beside decode, on ``cpus`` (CPU; on GPU the worker's MPS
-    share is fixed when it starts).
+    """Train piece after piece, beside decode, on ``cpus`` (CPU) or on ``share`` of the
+    GPU's SMs: the worker's green context of ``num_sms`` SMs (0: its plain stream, the
+    whole device or its fixed MPS share; see ``core/gpu/share.py``; UNTESTED on a GPU).
 
     The worker keeps going until :class:`CoRunStop`, reporting each piece as a
     ``SlotReport`` with ``slot_id == CORUN_SLOT``. A ``SlotGrant`` that arrives
@@ -53,6 +54,8 @@ class CoRunStart(ToWorker):
     cpus: tuple[int, ...] = ()
     # Start-up profile: co-run the synthetic workload instead of a job.
     synthetic: bool = False
+    share: float = 1.0
+    num_sms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

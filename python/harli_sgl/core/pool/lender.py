@@ -125,8 +125,13 @@ class PoolLender:
         lease = self.ledger.add(ranges)
         if not self._send(LeaseGrant(lease.lease_id, lease.ranges, self.engine.page_bytes)):
             # The worker cannot be reached: do not leave pages stranded.
-            self.ledger.begin_reclaim(lease.lease_id)
-            self.engine.give_back(self.ledger.complete(lease.lease_id).page_ids())
+            self.cancel(lease.lease_id)
+
+    def cancel(self, lease_id: int) -> None:
+        """A lease the worker never received: its pages go back to the engine now."""
+        if lease_id in self.ledger.leases:
+            self.ledger.begin_reclaim(lease_id)
+            self.engine.give_back(self.ledger.complete(lease_id).page_ids())
 
     def _reclaim_pages(self, pages: int) -> None:
         freed = 0

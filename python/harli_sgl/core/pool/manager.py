@@ -7,6 +7,15 @@ into a reserve with the :class:`~harli_sgl.core.pool.watermark.Watermarks`,
 turning the worker's wanted bytes into pages, following the worker's life
 (hello, death) and checking the ledger against the engine every
 ``POOL_CHECK_EVERY_S``. A change to lending goes here or below, in this package.
+
+Hand-over on a GPU. Pages free in the allocator may still be read by the
+engine's queued kernels, so a ``LeaseGrant`` is held back until a fence
+recorded at lending (on the engine's streams) has completed
+(:class:`~harli_sgl.core.gpu.fence.PendingGrants`), checked without blocking
+at every call; a reclaim of a lease still held back cancels it (the worker
+never saw it). The worker fences its own kernels before ``ReclaimAck``. On the
+CPU the fence is done when recorded, so a grant goes out at once, as before.
+The GPU side of the fences is UNTESTED.
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from harli_sgl.core.gpu.fence import Device, HostDevice, PendingGrants
 from harli_sgl.core.message.from_worker import ReclaimAck, WorkerState
+from harli_sgl.core.message.to_worker import LeaseGrant, ReclaimRequest
 from harli_sgl.core.pool.ledger import PoolIntegrityError
 from harli_sgl.core.pool.lender import EnginePages, PoolLender
 from harli_sgl.core.pool.watermark import Watermarks
@@ -38,8 +49,10 @@ class ServingDemand(NamedTuple):
 class PoolManager:
     def __init__(self, pages: EnginePages, link: WorkerLink,
                  wait: Callable[[Callable[[], bool], float], bool],
-                 watermarks: Watermarks | None = None):
-        self.lender = PoolLender(pages, send=link.outbox.send, wait=wait, kill_worker=link.kill_now,
+                 watermarks: Watermarks | None = None, device: Device | None = None):
+        self._send_now = link.outbox.send
+        self.handoffs = PendingGrants(device or HostDevice())
+        self.lender = PoolLender(pages, send=self._send, wait=wait, kill_worker=link.kill_now,
                                  watermarks=watermarks)
         self.lender.worker_ready = link.ready
         self.integrity = "unchecked"
@@ -48,6 +61,7 @@ class PoolManager:
     def maintain(self, demand: ServingDemand, worker: WorkerState, lend: bool) -> None:
         """Lend or reclaim pages against serving's near-term demand (``lend``: the policy
         lends at all), and check the ledger now and then."""
+        self._hand_over()
         lender = self.lender
         if lend:
             pages = lender.engine
@@ -70,10 +84,27 @@ class PoolManager:
         self.lender.worker_ready = True
 
     def worker_died(self) -> None:
+        self.handoffs.clear()
         self.lender.release_all()
+
+    def _send(self, msg: object) -> bool:
+        """The lender's messages, with grants held back until the engine's fence is done."""
+        if isinstance(msg, LeaseGrant):
+            self.handoffs.lend(msg.lease_id, msg)
+            self._hand_over()
+            return True
+        if isinstance(msg, ReclaimRequest) and self.handoffs.cancel(msg.lease_id):
+            self.lender.cancel(msg.lease_id)
+            return True
+        return self._send_now(msg)
+
+    def _hand_over(self) -> None:
+        for grant in self.handoffs.ready():
+            if not self._send_now(grant):  # the worker cannot be reached: pages back
+                self.lender.cancel(grant.lease_id)
 
     def on_ack(self, msg: ReclaimAck) -> None:
         self.lender.on_ack(msg)
 
     def status(self) -> dict:
-        return self.lender.status()
+        return {**self.lender.status(), "grants_held": len(self.handoffs)}

@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from harli_sgl.core.gpu.fence import Device, DeviceDeadline, device_for
 from harli_sgl.core.iteration import NO_SLOT, CostKind, SlotWork
 from harli_sgl.core.trainer.data import IGNORE_INDEX, MicroBatch
 from harli_sgl.core.trainer.stack import DecoderStack, LayerContext
@@ -207,9 +208,14 @@ class ChunkedTrainer:
 
     def __init__(self, peft_model: nn.Module, optimizer: torch.optim.Optimizer, *,
                  max_grad_norm: float | None = None,
-                 saved_tensors_hooks: SavedTensorsHooks | None = None) -> None:
+                 saved_tensors_hooks: SavedTensorsHooks | None = None,
+                 autocast_dtype: torch.dtype | None = None,
+                 device: Device | None = None) -> None:
         self.stack = DecoderStack(peft_model)
         self.optimizer = optimizer
+        self.autocast_dtype = autocast_dtype
+        self.device = device or device_for(self.stack.device.type)
+        self._ms_per_unit = 0.0  # device ms per unit, learned at fences (GPU only)
         self.max_grad_norm = max_grad_norm
         self.saved_tensors_hooks = saved_tensors_hooks
         self._params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -275,31 +281,48 @@ class ChunkedTrainer:
         """Run whole pieces while the next fits ``budget_units`` and ``deadline`` has not passed.
 
         Stops at the end of the current step. ``deadline`` is a ``time.perf_counter()``
-        value checked before each piece (a started piece always completes).
+        value checked before each piece (a started piece always completes), on device
+        time: on a GPU the pieces queued since the last fence are waited for before
+        judging it whenever their predicted time could reach it (``core/gpu/fence.py``;
+        UNTESTED on a GPU). On the CPU that is the plain host clock.
         """
         if budget_units < 0:
             raise ValueError(f"budget_units must be >= 0, got {budget_units}")
         work, tokens, trained = NO_SLOT, 0, 0
         touched: set[int] = set()
         loss = None
+        clock = None if deadline is None else \
+            DeviceDeadline(self.device, deadline, self._ms_per_unit)
         while self._step is not None:
             step = self._step
             piece = step.next_piece()
             if piece.units > budget_units - work.units:
                 break
-            if deadline is not None and time.perf_counter() >= deadline:
+            if clock is not None and clock.passed():
                 break
             if step.micro_index not in touched:
                 touched.add(step.micro_index)
                 tokens += step.real_tokens[step.micro_index]
-            self._execute(step, piece)
+            with self._autocast():
+                self._execute(step, piece)
+            if clock is not None:
+                clock.launched(piece.units)
             work = work.plus(piece.kind.cost_kind, piece.units)
             finished_index = step.micro_index
             if step.advance():
                 trained += 0 if step.evaluate else step.real_tokens[finished_index]
                 if step.finished:
                     loss = self._finish_step(step)
+        if clock is not None and clock.observed_ms_per_unit:
+            self._ms_per_unit = clock.observed_ms_per_unit
         return RunResult(work, tokens, trained, loss is not None, loss)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Forward and backward pieces under autocast to ``autocast_dtype`` (GPU: bf16 over
+        fp32 LoRA weights, ``core/gpu/precision.py``); nothing when it is None."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.stack.device.type, dtype=self.autocast_dtype)
 
     @contextlib.contextmanager
     def _forward_scope(self) -> Iterator[None]:

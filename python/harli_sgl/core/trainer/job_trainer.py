@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from harli_sgl.core.gpu import precision
 from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.trainer import lora, resume, snapshot
 from harli_sgl.core.trainer.chunked import ChunkedTrainer, RunResult, SavedTensorsHooks
@@ -142,9 +143,15 @@ class JobTrainer:
         params = [p for p in self.peft_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate, betas=ADAM_BETAS,
                                            eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
+        # Serving weights in bf16 on a GPU: autocast to it over fp32 LoRA weights and
+        # optimizer state; fp16 weights are refused (no loss scaler; core/gpu/precision.py).
+        base = next((p for p in self.peft_model.parameters() if not p.requires_grad), params[0])
+        weights = str(base.dtype).removeprefix("torch.")
+        autocast = precision.autocast_for(self.device.type == "cuda", weights)
         self._chunked = ChunkedTrainer(self.peft_model, self.optimizer,
                                        max_grad_norm=self.config.max_grad_norm,
-                                       saved_tensors_hooks=saved_tensors_hooks)
+                                       saved_tensors_hooks=saved_tensors_hooks,
+                                       autocast_dtype=getattr(torch, autocast) if autocast else None)
         self.rng = RngStream(self.config.seed, self.device)
 
     def _init_schedule(self) -> None:
