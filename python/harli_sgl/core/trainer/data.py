@@ -131,7 +131,8 @@ def _validate_chat(messages: Any, line_no: int | None, field: str = "messages",
             raise _record_error(line_no, f"{field}[{i}] must be an object, got {_kind(message)}")
         role = message.get("role")
         if role not in ROLES:
-            raise _record_error(line_no, f"{field}[{i}] has unknown role {role!r}; expected one of {ROLES}")
+            raise _record_error(line_no, f"{field}[{i}] has unknown role {role!r}; "
+                                         f"expected one of {ROLES}")
         if not isinstance(message.get("content"), str):
             got = _kind(message["content"]) if "content" in message else "nothing"
             raise _record_error(line_no, f"{field}[{i}].content must be a string, got {got}")

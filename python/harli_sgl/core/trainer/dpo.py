@@ -130,8 +130,8 @@ class DpoChunkedTrainer(ChunkedTrainer):
                    references: Sequence[torch.Tensor] | None = None) -> None:
         """Start a DPO step; ``references[i]`` are micro-batch ``i``'s reference log-probs."""
         _check_pairs(micro_batches)
-        if references is None or len(references) != len(micro_batches) or any(
-                ref.shape != (mb.input_ids.shape[0],) for ref, mb in zip(references, micro_batches)):
+        rows = [(mb.input_ids.shape[0],) for mb in micro_batches]
+        if references is None or [tuple(ref.shape) for ref in references] != rows:
             raise ValueError("a DPO step needs one reference log-prob per row of every "
                              "micro-batch (see start_reference)")
         super().start_step(micro_batches, evaluate)
