@@ -257,3 +257,61 @@ def test_a_job_resumed_after_a_worker_crash_gives_the_uninterrupted_adapter(smol
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, msg=name)
     assert json.load(open(os.path.join(adapter_dir(smol_server, done, "crashed"), "adapter_config.json")))["r"] == 4
+
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+DPO_HYPERPARAMETERS = {"beta": 0.1, "n_epochs": 3, "batch_size": 4,
+                       "learning_rate_multiplier": 1.0}
+
+
+def preference_records(name: str) -> list[dict]:
+    with open(os.path.join(DATA_DIR, name)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def served_answer_logprob(server, tokenizer, messages, answer, lora_path=None) -> float:
+    """The served log-probability of ``answer`` (one assistant message) after ``messages``."""
+    prompt = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False,
+                                                add_generation_prompt=True))
+    ids = list(tokenizer.apply_chat_template(messages + answer, tokenize=True, return_dict=False))
+    assert ids[:len(prompt)] == prompt
+    return sum(served_logprobs(server, ids, lora_path)[len(prompt) - 1:])
+
+
+def preference_margin(server, tokenizer, records, lora_path=None) -> float:
+    """Mean over pairs of log p(preferred) - log p(non-preferred), as the server scores them."""
+    margins = [served_answer_logprob(server, tokenizer, r["input"]["messages"],
+                                     r["preferred_output"], lora_path)
+               - served_answer_logprob(server, tokenizer, r["input"]["messages"],
+                                       r["non_preferred_output"], lora_path)
+               for r in records]
+    return sum(margins) / len(margins)
+
+
+def test_a_dpo_job_raises_the_served_preference_margin_on_held_out_pairs(smol_server, tokenizer):
+    from openai.types.fine_tuning import FineTuningJob
+
+    held_out = preference_records("preferences_heldout.jsonl")
+    f = upload(smol_server, preference_records("preferences_train.jsonl"), name="prefs.jsonl")
+    job = client(smol_server).fine_tuning.jobs.create(
+        model=MODEL, training_file=f.id, suffix="polite", seed=SEED, extra_body={"lora": LORA},
+        method={"type": "dpo", "dpo": {"hyperparameters": DPO_HYPERPARAMETERS}})
+    started = time.monotonic()
+    job = wait_job(smol_server, job.id)
+    assert job.status == "succeeded", job.error
+    print(f"SmolLM2 DPO job of 6 steps trained in {time.monotonic() - started:.1f} s")
+    FineTuningJob.model_validate(job.model_dump())
+    assert job.method.type == "dpo"
+    assert job.method.dpo.hyperparameters.model_dump() == DPO_HYPERPARAMETERS
+
+    metrics = [e.data for e in client(smol_server).fine_tuning.jobs.list_events(job.id, limit=100)
+               if e.type == "metrics"]
+    assert len(metrics) == 6
+    for data in metrics:
+        assert {"step", "train_loss", "train_chosen_reward", "train_rejected_reward",
+                "train_reward_margin", "train_reward_accuracy"} <= set(data)
+
+    base = preference_margin(smol_server, tokenizer, held_out)
+    tuned = preference_margin(smol_server, tokenizer, held_out, job.fine_tuned_model)
+    print(f"held-out preference margin (nats): base {base:.3f}, DPO adapter {tuned:.3f}")
+    assert tuned > base + 1.0, (base, tuned)

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from harli_sgl.jobs.hyperparameters import (BASE_LEARNING_RATE, LLAMA_PROJECTIONS, Hyperparameters,
-                                            LoraSettings, SettingError)
+from harli_sgl.jobs.hyperparameters import (AUTO_BETA, BASE_LEARNING_RATE, LLAMA_PROJECTIONS,
+                                            Hyperparameters, LoraSettings, SettingError,
+                                            method_object)
 
 ALLOWED = LLAMA_PROJECTIONS
 
@@ -49,8 +50,32 @@ def test_both_forms_must_agree():
     assert err.value.field == "hyperparameters"
 
 
+def test_dpo_settings_default_like_openai_and_round_trip_through_the_stored_job():
+    hp = make(method={"type": "dpo"})
+    assert (hp.method, hp.beta, hp.n_epochs, hp.batch_size) == ("dpo", AUTO_BETA, 3, 4)
+    hp = make(method={"type": "dpo", "dpo": {"hyperparameters": {
+        "beta": 0.25, "n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}}})
+    stored = hp.to_stored()
+    assert stored == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5, "beta": 0.25}
+    assert Hyperparameters.from_job({"hyperparameters": stored, "lora": hp.lora.to_dict()}) == hp
+    job = {"hyperparameters": {k: v for k, v in stored.items() if k != "beta"},
+           "method": method_object(stored), "lora": hp.lora.to_dict()}  # as the API shows it
+    assert Hyperparameters.from_job(job) == hp
+    assert method_object(stored) == {"type": "dpo", "dpo": {"hyperparameters": stored}}
+    assert make(method={"type": "dpo", "dpo": {"hyperparameters": {"beta": "auto"}}}).beta == 0.1
+    supervised = make(hyperparameters={"n_epochs": 2})
+    assert supervised.method == "supervised" and supervised.beta is None
+    assert supervised.to_stored() == supervised.to_openai()
+    assert method_object(supervised.to_stored())["type"] == "supervised"
+    with pytest.raises(SettingError) as err:
+        Hyperparameters(beta=5.0)
+    assert err.value.field == "method.dpo.hyperparameters.beta"
+
+
 @pytest.mark.parametrize("method, field", [
-    ({"type": "dpo"}, "method.type"),
+    ({"type": "reinforcement"}, "method.type"),
+    ({"type": "dpo", "dpo": {"hyperparameters": {"beta": -1}}}, "method.dpo.hyperparameters.beta"),
+    ({"type": "dpo", "supervised": {}}, "method.supervised"),
     ({"type": "supervised", "dpo": {}}, "method.dpo"),
     ("supervised", "method"),
     ({"type": "supervised", "supervised": {"hyperparameters": {"epochs": 2}}},

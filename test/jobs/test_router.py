@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from harli_sgl.jobs import ids
+from harli_sgl.jobs.hyperparameters import Hyperparameters
 from harli_sgl.jobs.router import DEFAULT_MAX_FILE_BYTES, make_router
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.jobs.upload import FRAMING_ALLOWANCE, MAX_PARTS
@@ -261,6 +262,61 @@ def test_method_form_and_cancel(client, server):
     with pytest.raises(openai.BadRequestError) as err:
         client.fine_tuning.jobs.cancel(job.id)
     assert err.value.status_code == 400 and "already been cancelled" in err.value.message
+
+
+PREFERENCE = (json.dumps({"input": {"messages": [{"role": "user", "content": "2+2?"}]},
+                         "preferred_output": [{"role": "assistant", "content": "4"}],
+                         "non_preferred_output": [{"role": "assistant", "content": "5"}]})
+              + "\n").encode() * 2
+
+
+def test_a_dpo_job_with_the_openai_client(client, server):
+    f = client.files.create(file=("prefs.jsonl", PREFERENCE), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id, method={
+        "type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 2}}})
+    assert job.status == "queued" and job.method.type == "dpo"
+    hp = job.method.dpo.hyperparameters
+    assert (hp.beta, hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (0.2, 2, 4, 1.0)
+    assert job.method.supervised is None
+    assert job.hyperparameters.model_dump() == {"batch_size": 4, "learning_rate_multiplier": 1.0,
+                                                "n_epochs": 2}
+    assert client.fine_tuning.jobs.retrieve(job.id) == job
+    stored = Hyperparameters.from_job(server.store.get_job(job.id))  # what the worker trains
+    assert (stored.method, stored.beta, stored.n_epochs) == ("dpo", 0.2, 2)
+    default = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id,
+                                             method={"type": "dpo"})
+    assert default.method.dpo.hyperparameters.beta == 0.1
+    for j in (job, default):
+        client.fine_tuning.jobs.cancel(j.id)
+
+
+@pytest.mark.parametrize("data, method, holds", [
+    (PREFERENCE, {"type": "supervised"}, "holds preference (DPO) records, but the job's method "
+                                         "is 'supervised'"),
+    (GOOD, {"type": "dpo"}, "holds supervised records, but the job's method is 'dpo'"),
+])
+def test_a_file_of_the_other_method_fails_the_job(client, data, method, holds):
+    f = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id, method=method)
+    assert job.status == "failed"
+    assert (job.error.code, job.error.param) == ("invalid_training_file", "training_file")
+    assert f"The training file {f.id} {holds}" in job.error.message
+
+
+def test_preference_upload_errors_name_the_line_and_field(http, seeded):
+    bad = PREFERENCE + b'{"input": {"messages": []}, "preferred_output": [], ' \
+                       b'"non_preferred_output": []}\n'
+    r = http.post("/v1/files", **multipart(bad))
+    assert_openai_error(r, 400, "file", "line 3: 'input.messages' is empty")
+    r = http.post("/v1/files", **multipart(PREFERENCE + GOOD))
+    assert_openai_error(r, 400, "file", "line 3: a supervised record in a file of preference")
+
+
+def test_dpo_with_a_validation_file_is_refused(client, http, seeded):
+    f = client.files.create(file=("prefs.jsonl", PREFERENCE), purpose="fine-tune")
+    r = http.post("/v1/fine_tuning/jobs", json={"model": MODEL, "training_file": f.id,
+                                                "validation_file": f.id, "method": {"type": "dpo"}})
+    assert_openai_error(r, 400, "validation_file", "not supported for DPO jobs")
 
 
 def test_pagination_with_after(client, server):
@@ -515,7 +571,9 @@ BAD_JOBS = [
      "hyperparameters.learning_rate_multiplier", "(0, 10]", None),
     ({"hyperparameters": {"n_epochs": "many"}}, 400, "hyperparameters.n_epochs", "integer", None),
     ({"hyperparameters": {"epochs": 2}}, 400, "hyperparameters.epochs", "unknown", None),
-    ({"method": {"type": "dpo"}}, 400, "method.type", "supervised", None),
+    ({"method": {"type": "reinforcement"}}, 400, "method.type", "'supervised' or 'dpo'", None),
+    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 3}}}}, 400,
+     "method.dpo.hyperparameters.beta", "(0, 2]", "invalid_hyperparameters"),
     ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 0}}}}, 400,
      "method.supervised.hyperparameters.batch_size", "between", None),
     ({"lora": {"r": 64}}, 400, "lora.r", "between 1 and 16", None),

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from harli_sgl.jobs.validation import JsonlError, validate_training_jsonl
+from harli_sgl.jobs.validation import (FileCheck, JsonlError, check_training_jsonl,
+                                      validate_training_jsonl)
 
 CHAT = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
                      {"role": "assistant", "content": "hello"}]}
@@ -59,3 +60,31 @@ def test_failures_name_the_line(data, line, fragment):
     assert err.value.line == line
     assert str(err.value).startswith(f"line {line}: ")
     assert fragment in str(err.value)
+
+
+PREFERENCE = {"input": {"messages": [{"role": "user", "content": "2+2?"}]},
+              "preferred_output": [{"role": "assistant", "content": "4"}],
+              "non_preferred_output": [{"role": "assistant", "content": "5"}]}
+
+
+def test_a_preference_file_is_checked_as_dpo_data():
+    assert check_training_jsonl(jsonl(PREFERENCE, PREFERENCE)) == FileCheck(2, "dpo")
+    assert check_training_jsonl(jsonl(CHAT, COMPLETION)) == FileCheck(2, "supervised")
+
+
+@pytest.mark.parametrize("data, line, fragment", [
+    (jsonl(PREFERENCE, CHAT), 2, "a supervised record in a file of preference (DPO) records"),
+    (jsonl(COMPLETION, PREFERENCE), 2, "a preference (DPO) record in a file of supervised records"),
+    (jsonl(PREFERENCE, {**PREFERENCE, "preferred_output": "4"}), 2,
+     "'preferred_output' must be a list of exactly one assistant message, got string"),
+    (jsonl(PREFERENCE, PREFERENCE, {"input": PREFERENCE["input"],
+                                    "preferred_output": PREFERENCE["preferred_output"]}), 3,
+     "preference record is missing 'non_preferred_output'"),
+    (jsonl({**PREFERENCE, "input": {"messages": [{"role": "user"}]}}), 1,
+     "input.messages[0].content must be a string, got nothing"),
+])
+def test_preference_failures_name_the_line_and_field(data, line, fragment):
+    with pytest.raises(JsonlError) as err:
+        check_training_jsonl(data)
+    assert err.value.line == line
+    assert str(err.value).startswith(f"line {line}: {fragment}")

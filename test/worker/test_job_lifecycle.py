@@ -92,3 +92,46 @@ def test_a_job_resumed_after_a_worker_crash_gives_the_uninterrupted_adapter(tmp_
         torch.testing.assert_close(crashed[name], straight[name], rtol=1e-5, atol=1e-7)
         changed |= bool(straight[name].abs().sum() > 0)
     assert changed  # the adapter trained (LoRA's B starts at zero)
+
+
+def test_a_dpo_job_trains_in_slots_with_dpo_metrics(tmp_path):
+    """In process: a stored DPO job is prepared as pairs, trained by DpoJobTrainer in slots."""
+    import json
+
+    from harli_sgl.core.message.to_worker import SlotGrant
+    from harli_sgl.core.trainer.dpo_job import DpoJobTrainer
+    from worker.test_job_prepare import make_executor, tick_until
+
+    rows = [{"input": {"messages": [{"role": "user", "content": f"{i} plus one?"}]},
+             "preferred_output": [{"role": "assistant", "content": f"{i + 1}"}],
+             "non_preferred_output": [{"role": "assistant", "content": f"{i + 2}"}]}
+            for i in range(8)]
+    ex = make_executor(str(tmp_path))
+    try:
+        store = ex.store
+        f = store.create_file("prefs.jsonl", "fine-tune",
+                              "".join(json.dumps(r) + "\n" for r in rows).encode())
+        job_id = store.create_job("tiny", f["id"], None, "t", 3,
+                                  {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 1.0,
+                                   "beta": 0.2},
+                                  {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"],
+                                   "dropout": 0.0}, None)["id"]
+        store.set_status(job_id, "queued")
+        tick_until(ex, lambda: job_id in ex.running and ex.running[job_id].trainer is not None)
+        trainer = ex.running[job_id].trainer
+        assert isinstance(trainer, DpoJobTrainer) and trainer._chunked.beta == 0.2
+        assert len(trainer.examples) == 8 and trainer.total_steps == 2
+        # A pair is two sequences: the worker's micro-batch rows hold half as many pairs.
+        assert trainer.config.micro_batch_size == max(1, min(4, ex.config.micro_batch_size // 2))
+        slot = 0
+        while ex.has_work():
+            ex.run_slot(SlotGrant(slot, budget_units=1 << 40, budget_ms=60_000))
+            ex.tick()
+            slot += 1
+        tick_until(ex, lambda: ex.running[job_id].adapter_path is not None)
+        metrics = [e["data"] for e in store.list_events(job_id, limit=100)[0]
+                   if e["type"] == "metrics"]
+        assert len(metrics) == 2
+        assert all("train_reward_margin" in m and "train_loss" in m for m in metrics)
+    finally:
+        ex.close()

@@ -14,6 +14,10 @@ batch_size                  4       1..256     examples per optimizer step
 learning_rate_multiplier    1.0     (0, 10]    lr = BASE_LEARNING_RATE (1e-3) * this
 ==========================  ======  =========  =====================================
 
+DPO jobs give them as ``method={"type": "dpo", "dpo": {"hyperparameters": {...}}}``
+with the same three plus ``beta`` ("auto": 0.1, bounds (0, 2]); a DPO job stores
+``beta`` beside them, which is what makes it one (:func:`method_object`).
+
 LoRA is Harli's documented extra body field ``lora={"r", "alpha",
 "target_modules", "dropout"}`` (defaults r=8, alpha=16 with 0 < alpha <= 1024, the seven Llama
 projections, dropout 0; the r and target_modules defaults are clipped to the
@@ -59,6 +63,8 @@ AUTO_LEARNING_RATE_MULTIPLIER = 1.0
 MAX_N_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MAX_LEARNING_RATE_MULTIPLIER = 10.0
+AUTO_BETA = 0.1  # OpenAI's and TRL's default
+MAX_BETA = 2.0
 
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEFAULT_LORA_R = 8
@@ -142,6 +148,8 @@ LearningRateMultiplier = Annotated[
     float, Field(gt=0, le=MAX_LEARNING_RATE_MULTIPLIER),
     must_be(f"a number in (0, {MAX_LEARNING_RATE_MULTIPLIER:g}]"),
     _auto(AUTO_LEARNING_RATE_MULTIPLIER)]
+Beta = Annotated[float, Field(gt=0, le=MAX_BETA), must_be(f"a number in (0, {MAX_BETA:g}]"),
+                 _auto(AUTO_BETA)]
 LoraRank = Annotated[int, Field(ge=1), _at_most("max_lora_rank"),
                      must_be("an integer between 1 and {max_lora_rank}")]
 LoraAlpha = Annotated[float, Field(gt=0, le=MAX_LORA_ALPHA), must_be(
@@ -189,10 +197,19 @@ class SupervisedRequest(StrictModel):
     hyperparameters: HyperparametersRequest | None = None
 
 
+class DpoHyperparametersRequest(HyperparametersRequest):
+    beta: Beta = AUTO_BETA
+
+
+class DpoRequest(StrictModel):
+    hyperparameters: DpoHyperparametersRequest | None = None
+
+
 class MethodRequest(StrictModel):
-    type: Annotated[Literal["supervised"], must_be("'supervised', the only method supported")] = \
-        "supervised"
+    type: Annotated[Literal["supervised", "dpo"], must_be(
+        "'supervised' or 'dpo' (reinforcement is not supported)")] = "supervised"
     supervised: SupervisedRequest | None = None
+    dpo: DpoRequest | None = None
 
 
 class SettingsRequest(StrictModel):
@@ -203,6 +220,11 @@ class SettingsRequest(StrictModel):
     lora: LoraRequest | None = None
 
     def settings(self, max_rank: int | None, allowed: Sequence[str] | None) -> Hyperparameters:
+        lora = self.lora if self.lora is not None else LoraRequest()
+        if self.method is not None and self.method.type == "dpo":
+            return self._dpo_settings(lora.settings(max_rank, allowed))
+        if self.method is not None and self.method.dpo is not None:
+            raise SettingError("method.dpo", "given, but method.type is 'supervised'")
         top, under = self.hyperparameters, None
         if self.method is not None and self.method.supervised is not None:
             under = self.method.supervised.hyperparameters
@@ -210,8 +232,16 @@ class SettingsRequest(StrictModel):
             raise SettingError("hyperparameters", "give hyperparameters either at the top level or "
                                "under method.supervised.hyperparameters, not both")
         chosen = next((h for h in (top, under) if h is not None), HyperparametersRequest())
-        lora = self.lora if self.lora is not None else LoraRequest()
         return Hyperparameters(**dict(chosen), lora=lora.settings(max_rank, allowed))
+
+    def _dpo_settings(self, lora: LoraSettings) -> Hyperparameters:
+        if self.hyperparameters is not None:
+            raise SettingError("hyperparameters", "a DPO job takes its hyperparameters under "
+                               "method.dpo.hyperparameters, not at the top level")
+        if self.method.supervised is not None:
+            raise SettingError("method.supervised", "given, but method.type is 'dpo'")
+        given = self.method.dpo.hyperparameters if self.method.dpo is not None else None
+        return Hyperparameters(**dict(given or DpoHyperparametersRequest()), lora=lora)
 
 
 def validation_context(max_rank: int | None, allowed: Sequence[str] | None) -> dict[str, Any]:
@@ -310,6 +340,7 @@ class Hyperparameters:
     batch_size: int = AUTO_BATCH_SIZE
     learning_rate_multiplier: float = AUTO_LEARNING_RATE_MULTIPLIER
     lora: LoraSettings = field(default_factory=LoraSettings)
+    beta: float | None = None  # set: a DPO job (see method_object)
 
     def __post_init__(self) -> None:
         if not isinstance(self.lora, LoraSettings):
@@ -318,6 +349,13 @@ class Hyperparameters:
                             {name: getattr(self, name) for name in HYPERPARAMETER_FIELDS})
         for name, value in checked:
             object.__setattr__(self, name, value)
+        if self.beta is not None:
+            object.__setattr__(self, "beta", _validate(DpoHyperparametersRequest, {
+                "beta": self.beta}, prefix="method.dpo.hyperparameters").beta)
+
+    @property
+    def method(self) -> str:
+        return "supervised" if self.beta is None else "dpo"
 
     @property
     def learning_rate(self) -> float:
@@ -327,6 +365,10 @@ class Hyperparameters:
         """The ``hyperparameters`` object of an OpenAI fine-tuning job."""
         return {"n_epochs": self.n_epochs, "batch_size": self.batch_size,
                 "learning_rate_multiplier": self.learning_rate_multiplier}
+
+    def to_stored(self) -> dict[str, Any]:
+        """What a job stores as its ``hyperparameters``: :meth:`to_openai`, plus DPO's beta."""
+        return {**self.to_openai(), **({} if self.beta is None else {"beta": self.beta})}
 
     @classmethod
     def from_request(cls, *, hyperparameters: object = None, method: object = None,
@@ -343,5 +385,16 @@ class Hyperparameters:
 
     @classmethod
     def from_job(cls, job: Mapping[str, Any]) -> Hyperparameters:
-        """Rebuild from a stored job object (its ``hyperparameters`` and ``lora``)."""
-        return cls(lora=LoraSettings(**job["lora"]), **job["hyperparameters"])
+        """Rebuild from a job object (its ``hyperparameters``, DPO's ``method`` and ``lora``)."""
+        given = dict(job["hyperparameters"])
+        method = job.get("method") or {}
+        if method.get("type") == "dpo":  # the job object keeps beta under method only
+            given.update(method["dpo"]["hyperparameters"])
+        return cls(lora=LoraSettings(**job["lora"]), **given)
+
+
+def method_object(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's OpenAI ``method`` object from its stored hyperparameters (see :meth:`to_stored`)."""
+    if "beta" in stored:
+        return {"type": "dpo", "dpo": {"hyperparameters": dict(stored)}}
+    return {"type": "supervised", "supervised": {"hyperparameters": dict(stored)}}

@@ -26,6 +26,7 @@ from typing import Any
 
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.db.base import Row
+from harli_sgl.jobs.hyperparameters import method_object
 
 
 def _json(text: str | None) -> Any:
@@ -54,7 +55,8 @@ def job_object(row: Row) -> dict[str, Any]:
         "error": _json(row["error"]),
         "fine_tuned_model": row["fine_tuned_model"],
         "finished_at": row["finished_at"],
-        "hyperparameters": hyperparameters,
+        # OpenAI's legacy top-level object has no beta; a DPO job's sits under method.
+        "hyperparameters": {k: v for k, v in hyperparameters.items() if k != "beta"},
         "model": row["model"],
         "organization_id": row["tenant"],
         "result_files": [],
@@ -66,7 +68,7 @@ def job_object(row: Row) -> dict[str, Any]:
         "estimated_finish": None,
         "integrations": [],
         "metadata": _json(row["metadata"]),
-        "method": {"type": "supervised", "supervised": {"hyperparameters": dict(hyperparameters)}},
+        "method": method_object(hyperparameters),
         "user_provided_suffix": row["suffix"],
         "lora": _json(row["lora"]),
         "progress": {

@@ -56,7 +56,7 @@ from harli_sgl.jobs.principal import UNAUTHENTICATED, Principal, of_scope
 from harli_sgl.jobs.store import (FileContentError, FileInUseError, InvalidTransitionError,
                                   JobStore, NotFoundError, QuotaExceededError, is_storage_full)
 from harli_sgl.jobs.upload import read_multipart
-from harli_sgl.jobs.validation import JsonlError, validate_training_jsonl
+from harli_sgl.jobs.validation import JsonlError, check_training_jsonl, validate_training_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -284,12 +284,15 @@ class FineTuningApi:
 
     def create_job_blocking(self, req: JobRequest, tenant: str) -> dict[str, Any]:
         self.check_file_ref(req.training_file, "training_file", tenant)
+        if req.validation_file is not None and req.settings.method == "dpo":
+            raise bad_request("validation_file is not supported for DPO jobs yet",
+                              param="validation_file", code="invalid_validation_file")
         if req.validation_file is not None:
             self.check_file_ref(req.validation_file, "validation_file", tenant)
         # The store re-checks the files atomically: one may be deleted since the check above.
         created = self.store.create_job(
             req.model, req.training_file, req.validation_file, req.suffix, req.seed,
-            req.settings.to_openai(), req.settings.lora.to_dict(), req.metadata, tenant)
+            req.settings.to_stored(), req.settings.lora.to_dict(), req.metadata, tenant)
         audit.record("job.create", tenant, created["id"], training_file=req.training_file)
         job = self.finish_validation(created)
         if job["status"] == "queued":
@@ -307,19 +310,26 @@ class FineTuningApi:
                               f"training data needs purpose 'fine-tune'", param=param,
                               code=f"invalid_{param}")
 
-    def stored_file_error(self, file_id: str, param: str) -> dict[str, Any] | None:
-        """Why a stored file cannot be trained on, as a job ``error``; None if it can."""
+    def stored_file_error(self, file_id: str, param: str,
+                          method: str = "supervised") -> dict[str, Any] | None:
+        """Why a stored file cannot be trained on by ``method``, as a job ``error``; None if it can."""
         what = param.replace("_", " ")
         try:
-            validate_training_jsonl(self.store.read_file(file_id))
+            check = check_training_jsonl(self.store.read_file(file_id))
         except (NotFoundError, FileContentError, JsonlError) as exc:
             return {"code": f"invalid_{param}", "param": param,
                     "message": f"The {what} {file_id} is unusable: {exc}"}
+        if check.method != method:
+            holds = "preference (DPO) records" if check.method == "dpo" else "supervised records"
+            return {"code": f"invalid_{param}", "param": param,
+                    "message": f"The {what} {file_id} holds {holds}, but the job's method is "
+                               f"{method!r}; see docs/api.md for each method's format"}
         return None
 
     def finish_validation(self, job: dict[str, Any]) -> dict[str, Any]:
         """Move a ``validating_files`` job to ``queued``, or ``failed`` if a stored file is unusable."""
-        error = self.stored_file_error(job["training_file"], "training_file")
+        error = self.stored_file_error(job["training_file"], "training_file",
+                                       job["method"]["type"])
         if error is None and job["validation_file"] is not None:
             error = self.stored_file_error(job["validation_file"], "validation_file")
         try:

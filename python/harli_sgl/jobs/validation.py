@@ -8,7 +8,13 @@ the same two formats the trainer does (any record may use either):
 
 * chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}``
   with at least one assistant message;
-* prompt/completion: ``{"prompt": str, "completion": non-empty str}``.
+* prompt/completion: ``{"prompt": str, "completion": non-empty str}``;
+
+or, for DPO, OpenAI's preference format (``core/trainer/preference.py``):
+``{"input": {"messages": [...]}, "preferred_output": [assistant message],
+"non_preferred_output": [assistant message]}``. A file is one or the other: the
+first record decides, and a record of the other kind is refused on its line,
+so a job can check that its method (supervised or DPO) fits its file.
 
 It works on bytes, not text, so an encoding error is reported on its line too.
 Lines are split on ``\\n`` only (JSONL; a trailing ``\\r`` is JSON whitespace),
@@ -18,9 +24,9 @@ blank lines are skipped but counted, and a leading UTF-8 BOM is tolerated.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
-from harli_sgl.core.trainer import data
+from harli_sgl.core.trainer import data, preference
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -34,8 +40,22 @@ class JsonlError(ValueError):
         self.problem = problem
 
 
+Method = Literal["supervised", "dpo"]
+
+
+class FileCheck(NamedTuple):
+    records: int
+    method: Method  # what the file can train: supervised records, or DPO preference pairs
+
+
 def validate_training_jsonl(data: bytes) -> int:
     """Raise :class:`JsonlError` unless ``data`` is valid training JSONL; return the record count."""
+    return check_training_jsonl(data).records
+
+
+def check_training_jsonl(data: bytes) -> FileCheck:
+    """Raise :class:`JsonlError` unless ``data`` is valid training JSONL of one kind."""
+    method: Method | None = None
     if data.startswith(_BOM):
         data = data[len(_BOM):]
     records = 0
@@ -52,11 +72,19 @@ def validate_training_jsonl(data: bytes) -> int:
             raise JsonlError(line_no, f"malformed JSON: {exc.msg} (column {exc.colno})") from None
         except (ValueError, RecursionError) as exc:
             raise JsonlError(line_no, f"malformed JSON: {exc}") from None
+        kind: Method = "dpo" if preference.is_preference_record(obj) else "supervised"
+        if method is not None and kind != method:
+            raise JsonlError(line_no, f"a {_NAMES[kind]} record in a file of {_NAMES[method]} "
+                                      "records; a file holds one kind")
+        method = kind
         validate_record(obj, line_no)
         records += 1
     if records == 0:
         raise JsonlError(1, "the file has no records; expected one JSON object per line")
-    return records
+    return FileCheck(records, method)
+
+
+_NAMES = {"supervised": "supervised", "dpo": "preference (DPO)"}
 
 
 def validate_record(obj: Any, line_no: int) -> None:
@@ -66,6 +94,9 @@ def validate_record(obj: Any, line_no: int) -> None:
     here is never rejected on shape by the worker later.
     """
     try:
-        data.validate_record(obj, line_no)
+        if preference.is_preference_record(obj):
+            preference.validate_preference_record(obj, line_no)
+        else:
+            data.validate_record(obj, line_no)
     except data.DataError as exc:
         raise JsonlError(line_no, exc.problem) from None

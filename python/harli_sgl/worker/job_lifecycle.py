@@ -51,7 +51,9 @@ from harli_sgl.core.shared_weights import build_model
 from harli_sgl.core.trainer.checkpoint import sweep_interrupted_writes
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataError, load_examples
+from harli_sgl.core.trainer.dpo_job import DpoJobTrainer
 from harli_sgl.core.trainer.job_trainer import JobTrainer
+from harli_sgl.core.trainer.preference import load_preference_examples
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
 from harli_sgl.jobs.store import InvalidTransitionError, LeaseLostError, StorageFullError, StoreError
@@ -149,7 +151,9 @@ class JobLifecycle:
         tokenizer = self._prepare_tokenizer
         hp = Hyperparameters.from_job(job)
         text = self.store.read_file(job["training_file"]).decode("utf-8")
-        examples = load_examples(text, tokenizer, MAX_SEQ_LEN)
+        # DPO jobs train on preference pairs (OpenAI's format, checked at upload).
+        load = load_preference_examples if hp.method == "dpo" else load_examples
+        examples = load(text, tokenizer, MAX_SEQ_LEN)
         del text
         valid = []
         if job.get("validation_file"):
@@ -186,12 +190,13 @@ class JobLifecycle:
         hp, examples, valid = data.hp, data.examples, data.validation
         cfg = TrainConfig(
             n_epochs=hp.n_epochs, batch_size=hp.batch_size,
-            micro_batch_size=min(hp.batch_size, self.config.micro_batch_size),
+            micro_batch_size=_micro_batch_size(hp, self.config.micro_batch_size),
             learning_rate=hp.learning_rate, lora_r=hp.lora.r, lora_alpha=hp.lora.alpha,
             lora_dropout=hp.lora.dropout, target_modules=tuple(hp.lora.target_modules),
             seed=int(job["seed"]), max_seq_len=MAX_SEQ_LEN,
-            checkpoint_every_steps=self.config.checkpoint_every_steps,
+            checkpoint_every_steps=self.config.checkpoint_every_steps, dpo_beta=hp.beta,
         )
+        trainer_cls = DpoJobTrainer if hp.method == "dpo" else JobTrainer
         kwargs = dict(on_event=lambda kind, msg, data: self._on_event(entry, kind, msg, data),
                       checkpoint_dir=lambda step: self._artifact_dir("checkpoints", job_id,
                                                                      f"step-{step:06d}"),
@@ -208,12 +213,12 @@ class JobLifecycle:
         try:
             ckpt = self.store.latest_checkpoint(job_id)
             if ckpt is not None and os.path.isdir(ckpt["path"]):
-                entry.trainer = JobTrainer.resume(ckpt["path"], base, self.tokenizer, examples, cfg,
+                entry.trainer = trainer_cls.resume(ckpt["path"], base, self.tokenizer, examples, cfg,
                                                   **kwargs)
                 self._event(entry, "info", f"resumed from the checkpoint at step {ckpt['step_number']}",
                             {"step": ckpt["step_number"]})
             else:
-                entry.trainer = JobTrainer(base, self.tokenizer, examples, cfg, **kwargs)
+                entry.trainer = trainer_cls(base, self.tokenizer, examples, cfg, **kwargs)
         except (ValueError, RuntimeError) as e:
             self._fail(entry, "invalid_hyperparameters", f"cannot start training: {e}")
             return
@@ -350,3 +355,8 @@ class JobLifecycle:
         job.adapter_path = None
         self._drop(job)
 
+
+def _micro_batch_size(hp: Hyperparameters, rows: int) -> int:
+    """Examples per micro-batch: ``rows`` sequences, and a DPO pair is two of them."""
+    per_example = 2 if hp.method == "dpo" else 1
+    return max(1, min(hp.batch_size, rows // per_example))

@@ -348,8 +348,7 @@ class ChunkedTrainer:
             with self._forward_scope():
                 hidden = state.outputs[n - 1].detach().requires_grad_()
                 state.inputs[n] = hidden
-                state.loss = self.stack.head_loss(hidden, state.batch.labels,
-                                                  step.supervised_tokens)
+                state.loss = self._head(step, state, hidden)
         elif piece.kind is PieceKind.HEAD_BACKWARD:
             torch.autograd.backward(state.loss)
             step.loss_sum = state.loss.detach() if step.loss_sum is None \
@@ -375,10 +374,17 @@ class ChunkedTrainer:
                     state.outputs[piece.layer] = self.stack.layer(piece.layer, hidden, state.ctx)
                 else:
                     last = state.outputs.pop(self.stack.num_layers - 1)
-                    loss = self.stack.head_loss(last, state.batch.labels, step.supervised_tokens)
+                    loss = self._head(step, state, last)
                     step.loss_sum = loss if step.loss_sum is None else step.loss_sum + loss
         finally:
             model.train(was_training)
+
+    def _head(self, step: ChunkedStep, state: _MicroState, hidden: torch.Tensor) -> torch.Tensor:
+        """The current micro-batch's share of the step's loss, from the last layer's output.
+
+        A subclass with another objective (e.g. :mod:`.dpo`) overrides this one piece.
+        """
+        return self.stack.head_loss(hidden, state.batch.labels, step.supervised_tokens)
 
     def _forward_layer(self, state: _MicroState, index: int) -> None:
         if index == 0:

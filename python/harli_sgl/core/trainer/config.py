@@ -30,6 +30,7 @@ class TrainConfig:
     max_seq_len: int = 1024
     checkpoint_every_steps: int = 0  # 0 = never
     max_grad_norm: float | None = 1.0
+    dpo_beta: float | None = None  # None: supervised; else a DPO job with this beta
 
     def __post_init__(self) -> None:
         # Accept any sequence (JSON gives lists) but store a tuple, so configs hash.
@@ -58,6 +59,8 @@ class TrainConfig:
                                               for m in self.target_modules):
             raise ValueError(f"target_modules must be a non-empty list of module names, "
                              f"got {self.target_modules!r}")
+        if self.dpo_beta is not None and not _positive(self.dpo_beta):
+            raise ValueError(f"dpo_beta must be None or a finite number > 0, got {self.dpo_beta!r}")
         if self.max_grad_norm is not None and not _positive(self.max_grad_norm):
             raise ValueError(f"max_grad_norm must be None or a finite number > 0, "
                              f"got {self.max_grad_norm!r}")

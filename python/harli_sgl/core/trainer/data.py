@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -120,21 +120,23 @@ def validate_record(obj: Any, line_no: int) -> None:
         raise _record_error(line_no, "record has neither 'messages' nor 'prompt'/'completion'")
 
 
-def _validate_chat(messages: Any, line_no: int | None) -> None:
+def _validate_chat(messages: Any, line_no: int | None, field: str = "messages",
+                   need_assistant: bool = True) -> None:
     if not isinstance(messages, list):
-        raise _record_error(line_no, f"'messages' must be a list, got {_kind(messages)}")
+        raise _record_error(line_no, f"'{field}' must be a list, got {_kind(messages)}")
     if not messages:
-        raise _record_error(line_no, "'messages' is empty")
+        raise _record_error(line_no, f"'{field}' is empty")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _record_error(line_no, f"messages[{i}] must be an object, got {_kind(message)}")
+            raise _record_error(line_no, f"{field}[{i}] must be an object, got {_kind(message)}")
         role = message.get("role")
         if role not in ROLES:
-            raise _record_error(line_no, f"messages[{i}] has unknown role {role!r}; expected one of {ROLES}")
+            raise _record_error(line_no, f"{field}[{i}] has unknown role {role!r}; "
+                                         f"expected one of {ROLES}")
         if not isinstance(message.get("content"), str):
             got = _kind(message["content"]) if "content" in message else "nothing"
-            raise _record_error(line_no, f"messages[{i}].content must be a string, got {got}")
-    if not any(m["role"] == "assistant" for m in messages):
+            raise _record_error(line_no, f"{field}[{i}].content must be a string, got {got}")
+    if need_assistant and not any(m["role"] == "assistant" for m in messages):
         raise _record_error(line_no, "conversation has no assistant message to train on")
 
 
@@ -144,24 +146,29 @@ def parse_jsonl(text: str) -> list[dict]:
 
 
 def _numbered_records(text: str) -> list[tuple[int, dict]]:
-    records: list[tuple[int, dict]] = []
+    records = []
+    for line_no, obj in _numbered_lines(text):
+        validate_record(obj, line_no)
+        records.append((line_no, obj))
+    if not records:
+        raise DataError("line 1: the file is empty; expected one JSON record per line")
+    return records
+
+
+def _numbered_lines(text: str) -> Iterator[tuple[int, Any]]:
+    """Each non-blank line's 1-based number and parsed JSON value (not yet validated)."""
     # Split on "\n" only: str.splitlines() would also split inside JSON strings
     # at U+2028 and friends, which JSON allows unescaped.
     for line_no, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            yield line_no, json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"line {line_no}: malformed JSON: {exc.msg} "
                             f"(column {exc.colno})") from None
         except (ValueError, RecursionError) as exc:
             raise DataError(f"line {line_no}: malformed JSON: {exc}") from None
-        validate_record(obj, line_no)
-        records.append((line_no, obj))
-    if not records:
-        raise DataError("line 1: the file is empty; expected one JSON record per line")
-    return records
 
 
 def encode_record(tokenizer: Any, record: dict, max_seq_len: int, *,

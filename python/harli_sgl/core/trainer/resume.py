@@ -87,5 +87,6 @@ def restore(t: JobTrainer, checkpoint: str, state: dict) -> None:
 def fingerprint(examples: Sequence[Example]) -> str:
     h = hashlib.sha256()
     for e in examples:
-        h.update(json.dumps([e.input_ids, e.labels]).encode())
+        # A NamedTuple dumps as a list: an Example as [ids, labels] and a DPO pair as two of those.
+        h.update(json.dumps(e).encode())
     return h.hexdigest()
