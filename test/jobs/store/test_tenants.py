@@ -200,3 +200,42 @@ def test_cancel_of_a_finished_job_of_ones_own_is_still_refused(store):
     store.set_status(job["id"], "failed", error={"code": "x", "message": "y"})
     with pytest.raises(InvalidTransitionError):
         store.request_cancel(job["id"], tenant="alpha")
+
+
+def test_a_checkpoint_is_named_and_owned_like_its_jobs_adapter(store):
+    f = store.create_file("a.jsonl", "fine-tune", DATA, tenant="alpha")
+    job = store.set_status(new_job(store, f["id"], tenant="alpha", suffix="cp")["id"], "queued")
+    other = store.set_status(new_job(store, store.create_file(
+        "b.jsonl", "fine-tune", DATA, tenant="beta")["id"], tenant="beta")["id"], "queued")
+    store.claim_next_job(), store.claim_next_job()
+    store.add_checkpoint(job["id"], 1, "/ckpt/old-1")
+    store.add_checkpoint(job["id"], 1, "/ckpt/1")  # resumed and written again: the newest counts
+    store.add_checkpoint(job["id"], 2, "/ckpt/2")
+    store.add_checkpoint(other["id"], 1, "/ckpt/beta-1")
+    # Servable while the job still runs: its name is the one the checkpoints API shows.
+    listed = {c["step_number"]: c["fine_tuned_model_checkpoint"]
+              for c in store.list_checkpoints(job["id"], tenant="alpha")[0]}
+    found = store.checkpoint_named(listed[1])
+    assert found is not None and (found.job_id, found.tenant, found.step, found.path) == (
+        job["id"], "alpha", 1, "/ckpt/1")
+    assert store.checkpoint_named(listed[2]).path == "/ckpt/2"
+    # A near miss names nothing: another step, another tenant's or suffix's name for the job.
+    assert store.checkpoint_named(listed[1].replace("step-1", "step-3")) is None
+    assert store.checkpoint_named(listed[1].replace(":alpha:", ":beta:")) is None
+    assert store.checkpoint_named(listed[1].replace(":cp:", ":xx:")) is None
+    assert store.checkpoint_named("ft:base:alpha:cp") is None
+    # Once the job succeeds the name is still that of its adapter.
+    name = store.set_status(job["id"], "succeeded")["fine_tuned_model"]
+    assert listed[2] == ids.checkpoint_model_name(name, 2)
+    assert store.checkpoint_named(listed[2]).path == "/ckpt/2"
+    # Ownership: alpha's, nobody else's until an admin shares that name.
+    access = store.adapter_access
+    assert access("alpha", listed[1]).allows("alpha", served_without_job=True)
+    assert not access("beta", listed[1]).allows("beta", served_without_job=True)
+    beta_ckpt = store.list_checkpoints(other["id"], tenant="beta")[0][0]["fine_tuned_model_checkpoint"]
+    assert not access("alpha", beta_ckpt).allows("alpha", served_without_job=True)
+    assert store.visible_adapters("alpha", [listed[1], beta_ckpt]) == [listed[1]]
+    assert store.visible_adapters("beta", [listed[1], beta_ckpt]) == [beta_ckpt]
+    store.share_adapter(listed[1], "beta")
+    assert access("beta", listed[1]).allows("beta", served_without_job=True)
+    assert not access("beta", listed[2]).allows("beta", served_without_job=True)
