@@ -655,6 +655,49 @@ def test_a_damaged_adapter_answers_503_naming_it_records_it_and_tells_the_operat
     assert model in [m.id for m in beta.models.list().data]
 
 
+# ----------------------------------------------------------------- fair share of places
+
+def test_a_tenant_holding_every_running_place_gives_one_to_a_tenant_that_queues(server):
+    """With every place (--harli-max-running-jobs, 4 by default) taken by one tenant's long
+    jobs, another tenant's job runs at one of their checkpoints, not once one of them ends."""
+    hog, late = (client(server, new_key(server, t)["key"]) for t in ("delta", "omega"))
+    f = hog.files.create(file=("d.jsonl", jsonl(capital_rows(8))), purpose="fine-tune")
+    # 8 examples, batch 1, 50 epochs: 400 steps each, far more than this test waits for.
+    long = [hog.fine_tuning.jobs.create(
+        model=BASE_MODEL, training_file=f.id, seed=1,
+        hyperparameters={"n_epochs": 50, "batch_size": 1, "learning_rate_multiplier": 1.0})
+        for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 300
+        while any(hog.fine_tuning.jobs.retrieve(j.id).status != "running" for j in long):
+            assert time.monotonic() < deadline, "the four jobs never all ran"
+            time.sleep(0.5)
+        g = late.files.create(file=("o.jsonl", jsonl(capital_rows(4))), purpose="fine-tune")
+        job = late.fine_tuning.jobs.create(
+            model=BASE_MODEL, training_file=g.id, seed=1,
+            hyperparameters={"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 1.0})
+        deadline = time.monotonic() + 300
+        while late.fine_tuning.jobs.retrieve(job.id).status in ("validating_files", "queued"):
+            assert time.monotonic() < deadline, "omega's job never got a running place"
+            time.sleep(0.5)
+        # None of the four ended: a place was given back, at a checkpoint.
+        statuses = [hog.fine_tuning.jobs.retrieve(j.id).status for j in long]
+        assert all(s in ("running", "queued") for s in statuses), statuses
+        preempted = [j.id for j in long if any(
+            "fair share" in e.message for e in hog.fine_tuning.jobs.list_events(j.id, limit=100))]
+        assert len(preempted) == 1, preempted  # one place for one waiting job, no more
+        # And the preempted job runs again from its checkpoint once the place is free.
+        deadline = time.monotonic() + 300
+        while not any("resumed from the checkpoint" in e.message
+                      for e in hog.fine_tuning.jobs.list_events(preempted[0], limit=100)):
+            assert time.monotonic() < deadline, "the preempted job never resumed"
+            time.sleep(0.5)
+        assert late.fine_tuning.jobs.retrieve(job.id).status in ("running", "succeeded")
+    finally:
+        for j in long:
+            hog.fine_tuning.jobs.cancel(j.id)
+
+
 # ------------------------------------------------------------------------------ leaks
 
 def test_no_key_appears_in_a_log_an_event_or_an_error_body(server, keys, trained):

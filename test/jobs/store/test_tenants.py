@@ -239,3 +239,34 @@ def test_a_checkpoint_is_named_and_owned_like_its_jobs_adapter(store):
     store.share_adapter(listed[1], "beta")
     assert access("beta", listed[1]).allows("beta", served_without_job=True)
     assert not access("beta", listed[2]).allows("beta", served_without_job=True)
+
+
+def test_a_tenant_that_took_every_place_gives_one_back_to_a_waiting_tenant(store):
+    a = queue(store, "alpha", 4)
+    for job_id in a:
+        assert store.claim_next_job("w1")["id"] == job_id  # nobody else waits: all four
+    assert store.preempt_for_fair_share(a[0], "w1") is None  # nobody waits yet
+    b = queue(store, "beta", 2)
+    assert store.preempt_for_fair_share(a[0], "other-owner") is None  # not that owner's job
+    assert store.preempt_for_fair_share(a[0], "w1") == "beta"
+    job = store.get_job(a[0])
+    # Not counted as an attempt (attempts past MAX_ATTEMPTS fail a job as crashing its worker).
+    assert job["status"] == "queued" and job["progress"]["attempts"] == 0
+    # The place goes to beta, not back to alpha's preempted job.
+    assert store.claim_next_job("w1")["id"] == b[0]
+    # 3 and 1, beta still waiting: one more; then 2 and 2, which is fair: no more.
+    assert store.preempt_for_fair_share(a[1], "w1") == "beta"
+    assert store.claim_next_job("w1")["id"] == b[1]
+    assert store.preempt_for_fair_share(a[2], "w1") is None
+    assert store.preempt_for_fair_share(b[0], "w1") is None  # alpha waits, but has more
+    events = store.list_events(a[0])[0]
+    assert any("fair share" in e["message"] for e in events)
+    # A tenant at its own running limit is not waiting: nothing is preempted for it.
+    c = queue(store, "gamma", 1)
+    store.set_limits("gamma", Limits(max_running_jobs=0))
+    assert store.preempt_for_fair_share(a[2], "w1") is None
+    assert store.get_job(c[0])["status"] == "queued"
+    # Alpha's preempted job runs again once beta's end, its one earlier run not counted.
+    store.set_status(b[0], "succeeded")
+    assert store.claim_next_job("w1")["id"] == a[0]
+    assert store.get_job(a[0])["progress"]["attempts"] == 1
