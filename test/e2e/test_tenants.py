@@ -13,6 +13,13 @@ same server as the tenants:
   shares it;
 * a revoked key is refused at once; quotas are refused with 429 naming the
   limit; tenants' keys reach no operator route;
+* a checkpoint (every step leaves one here) is a model its tenant can call, and
+  no other (issue 19, item 11);
+* a damaged or missing adapter answers 503 naming it, never a path, records an
+  event on its job and one repair line in the log, and serves again once
+  repaired (item 10);
+* a tenant whose jobs hold every running place gives one back, at a
+  checkpoint, to a tenant that queues a job (item 9);
 * no key appears in the server's log, in an event or in an error body (last).
 
 An adapter is proven in use by the logprob of the first completion token: the
