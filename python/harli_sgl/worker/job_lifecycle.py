@@ -345,8 +345,9 @@ class JobLifecycle:
         Only while every place here is taken: a free place goes to the waiting tenant on
         the next claim anyway (the claim serves the tenant with the fewest running jobs
         first), and preempting then would take a second place from the same tenant before
-        the first was filled. A job is preempted only right after its checkpoint is recorded
-        and with no write in flight, so it resumes from there having lost nothing.
+        the first was filled. A job is asked about at the first poll after a checkpoint of
+        it is recorded, with no write in flight, so it resumes from that checkpoint and
+        redoes only the steps it trained since (fewer than ``checkpoint_every_steps``).
         """
         if len(self.running) < self.config.max_running_jobs:
             return

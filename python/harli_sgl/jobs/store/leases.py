@@ -24,8 +24,8 @@ with at least two running jobs fewer, so moving one place makes the shares
 closer and never reverses them (3 and 1 become 2 and 2; 2 and 1 stay). The
 worker asks it at a checkpoint boundary, only while it has no free place
 (a free place goes to the waiting tenant by the claim order anyway), so the
-job loses no training and resumes from that checkpoint, like a job whose
-worker restarted. Its ``attempts`` is not increased by that (it counts crashes).
+job resumes from that checkpoint, like a job whose worker restarted, and
+redoes at most the few steps it trained since. Its ``attempts`` is not increased by that (it counts crashes).
 
 While it trains, the worker calls :meth:`JobLeases.renew_lease` well within
 the lease; False means the job is gone from it (expired and re-queued,
