@@ -270,3 +270,14 @@ def test_a_tenant_that_took_every_place_gives_one_back_to_a_waiting_tenant(store
     store.set_status(b[0], "succeeded")
     assert store.claim_next_job("w1")["id"] == a[0]
     assert store.get_job(a[0])["progress"]["attempts"] == 1
+
+
+def test_two_running_and_one_stay_as_they_are(store):
+    # Moving a place from 2 to 1 would only swap the shares: not preempted.
+    a = queue(store, "alpha", 2)
+    b = queue(store, "beta", 2)
+    claimed = [store.claim_next_job("w1")["id"] for _ in range(3)]
+    assert sorted(claimed) == sorted([a[0], a[1], b[0]])  # beta's second waits
+    assert store.get_job(b[1])["status"] == "queued"
+    assert store.preempt_for_fair_share(a[0], "w1") is None
+    assert store.preempt_for_fair_share(a[1], "w1") is None
