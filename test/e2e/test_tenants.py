@@ -13,6 +13,13 @@ same server as the tenants:
   shares it;
 * a revoked key is refused at once; quotas are refused with 429 naming the
   limit; tenants' keys reach no operator route;
+* a checkpoint (every step leaves one here) is a model its tenant can call, and
+  no other (issue 19, item 11);
+* a damaged or missing adapter answers 503 naming it, never a path, records an
+  event on its job and one repair line in the log, and serves again once
+  repaired (item 10);
+* a tenant whose jobs hold every running place gives one back, at a
+  checkpoint, to a tenant that queues a job (item 9);
 * no key appears in the server's log, in an event or in an error body (last).
 
 An adapter is proven in use by the logprob of the first completion token: the
@@ -33,6 +40,8 @@ import time
 import openai
 import pytest
 import requests
+
+from harli_sgl.jobs import ids
 
 from conftest import API_KEY, start_server, wait_profiled
 from e2e_util import BASE_MODEL, capital_rows, jsonl
@@ -65,7 +74,9 @@ def server(tmp_path_factory):
     legacy = write_v2_store(work, statuses=("succeeded",))
     make_random_adapter(os.path.join(work, "adapters", legacy["adapter"]))
     s = start_server(tmp_path_factory, "tenants",
-                     ["--admin-api-key", ADMIN_KEY, "--enable-response-store"], workdir=work,
+                     ["--admin-api-key", ADMIN_KEY, "--enable-response-store",
+                      # Each job's two steps each leave a checkpoint, a model of its own.
+                      "--harli-checkpoint-every-steps", "1"], workdir=work,
                      env={"HARLI_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
     s.legacy = legacy  # type: ignore[attr-defined]
     try:
@@ -553,6 +564,145 @@ def test_quotas_are_enforced_and_named(server):
         assert time.monotonic() < deadline
         time.sleep(0.5)
     gamma.fine_tuning.jobs.cancel(second.id)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def test_a_checkpoint_is_a_model_its_tenant_can_call_and_no_other(server, keys, trained):
+    alpha, beta = client(server, keys["alpha"]), client(server, keys["beta"])
+    ckpts = {c.step_number: c.fine_tuned_model_checkpoint
+             for c in alpha.fine_tuning.jobs.checkpoints.list(trained["alpha"]["job"])}
+    assert sorted(ckpts) == [1, 2], ckpts
+    first = ckpts[1]
+    assert first == f"{trained['alpha']['model']}:ckpt-step-1"
+    # Served from the checkpoint's own weights on every way of naming a model.
+    base, tuned = first_logprob(alpha, BASE_MODEL), first_logprob(alpha, first)
+    assert abs(tuned - base) > 1e-3
+    assert first_logprob(alpha, BASE_MODEL, lora_path=first) == pytest.approx(tuned)
+    assert alpha.chat.completions.create(model=first, max_tokens=1, messages=[
+        {"role": "user", "content": "hi"}]).choices
+    r = post(server, keys["alpha"], "/generate", {"text": "hi", "lora_path": first,
+                                                  "sampling_params": {"max_new_tokens": 1}})
+    assert r.status_code == 200, r.text
+    # Loaded, it is listed like an adapter, to its tenant only.
+    assert first in [m.id for m in alpha.models.list().data]
+    assert first not in [m.id for m in beta.models.list().data]
+    # To another tenant it is exactly an unknown model, on every route.
+    nobody = first.replace("ckpt-step-1", "ckpt-step-9")
+    for attempt in (lambda m: beta.completions.create(model=m, prompt="hi", max_tokens=1),
+                    lambda m: beta.chat.completions.create(model=m, max_tokens=1, messages=[
+                        {"role": "user", "content": "hi"}]),
+                    lambda m: beta.models.retrieve(m)):
+        body = refused(lambda: attempt(first))
+        assert body["code"] == "model_not_found"
+        assert refused(lambda: attempt(nobody))["message"] == body["message"].replace(first, nobody)
+    r = post(server, keys["beta"], "/generate", {"text": "hi", "lora_path": first,
+                                                 "sampling_params": {"max_new_tokens": 1}})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
+    # A checkpoint alpha never wrote is unknown to alpha too.
+    assert refused(lambda: alpha.completions.create(model=nobody, prompt="hi", max_tokens=1))
+
+
+# ------------------------------------------------------------------------ damaged adapters
+
+def test_a_damaged_adapter_answers_503_naming_it_records_it_and_tells_the_operator(
+        server, keys, trained):
+    beta, model, job = client(server, keys["beta"]), trained["beta"]["model"], trained["beta"]["job"]
+    path = os.path.join(server.workdir, "adapters", ids.adapter_dir_name(job, "be"))
+    weights = os.path.join(path, "adapter_model.safetensors")
+    with open(weights, "rb") as f:
+        whole = f.read()
+
+    def unload() -> None:  # as when it is evicted, or the server restarted: loaded from disk next
+        r = admin(server, "POST", "/unload_lora_adapter", json={"lora_name": model})
+        assert r.status_code == 200, r.text
+
+    def unavailable(problem: str) -> None:
+        with pytest.raises(openai.InternalServerError) as err:
+            beta.completions.create(model=model, prompt="hi", max_tokens=1)
+        assert err.value.status_code == 503
+        body = err.value.body
+        assert body["code"] == "adapter_unavailable" and model in body["message"], body
+        assert problem in body["message"], body
+        r = post(server, keys["beta"], "/generate", {"text": "hi", "lora_path": model,
+                                                     "sampling_params": {"max_new_tokens": 1}})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "adapter_unavailable", r.text
+        for text in (json.dumps(body), r.text):
+            assert server.workdir not in text and path not in text
+            assert "Repo id" not in text and "deserializing" not in text
+        # To another tenant it is still just an unknown model.
+        alpha = client(server, keys["alpha"])
+        assert refused(lambda: alpha.completions.create(model=model, prompt="hi", max_tokens=1))
+
+    try:
+        unload()
+        with open(weights, "r+b") as f:
+            f.truncate(len(whole) // 2)
+        unavailable("adapter_model.safetensors is truncated")
+        os.rename(path, path + ".moved")
+        unavailable("its directory is missing")
+        # The job's record says what happened, without the server's path.
+        events = [e for e in beta.fine_tuning.jobs.list_events(job, limit=100)
+                  if (e.data or {}).get("code") == "adapter_unavailable"]
+        assert [e.level for e in events] == ["error", "error"], events
+        assert "directory is missing" in events[0].message and model in events[0].message
+        assert all(server.workdir not in e.message for e in events)
+        assert beta.fine_tuning.jobs.retrieve(job).status == "succeeded"
+        # The operator's log: one line per fault, with the path and what to do.
+        with open(server.log_path, errors="replace") as f:
+            lines = [line for line in f if "To repair" in line and model in line]
+        assert len(lines) == 2 and all(path in line for line in lines), lines
+    finally:
+        if os.path.isdir(path + ".moved"):
+            os.rename(path + ".moved", path)
+        with open(weights, "wb") as f:
+            f.write(whole)
+    # Repaired files serve at once, no restart.
+    assert beta.completions.create(model=model, prompt="hi", max_tokens=1).choices
+    assert model in [m.id for m in beta.models.list().data]
+
+
+# ----------------------------------------------------------------- fair share of places
+
+def test_a_tenant_holding_every_running_place_gives_one_to_a_tenant_that_queues(server):
+    """With every place (--harli-max-running-jobs, 4 by default) taken by one tenant's long
+    jobs, another tenant's job runs at one of their checkpoints, not once one of them ends."""
+    hog, late = (client(server, new_key(server, t)["key"]) for t in ("delta", "omega"))
+    f = hog.files.create(file=("d.jsonl", jsonl(capital_rows(8))), purpose="fine-tune")
+    # 8 examples, batch 1, 50 epochs: 400 steps each, far more than this test waits for.
+    long = [hog.fine_tuning.jobs.create(
+        model=BASE_MODEL, training_file=f.id, seed=1,
+        hyperparameters={"n_epochs": 50, "batch_size": 1, "learning_rate_multiplier": 1.0})
+        for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 300
+        while any(hog.fine_tuning.jobs.retrieve(j.id).status != "running" for j in long):
+            assert time.monotonic() < deadline, "the four jobs never all ran"
+            time.sleep(0.5)
+        g = late.files.create(file=("o.jsonl", jsonl(capital_rows(4))), purpose="fine-tune")
+        job = late.fine_tuning.jobs.create(
+            model=BASE_MODEL, training_file=g.id, seed=1,
+            hyperparameters={"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 1.0})
+        deadline = time.monotonic() + 300
+        while late.fine_tuning.jobs.retrieve(job.id).status in ("validating_files", "queued"):
+            assert time.monotonic() < deadline, "omega's job never got a running place"
+            time.sleep(0.5)
+        # None of the four ended: a place was given back, at a checkpoint.
+        statuses = [hog.fine_tuning.jobs.retrieve(j.id).status for j in long]
+        assert all(s in ("running", "queued") for s in statuses), statuses
+        preempted = [j.id for j in long if any(
+            "fair share" in e.message for e in hog.fine_tuning.jobs.list_events(j.id, limit=100))]
+        assert len(preempted) == 1, preempted  # one place for one waiting job, no more
+        # And the preempted job runs again from its checkpoint once the place is free.
+        deadline = time.monotonic() + 300
+        while not any("resumed from the checkpoint" in e.message
+                      for e in hog.fine_tuning.jobs.list_events(preempted[0], limit=100)):
+            assert time.monotonic() < deadline, "the preempted job never resumed"
+            time.sleep(0.5)
+        assert late.fine_tuning.jobs.retrieve(job.id).status in ("running", "succeeded")
+    finally:
+        for j in long:
+            hog.fine_tuning.jobs.cancel(j.id)
 
 
 # ------------------------------------------------------------------------------ leaks

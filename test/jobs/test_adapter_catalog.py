@@ -40,3 +40,16 @@ def test_find_names_only_finished_adapters(tmp_path, db_url):
     found = catalog.find("ft-x")
     assert found is not None and found.path == str(tmp_path / "adapters" / ids.adapter_dir_name(job["id"]))
     assert catalog.find("ft-y") is None
+
+
+def test_find_names_a_checkpoint_by_its_model_name(tmp_path, db_url):
+    store = JobStore(str(tmp_path / "w"), db_url=db_url)
+    catalog = AdapterCatalog(store, SharedDir(str(tmp_path)))
+    job = job_in(store, "running")
+    store.add_checkpoint(job["id"], 3, str(tmp_path / "checkpoints" / "step-3"))
+    name = store.list_checkpoints(job["id"])[0][0]["fine_tuned_model_checkpoint"]
+    found = catalog.find(name)
+    assert found is not None and found.name == name and found.job_id == job["id"]
+    assert found.path == str(tmp_path / "checkpoints" / "step-3")
+    assert catalog.find(name.replace("step-3", "step-4")) is None
+    assert catalog.new_adapters() == []  # a checkpoint is found on request, never listed ahead

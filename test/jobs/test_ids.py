@@ -96,3 +96,24 @@ def test_fine_tuned_model_name_needs_a_job_id():
         ids.fine_tuned_model_name("../x", None, "base", "acme")
     with pytest.raises(ids.InvalidId):
         ids.adapter_dir_name("../x")
+
+
+def test_a_checkpoint_model_name_parses_back_to_its_model_step_and_job():
+    job = ids.new_id(ids.JOB)
+    short = job[len(ids.JOB) + 1:][:ids.SHORT_HEX_CHARS]
+    for model in (ids.fine_tuned_model_name(job, "sup-port", "org/base:v1", "acme"),
+                  ids.fine_tuned_model_name(job, None, "base", "default"),
+                  ids.adapter_dir_name(job, "old")):  # a job from before tenants
+        name = ids.checkpoint_model_name(model, 25)
+        assert ids.parse_checkpoint_model_name(name) == (model, 25, short)
+
+
+@pytest.mark.parametrize("name", [
+    None, 7, "", "base", "ft:base:acme::0123456789ab",  # an adapter, not a checkpoint
+    "ft:base:acme::0123456789ab:ckpt-step-", "ft:base:acme::0123456789ab:ckpt-step--1",
+    "ft:base:acme::0123456789ab:ckpt-step-1\n", "ft:base:acme::0123456789AB:ckpt-step-1",
+    "ft:base:acme::short:ckpt-step-1", "ft-x-0123456789ab-step-1x",
+    "ft:base:acme::0123456789ab:ckpt-step-1234567890",  # beyond any step we record
+])
+def test_anything_else_is_no_checkpoint_name(name):
+    assert ids.parse_checkpoint_model_name(name) is None

@@ -43,3 +43,16 @@ def test_the_refusal_is_a_400_naming_the_field():
     e = lora_id_refused()
     assert e.status == 400 and e.param == "lora_id"
     assert e.body()["error"]["type"] == "invalid_request_error" and "lora_id" in e.message
+
+
+def test_a_damaged_adapter_is_a_503_naming_it_and_the_repair_line_names_the_path():
+    from harli_sgl.sglang.tokenizer_manager import adapter_unavailable, repair_hint
+
+    error = adapter_unavailable("ft:base:acme::0123456789ab", "adapter_model.safetensors is missing")
+    assert error.status == 503 and error.code == "adapter_unavailable" and error.param == "model"
+    assert error.body()["error"]["type"] == "server_error"
+    assert "ft:base:acme::0123456789ab" in error.message and "safetensors is missing" in error.message
+    line = repair_hint("ft:base:acme::0123456789ab", "/srv/adapters/ft-adapter-0123456789ab",
+                       "its directory is missing", "ftjob-" + "0" * 24)
+    assert "/srv/adapters/ft-adapter-0123456789ab" in line and "ftjob-" + "0" * 24 in line
+    assert "To repair" in line and "\n" not in line

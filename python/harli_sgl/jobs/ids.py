@@ -95,5 +95,27 @@ def checkpoint_model_name(fine_tuned_model: str, step: int) -> str:
     return f"{fine_tuned_model}-step-{step}"
 
 
+_CHECKPOINT_NAME = re.compile(r"(ft:.+):ckpt-step-([0-9]{1,9})|(ft-.+)-step-([0-9]{1,9})")
+_JOB_HEX = re.compile(rf"[0-9a-f]{{{SHORT_HEX_CHARS}}}")
+
+
+def parse_checkpoint_model_name(name: object) -> tuple[str, int, str] | None:
+    """``(fine-tuned model, step, 12 hex of the job id)`` for a name
+    :func:`checkpoint_model_name` could have made; None for any other string.
+
+    The job hex narrows the store's search to one job; the caller still compares the
+    whole name with the job's, so a near-miss names nothing.
+    """
+    match = _CHECKPOINT_NAME.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
+        return None
+    model = match.group(1) or match.group(3)
+    step = int(match.group(2) or match.group(4))
+    job_hex = model.rsplit(":" if model.startswith("ft:") else "-", 1)[-1]
+    if _JOB_HEX.fullmatch(job_hex) is None:
+        return None
+    return model, step, job_hex
+
+
 def _short(job_id: str) -> str:
     return check_id(job_id, JOB)[len(JOB) + 1:][:SHORT_HEX_CHARS]

@@ -7,7 +7,8 @@ as attributes):
 
 * job ``lora``: the adapter shape ``{r, alpha, target_modules, dropout}``;
 * job ``progress``: ``{step, total_steps, attempts, started_at}``, where
-  ``attempts`` counts entries into ``running`` (re-runs after a worker crash);
+  ``attempts`` counts entries into ``running`` (re-runs after a worker crash; a
+  preemption for another tenant's fair share is not counted);
 * checkpoint ``path``: where the adapter of that step lives on the server, usable
   as SGLang's ``lora_path``; shown to the operator only (the router drops it for
   a tenant, who names a checkpoint by ``fine_tuned_model_checkpoint``).

@@ -17,8 +17,10 @@ OpenAI's ``ft:<base>:<tenant>:<suffix>:<id>`` would select an adapter called
   refused by the adapter check, never served by the base model.
 * ``OpenAIServingBase.handle_request`` (AROUND): before SGLang converts the
   request, the adapters it would use are checked against the caller's tenant
-  (``HarliTokenizerManager.harli_refused_adapter``); a refusal is OpenAI's 404
-  ``model_not_found``, identical for "no such model" and "not yours". A route
+  (``HarliTokenizerManager.harli_adapter_error``); a refusal is OpenAI's 404
+  ``model_not_found``, identical for "no such model" and "not yours", and an
+  adapter the caller may serve whose files are damaged is a 503
+  ``adapter_unavailable``. A route
   that cannot apply adapters (rerank, score, tokenize...) refuses any model
   but the base with the same 404 rather than answering from the base model.
   ``OpenAIServingResponses.create_responses`` (``/v1/responses``) does not pass
@@ -86,9 +88,9 @@ async def check_adapters(original, self, request, raw_request=None, *args, **kwa
                                      param="model", code="model_not_found"))
     names = [wanted] if isinstance(wanted, str) else list(wanted or ())
     if names:
-        refused = await self.tokenizer_manager.harli_refused_adapter(names)
-        if refused is not None:
-            return _refusal(model_not_found(refused))
+        error = await self.tokenizer_manager.harli_adapter_error(names)
+        if error is not None:
+            return _refusal(error)
     return await original(self, request, raw_request, *args, **kwargs)
 
 
@@ -97,8 +99,9 @@ async def serve_responses_adapter(original, self, request, raw_request=None, *ar
     wanted = self._parse_model_parameter(model)[1] if model else None
     if wanted is None:
         return await original(self, request, raw_request, *args, **kwargs)
-    if await self.tokenizer_manager.harli_refused_adapter([wanted]) is not None:
-        return _refusal(model_not_found(wanted))
+    error = await self.tokenizer_manager.harli_adapter_error([wanted])
+    if error is not None:
+        return _refusal(error)
     token = ROUTE_ADAPTER.set(wanted)
     try:
         return await original(self, request, raw_request, *args, **kwargs)
@@ -110,9 +113,11 @@ async def check_anthropic_model(original, self, request, raw_request=None, *args
     chat = self.openai_serving_chat
     model = getattr(request, "model", None)
     wanted = chat._parse_model_parameter(model)[1] if model else None
-    if wanted is not None and await chat.tokenizer_manager.harli_refused_adapter([wanted]):
-        return self._error_response(status_code=404, error_type="not_found_error",
-                                    message=model_not_found(wanted).message)
+    error = None if wanted is None else await chat.tokenizer_manager.harli_adapter_error([wanted])
+    if error is not None:
+        return self._error_response(status_code=error.status,
+                                    error_type="not_found_error" if error.status == 404 else "api_error",
+                                    message=error.message)
     return await original(self, request, raw_request, *args, **kwargs)
 
 

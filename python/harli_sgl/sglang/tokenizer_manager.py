@@ -51,6 +51,24 @@ adapter), and its registry then raises ``TypeError`` in a background task:
 each such request left an asyncio traceback in the log beside the one clear
 error line. :meth:`_release_lora_once` releases only what was acquired.
 
+Checkpoints. A checkpoint's name (``fine_tuned_model_checkpoint``) is a model
+like an adapter's: the catalog finds it, the same ownership rule applies, and it
+is loaded through SGLang's dynamic LoRA loading exactly as an adapter is (it is
+registered in ``lora_ref_cache`` and SGLang loads it on its first request).
+
+Damaged adapters. Before SGLang loads an adapter from a local directory, its
+files are checked (:func:`harli_sgl.jobs.adapter_files.adapter_problem`): a
+missing directory or a truncated ``adapter_model.safetensors`` used to reach
+SGLang's loader, whose error (a Hugging Face Hub repo-id error, or safetensors'
+header error, with the server's path in it) came back to the client as a 400.
+Now such a request is answered 503 ``adapter_unavailable`` naming the model and
+the file at fault, never a path (:meth:`harli_adapter_error`, run where the
+ownership check runs, after it: another tenant's damaged adapter is a 404 like
+any other). The first time an adapter is found damaged, its job gets an error
+event saying so and the operator's log one line with the path and how to
+repair it; repaired files are loaded by the next request. An adapter already
+loaded keeps serving from memory whatever happens to its files.
+
 Tenants' prefixes. The same seam salts every request that acts for a tenant
 with that tenant's cache namespace (:mod:`harli_sgl.sglang.tenant_scope`), so
 no tenant matches, or learns the length of, another's cached prompt.
@@ -63,14 +81,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from sglang.srt.lora.lora_registry import LoRARef
-from sglang.srt.managers.io_struct import LoadLoRAAdapterReqInput
+from sglang.srt.managers.io_struct import LoadLoRAAdapterReqInput, LoadLoRAAdapterReqOutput
 from sglang.srt.managers.tokenizer_manager import TokenizerManager
 from sglang.srt.runtime_context import get_lora
 
 from harli_sgl.jobs import principal as P
-from harli_sgl.jobs.errors import ApiError, bad_request, model_not_found
+from harli_sgl.jobs.adapter_files import CONFIG, WEIGHTS, adapter_problem
+from harli_sgl.jobs.errors import SERVER_ERROR, ApiError, bad_request, model_not_found
 from harli_sgl.sglang.openai_models import ROUTE_ADAPTER
 from harli_sgl.sglang.tenant_scope import current_tenant, salt_request
 from harli_sgl.sglang.token_ids import check_token_ids
@@ -94,6 +114,23 @@ def lora_id_refused() -> ApiError:
     return bad_request("Invalid request field lora_id: it is assigned by the server and may not "
                        "be set; name an adapter with model (OpenAI routes) or lora_path.",
                        param="lora_id", code="invalid_lora_id")
+
+
+def adapter_unavailable(name: str, problem: str) -> ApiError:
+    """503 for an adapter the caller may serve whose files cannot be loaded (no path in it)."""
+    return ApiError(503, f"The model {name!r} is unavailable: its adapter's files on the server "
+                         f"are damaged or missing ({problem}). The operator has been told how "
+                         f"to repair it; until then every request for it fails.",
+                    param="model", code="adapter_unavailable", type=SERVER_ERROR)
+
+
+def repair_hint(name: str, path: str, problem: str, job_id: str | None) -> str:
+    """The operator's one log line for a damaged adapter: where, what, how to repair."""
+    job = f" (job {job_id})" if job_id else ""
+    return (f"harli: adapter {name}{job} cannot be served: {problem}, in {path}. To repair, put "
+            f"its {CONFIG} and {WEIGHTS} back in that directory (from a backup or a copy of "
+            f"the same adapter), or fine-tune it again; the next request loads the repaired "
+            f"files, no restart needed.")
 
 
 def _names(lora_path) -> list:
@@ -127,6 +164,8 @@ class HarliTokenizerManager(TokenizerManager):
         super().__init__(*args, **kwargs)
         self._harli_ready = self.harli_catalog is None or not self.enable_lora
         self._harli_follow: asyncio.Task | None = None
+        self._harli_jobs: dict[str, str] = {}  # adapter name -> the job that made it
+        self._harli_damaged: dict[str, str] = {}  # adapter name -> the problem already reported
 
     # -- input ------------------------------------------------------------------------------
 
@@ -178,6 +217,8 @@ class HarliTokenizerManager(TokenizerManager):
                              adapter.path, result.error_message)
 
     def _register(self, adapter) -> None:
+        if adapter.job_id is not None:
+            self._harli_jobs[adapter.name] = adapter.job_id
         if adapter.name not in self.lora_ref_cache:
             # pinned=False, not None: SGLang's implicit reload passes it on as a number.
             self.lora_ref_cache[adapter.name] = LoRARef(lora_name=adapter.name,
@@ -199,6 +240,68 @@ class HarliTokenizerManager(TokenizerManager):
                 return name
         return None
 
+    async def harli_adapter_error(self, names) -> ApiError | None:
+        """Why the caller may not be served ``names``: 404 for one it may not serve (first),
+        503 for one whose files cannot be loaded; None if every one can be served."""
+        refused = await self.harli_refused_adapter(names)
+        if refused is not None:
+            return model_not_found(refused)
+        for name in dict.fromkeys(n for n in names if n is not None):
+            error = await self._harli_unavailable(name)
+            if error is not None:
+                return error
+        return None
+
+    async def _harli_unavailable(self, name: str) -> ApiError | None:
+        if self.harli_catalog is None or name in self.lora_registry.get_all_adapters():
+            return None  # loaded: it serves from memory, whatever its files
+        ref = self.lora_ref_cache.get(name)
+        if ref is None:
+            adapter = await asyncio.to_thread(self.harli_catalog.find, name)
+            if adapter is None:
+                return None  # not the fleet's: SGLang answers as for any unknown adapter
+            self._register(adapter)
+            ref = self.lora_ref_cache[name]
+        problem = await self._harli_check_files(name, ref.lora_path)
+        return None if problem is None else adapter_unavailable(name, problem)
+
+    async def _harli_check_files(self, name: str, path) -> str | None:
+        """What is wrong with the files at ``path`` (reported once); None if loadable.
+
+        Only a local absolute path is checked: SGLang also loads a Hugging Face
+        repo id, which an operator may name in ``/load_lora_adapter``."""
+        if not isinstance(path, str) or not os.path.isabs(path):
+            return None
+        problem = await asyncio.to_thread(adapter_problem, path)
+        if problem is None:
+            self._harli_damaged.pop(name, None)  # repaired: a new fault is reported again
+        elif self._harli_damaged.get(name) != problem:
+            self._harli_damaged[name] = problem
+            job_id = self._harli_jobs.get(name)
+            logger.error(repair_hint(name, path, problem, job_id))
+            if job_id is not None:
+                await asyncio.to_thread(self._harli_job_event, job_id, name, problem)
+        return problem
+
+    def _harli_job_event(self, job_id: str, name: str, problem: str) -> None:
+        try:
+            self.harli_catalog.store.add_event(
+                job_id, "error",
+                f"{name} cannot be served: {problem}. Requests for it answer 503 "
+                f"adapter_unavailable until the operator repairs its files.",
+                {"code": "adapter_unavailable", "model": name, "problem": problem})
+        except Exception:  # the record is a courtesy; the request's answer stands without it
+            logger.exception("harli: recording the damaged adapter on job %s failed", job_id)
+
+    async def load_lora_adapter(self, obj, request=None):
+        # Every load passes here (start-up, a request's implicit reload, /load_lora_adapter),
+        # so SGLang's loader never sees a damaged adapter directory.
+        problem = await self._harli_check_files(obj.lora_name, obj.lora_path)
+        if problem is not None:
+            return LoadLoRAAdapterReqOutput(
+                success=False, error_message=f"adapter {obj.lora_name!r} cannot be loaded: {problem}")
+        return await super().load_lora_adapter(obj, request)
+
     async def harli_request_error(self, obj) -> ApiError | None:
         """Why ``obj`` (a ``/generate``-style request) may not run as sent; None if it may.
 
@@ -208,8 +311,7 @@ class HarliTokenizerManager(TokenizerManager):
         if _client_lora_ids(obj):
             _drop_lora_ids(obj)
             return lora_id_refused()
-        refused = await self.harli_refused_adapter(_names(obj.lora_path))
-        return None if refused is None else model_not_found(refused)
+        return await self.harli_adapter_error(_names(obj.lora_path))
 
     async def _validate_and_resolve_lora(self, obj) -> None:
         # The one seam every generate, encode and score request passes before it is

@@ -224,6 +224,7 @@ class JobExecutor(JobLifecycle):
             if self.store.is_cancelled(job.job_id):
                 logger.info("job %s was cancelled", job.job_id)
                 self._drop(job)
+        self._preempt_for_fair_share()
         while self.fleet.may_claim(len(self.running),
                                    self.config.max_running_jobs - len(self.running)):
             claimed = self.store.claim_next_job(self.owner, self.config.lease_s)

@@ -326,6 +326,7 @@ class JobLifecycle:
         if isinstance(record, CheckpointRecord):
             self.store.add_checkpoint(job.job_id, record.step, record.path, record.metrics,
                                       owner=self.owner)
+            job.checkpointed = True
         elif isinstance(record, ProgressRecord):
             self.store.update_progress(job.job_id, **record.progress, owner=self.owner)
         elif isinstance(record, EventRecord):
@@ -342,6 +343,37 @@ class JobLifecycle:
         path = self.artifacts.path(kind, *parts)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return path
+
+    def _preempt_for_fair_share(self) -> None:
+        """At a checkpoint boundary, give a place back if another tenant waits for its share.
+
+        Only while every place here is taken: a free place goes to the waiting tenant on
+        the next claim anyway (the claim serves the tenant with the fewest running jobs
+        first), and preempting then would take a second place from the same tenant before
+        the first was filled. A job is asked about at the first poll after a checkpoint of
+        it is recorded, with no write in flight, so it resumes from that checkpoint and
+        redoes only the steps it trained since (fewer than ``checkpoint_every_steps``).
+        """
+        if len(self.running) < self.config.max_running_jobs:
+            return
+        for job in list(self.running.values()):
+            # Records not yet stored may hold a newer checkpoint: wait for their flush.
+            if not job.checkpointed or job.write is not None or job.records:
+                continue
+            job.checkpointed = False
+            if job.trainer is None or job.trainer.done:
+                continue
+            try:
+                for_tenant = self.store.preempt_for_fair_share(job.job_id, self.owner)
+            except StoreError as e:
+                logger.warning("job %s: the fair-share check failed: %s", job.job_id, e)
+                return
+            if for_tenant is not None:
+                logger.info("job %s (tenant %s): preempted at its checkpoint so that tenant %s "
+                            "gets its fair share of running places; it resumes later",
+                            job.job_id, job.tenant, for_tenant)
+                self._drop(job)
+                return  # one place at a time: the next is decided once this one is taken
 
     def _lost(self, job: RunningJob) -> None:
         """This instance no longer holds the job's lease: stop it, write nothing more.

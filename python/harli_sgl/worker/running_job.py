@@ -81,6 +81,9 @@ class RunningJob:
     write: PendingWrite | None = None  # the job's one checkpoint or adapter write in flight
     finished: FinishedAdapter | None = None  # trained, trainer closed, adapter not yet written
     deferring: bool = False  # a checkpoint was deferred and has not been taken since
+    # A checkpoint was recorded since the last fair-share check: a point where the job can
+    # be preempted without losing training (see JobLifecycle._preempt_for_fair_share).
+    checkpointed: bool = False
 
 
 @dataclass(frozen=True)

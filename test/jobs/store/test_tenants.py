@@ -200,3 +200,84 @@ def test_cancel_of_a_finished_job_of_ones_own_is_still_refused(store):
     store.set_status(job["id"], "failed", error={"code": "x", "message": "y"})
     with pytest.raises(InvalidTransitionError):
         store.request_cancel(job["id"], tenant="alpha")
+
+
+def test_a_checkpoint_is_named_and_owned_like_its_jobs_adapter(store):
+    f = store.create_file("a.jsonl", "fine-tune", DATA, tenant="alpha")
+    job = store.set_status(new_job(store, f["id"], tenant="alpha", suffix="cp")["id"], "queued")
+    other = store.set_status(new_job(store, store.create_file(
+        "b.jsonl", "fine-tune", DATA, tenant="beta")["id"], tenant="beta")["id"], "queued")
+    store.claim_next_job(), store.claim_next_job()
+    store.add_checkpoint(job["id"], 1, "/ckpt/old-1")
+    store.add_checkpoint(job["id"], 1, "/ckpt/1")  # resumed and written again: the newest counts
+    store.add_checkpoint(job["id"], 2, "/ckpt/2")
+    store.add_checkpoint(other["id"], 1, "/ckpt/beta-1")
+    # Servable while the job still runs: its name is the one the checkpoints API shows.
+    listed = {c["step_number"]: c["fine_tuned_model_checkpoint"]
+              for c in store.list_checkpoints(job["id"], tenant="alpha")[0]}
+    found = store.checkpoint_named(listed[1])
+    assert found is not None and (found.job_id, found.tenant, found.step, found.path) == (
+        job["id"], "alpha", 1, "/ckpt/1")
+    assert store.checkpoint_named(listed[2]).path == "/ckpt/2"
+    # A near miss names nothing: another step, another tenant's or suffix's name for the job.
+    assert store.checkpoint_named(listed[1].replace("step-1", "step-3")) is None
+    assert store.checkpoint_named(listed[1].replace(":alpha:", ":beta:")) is None
+    assert store.checkpoint_named(listed[1].replace(":cp:", ":xx:")) is None
+    assert store.checkpoint_named("ft:base:alpha:cp") is None
+    # Once the job succeeds the name is still that of its adapter.
+    name = store.set_status(job["id"], "succeeded")["fine_tuned_model"]
+    assert listed[2] == ids.checkpoint_model_name(name, 2)
+    assert store.checkpoint_named(listed[2]).path == "/ckpt/2"
+    # Ownership: alpha's, nobody else's until an admin shares that name.
+    access = store.adapter_access
+    assert access("alpha", listed[1]).allows("alpha", served_without_job=True)
+    assert not access("beta", listed[1]).allows("beta", served_without_job=True)
+    beta_ckpt = store.list_checkpoints(other["id"], tenant="beta")[0][0]["fine_tuned_model_checkpoint"]
+    assert not access("alpha", beta_ckpt).allows("alpha", served_without_job=True)
+    assert store.visible_adapters("alpha", [listed[1], beta_ckpt]) == [listed[1]]
+    assert store.visible_adapters("beta", [listed[1], beta_ckpt]) == [beta_ckpt]
+    store.share_adapter(listed[1], "beta")
+    assert access("beta", listed[1]).allows("beta", served_without_job=True)
+    assert not access("beta", listed[2]).allows("beta", served_without_job=True)
+
+
+def test_a_tenant_that_took_every_place_gives_one_back_to_a_waiting_tenant(store):
+    a = queue(store, "alpha", 4)
+    for job_id in a:
+        assert store.claim_next_job("w1")["id"] == job_id  # nobody else waits: all four
+    assert store.preempt_for_fair_share(a[0], "w1") is None  # nobody waits yet
+    b = queue(store, "beta", 2)
+    assert store.preempt_for_fair_share(a[0], "other-owner") is None  # not that owner's job
+    assert store.preempt_for_fair_share(a[0], "w1") == "beta"
+    job = store.get_job(a[0])
+    # Not counted as an attempt (attempts past MAX_ATTEMPTS fail a job as crashing its worker).
+    assert job["status"] == "queued" and job["progress"]["attempts"] == 0
+    # The place goes to beta, not back to alpha's preempted job.
+    assert store.claim_next_job("w1")["id"] == b[0]
+    # 3 and 1, beta still waiting: one more; then 2 and 2, which is fair: no more.
+    assert store.preempt_for_fair_share(a[1], "w1") == "beta"
+    assert store.claim_next_job("w1")["id"] == b[1]
+    assert store.preempt_for_fair_share(a[2], "w1") is None
+    assert store.preempt_for_fair_share(b[0], "w1") is None  # alpha waits, but has more
+    events = store.list_events(a[0])[0]
+    assert any("fair share" in e["message"] for e in events)
+    # A tenant at its own running limit is not waiting: nothing is preempted for it.
+    c = queue(store, "gamma", 1)
+    store.set_limits("gamma", Limits(max_running_jobs=0))
+    assert store.preempt_for_fair_share(a[2], "w1") is None
+    assert store.get_job(c[0])["status"] == "queued"
+    # Alpha's preempted job runs again once beta's end, its one earlier run not counted.
+    store.set_status(b[0], "succeeded")
+    assert store.claim_next_job("w1")["id"] == a[0]
+    assert store.get_job(a[0])["progress"]["attempts"] == 1
+
+
+def test_two_running_and_one_stay_as_they_are(store):
+    # Moving a place from 2 to 1 would only swap the shares: not preempted.
+    a = queue(store, "alpha", 2)
+    b = queue(store, "beta", 2)
+    claimed = [store.claim_next_job("w1")["id"] for _ in range(3)]
+    assert sorted(claimed) == sorted([a[0], a[1], b[0]])  # beta's second waits
+    assert store.get_job(b[1])["status"] == "queued"
+    assert store.preempt_for_fair_share(a[0], "w1") is None
+    assert store.preempt_for_fair_share(a[1], "w1") is None

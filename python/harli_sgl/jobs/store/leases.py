@@ -16,6 +16,17 @@ already at its ``max_running_jobs`` is passed over (its jobs stay queued). The
 claim then locks that tenant's row and counts again, so two instances claiming
 at once cannot both take its last place.
 
+Fairness holds for places already taken too. A tenant whose jobs took every
+place while nobody else waited keeps them only until another tenant queues a
+job: :meth:`JobLeases.preempt_for_fair_share` re-queues one of the first
+tenant's jobs when some tenant waits (a queued job, under its own running limit)
+with at least two running jobs fewer, so moving one place makes the shares
+closer and never reverses them (3 and 1 become 2 and 2; 2 and 1 stay). The
+worker asks it at a checkpoint boundary, only while it has no free place
+(a free place goes to the waiting tenant by the claim order anyway), so the
+job resumes from that checkpoint, like a job whose worker restarted, and
+redoes at most the few steps it trained since. Its ``attempts`` is not increased by that (it counts crashes).
+
 While it trains, the worker calls :meth:`JobLeases.renew_lease` well within
 the lease; False means the job is gone from it (expired and re-queued,
 cancelled) and it must stop. Any instance may call
@@ -55,10 +66,11 @@ class JobLeases(JobRecords):
             return None
         default_running = default_or_unlimited(self.default_limits.max_running_jobs)
         with self._db.write() as tx:
-            # Resumed jobs first, then the tenant with the fewest running, then the oldest.
+            # The tenant with the fewest running first (a job preempted for another tenant
+            # must not take its place straight back), then resumed jobs, then the oldest.
             row = tx.one(f"SELECT * FROM jobs j WHERE status = 'queued' "
                          f"AND {_RUNNING_OF_ITS_TENANT} < {running_limit_sql()} "
-                         f"ORDER BY started_at IS NULL, {_RUNNING_OF_ITS_TENANT}, seq "
+                         f"ORDER BY {_RUNNING_OF_ITS_TENANT}, started_at IS NULL, seq "
                          f"LIMIT 1{tx.lock(skip_locked=True)}", (default_running,))
             if row is None:
                 return None
@@ -71,6 +83,34 @@ class JobLeases(JobRecords):
                        (now_s(), owner, tx.now() + lease_s, row["id"]))
             self._status_event(tx, row, "running", None, None, owner)
         return self.get_job(row["id"])
+
+    def preempt_for_fair_share(self, job_id: str, owner: str) -> str | None:
+        """Re-queue ``owner``'s running job ``job_id`` if another tenant waits with at least two
+        running jobs fewer than the job's tenant; the tenant it makes room for, else None."""
+        default_running = default_or_unlimited(self.default_limits.max_running_jobs)
+        # A plain read first: nearly always nobody else waits, and no write lock is taken.
+        if self._one("SELECT 1 FROM jobs j, jobs mine WHERE mine.id = ? AND j.status = 'queued' "
+                     "AND j.tenant <> mine.tenant LIMIT 1", (job_id,)) is None:
+            return None
+        with self._db.write() as tx:
+            row = self._job_row(tx, job_id, tx.lock())
+            if row["status"] != "running" or row["lease_owner"] != owner:
+                return None
+            # The job's tenant's row, locked: two of its jobs checked at once count in turn.
+            tenant_limits(tx, row["tenant"], self.default_limits, lock=True)
+            waiting = tx.one(f"SELECT j.tenant, {_RUNNING_OF_ITS_TENANT} AS running FROM jobs j "
+                             f"WHERE j.status = 'queued' AND j.tenant <> ? "
+                             f"AND {_RUNNING_OF_ITS_TENANT} < {running_limit_sql()} "
+                             f"ORDER BY running, j.seq LIMIT 1", (row["tenant"], default_running))
+            if waiting is None or int(waiting["running"]) + 2 > jobs_in(tx, row["tenant"], ("running",)):
+                return None
+            self._requeue(tx, row, f"Preempted at a checkpoint so that another tenant's job gets "
+                          f"its fair share of running places; the job is queued again and "
+                          f"resumes from its latest checkpoint")
+            # A preemption is no crash: attempts (which fail a job past MAX_ATTEMPTS) stays.
+            tx.execute("UPDATE jobs SET attempts = attempts - 1 WHERE id = ? AND attempts > 0",
+                       (job_id,))
+            return waiting["tenant"]
 
     def renew_lease(self, job_id: str, owner: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
         """Extend ``owner``'s lease by ``lease_s`` from now; False if it no longer holds one."""

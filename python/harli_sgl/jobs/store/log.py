@@ -7,11 +7,16 @@ so a checkpoint from an instance that lost the job's lease is refused
 (:class:`LeaseLostError`) instead of becoming the resume point of the instance
 that holds it now. Both belong to their job's tenant: the lists take the
 caller's ``tenant`` and another tenant's job is as absent as a missing one.
+
+A checkpoint is also a model: its ``fine_tuned_model_checkpoint`` name can be
+served like the job's adapter, and :meth:`JobLog.checkpoint_named` turns that
+name back into the checkpoint (the newest one recorded at that step: a job
+resumed before its next checkpoint may record a step twice).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.objects import checkpoint_object, event_object
@@ -19,6 +24,14 @@ from harli_sgl.jobs.store.base import StoreBase, dumps, now_s
 
 EVENT_LEVELS = ("info", "warn", "error")
 EVENT_TYPES = ("message", "metrics")
+
+
+class NamedCheckpoint(NamedTuple):
+    name: str      # its fine_tuned_model_checkpoint
+    job_id: str
+    tenant: str    # its job's tenant, which owns it
+    step: int
+    path: str      # the adapter's directory on the server
 
 
 class JobLog(StoreBase):
@@ -71,6 +84,25 @@ class JobLog(StoreBase):
         self._require_job(job_id)
         data, _ = self._checkpoints("job_id = ?", [job_id], None, 1)
         return data[0] if data else None
+
+    def checkpoint_named(self, name: str) -> NamedCheckpoint | None:
+        """The checkpoint whose ``fine_tuned_model_checkpoint`` is ``name``, of any job; else None."""
+        parsed = ids.parse_checkpoint_model_name(name)
+        if parsed is None:
+            return None
+        model, step, job_hex = parsed
+        low = f"{ids.JOB}-{job_hex}"
+        # A range on the id (every job id starting with those 12 hex), so the index answers.
+        rows = self._all("SELECT c.job_id, c.tenant, c.step, c.path, j.fine_tuned_model, j.suffix, "
+                         "j.model FROM checkpoints c JOIN jobs j ON j.id = c.job_id "
+                         "WHERE c.job_id >= ? AND c.job_id < ? AND c.step = ? ORDER BY c.seq DESC",
+                         (low, low + "g", step))
+        for r in rows:
+            own = r["fine_tuned_model"] or ids.fine_tuned_model_name(
+                r["job_id"], r["suffix"], r["model"], r["tenant"])
+            if own == model:
+                return NamedCheckpoint(name, r["job_id"], r["tenant"], int(r["step"]), r["path"])
+        return None
 
     def _checkpoints(self, where: str, args: list[Any], after: str | None,
                      limit: int) -> tuple[list[dict[str, Any]], bool]:

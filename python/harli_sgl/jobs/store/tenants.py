@@ -10,12 +10,16 @@ no job: it belongs to the default tenant. Either may be shared by an admin with
 one tenant or with every tenant (``*``). :meth:`TenantRecords.adapter_access`
 answers for one name; :meth:`TenantRecords.visible_adapters` for a list of
 them in two queries (what ``/v1/models`` needs).
+
+A checkpoint's model (``fine_tuned_model_checkpoint``) is owned the same way:
+by its job's tenant, shared when an admin shared that name.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from harli_sgl.jobs import ids
 from harli_sgl.jobs.store.base import StoreBase, now_s
 from harli_sgl.jobs.store.quota import WAITING, ensure_tenant, jobs_in, stored_bytes, tenant_limits
 from harli_sgl.jobs.tenants import (DEFAULT_TENANT, EVERY_TENANT, LIMIT_NAMES, Limits,
@@ -72,7 +76,11 @@ class TenantRecords(StoreBase):
                          "AND status = 'succeeded' LIMIT 1", (adapter,))
             shared = tx.one("SELECT 1 FROM adapter_shares WHERE adapter = ? AND tenant IN (?, ?)",
                             (adapter, tenant, EVERY_TENANT)) is not None
-        return AdapterAccess(None if row is None else row["tenant"], shared)
+        owner = None if row is None else row["tenant"]
+        if owner is None:
+            checkpoint = self.checkpoint_named(adapter)  # type: ignore[attr-defined]
+            owner = None if checkpoint is None else checkpoint.tenant
+        return AdapterAccess(owner, shared)
 
     def visible_adapters(self, tenant: str, served: list[str]) -> list[str]:
         """Those of the ``served`` adapter names that ``tenant`` may serve, in order."""
@@ -86,6 +94,11 @@ class TenantRecords(StoreBase):
             shared = {r["adapter"] for r in tx.all(
                 f"SELECT adapter FROM adapter_shares WHERE tenant IN (?, ?) AND adapter IN ({marks})",
                 (tenant, EVERY_TENANT, *served))}
+        for name in served:  # loaded checkpoints: few, and each one indexed query
+            if name not in owners and ids.parse_checkpoint_model_name(name) is not None:
+                checkpoint = self.checkpoint_named(name)  # type: ignore[attr-defined]
+                if checkpoint is not None:
+                    owners[name] = checkpoint.tenant
         return [name for name in served
                 if AdapterAccess(owners.get(name), name in shared).allows(tenant, True)]
 
