@@ -237,6 +237,27 @@ class Bench:
         return best, trials
 
 
+def find_rates(bench: Bench, args) -> tuple[list[float], dict]:
+    """The rule of docs/benchmarks.md, applied before any reported run: `off` on the tuning
+    seed up the grid until it first drops below 0.99 attainment."""
+    grid = sorted(float(r) for r in args.find_rates.split(","))
+    trials, knee, first_fail = [], None, None
+    for rate in grid:
+        row = bench.run("off", rate, args.duration_s, seed=args.tune_seed)
+        trials.append(row)
+        print(json.dumps({"rate_finding": row}), flush=True)
+        if (row["slo_attainment"] or 0) >= 0.99:
+            knee = rate
+        else:
+            first_fail = rate
+            break
+    if knee is None:
+        raise SystemExit(f"`off` misses the SLO already at {grid[0]} req/s: lower the grid or raise the SLO")
+    rates = sorted({grid[0], knee, *([first_fail] if first_fail is not None else [])})
+    return rates, {"grid": grid, "seed": args.tune_seed, "knee": knee, "first_fail": first_fail,
+                   "trials": trials}
+
+
 def plot(rows: list[dict], path: str, slo: float) -> None:
     import matplotlib
 
@@ -379,6 +400,11 @@ def main() -> None:
     p.add_argument("--tune-rate", type=float, default=None,
                    help="the rate static is tuned at: one where `off` holds the SLO (find it with "
                         "a --modes off run on another seed); required to tune static")
+    p.add_argument("--find-rates", default=None, metavar="GRID",
+                   help="fix the rates first, by rule, on --tune-seed: run `off` up GRID (ascending, "
+                        "comma-separated) until its attainment drops below 0.99; the rates are then the "
+                        "lightest, the last that held (the knee) and the first that did not, and static "
+                        "is tuned at the knee (overrides --rates and --tune-rate)")
     p.add_argument("--static-units", type=int, default=None,
                    help="skip tuning and use this static slot size")
     args = p.parse_args()
@@ -388,13 +414,18 @@ def main() -> None:
     unknown = set(modes) - set(MODES)
     if unknown:
         raise SystemExit(f"unknown modes {sorted(unknown)}")
-    if "static" in modes and args.static_units is None and args.tune_rate is None:
+    if "static" in modes and args.static_units is None and args.tune_rate is None \
+            and not args.find_rates:
         raise SystemExit("static needs --static-units or --tune-rate (a rate where `off` holds the SLO)")
 
     bench = Bench(args)
     rows, summary = [], {"args": vars(args)}
     try:
         bench.start()
+        if args.find_rates:
+            rates, summary["rate_finding"] = find_rates(bench, args)
+            args.tune_rate = summary["rate_finding"]["knee"]
+            print(json.dumps({"rates": rates, "tune_rate": args.tune_rate}), flush=True)
         static_units = args.static_units
         if "static" in modes and static_units is None:
             # As an operator would, and fairly: at a rate where `off` holds the SLO (a baseline
