@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple, Union
 
 from harli_sgl.jobs.hyperparameters import Hyperparameters
 from harli_sgl.jobs.tenants import DEFAULT_TENANT
+from harli_sgl.worker.finish_estimate import FinishEstimate
 
 if TYPE_CHECKING:
     from harli_sgl.core.trainer.job_trainer import DueCheckpoint, JobTrainer
@@ -32,6 +33,7 @@ class EventRecord:
     message: str
     data: dict
     type: str = "message"  # "metrics": a step's numbers, which also update progress
+    estimated_finish: int | None = None  # a metrics event's estimate (worker/finish_estimate.py)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class RunningJob:
     write: PendingWrite | None = None  # the job's one checkpoint or adapter write in flight
     finished: FinishedAdapter | None = None  # trained, trainer closed, adapter not yet written
     deferring: bool = False  # a checkpoint was deferred and has not been taken since
+    estimate: FinishEstimate = field(default_factory=FinishEstimate)
+    result_files: list[str] | None = None  # stored once trained, before it is published
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ def test_a_version_1_sqlite_workdir_upgrades_in_place(tmp_path):
     store = JobStore(work)
     try:
         db = sqlite3.connect(db_path)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
         assert {"lease_owner", "lease_expires_at", "succeeded_seq"} <= columns
         assert {r[1] for r in db.execute("PRAGMA table_info(instances)")} == {
