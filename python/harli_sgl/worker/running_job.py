@@ -40,7 +40,7 @@ class EventRecord:
 class CheckpointRecord:
     step: int
     path: str
-    metrics: dict  # train_loss / valid_loss, those known
+    metrics: dict  # step and the CHECKPOINT_METRICS known (core/trainer/reports.py)
 
 
 @dataclass(frozen=True)

@@ -185,8 +185,9 @@ class JobTrainer:
     def run(self, budget_units: int, deadline: float | None = None) -> RunResult:
         """Run pieces (across step boundaries) within ``budget_units`` and before ``deadline``.
 
-        Step events fire inside the call that finishes the step. When that step is
-        due for a checkpoint the call stops there, and the caller takes it with
+        A step's event fires inside the call that finishes the step, or its
+        evaluation when one is due. When that step is due for a checkpoint (after
+        its evaluation) the call stops there, and the caller takes it with
         :meth:`take_due_checkpoint` or :meth:`write_due_checkpoint`, or defers it
         with :meth:`defer_checkpoint` (a call that finds it still due writes it
         first, here).
