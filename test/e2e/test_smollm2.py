@@ -10,7 +10,10 @@ trains one small job, ``straight``. Against it:
 - the adapter the server trained in layer-chunked slots, two micro-batches a
   step, equals a plain HF + PEFT loop over the same schedule (full batches);
 - the same job crashed after its first checkpoint (the worker SIGKILLed) and
-  resumed gives the same adapter as ``straight``, which no crash interrupted.
+  resumed gives the same adapter as ``straight``, which no crash interrupted;
+- a job over-trained on four of the facts, validated on the other four, shows
+  validation loss falling then rising (it first learns the answers' style, then
+  memorises its four), in its metrics events, its checkpoints and its results file.
 
 Kept small for a 2-core host: 8 short chat examples, 8 steps, LoRA r 4, no
 start-up latency profile (these tests are about numbers, not about latency),
@@ -20,6 +23,8 @@ fight over it).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -315,3 +320,68 @@ def test_a_dpo_job_raises_the_served_preference_margin_on_held_out_pairs(smol_se
     tuned = preference_margin(smol_server, tokenizer, held_out, job.fine_tuned_model)
     print(f"held-out preference margin (nats): base {base:.3f}, DPO adapter {tuned:.3f}")
     assert tuned > base + 1.0, (base, tuned)
+
+
+def test_over_training_shows_validation_loss_falling_then_rising(smol_server):
+    """12 steps on 4 facts (the whole set each step), validated on the 4 others every step.
+
+    Measured (HF + PEFT, the same settings): validation loss 4.2 before training, lowest
+    about 2.96 around step 8, 3.4 at step 12, while the training loss falls to 0.1.
+    """
+    from openai.types.fine_tuning import FineTuningJob
+    from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+
+    c = client(smol_server)
+    train_file = upload(smol_server, ROWS[:4], name="four-facts.jsonl")
+    valid_file = upload(smol_server, ROWS[4:], name="four-other-facts.jsonl")
+    job = c.fine_tuning.jobs.create(
+        model=MODEL, training_file=train_file.id, validation_file=valid_file.id, seed=SEED,
+        suffix="overfit", hyperparameters={"n_epochs": 12, "batch_size": 4,
+                                           "learning_rate_multiplier": 1.0},
+        extra_body={"lora": LORA})
+    estimates = set()
+    while (polled := c.fine_tuning.jobs.retrieve(job.id)).status in ("validating_files", "queued",
+                                                                      "running"):
+        if polled.status == "running" and polled.estimated_finish is not None:
+            estimates.add(polled.estimated_finish)
+        time.sleep(0.5)
+    assert polled.status == "succeeded", polled.error
+    # While it ran, the job estimated its finish from its measured rate, in the future of
+    # its start; once finished the estimate is null, as OpenAI's is.
+    assert estimates and min(estimates) >= polled.created_at, estimates
+    assert polled.estimated_finish is None
+
+    metrics = {e.data["step"]: e.data for e in events(smol_server, job.id) if e.type == "metrics"}
+    assert sorted(metrics) == list(range(1, 13))
+    valid = [metrics[s]["valid_loss"] for s in range(1, 13)]
+    train_losses = [metrics[s]["train_loss"] for s in range(1, 13)]
+    best = min(range(12), key=valid.__getitem__)
+    print("validation loss by step:", [round(v, 3) for v in valid])
+    assert 0 < best < 11, valid  # it falls, and the lowest point is not the end
+    assert valid[best] < valid[0] - 0.3 and valid[-1] > valid[best] + 0.2, valid
+    assert train_losses[-1] < train_losses[best] < train_losses[0]  # training loss keeps falling
+    assert all(0 <= metrics[s]["train_mean_token_accuracy"] <= 1 and
+               0 <= metrics[s]["valid_mean_token_accuracy"] <= 1 for s in metrics)
+    assert metrics[12]["train_mean_token_accuracy"] > metrics[1]["train_mean_token_accuracy"]
+
+    # Checkpoints (every 2 steps) carry the validation metrics of all of the validation file.
+    raw = requests.get(f"{smol_server.base_url}/v1/fine_tuning/jobs/{job.id}/checkpoints",
+                       headers=smol_server.headers, timeout=60).json()["data"]
+    checkpoints = [FineTuningJobCheckpoint.model_validate(x) for x in raw]
+    assert sorted(x.step_number for x in checkpoints) == [2, 4, 6, 8, 10, 12]
+    for x in checkpoints:
+        m = x.metrics
+        assert m.full_valid_loss == metrics[x.step_number]["full_valid_loss"] == m.valid_loss
+        assert 0 <= m.full_valid_mean_token_accuracy <= 1 and m.train_loss is not None
+
+    # The results file: listed on the job, a file of the job's own, the same numbers as the events.
+    raw = requests.get(f"{smol_server.base_url}/v1/fine_tuning/jobs/{job.id}",
+                       headers=smol_server.headers, timeout=60).json()
+    done = FineTuningJob.model_validate(raw)  # the client's own type, every field it has
+    assert len(done.result_files) == 1
+    assert c.files.retrieve(done.result_files[0]).purpose == "fine-tune-results"
+    rows = list(csv.DictReader(io.StringIO(c.files.content(done.result_files[0]).text)))
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    assert [float(r["valid_loss"]) for r in rows] == valid
+    assert [float(r["train_accuracy"]) for r in rows] == \
+        [metrics[s]["train_mean_token_accuracy"] for s in range(1, 13)]

@@ -21,7 +21,11 @@ import openai
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from openai.types import FileObject
+from openai.types.fine_tuning import FineTuningJob
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
+from harli_sgl.jobs.auto_hyperparameters import auto_values
 from harli_sgl.jobs import ids
 from harli_sgl.jobs.hyperparameters import Hyperparameters
 from harli_sgl.jobs.router import DEFAULT_MAX_FILE_BYTES, make_router
@@ -210,7 +214,8 @@ def test_job_lifecycle_with_the_openai_client(client, server):
     assert (job.object, job.status, job.model, job.training_file, job.validation_file) == (
         "fine_tuning.job", "queued", MODEL, f.id, v.id)
     assert (job.seed, job.metadata, job.user_provided_suffix) == (7, {"team": "search"}, "support-bot")
-    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 4
+    # "auto" follows the data set's size: 2 examples train in batches of 1.
+    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 1
     assert job.hyperparameters.learning_rate_multiplier == 0.5
     assert job.method.type == "supervised"
     assert job.method.supervised.hyperparameters.n_epochs == 2
@@ -222,11 +227,29 @@ def test_job_lifecycle_with_the_openai_client(client, server):
     # The worker's side, through the same store: run, progress, checkpoint, success.
     store = server.store
     store.set_status(job.id, "running")
-    store.update_progress(job.id, trained_tokens=100, step=1, total_steps=2)
+    store.update_progress(job.id, trained_tokens=100, step=1, total_steps=2,
+                          estimated_finish=1_900_000_000)
+    assert client.fine_tuning.jobs.retrieve(job.id).estimated_finish == 1_900_000_000
     store.add_event(job.id, "info", "Step 1/2: training loss=1.5", {"step": 1, "train_loss": 1.5},
                     type="metrics")
-    store.add_checkpoint(job.id, 1, "/ckpt/1", {"train_loss": 1.5})
-    store.set_status(job.id, "succeeded", trained_tokens=200)
+    full = {"step": 1, "train_loss": 1.5, "train_mean_token_accuracy": 0.5, "valid_loss": 1.75,
+            "valid_mean_token_accuracy": 0.25, "full_valid_loss": 1.75,
+            "full_valid_mean_token_accuracy": 0.25}
+    store.add_checkpoint(job.id, 1, "/ckpt/1", full)
+    results = store.create_file("step_metrics.csv", "fine-tune-results", b"step\n1\n")["id"]
+    store.set_status(job.id, "succeeded", trained_tokens=200, result_files=[results])
+
+    # The objects as served validate against the client's own types, every field filled.
+    raw = httpx.get(f"{server.base}/v1/fine_tuning/jobs/{job.id}",
+                    headers={"Authorization": "Bearer x"}).json()
+    validated = FineTuningJob.model_validate(raw)
+    assert validated.result_files == [results] and validated.estimated_finish is None  # finished
+    assert client.files.content(results).content == b"step\n1\n"
+    assert FileObject.model_validate(client.files.retrieve(results).model_dump()).purpose == \
+        "fine-tune-results"
+    raw = httpx.get(f"{server.base}/v1/fine_tuning/jobs/{job.id}/checkpoints",
+                    headers={"Authorization": "Bearer x"}).json()["data"][0]
+    assert FineTuningJobCheckpoint.model_validate(raw).metrics.model_dump() == full
 
     done = client.fine_tuning.jobs.retrieve(job.id)
     assert done.status == "succeeded" and done.trained_tokens == 200 and done.finished_at
@@ -241,6 +264,7 @@ def test_job_lifecycle_with_the_openai_client(client, server):
     c = checkpoints[0]
     assert (c.object, c.step_number, c.fine_tuning_job_id) == ("fine_tuning.job.checkpoint", 1, job.id)
     assert c.metrics.step == 1 and c.metrics.train_loss == 1.5
+    assert c.metrics.full_valid_mean_token_accuracy == 0.25
     assert c.fine_tuned_model_checkpoint == done.fine_tuned_model + ":ckpt-step-1"
 
     with pytest.raises(openai.BadRequestError, match="already succeeded"):
@@ -252,7 +276,7 @@ def test_method_form_and_cancel(client, server):
     job = client.fine_tuning.jobs.create(
         model=MODEL, training_file=f.id,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 5}}})
-    assert job.hyperparameters.n_epochs == 5 and job.hyperparameters.batch_size == 4
+    assert job.hyperparameters.n_epochs == 5 and job.hyperparameters.batch_size == 1
     assert job.lora["r"] == 8 and job.lora["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
     changes = server.changes
     cancelled = client.fine_tuning.jobs.cancel(job.id)
@@ -276,10 +300,15 @@ def test_a_dpo_job_with_the_openai_client(client, server):
         "type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 2}}})
     assert job.status == "queued" and job.method.type == "dpo"
     hp = job.method.dpo.hyperparameters
-    assert (hp.beta, hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (0.2, 2, 4, 1.0)
+    # The two left out resolve from the file's size (2 pairs) by the "auto" rule, as a
+    # supervised job's do; beta and n_epochs are as given.
+    auto = auto_values(2)
+    assert (hp.beta, hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (
+        0.2, 2, auto["batch_size"], auto["learning_rate_multiplier"])
     assert job.method.supervised is None
-    assert job.hyperparameters.model_dump() == {"batch_size": 4, "learning_rate_multiplier": 1.0,
-                                                "n_epochs": 2}
+    assert job.hyperparameters.model_dump() == {
+        "batch_size": auto["batch_size"], "learning_rate_multiplier": auto["learning_rate_multiplier"],
+        "n_epochs": 2}
     assert client.fine_tuning.jobs.retrieve(job.id) == job
     stored = Hyperparameters.from_job(server.store.get_job(job.id))  # what the worker trains
     assert (stored.method, stored.beta, stored.n_epochs) == ("dpo", 0.2, 2)
@@ -706,3 +735,19 @@ def test_seeded_data_survived_everything(client, server, seeded):
     assert client.files.content(seeded["file"]).read() == GOOD
     assert client.fine_tuning.jobs.retrieve(seeded["job"]).training_file == seeded["file"]
     assert server.thread.is_alive()
+
+
+def test_auto_hyperparameters_follow_the_training_files_size(client):
+    rows = "".join(json.dumps(CHAT) + "\n" for _ in range(40)).encode()  # 40 examples
+    f = client.files.create(file=("train.jsonl", rows), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id)  # all "auto"
+    hp = job.hyperparameters  # 3 epochs train 120 >= 100 examples; 0.2% of 40 < 1
+    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (3, 1, 0.5)
+    small = client.files.create(file=("small.jsonl", GOOD), purpose="fine-tune")  # 2 examples
+    job = client.fine_tuning.jobs.create(
+        model=MODEL, training_file=small.id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": "auto", "batch_size": 2}}})
+    hp = job.method.supervised.hyperparameters
+    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (25, 2, 0.5)
+    assert client.fine_tuning.jobs.retrieve(job.id).hyperparameters.n_epochs == 25  # stored so

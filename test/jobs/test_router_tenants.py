@@ -161,3 +161,18 @@ def test_the_audit_log_names_tenant_and_object(server, caplog):
     assert f"audit action=file.create tenant=epsilon object={f} bytes={len(GOOD)} " \
            "purpose=fine-tune" in lines
     assert f"audit action=file.delete tenant=epsilon object={f}" in lines
+
+
+def test_a_jobs_results_file_is_its_tenants_alone(server, alphas):
+    from harli_sgl.worker.job_results import store_results_file
+
+    server.store.add_event(alphas["job"], "info", "step 1", {"step": 1, "train_loss": 0.5},
+                           type="metrics")
+    results = store_results_file(server.store, alphas["job"], "alpha")  # as the worker does
+    alpha, beta = server.client("alpha"), server.client("beta")
+    assert alpha.files.retrieve(results).purpose == "fine-tune-results"
+    assert alpha.files.content(results).read().decode().splitlines()[1] == "1,0.5,,,"
+    assert results in {f.id for f in alpha.files.list(purpose="fine-tune-results")}
+    not_found_body(lambda: beta.files.content(results))
+    not_found_body(lambda: beta.files.retrieve(results))
+    assert beta.files.list().data == []

@@ -278,6 +278,24 @@ def test_update_progress(store):
     assert store.update_progress(job_in(store, "queued")["id"], 1, 1, 1) is False
 
 
+def test_estimated_finish_is_shown_only_while_running(store):
+    job = job_in(store, "running")
+    assert store.get_job(job["id"])["estimated_finish"] is None  # no rate measured yet
+    store.update_progress(job["id"], 10, 1, 30, estimated_finish=1_900_000_000)
+    assert store.get_job(job["id"])["estimated_finish"] == 1_900_000_000
+    store.update_progress(job["id"], 20, 2, 30)  # the rate is gone: null again, never stale
+    assert store.get_job(job["id"])["estimated_finish"] is None
+    store.update_progress(job["id"], 30, 3, 30, estimated_finish=1_900_000_000)
+    assert store.set_status(job["id"], "succeeded")["estimated_finish"] is None
+
+
+def test_result_files_are_recorded_when_a_job_succeeds(store):
+    job = job_in(store, "running")
+    results = store.create_file("step-metrics.csv", "fine-tune-results", b"step\n")["id"]
+    done = store.set_status(job["id"], "succeeded", result_files=[results])
+    assert done["result_files"] == [results] == store.get_job(job["id"])["result_files"]
+
+
 def test_list_jobs_pagination_with_after(store):
     f = store.create_file("train.jsonl", "fine-tune", DATA)["id"]
     made = [new_job(store, f)["id"] for _ in range(7)]

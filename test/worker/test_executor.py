@@ -78,7 +78,17 @@ def test_job_trains_in_idle_slots_and_saves_its_adapter(rig):
     assert coord.metrics.total_trained_tokens > 0
     assert store.list_checkpoints(job_id)[0]  # every 2 steps
     # Not servable yet (no server to publish to), so not "succeeded".
-    assert store.get_job(job_id)["status"] == "running"
+    job = store.get_job(job_id)
+    assert job["status"] == "running"
+    # Its rate was measured: an estimated finish, no earlier than the job's creation.
+    assert job["estimated_finish"] is not None and job["estimated_finish"] >= job["created_at"]
+    # Its results file is stored before it is published, as a file of its tenant.
+    pump(coord, lambda: store.list_files("fine-tune-results", tenant="default"))
+    results = store.list_files("fine-tune-results", tenant="default")
+    assert len(results) == 1 and results[0]["filename"] == "step_metrics.csv"
+    rows = store.read_file(results[0]["id"]).decode().splitlines()
+    assert rows[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
 
 
 def test_bad_job_fails_precisely_and_the_next_one_runs(rig):

@@ -4,7 +4,9 @@ Requests may give hyperparameters in either OpenAI form: the legacy top-level
 ``hyperparameters={...}`` or ``method={"type": "supervised", "supervised":
 {"hyperparameters": {...}}}`` (both at once only if they agree). Each value is a
 number, ``"auto"`` or null, and "auto"/null is resolved when the job is created,
-so a stored job never changes meaning:
+so a stored job never changes meaning. The "auto" column is what a request alone
+resolves to; the router then resolves "auto" from the training file's size
+(:mod:`.auto_hyperparameters`):
 
 ==========================  ======  =========  =====================================
 field                       auto    bounds     meaning

@@ -21,6 +21,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, ValidationError
 
 from harli_sgl.jobs import ids
+from harli_sgl.jobs.auto_hyperparameters import auto_fields
 from harli_sgl.jobs.errors import ApiError, bad_request
 from harli_sgl.jobs.hyperparameters import (Hyperparameters, SettingError, SettingsRequest,
                                             first_error, must_be, setting_error, validation_context)
@@ -71,6 +72,7 @@ class JobRequest:
     seed: int
     settings: Hyperparameters
     metadata: dict[str, str] | None
+    auto: frozenset[str] = frozenset()  # hyperparameters left to "auto" (jobs/auto_hyperparameters.py)
 
 
 def parse_job_request(body: object, *, models: Sequence[str], max_lora_rank: int,
@@ -94,7 +96,15 @@ def parse_job_request(body: object, *, models: Sequence[str], max_lora_rank: int
     seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
     return JobRequest(model=request.model, training_file=request.training_file,
                       validation_file=request.validation_file, suffix=request.suffix, seed=seed,
-                      settings=settings, metadata=request.metadata)
+                      settings=settings, metadata=request.metadata,
+                      auto=auto_fields(_hyperparameter_forms(body)))
+
+
+def _hyperparameter_forms(body: Mapping) -> list[Mapping | None]:
+    """Every place the (already validated) body gives hyperparameters: top level, the method's."""
+    method = body.get("method") or {}
+    under = (method.get(method.get("type") or "supervised") or {}).get("hyperparameters")
+    return [body.get("hyperparameters"), under]
 
 
 def _api_error(exc: ValidationError) -> ApiError:

@@ -47,6 +47,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from harli_sgl.jobs import audit, ids
+from harli_sgl.jobs.auto_hyperparameters import count_examples
+from harli_sgl.jobs.auto_hyperparameters import resolve as resolve_auto
 from harli_sgl.jobs.errors import (ApiError, bad_request, insufficient_storage, not_found,
                                   quota_exceeded, server_error, too_large)
 from harli_sgl.jobs.hyperparameters import LLAMA_PROJECTIONS
@@ -289,10 +291,18 @@ class FineTuningApi:
                               param="validation_file", code="invalid_validation_file")
         if req.validation_file is not None:
             self.check_file_ref(req.validation_file, "validation_file", tenant)
+        settings = req.settings
+        if req.auto:  # "auto" follows the data set's size (jobs/auto_hyperparameters.py)
+            try:
+                n = count_examples(self.store.read_file(req.training_file, tenant))
+            except (NotFoundError, FileContentError):
+                n = None  # the job fails in finish_validation below, naming the file
+            if n is not None:
+                settings = resolve_auto(settings, req.auto, n)
         # The store re-checks the files atomically: one may be deleted since the check above.
         created = self.store.create_job(
             req.model, req.training_file, req.validation_file, req.suffix, req.seed,
-            req.settings.to_stored(), req.settings.lora.to_dict(), req.metadata, tenant)
+            settings.to_stored(), settings.lora.to_dict(), req.metadata, tenant)
         audit.record("job.create", tenant, created["id"], training_file=req.training_file)
         job = self.finish_validation(created)
         if job["status"] == "queued":

@@ -134,7 +134,13 @@ CREATE TABLE adapter_shares (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_FILES_JOBS_EVENTS_CHECKPOINTS, V2_LEASES_INSTANCES, V3_TENANTS)
+V4_RESULTS_ESTIMATE = """
+ALTER TABLE jobs ADD COLUMN result_files TEXT;          -- JSON list of file ids, NULL: none
+ALTER TABLE jobs ADD COLUMN estimated_finish INTEGER;   -- unix seconds, from the measured rate
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_FILES_JOBS_EVENTS_CHECKPOINTS, V2_LEASES_INSTANCES, V3_TENANTS,
+                               V4_RESULTS_ESTIMATE)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

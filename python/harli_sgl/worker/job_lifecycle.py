@@ -59,6 +59,7 @@ from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
 from harli_sgl.jobs.store import InvalidTransitionError, LeaseLostError, StorageFullError, StoreError
 from harli_sgl.jobs.tenants import DEFAULT_TENANT
 from harli_sgl.worker import malloc
+from harli_sgl.worker.job_results import store_results_file
 from harli_sgl.worker.running_job import (CheckpointRecord, EventRecord, PreparedData,
                                           ProgressRecord, RunningJob)
 
@@ -223,6 +224,7 @@ class JobLifecycle:
             self._fail(entry, "invalid_hyperparameters", f"cannot start training: {e}")
             return
         p = entry.trainer.progress
+        entry.estimate.start(p.step, time.time())
         message = (f"training {len(examples)} examples for {p.total_steps} steps "
                    f"({cfg.n_epochs} epochs, batch size {cfg.batch_size})")
         logger.info("job %s: %s", job_id, message)
@@ -230,15 +232,16 @@ class JobLifecycle:
         self.flush()
 
     def _on_event(self, job: RunningJob, kind: str, message: str, data: dict) -> None:
-        if kind in ("step", "eval"):
-            self._event(job, "info", message, data, "metrics")
+        if kind == "step":
+            job.estimate.step_done(data["step"], time.time())
+            job.records.append(EventRecord("info", message, data, "metrics",
+                                           job.estimate.finish_at(data["total_steps"])))
             return
         # Milestones (epochs, checkpoints, the end of training) reach the server log too:
         # an operator reads logs first. Steps stay in the job's events only.
         logger.info("job %s: %s", job.job_id, message)
         if kind == "checkpoint":
-            metrics = {k: data[k] for k in ("train_loss", "valid_loss") if data[k] is not None}
-            job.records.append(CheckpointRecord(data["step"], data["path"], metrics))
+            job.records.append(CheckpointRecord(data["step"], data["path"], data["metrics"]))
         else:
             self._event(job, "info", message, data)
 
@@ -255,6 +258,8 @@ class JobLifecycle:
             self.flush()  # every event of the job is stored before it can succeed
             if job.records:
                 return  # not stored yet (the disk is full): publish on a later tick
+            if job.result_files is None and not self._store_results(job):
+                return  # the disk is full: stored on a later tick
             job.publishing = self._publish_pool.submit(self._publish_call, job.name,
                                                        job.adapter_path)
         if not job.publishing.done():
@@ -264,7 +269,7 @@ class JobLifecycle:
         if ok:
             try:
                 self.store.set_status(job.job_id, "succeeded", fine_tuned_model=job.name,
-                                      owner=self.owner)
+                                      owner=self.owner, result_files=job.result_files)
             except InvalidTransitionError:
                 pass  # cancelled while publishing: the cancel wins
             except LeaseLostError:
@@ -275,6 +280,20 @@ class JobLifecycle:
             self.running.pop(job.job_id, None)
         elif why.startswith("server refused"):
             self._fail(job, "publish_failed", why)
+
+    def _store_results(self, job: RunningJob) -> bool:
+        """Store the job's results file (once); False if the disk is full (tried again later)."""
+        try:
+            job.result_files = [store_results_file(self.store, job.job_id, job.tenant)]
+        except StorageFullError as e:
+            self._storage_full(e)
+            return False
+        except StoreError as e:  # e.g. the tenant's storage quota: the job still succeeds
+            logger.warning("job %s: its results file was not stored: %s", job.job_id, e)
+            job.result_files = []
+            self._event(job, "warn", f"the results file was not stored: {e}", {})
+            self.flush()
+        return True
 
     def _fail(self, job: RunningJob, code: str, message: str) -> None:
         logger.warning("job %s failed (%s): %s", job.job_id, code, message)
@@ -335,7 +354,8 @@ class JobLifecycle:
             if record.type == "metrics":
                 d = record.data
                 self.store.update_progress(job.job_id, d["trained_tokens"], d["step"],
-                                           d["total_steps"], owner=self.owner)
+                                           d["total_steps"], owner=self.owner,
+                                           estimated_finish=record.estimated_finish)
         else:
             raise TypeError(f"not a store record: {record!r}")
 

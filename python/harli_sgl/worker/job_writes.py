@@ -86,8 +86,10 @@ class JobWrites:
                 self._fail(job, "adapter_save_failed",
                            f"the trained adapter could not be saved: {type(e).__name__}: {e}")
                 return
-            job.finished = FinishedAdapter(snapshot, {"trained_tokens": p.trained_tokens,
-                                                      "step": p.step, "total_steps": p.total_steps})
+            # Training is done: the estimate is its last step's time (see finish_estimate.py).
+            job.finished = FinishedAdapter(snapshot, {
+                "trained_tokens": p.trained_tokens, "step": p.step, "total_steps": p.total_steps,
+                "estimated_finish": job.estimate.finish_at(p.total_steps)})
             t.close()  # the LoRA layers leave the shared base model now, not after the write
             job.trainer = None
         path = self._artifact_dir("adapters", job.dir_name)  # shared by the fleet's instances

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple, Union
 
 from harli_sgl.jobs.hyperparameters import Hyperparameters
 from harli_sgl.jobs.tenants import DEFAULT_TENANT
+from harli_sgl.worker.finish_estimate import FinishEstimate
 
 if TYPE_CHECKING:
     from harli_sgl.core.trainer.job_trainer import DueCheckpoint, JobTrainer
@@ -32,13 +33,14 @@ class EventRecord:
     message: str
     data: dict
     type: str = "message"  # "metrics": a step's numbers, which also update progress
+    estimated_finish: int | None = None  # a metrics event's estimate (worker/finish_estimate.py)
 
 
 @dataclass(frozen=True)
 class CheckpointRecord:
     step: int
     path: str
-    metrics: dict  # train_loss / valid_loss, those known
+    metrics: dict  # step and the CHECKPOINT_METRICS known (core/trainer/reports.py)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class RunningJob:
     # A checkpoint was recorded since the last fair-share check: a point where the job can
     # be preempted without losing training (see JobLifecycle._preempt_for_fair_share).
     checkpointed: bool = False
+    estimate: FinishEstimate = field(default_factory=FinishEstimate)
+    result_files: list[str] | None = None  # stored once trained, before it is published
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,7 @@ def test_whole_step_in_one_call(make_model, random_examples):
     assert result.tokens == result.trained_tokens == sum(len(e.input_ids) for e in examples)
     assert trainer.idle
     assert all(p.grad is None for p in trainer._params)  # zero_grad(set_to_none=True)
-    assert trainer.run(10**12) == (NO_SLOT, 0, 0, False, None)  # idle: nothing to do
+    assert trainer.run(10**12) == (NO_SLOT, 0, 0, False, None, None)  # idle: nothing to do
 
 
 def test_budget_below_the_next_piece_runs_nothing(make_model, random_examples):
@@ -250,7 +250,7 @@ def test_budget_below_the_next_piece_runs_nothing(make_model, random_examples):
     need = trainer.min_piece_units
     assert need > 0
     before = weights(trainer.stack.causal_lm)
-    assert trainer.run(need - 1) == (NO_SLOT, 0, 0, False, None)
+    assert trainer.run(need - 1) == (NO_SLOT, 0, 0, False, None, None)
     assert trainer.run(0).pieces == 0
     assert trainer.min_piece_units == need
     result = trainer.run(need + need // 2)  # one piece fits, two do not
@@ -359,3 +359,29 @@ def test_bf16_serving_weights_train_with_fp32_lora_and_optimizer_state_under_aut
     assert any(not torch.equal(before[n], after[n]) for n in before)
     state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim()]
     assert state and all(t.dtype == torch.float32 for t in state)
+
+
+def hf_token_accuracy(model, batch: list[Example]) -> float:
+    """Mean token accuracy as OpenAI defines it, from one HF forward of the whole batch."""
+    mb = collate(batch, PAD)
+    with torch.no_grad():
+        logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
+    target = mb.labels[:, 1:]
+    supervised = target != IGNORE_INDEX
+    hits = (logits[:, :-1].argmax(-1) == target) & supervised
+    return hits.sum().item() / supervised.sum().item()
+
+
+@pytest.mark.parametrize("evaluate", [False, True])
+def test_mean_token_accuracy_equals_hf_argmax_accuracy(evaluate, make_model, random_examples):
+    batch = random_examples(5, seed=13)
+    model = lora(make_model("llama", num_layers=2), ATTN_MLP)
+    train_plain(model, [batch] * 40, lr=3e-2, clip=None)  # a random model predicts nothing
+    model.eval()  # no dropout anyway; the reference sees the weights before the update
+    expected = hf_token_accuracy(model, batch)
+    model.train()
+    trainer = ChunkedTrainer(model, torch.optim.SGD(trainable(model), lr=0.0))
+    trainer.start_step([collate(batch[i:i + 2], PAD) for i in range(0, 5, 2)], evaluate=evaluate)
+    result = trainer.run(10**12)
+    assert result.step_done and 0 < expected < 1
+    assert result.accuracy == pytest.approx(expected, abs=1e-12)

@@ -115,8 +115,11 @@ def test_events_progress_and_run_results(make_model, tokenizer, random_examples,
     assert steps[-1]["train_loss"] == result.loss
     assert events[1][1].startswith("step 2/4: train loss ")
     assert [d["epoch"] for kind, _, d in events if kind == "epoch"] == [1, 2]
-    assert events[4][2] == {"step": 3, "path": str(tmp_path / "step-3"),
-                            "train_loss": steps[2]["train_loss"], "valid_loss": None}
+    assert all(0 <= d["train_mean_token_accuracy"] <= 1 for d in steps)
+    assert "valid_loss" not in steps[0]  # no validation file, no validation metrics
+    assert events[4][2] == {"step": 3, "path": str(tmp_path / "step-3"), "metrics": {
+        "step": 3, "train_loss": steps[2]["train_loss"],
+        "train_mean_token_accuracy": steps[2]["train_mean_token_accuracy"]}}
     assert events[-1][2]["step"] == 4
     progress = trainer.progress
     assert (progress.step, progress.total_steps, progress.epoch) == (4, 4, 2)
@@ -273,46 +276,77 @@ def hf_mean_loss(model, examples, pad_id) -> float:
     return float(loss)
 
 
+def hf_accuracy(model, examples, pad_id) -> float:
+    """OpenAI's mean token accuracy (argmax == label over supervised tokens), from HF."""
+    model.eval()
+    with torch.no_grad():
+        mb = collate(examples, pad_id)
+        logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
+    model.train()
+    target = mb.labels[:, 1:]
+    supervised = target != -100
+    return ((logits[:, :-1].argmax(-1) == target) & supervised).sum().item() / supervised.sum().item()
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_validation_loss_each_epoch_without_changing_training(dropout, make_model, tokenizer,
-                                                              random_examples, tmp_path):
+def test_validation_sample_every_interval_and_all_of_it_at_checkpoints_and_the_end(
+        dropout, make_model, tokenizer, random_examples, tmp_path, monkeypatch):
+    from harli_sgl.core.trainer import validation
+
+    monkeypatch.setattr(validation, "SAMPLE_EXAMPLES", 2)  # the sample is 2 of the 5
+    monkeypatch.setattr(validation, "SAMPLE_POINTS", 3)  # 6 steps: a sample every 2
     examples, valid = random_examples(7, seed=31), random_examples(5, seed=32)
-    config = replace(CONFIG, lora_dropout=dropout)
+    config = replace(CONFIG, lora_dropout=dropout, checkpoint_every_steps=3)
     plain = JobTrainer(make_model("llama"), tokenizer, examples, config)
     drive(plain, seed=1)
 
     events = []
     trainer = JobTrainer(make_model("llama"), tokenizer, examples, config,
                          validation_examples=valid,
-                         on_event=lambda kind, msg, data: events.append((kind, data)))
-    drive(trainer, seed=2)
+                         on_event=lambda kind, msg, data: events.append((kind, data)),
+                         checkpoint_dir=lambda step: str(tmp_path / f"s{step}"))
+    rng = random.Random(2)
+    while not trainer.done:
+        trainer.run(rng.randint(0, 4 * trainer.min_piece_units))
+        trainer.write_due_checkpoint()
     # Evaluating changes nothing about training, not even dropout's random draws.
     expected, actual = lora_weights(plain.peft_model), lora_weights(trainer.peft_model)
     for name in expected:
         assert torch.equal(actual[name], expected[name]), name
     assert trainer.trained_tokens == plain.trained_tokens
 
+    steps = {d["step"]: d for k, d in events if k == "step"}
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6]  # one event per step, validation in it
+    assert [s for s, d in steps.items() if "valid_loss" in d] == [2, 3, 4, 6]
+    assert [s for s, d in steps.items() if "full_valid_loss" in d] == [3, 6]  # checkpoint, end
+    assert [steps[s]["valid_examples"] for s in (2, 3, 4, 6)] == [2, 5, 2, 5]
+    assert steps[2]["valid_loss"] != steps[4]["valid_loss"]
+    # The last evaluation is HF's mean loss and argmax accuracy of the trained model on all of it.
+    last = steps[6]
+    assert last["full_valid_loss"] == last["valid_loss"] == pytest.approx(
+        hf_mean_loss(trainer.peft_model, valid, tokenizer.pad_token_id), rel=1e-5)
+    assert last["full_valid_mean_token_accuracy"] == pytest.approx(
+        hf_accuracy(trainer.peft_model, valid, tokenizer.pad_token_id), abs=1e-9)
+    assert trainer.last_metrics == last
     kinds = [k for k, _ in events]
-    evals = [d for k, d in events if k == "eval"]
-    assert [d["step"] for d in evals] == [3, 6]  # after each of the 2 epochs
-    assert kinds[-2:] == ["eval", "done"]  # done only once the last epoch is evaluated
-    assert all(d["valid_examples"] == 5 for d in evals)
-    # The last evaluation is HF's mean loss of the trained model on the validation set.
-    reference = hf_mean_loss(trainer.peft_model, valid, tokenizer.pad_token_id)
-    assert evals[-1]["valid_loss"] == pytest.approx(reference, rel=1e-5)
-    assert trainer.last_valid_loss == evals[-1]["valid_loss"]
-    assert events[-1][1]["valid_loss"] == evals[-1]["valid_loss"]
-    assert evals[0]["valid_loss"] != evals[1]["valid_loss"]
+    assert kinds[-3:] == ["epoch", "done", "checkpoint"]  # done once the end is evaluated
+    assert events[-2][1]["full_valid_loss"] == last["full_valid_loss"]
+    checkpoint = next(d for k, d in events if k == "checkpoint")
+    assert checkpoint["metrics"] == {k: v for k, v in steps[3].items() if k in (
+        "step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+        "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")}
 
 
 def test_evaluation_runs_in_forward_pieces_within_budgets(make_model, tokenizer, random_examples):
     examples, valid = random_examples(3, seed=41), random_examples(4, seed=42)
-    config = replace(CONFIG, n_epochs=1)  # one step per epoch
+    config = replace(CONFIG, n_epochs=1)  # one step, then the full evaluation
+    events = []
     trainer = JobTrainer(make_model("llama"), tokenizer, examples, config,
-                         validation_examples=valid)
+                         validation_examples=valid,
+                         on_event=lambda kind, msg, data: events.append(kind))
     while trainer.completed_steps < 1:
         trainer.run(trainer.min_piece_units)
-    assert trainer.eval_pending and not trainer.done
+    assert trainer.eval_pending and not trainer.done and events == []  # the step's event waits
     layers = trainer.peft_model.get_base_model().config.num_hidden_layers
     # Only forward pieces (layers + head) of 2 micro-batches: one piece per call at most.
     pieces = trainer.upcoming_pieces(100)
@@ -323,28 +357,40 @@ def test_evaluation_runs_in_forward_pieces_within_budgets(make_model, tokenizer,
         r = trainer.run(trainer.min_piece_units)
         assert r.pieces == 1 and r.trained_tokens == 0 and r.work.units_bwd == 0
         calls += 1
-    assert calls == len(pieces) and trainer.last_valid_loss is not None
+    assert calls == len(pieces) and "full_valid_loss" in trainer.last_metrics
+    assert events == ["step", "epoch", "done"]
 
 
-def test_pending_evaluation_survives_a_checkpoint(make_model, tokenizer, random_examples,
-                                                  tmp_path):
+def test_resumed_job_reports_the_validation_metrics_of_an_uninterrupted_one(
+        make_model, tokenizer, random_examples, tmp_path):
     examples, valid = random_examples(7, seed=51), random_examples(3, seed=52)
-    config = replace(CONFIG, checkpoint_every_steps=3)  # step 3 ends epoch 1
-    paths = []
-    first = JobTrainer(make_model("llama"), tokenizer, examples, config, validation_examples=valid,
-                       checkpoint_dir=lambda step: paths.append(str(tmp_path / f"s{step}")) or
-                       paths[-1])
-    drive(first, seed=3, until_step=3)
-    first.write_due_checkpoint()
-    assert first.eval_pending and paths == [str(tmp_path / "s3")]
+    config = replace(CONFIG, checkpoint_every_steps=3)
 
-    events = []
-    resumed = JobTrainer.resume(paths[0], make_model("llama"), tokenizer, examples, config,
-                                validation_examples=valid,
-                                on_event=lambda kind, msg, data: events.append((kind, data)))
-    assert resumed.eval_pending
-    drive(resumed, seed=4)
-    assert [d["step"] for k, d in events if k == "eval"] == [3, 6]
+    def run(trainer, until_step=None):
+        events = []
+        trainer._on_event = lambda kind, msg, data: events.append((kind, data))
+        while not trainer.done and (until_step is None or trainer.completed_steps < until_step
+                                    or trainer.eval_pending):
+            trainer.run(trainer.min_piece_units * 3)
+            trainer.write_due_checkpoint()
+        return {d["step"]: {k: v for k, v in d.items() if k != "tokens_per_s"}
+                for k, d in events if k == "step"}
+
+    straight = run(JobTrainer(make_model("llama"), tokenizer, examples, config,
+                              validation_examples=valid,
+                              checkpoint_dir=lambda step: str(tmp_path / f"a{step}")))
+    first = JobTrainer(make_model("llama"), tokenizer, examples, config, validation_examples=valid,
+                       checkpoint_dir=lambda step: str(tmp_path / f"b{step}"))
+    before = run(first, until_step=4)  # the checkpoint at 3 is written, step 4 is evaluated
+    resumed = JobTrainer.resume(str(tmp_path / "b3"), make_model("llama"), tokenizer, examples,
+                                config, validation_examples=valid,
+                                checkpoint_dir=lambda step: str(tmp_path / f"c{step}"))
+    assert resumed.last_metrics["full_valid_loss"] == before[3]["full_valid_loss"]
+    after = run(resumed)
+    assert sorted(after) == [4, 5, 6] and all("valid_loss" in d for d in after.values())
+    for step in range(4, 7):
+        assert after[step] == pytest.approx(straight[step], rel=1e-6), step
+    assert before[3] == pytest.approx(straight[3], rel=1e-6)
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan")])

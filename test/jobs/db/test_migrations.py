@@ -114,9 +114,11 @@ def write_v1_workdir(work: str) -> dict[str, str]:
 
 def everything(db_path: str) -> dict:
     """Every object the API can show, built from the raw rows; rows from before tenants
-    (no ``tenant`` column) as the default tenant's, which is what upgrading must make them."""
+    (no ``tenant`` column) as the default tenant's, and from before version 4 with no results
+    file and no estimate, which is what upgrading must make them."""
     db = sqlite3.connect(db_path)
-    db.row_factory = lambda cursor, row: {"tenant": "default",
+    db.row_factory = lambda cursor, row: {"tenant": "default", "result_files": None,
+                                          "estimated_finish": None,
                                           **sqlite3.Row(cursor, row)}  # type: ignore[dict-item]
     names = {r["id"]: r["fine_tuned_model"] or ids.fine_tuned_model_name(
                  r["id"], r["suffix"], r["model"], r["tenant"])
@@ -141,7 +143,7 @@ def test_a_version_1_sqlite_workdir_upgrades_in_place(tmp_path):
     store = JobStore(work)
     try:
         db = sqlite3.connect(db_path)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
         assert {"lease_owner", "lease_expires_at", "succeeded_seq"} <= columns
         assert {r[1] for r in db.execute("PRAGMA table_info(instances)")} == {

@@ -32,7 +32,9 @@ optimizer step are folded into the adjacent layer pieces at no extra units.
 An *evaluation step* (:meth:`ChunkedTrainer.start_eval`) is the forward half
 only: ``forward layer 0 .. L-1, head forward`` per micro-batch, run without
 autograd and with dropout off, ending in the mean token loss and no optimizer
-update. Validation loss is computed that way, inside slots like training.
+update. Validation loss is computed that way, inside slots like training. Every
+step, training or evaluation, also ends in its mean token accuracy: the share of
+supervised tokens whose argmax prediction is the label (OpenAI's metric).
 
 Saved activations are produced only inside forward pieces; passing
 ``saved_tensors_hooks=(pack, unpack)`` wraps every forward piece in
@@ -58,7 +60,7 @@ from torch import nn
 from harli_sgl.core.gpu.fence import Device, DeviceDeadline, device_for
 from harli_sgl.core.iteration import NO_SLOT, CostKind, SlotWork
 from harli_sgl.core.trainer.data import IGNORE_INDEX, MicroBatch
-from harli_sgl.core.trainer.stack import DecoderStack, LayerContext
+from harli_sgl.core.trainer.stack import DecoderStack, HeadOut, LayerContext
 
 SavedTensorsHooks = tuple[Callable[[torch.Tensor], Any], Callable[[Any], torch.Tensor]]
 
@@ -89,6 +91,7 @@ class RunResult(NamedTuple):
     trained_tokens: int  # real tokens of micro-batches whose backward finished in this call
     step_done: bool
     loss: float | None  # mean token loss of the step this call finished, else None
+    accuracy: float | None = None  # its mean token accuracy (argmax hits / supervised tokens)
 
     @property
     def units(self) -> int:
@@ -133,6 +136,7 @@ class ChunkedStep:
         self.position = 0  # index into the 2L+2 pieces of the current micro-batch
         self.state: _MicroState | None = None
         self.loss_sum: torch.Tensor | None = None
+        self.hits = 0  # supervised tokens predicted exactly, over the micro-batches so far
 
     @property
     def pieces_per_micro_batch(self) -> int:
@@ -290,7 +294,7 @@ class ChunkedTrainer:
             raise ValueError(f"budget_units must be >= 0, got {budget_units}")
         work, tokens, trained = NO_SLOT, 0, 0
         touched: set[int] = set()
-        loss = None
+        loss = accuracy = None
         clock = None if deadline is None else \
             DeviceDeadline(self.device, deadline, self._ms_per_unit)
         while self._step is not None:
@@ -312,10 +316,10 @@ class ChunkedTrainer:
             if step.advance():
                 trained += 0 if step.evaluate else step.real_tokens[finished_index]
                 if step.finished:
-                    loss = self._finish_step(step)
+                    loss, accuracy = self._finish_step(step)
         if clock is not None and clock.observed_ms_per_unit:
             self._ms_per_unit = clock.observed_ms_per_unit
-        return RunResult(work, tokens, trained, loss is not None, loss)
+        return RunResult(work, tokens, trained, loss is not None, loss, accuracy)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """Forward and backward pieces under autocast to ``autocast_dtype`` (GPU: bf16 over
@@ -348,7 +352,8 @@ class ChunkedTrainer:
             with self._forward_scope():
                 hidden = state.outputs[n - 1].detach().requires_grad_()
                 state.inputs[n] = hidden
-                state.loss = self._head(step, state, hidden)
+                state.loss, hits = self._head(step, state, hidden)
+                step.hits += hits
         elif piece.kind is PieceKind.HEAD_BACKWARD:
             torch.autograd.backward(state.loss)
             step.loss_sum = state.loss.detach() if step.loss_sum is None \
@@ -374,13 +379,15 @@ class ChunkedTrainer:
                     state.outputs[piece.layer] = self.stack.layer(piece.layer, hidden, state.ctx)
                 else:
                     last = state.outputs.pop(self.stack.num_layers - 1)
-                    loss = self._head(step, state, last)
+                    loss, hits = self._head(step, state, last)
+                    step.hits += hits
                     step.loss_sum = loss if step.loss_sum is None else step.loss_sum + loss
         finally:
             model.train(was_training)
 
-    def _head(self, step: ChunkedStep, state: _MicroState, hidden: torch.Tensor) -> torch.Tensor:
-        """The current micro-batch's share of the step's loss, from the last layer's output.
+    def _head(self, step: ChunkedStep, state: _MicroState, hidden: torch.Tensor) -> HeadOut:
+        """The current micro-batch's share of the step's loss, from the last layer's output,
+        and its exact next-token hits (for the mean token accuracy).
 
         A subclass with another objective (e.g. :mod:`.dpo`) overrides this one piece.
         """
@@ -410,13 +417,14 @@ class ChunkedTrainer:
             torch.autograd.backward(state.embeds, grad_tensors=state.grad)
             state.embeds = None
 
-    def _finish_step(self, step: ChunkedStep) -> float:
+    def _finish_step(self, step: ChunkedStep) -> tuple[float, float]:
+        accuracy = step.hits / step.supervised_tokens
         if step.evaluate:
             self._step = None
-            return float(step.loss_sum)
+            return float(step.loss_sum), accuracy
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._step = None
-        return float(step.loss_sum)
+        return float(step.loss_sum), accuracy

@@ -38,6 +38,7 @@ from torch import nn
 
 from harli_sgl.core.trainer.chunked import ChunkedStep, ChunkedTrainer, _MicroState
 from harli_sgl.core.trainer.data import IGNORE_INDEX, MicroBatch
+from harli_sgl.core.trainer.stack import HeadOut
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -153,12 +154,14 @@ class DpoChunkedTrainer(ChunkedTrainer):
             for layer in self._tuner_layers:
                 layer.enable_adapters(True)
 
-    def _head(self, step: ChunkedStep, state: _MicroState, hidden: torch.Tensor) -> torch.Tensor:
+    def _head(self, step: ChunkedStep, state: _MicroState, hidden: torch.Tensor) -> HeadOut:
+        # No token hits: DPO's accuracy is the reward accuracy (PreferenceMetrics), and a
+        # DPO step's mean token accuracy is not reported (RunResult.accuracy is 0 here).
         logits = self.stack.lm_head(self.stack.norm(hidden))
         logps = sequence_logps(logits, state.batch.labels)
         if step.evaluate:
             self._reference_out.append(logps.detach().cpu())
-            return logps.new_zeros(())
+            return HeadOut(logps.new_zeros(()), 0)
         terms = dpo_terms(logps, self._references[step.micro_index], self.beta)
         pairs = sum(mb.input_ids.shape[0] for mb in step.micro_batches) // 2
         chosen, rejected = terms.chosen_rewards, terms.rejected_rewards
@@ -168,7 +171,7 @@ class DpoChunkedTrainer(ChunkedTrainer):
         if step.micro_index == len(step.micro_batches) - 1:
             loss, c, r, acc = (float(x) / pairs for x in self._sums)
             self.last_metrics = PreferenceMetrics(loss, c, r, c - r, acc)
-        return terms.losses.sum() / pairs
+        return HeadOut(terms.losses.sum() / pairs, 0)
 
 
 def _check_pairs(micro_batches: Sequence[MicroBatch]) -> None:

@@ -72,9 +72,9 @@ class DpoJobTrainer(JobTrainer):
                           [self._references[i][1:2] for i in group]) for group in groups]
         self._chunked.start_step([self._collate(group) for group in groups], references=refs)
 
-    def _after_eval(self, loss: float) -> None:
+    def _after_eval(self, loss: float, accuracy: float | None) -> None:
         if self._reference_pairs is None:
-            super()._after_eval(loss)
+            super()._after_eval(loss, accuracy)
             return
         for group, logps in zip(self._reference_pairs, self._chunked.take_reference()):
             k = len(group)
@@ -96,6 +96,10 @@ class DpoJobTrainer(JobTrainer):
 
     def _emit(self, kind: str, message: str, data: dict) -> None:
         metrics = self._chunked.last_metrics
+        if kind == "step":
+            # A DPO step has no token accuracy (its head counts no hits): its accuracy is
+            # the reward accuracy below, so the supervised field is left out, not sent as 0.
+            data = {k: v for k, v in data.items() if k != "train_mean_token_accuracy"}
         if kind == "step" and metrics is not None:
             data = {**data, "train_chosen_reward": metrics.chosen_reward,
                     "train_rejected_reward": metrics.rejected_reward,

@@ -15,13 +15,17 @@ against the very tensors that serve. The schedule is a pure function of
 ``epoch_order(n, seed, e)[s * batch_size:(s + 1) * batch_size]``, split into
 micro-batches, which is what lets a checkpoint (:mod:`.resume`) resume exactly.
 
-With validation examples, the end of every epoch schedules an evaluation: the
-mean token loss over the first :data:`MAX_VALID_EXAMPLES` validation examples,
-computed in forward-only pieces through the same budgets (so it, too, only runs
-inside slots) and reported as an ``eval`` event. It runs without dropout and
-without touching the RNG stream, so it changes nothing about training; a
-pending evaluation is part of the checkpoint, and a job is done only after the
-last epoch's evaluation.
+Every step's ``step`` event carries OpenAI's metrics: ``train_loss`` and
+``train_mean_token_accuracy``, and with validation examples, on the steps
+:mod:`.validation` plans, ``valid_loss`` and ``valid_mean_token_accuracy`` (a
+sample) or also ``full_valid_*`` (all of them: at each checkpoint and after the
+last step). Such a step's event waits until its evaluation has run, in
+forward-only pieces through the same budgets (so it, too, only runs inside
+slots), so one event holds the step's numbers. Evaluation runs without dropout
+and without touching the RNG stream, so it changes nothing about training; a
+checkpoint is due only after its step's full evaluation (it carries the full
+numbers), a pending evaluation is part of the checkpoint, and a job is done only
+after its last evaluation.
 
 A loss that is NaN or infinite (a diverged run: too high a learning rate or
 LoRA scaling) raises :class:`TrainingDiverged` naming the step: every later
@@ -42,52 +46,27 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
 
 from harli_sgl.core.gpu import precision
 from harli_sgl.core.iteration import NO_SLOT
-from harli_sgl.core.trainer import lora, resume, snapshot
+from harli_sgl.core.trainer import lora, resume, snapshot, validation
 from harli_sgl.core.trainer.chunked import ChunkedTrainer, RunResult, SavedTensorsHooks
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import (DataPosition, Example, MicroBatch, checked_examples, collate,
                                          epoch_order)
+from harli_sgl.core.trainer.validation import Evaluation, ValidationPlan
 from harli_sgl.core.trainer.rng import RngStream
+from harli_sgl.core.trainer.reports import (CHECKPOINT_METRICS, DueCheckpoint,  # noqa: F401
+                                            EventCallback, Progress, TrainingDiverged)
 from harli_sgl.core.trainer.snapshot import Snapshot
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 WEIGHT_DECAY = 0.0
-# Validation is a cost paid every epoch inside slots; bound it like OpenAI bounds
-# its per-step validation batches.
-MAX_VALID_EXAMPLES = 256
-
-EventCallback = Callable[[str, str, dict], None]
-
-
-class TrainingDiverged(RuntimeError):
-    """The training or validation loss became NaN or infinite; the job cannot go on."""
-
-
-class DueCheckpoint(NamedTuple):
-    step: int  # the completed steps it records
-    path: str
-    snapshot: Snapshot
-    train_loss: float | None  # the losses when it was taken (training may have gone on since)
-    valid_loss: float | None
-
-
-class Progress(NamedTuple):
-    step: int  # completed optimizer steps
-    total_steps: int
-    epoch: int  # 0-based epoch of the next step (n_epochs once done)
-    trained_tokens: int
-    loss: float | None  # loss of the last completed step
-    tokens_per_s: float  # trained tokens per wall-clock second since this trainer's first run()
-
-
 class JobTrainer:
     """Trains one LoRA adapter on ``examples`` in budgeted pieces.
 
@@ -96,11 +75,11 @@ class JobTrainer:
         tokenizer: the model's tokenizer (for its pad id).
         examples: encoded training examples (see :func:`data.encode_record`).
         config: the job's :class:`TrainConfig`.
-        on_event: ``on_event(kind, message, data)`` for ``step``, ``epoch``,
-            ``eval``, ``checkpoint`` and ``done``.
+        on_event: ``on_event(kind, message, data)`` for ``step`` (its metrics),
+            ``epoch``, ``checkpoint`` and ``done``.
         checkpoint_dir: ``checkpoint_dir(step) -> path``; required to checkpoint.
         saved_tensors_hooks: forwarded to :class:`ChunkedTrainer`.
-        validation_examples: encoded examples evaluated after every epoch (optional).
+        validation_examples: encoded examples to evaluate (optional, see :mod:`.validation`).
     """
 
     def __init__(self, base_model: nn.Module, tokenizer: Any, examples: Sequence[Example],
@@ -116,14 +95,12 @@ class JobTrainer:
         self._fingerprint: str | None = None
         self._init_data(tokenizer, examples)
         self.validation_examples = checked_examples(validation_examples, config.max_seq_len,
-                                            "validation ")[:MAX_VALID_EXAMPLES]
-        # Collated once: the same micro-batches are evaluated after every epoch.
-        mbs = config.micro_batch_size
-        v = self.validation_examples
-        self._valid_batches = [collate(v[k:k + mbs], self.pad_id) for k in range(0, len(v), mbs)]
+                                                    "validation ")
         self._init_model(base_model)
         self._init_optimizer(saved_tensors_hooks)
         self._init_schedule()
+        self.validation = ValidationPlan(self.validation_examples, config.micro_batch_size,
+                                         self.pad_id, config.seed, self.total_steps)
 
     def _init_data(self, tokenizer: Any, examples: Sequence[Example]) -> None:
         if not examples:
@@ -161,15 +138,18 @@ class JobTrainer:
         self.completed_steps = 0
         self.trained_tokens = 0
         self.last_loss: float | None = None
-        self.last_valid_loss: float | None = None
-        self.eval_pending = False
+        self.last_metrics: dict = {}  # the last step event's metrics
+        self.eval_pending: Evaluation | None = None
+        self._step_metrics: dict | None = None  # a step's event, waiting for its evaluation
+        self._checkpoint_after_eval = False
+        self._epoch_event: dict | None = None  # follows its step's event
         self._order: tuple[int, list[int]] | None = None
         self._started_at: float | None = None
         self._session_tokens = 0
 
     @property
     def done(self) -> bool:
-        return self.completed_steps >= self.total_steps and not self.eval_pending
+        return self.completed_steps >= self.total_steps and self.eval_pending is None
 
     @property
     def holds_activations(self) -> bool:
@@ -212,8 +192,9 @@ class JobTrainer:
     def run(self, budget_units: int, deadline: float | None = None) -> RunResult:
         """Run pieces (across step boundaries) within ``budget_units`` and before ``deadline``.
 
-        Step events fire inside the call that finishes the step. When that step is
-        due for a checkpoint the call stops there, and the caller takes it with
+        A step's event fires inside the call that finishes the step, or its
+        evaluation when one is due. When that step is due for a checkpoint (after
+        its evaluation) the call stops there, and the caller takes it with
         :meth:`take_due_checkpoint` or :meth:`write_due_checkpoint`, or defers it
         with :meth:`defer_checkpoint` (a call that finds it still due writes it
         first, here).
@@ -237,10 +218,10 @@ class JobTrainer:
                 break
             self._check_finite(r.loss, "validation" if evaluating else "training")
             if evaluating:
-                self._after_eval(r.loss)
-                continue
-            loss = r.loss
-            self._after_step(r.loss)
+                self._after_eval(r.loss, r.accuracy)
+            else:
+                loss = r.loss
+                self._after_step(r.loss, r.accuracy)
             if self.checkpoint_due:
                 break
         return RunResult(work, tokens, trained, loss is not None, loss)
@@ -265,8 +246,8 @@ class JobTrainer:
     def _ensure_step(self) -> None:
         if not self._chunked.idle:
             return
-        if self.eval_pending:
-            self._chunked.start_eval(self._valid_batches)
+        if self.eval_pending is not None:
+            self._chunked.start_eval(self.validation.batches(self.eval_pending))
         else:
             self._chunked.start_step(self._micro_batches(self.position))
 
@@ -279,44 +260,63 @@ class JobTrainer:
         return [collate([self.examples[i] for i in chosen[k:k + mbs]], self.pad_id)
                 for k in range(0, len(chosen), mbs)]
 
-    def _after_step(self, loss: float) -> None:
+    def _after_step(self, loss: float, accuracy: float) -> None:
         self.completed_steps += 1
         self.last_loss = loss
         epoch, step = self.position.epoch, self.position.step + 1
         epoch_done = step == self.steps_per_epoch
         self.position = DataPosition(epoch + 1, 0) if epoch_done else DataPosition(epoch, step)
         p = self.progress
-        self._emit("step", f"step {p.step}/{p.total_steps}: train loss {loss:.4f}",
-                   {"step": p.step, "total_steps": p.total_steps, "train_loss": loss,
-                    "trained_tokens": p.trained_tokens, "tokens_per_s": p.tokens_per_s})
+        metrics = {"step": p.step, "total_steps": p.total_steps, "train_loss": loss,
+                   "train_mean_token_accuracy": accuracy, "trained_tokens": p.trained_tokens,
+                   "tokens_per_s": p.tokens_per_s}
         if epoch_done:
-            self._emit("epoch", f"epoch {epoch + 1}/{self.config.n_epochs} completed",
-                       {"epoch": epoch + 1, "n_epochs": self.config.n_epochs, "step": p.step})
-            self.eval_pending = bool(self.validation_examples)
+            self._epoch_event = {"epoch": epoch + 1, "n_epochs": self.config.n_epochs,
+                                 "step": p.step}
         every = self.config.checkpoint_every_steps
-        if every and self._checkpoint_dir is not None and \
-                (self.completed_steps % every == 0 or self._checkpoint_deferred):
-            self.checkpoint_due = True
-            self._checkpoint_deferred = False
+        checkpoint = bool(every) and self._checkpoint_dir is not None and \
+            (self.completed_steps % every == 0 or self._checkpoint_deferred)
+        self._checkpoint_deferred = False
+        self.eval_pending = self.validation.due(self.completed_steps, checkpoint)
+        if self.eval_pending is not None:  # the step's event waits for its evaluation
+            self._step_metrics, self._checkpoint_after_eval = metrics, checkpoint
+            return
+        self._step_event(metrics)
+        self.checkpoint_due = checkpoint
         self._maybe_done()
 
-    def _after_eval(self, loss: float) -> None:
-        self.eval_pending = False
-        self.last_valid_loss = loss
+    def _after_eval(self, loss: float, accuracy: float) -> None:
+        evaluation, self.eval_pending = self.eval_pending, None
         p = self.progress
-        self._emit("eval", f"step {p.step}/{p.total_steps}: validation loss {loss:.4f}",
-                   {"step": p.step, "total_steps": p.total_steps, "epoch": p.epoch,
-                    "valid_loss": loss, "valid_examples": len(self.validation_examples),
-                    "trained_tokens": p.trained_tokens})
+        # A checkpoint written before its step's event (resumed there) has none waiting.
+        metrics = self._step_metrics or {"step": p.step, "total_steps": p.total_steps,
+                                         "train_loss": self.last_loss,
+                                         "trained_tokens": p.trained_tokens}
+        metrics.update(validation.metrics(evaluation, loss, accuracy),
+                       valid_examples=self.validation.size(evaluation))
+        self._step_metrics = None
+        self._step_event(metrics)
+        self.checkpoint_due, self._checkpoint_after_eval = self._checkpoint_after_eval, False
         self._maybe_done()
+
+    def _step_event(self, metrics: dict) -> None:
+        self.last_metrics = metrics
+        message = f"step {metrics['step']}/{metrics['total_steps']}: train loss " \
+                  f"{metrics['train_loss']:.4f}"
+        if "valid_loss" in metrics:
+            message += f", validation loss {metrics['valid_loss']:.4f}"
+        self._emit("step", message, metrics)
+        epoch, self._epoch_event = self._epoch_event, None
+        if epoch is not None:
+            self._emit("epoch", f"epoch {epoch['epoch']}/{epoch['n_epochs']} completed", epoch)
 
     def _maybe_done(self) -> None:
         if self.done:
             p = self.progress
-            self._emit("done", f"training completed after {p.step} steps",
-                       {"step": p.step, "total_steps": p.total_steps,
-                        "trained_tokens": p.trained_tokens, "train_loss": self.last_loss,
-                        "valid_loss": self.last_valid_loss})
+            data = {"step": p.step, "total_steps": p.total_steps,
+                    "trained_tokens": p.trained_tokens, "train_loss": self.last_loss}
+            data.update({k: v for k, v in self.last_metrics.items() if k.startswith("full_")})
+            self._emit("done", f"training completed after {p.step} steps", data)
 
     def take_due_checkpoint(self) -> DueCheckpoint | None:
         """Snapshot the checkpoint the last finished step asked for, to be written elsewhere.
@@ -330,8 +330,9 @@ class JobTrainer:
             return None
         self.checkpoint_due = False
         step = self.completed_steps
+        metrics = {k: self.last_metrics[k] for k in CHECKPOINT_METRICS if k in self.last_metrics}
         return DueCheckpoint(step, self._checkpoint_dir(step), self.snapshot_checkpoint(),
-                             self.last_loss, self.last_valid_loss)
+                             {"step": step, **metrics})
 
     def defer_checkpoint(self) -> None:
         """Skip the due checkpoint for now; the next step boundary asks for one again.
@@ -347,8 +348,7 @@ class JobTrainer:
     def checkpoint_written(self, due: DueCheckpoint) -> None:
         """Report ``due`` as written (the ``checkpoint`` event)."""
         self._emit("checkpoint", f"checkpoint written at step {due.step}",
-                   {"step": due.step, "path": due.path, "train_loss": due.train_loss,
-                    "valid_loss": due.valid_loss})
+                   {"step": due.step, "path": due.path, "metrics": due.metrics})
 
     def write_due_checkpoint(self) -> str | None:
         """Take and write the due checkpoint here and now; returns its path."""

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from harli_sgl.core.trainer.checkpoint import ADAPTER_FILES, OPTIMIZER_FILE, read_state
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataPosition, Example
+from harli_sgl.core.trainer.validation import Evaluation
 
 if TYPE_CHECKING:
     from harli_sgl.core.trainer.job_trainer import JobTrainer
@@ -40,8 +41,10 @@ def state_of(t: JobTrainer) -> dict:
         "completed_steps": t.completed_steps,
         "trained_tokens": t.trained_tokens,
         "last_loss": t.last_loss,
-        "last_valid_loss": t.last_valid_loss,
-        "eval_pending": t.eval_pending,
+        "last_metrics": t.last_metrics,
+        "eval_pending": None if t.eval_pending is None else t.eval_pending.value,
+        "step_metrics": t._step_metrics,
+        "checkpoint_after_eval": t._checkpoint_after_eval,
         "rng": t.rng.state_dict(),
         "config": asdict(t.config),
         "n_examples": len(t.examples),
@@ -79,9 +82,14 @@ def restore(t: JobTrainer, checkpoint: str, state: dict) -> None:
     t.completed_steps = state["completed_steps"]
     t.trained_tokens = state["trained_tokens"]
     t.last_loss = state["last_loss"]
-    # Absent from checkpoints written before validation existed.
-    t.last_valid_loss = state.get("last_valid_loss")
-    t.eval_pending = bool(state.get("eval_pending", False)) and bool(t.validation_examples)
+    # Checkpoints written before the validation metrics hold only last_valid_loss, and
+    # eval_pending as a bool (an epoch's evaluation: of the whole validation set now).
+    t.last_metrics = state.get("last_metrics") or {"train_loss": t.last_loss}
+    pending = state.get("eval_pending")
+    pending = Evaluation.FULL.value if pending is True else pending or None
+    t.eval_pending = Evaluation(pending) if pending and t.validation else None
+    t._step_metrics = state.get("step_metrics") if t.eval_pending else None
+    t._checkpoint_after_eval = bool(state.get("checkpoint_after_eval")) and bool(t.eval_pending)
 
 
 def fingerprint(examples: Sequence[Example]) -> str:

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
+from harli_sgl.core.trainer.data import IGNORE_INDEX
+
 # Families whose ``*Model.forward`` this module has been checked against.
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
@@ -98,14 +100,26 @@ class DecoderStack:
         )
 
     def head_loss(self, hidden: torch.Tensor, labels: torch.Tensor,
-                  num_items_in_batch: int) -> torch.Tensor:
-        """Final norm, lm_head and the summed token loss divided by ``num_items_in_batch``.
+                  num_items_in_batch: int) -> HeadOut:
+        """Final norm, lm_head, the summed token loss divided by ``num_items_in_batch``, and
+        how many supervised tokens the model predicts exactly (its argmax).
 
-        This is HF's own loss function (``ForCausalLMLoss``: fp32 upcast, shift,
+        The loss is HF's own loss function (``ForCausalLMLoss``: fp32 upcast, shift,
         ``reduction="sum"`` then division) with the step's supervised-token count,
-        which is how gradient accumulation reproduces the full-batch mean loss.
+        which is how gradient accumulation reproduces the full-batch mean loss. The
+        hits are counted under the same shift, without a graph; hits over supervised
+        tokens is OpenAI's mean token accuracy.
         """
         logits = self.lm_head(self.norm(hidden))
-        return self.causal_lm.loss_function(logits=logits, labels=labels,
+        loss = self.causal_lm.loss_function(logits=logits, labels=labels,
                                             vocab_size=self.config.vocab_size,
                                             num_items_in_batch=num_items_in_batch)
+        with torch.no_grad():
+            target = labels[:, 1:].to(logits.device)
+            hits = ((logits[:, :-1].argmax(-1) == target) & (target != IGNORE_INDEX)).sum()
+        return HeadOut(loss, int(hits))
+
+
+class HeadOut(NamedTuple):
+    loss: torch.Tensor  # with its graph when the head ran under autograd
+    hits: int  # supervised tokens whose argmax prediction is the label

@@ -89,10 +89,12 @@ class JobRecords(StoreBase):
 
     def set_status(self, job_id: str, status: str, *, error: dict[str, Any] | None = None,
                    fine_tuned_model: str | None = None, trained_tokens: int | None = None,
-                   owner: str | None = None) -> dict[str, Any]:
+                   owner: str | None = None,
+                   result_files: list[str] | None = None) -> dict[str, Any]:
         """Move a job to ``status`` if the lifecycle allows it, stamping times and logging an event.
 
-        ``error`` ({code, message, param}) is only for ``failed``. A job that succeeds
+        ``error`` ({code, message, param}) is only for ``failed``; ``result_files`` (file
+        ids, the job's ``fine-tune-results``) only for ``succeeded``. A job that succeeds
         without an explicit ``fine_tuned_model`` gets :func:`ids.fine_tuned_model_name`.
         ``owner``: moving a job out of ``running``, the caller's lease must still hold
         (else :class:`LeaseLostError`); moving it into ``running``, who holds the lease
@@ -127,6 +129,8 @@ class JobRecords(StoreBase):
                 tx.notify(ADAPTERS_CHANNEL, sets["fine_tuned_model"])
             if trained_tokens is not None:
                 sets["trained_tokens"] = int(trained_tokens)
+            if result_files is not None:
+                sets["result_files"] = dumps(list(result_files))
             tx.execute(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
                        (*sets.values(), job_id))
             self._status_event(tx, row, status, error, sets.get("fine_tuned_model"),
@@ -155,8 +159,11 @@ class JobRecords(StoreBase):
         return row["status"] == "cancelled"
 
     def update_progress(self, job_id: str, trained_tokens: int, step: int,
-                        total_steps: int | None, *, owner: str | None = None) -> bool:
+                        total_steps: int | None, *, owner: str | None = None,
+                        estimated_finish: int | None = None) -> bool:
         """Record progress of a running job. False (and no change) if it is no longer running.
+
+        ``estimated_finish`` (unix seconds, None: no rate measured yet) replaces the last one.
 
         With ``owner``, a job not running under that owner's lease raises
         :class:`LeaseLostError` instead.
@@ -167,9 +174,11 @@ class JobRecords(StoreBase):
                 self._check_lease(row, owner)
             elif row["status"] != "running":
                 return False
-            tx.execute("UPDATE jobs SET trained_tokens = ?, step = ?, total_steps = ? WHERE id = ?",
+            tx.execute("UPDATE jobs SET trained_tokens = ?, step = ?, total_steps = ?, "
+                       "estimated_finish = ? WHERE id = ?",
                        (int(trained_tokens), int(step),
-                        None if total_steps is None else int(total_steps), job_id))
+                        None if total_steps is None else int(total_steps),
+                        None if estimated_finish is None else int(estimated_finish), job_id))
             return True
 
 
