@@ -27,14 +27,12 @@ server's limits when those are smaller). Its bounds come from the server, becaus
 reserves LoRA capacity at start-up: ``r`` may not exceed the server's max rank
 and ``target_modules`` must be a subset of what the server reserved.
 
-Pydantic does the field checks: the request models below declare each field's
-type and bounds, ``extra="forbid"`` (a misspelt field is refused, not ignored)
-and ``strict=True`` (``True`` is no epoch count, ``"3"`` no number; ints are
-numbers); the server's limits arrive in the validation ``context``.
-:func:`must_be` words a failure as the allowed range plus the value received
-(pydantic's own message names one bound), and :func:`setting_error` makes it a
-:class:`SettingError` (a ``ValueError``) whose ``field`` is the request path,
-e.g. ``method.supervised.hyperparameters.n_epochs`` or ``lora.r``.
+Pydantic does the field checks: the request models declare each field's type and
+bounds, ``extra="forbid"`` (a misspelt field is refused) and ``strict=True`` (``True``
+is no epoch count, ``"3"`` no number); the server's limits arrive in the validation
+``context``. :func:`must_be` words a failure as the allowed range plus the value
+received, and :func:`setting_error` makes it a :class:`SettingError` whose ``field``
+is the request path (``method.supervised.hyperparameters.n_epochs``, ``lora.r``).
 
 :class:`Hyperparameters` and :class:`LoraSettings` remain frozen dataclasses: the
 resolved form a job stores and trains with (no "auto", server defaults applied,

@@ -1,11 +1,8 @@
 """OpenAI-compatible ``/v1/files`` and ``/v1/fine_tuning/jobs`` routes over a :class:`JobStore`.
 
-The router is mounted on SGLang's FastAPI app, whose exception handlers (and
-422 validation responses) are not ours to change. So every route here is an
-:class:`OpenAIErrorRoute`, which catches errors around the endpoint itself and
-answers with OpenAI's ``{"error": {message, type, param, code}}`` body: API
-errors with their 4xx, store refusals mapped to theirs, anything unexpected as
-a logged 500. Nothing a request sends can lose stored data: ids are validated
+Every route here is an :class:`~.error_route.OpenAIErrorRoute`: whatever fails
+answers with OpenAI's error body (store refusals mapped to their 4xx, anything
+unexpected a logged 500). Nothing a request sends can lose stored data: ids are validated
 before any lookup (:mod:`.ids`), uploads are bounded and validated before they
 are stored (:mod:`.upload`, :mod:`.validation`), and the store writes atomically.
 
@@ -35,28 +32,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.routing import APIRoute
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 
 from harli_sgl.jobs import audit, ids
 from harli_sgl.jobs.auto_hyperparameters import count_examples
 from harli_sgl.jobs.auto_hyperparameters import resolve as resolve_auto
-from harli_sgl.jobs.errors import (ApiError, bad_request, insufficient_storage, not_found,
-                                  quota_exceeded, server_error, too_large)
+from harli_sgl.jobs.error_route import OpenAIErrorRoute
+from harli_sgl.jobs.errors import ApiError, bad_request, not_found, too_large
 from harli_sgl.jobs.hyperparameters import LLAMA_PROJECTIONS
 from harli_sgl.jobs.job_request import JobRequest, parse_job_request
 from harli_sgl.jobs.objects import list_object
 from harli_sgl.jobs.principal import UNAUTHENTICATED, Principal, of_scope
-from harli_sgl.jobs.store import (FileContentError, FileInUseError, InvalidTransitionError,
-                                  JobStore, NotFoundError, QuotaExceededError, is_storage_full)
+from harli_sgl.jobs.store import FileContentError, JobStore, NotFoundError
 from harli_sgl.jobs.upload import read_multipart
 from harli_sgl.jobs.validation import JsonlError, check_training_jsonl, validate_training_jsonl
 
@@ -72,58 +64,6 @@ DEFAULT_PAGE, MAX_PAGE = 20, 100
 DEFAULT_CHECKPOINTS_PAGE = 10  # OpenAI's default for checkpoints
 DEFAULT_FILES_PAGE, MAX_FILES_PAGE = 10_000, 10_000  # OpenAI's files list bounds
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-def _as_api_error(exc: Exception) -> ApiError | None:
-    """Map a refusal raised below the router to its HTTP form; None for genuine bugs."""
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, RequestValidationError):
-        first = (exc.errors() or [{}])[0]
-        loc = [str(part) for part in first.get("loc", ()) if part not in ("query", "path", "body")]
-        return bad_request(f"Invalid {'.'.join(loc) or 'request'}: {first.get('msg', 'invalid value')}",
-                           param=".".join(loc) or None)
-    if isinstance(exc, HTTPException) and exc.status_code < 500:
-        return ApiError(exc.status_code, str(exc.detail))
-    if isinstance(exc, ClientDisconnect):
-        return bad_request("the client disconnected before sending the whole request")
-    if isinstance(exc, NotFoundError) and exc.param is not None:
-        # The request refers to something that does not exist: the request is wrong.
-        return bad_request(str(exc), param=exc.param,
-                           code="invalid_cursor" if exc.param == "after" else f"invalid_{exc.param}")
-    if isinstance(exc, (NotFoundError, ids.InvalidId)):
-        return ApiError(404, str(exc), code="not_found")
-    if isinstance(exc, InvalidTransitionError):
-        return bad_request(str(exc), code="invalid_job_state")
-    if isinstance(exc, FileInUseError):
-        return ApiError(409, str(exc), code="file_in_use")
-    if isinstance(exc, FileContentError):
-        return server_error(str(exc))
-    if isinstance(exc, QuotaExceededError):
-        return quota_exceeded(str(exc), exc.limit)
-    if is_storage_full(exc):
-        logger.warning("refused a request: the disk is full (%s)", exc)
-        return insufficient_storage()
-    return None
-
-
-class OpenAIErrorRoute(APIRoute):
-    """An APIRoute that renders every failure of its endpoint as an OpenAI error body."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as exc:
-                error = _as_api_error(exc)
-                if error is None:
-                    logger.exception("%s %s failed", request.method, request.url.path)
-                    error = server_error()
-                return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-
-        return handle
 
 
 def make_router(store: JobStore, *,

@@ -4,7 +4,7 @@ Every route here is marked ``AuthLevel.ADMIN_FORCE`` (SGLang's own marker), so
 SGLang's key middleware lets through only the admin key, and answers 403 when
 the server has none configured. Without an admin key, keys are managed from
 the command line instead (``python -m harli_sgl.tools.tenants``), on the same
-store. Errors are OpenAI-style bodies (:class:`~harli_sgl.jobs.router.OpenAIErrorRoute`),
+store. Errors are OpenAI-style bodies (:class:`~harli_sgl.jobs.error_route.OpenAIErrorRoute`),
 and every change is written to the audit log, naming keys by their id only.
 
 =======================================  ==========================================
@@ -31,7 +31,8 @@ from starlette.concurrency import run_in_threadpool
 
 from harli_sgl.jobs import audit
 from harli_sgl.jobs.errors import bad_request, not_found
-from harli_sgl.jobs.router import OpenAIErrorRoute, json_body
+from harli_sgl.jobs.error_route import OpenAIErrorRoute
+from harli_sgl.jobs.router import json_body
 from harli_sgl.jobs.store import JobStore
 from harli_sgl.jobs.tenants import LIMIT_NAMES, Limits, is_valid_tenant
 

@@ -75,6 +75,10 @@ no tenant matches, or learns the length of, another's cached prompt.
 
 Input. The same subclass refuses token ids outside the vocabulary before they
 reach the scheduler (:mod:`harli_sgl.sglang.token_ids`).
+
+It stays whole above 300 lines: it is one SGLang seam (the tokenizer manager's
+request path), and every check here must run in the same order on every route;
+the rules themselves live in their own modules.
 """
 
 from __future__ import annotations

@@ -50,15 +50,14 @@ from typing import TYPE_CHECKING, Any
 from harli_sgl.core.shared_weights import build_model
 from harli_sgl.core.trainer.checkpoint import sweep_interrupted_writes
 from harli_sgl.core.trainer.config import TrainConfig
-from harli_sgl.core.trainer.data import DataError, load_examples
+from harli_sgl.core.trainer.data import DataError
 from harli_sgl.core.trainer.dpo_job import DpoJobTrainer
 from harli_sgl.core.trainer.job_trainer import JobTrainer
-from harli_sgl.core.trainer.preference import load_preference_examples
 from harli_sgl.jobs import ids
-from harli_sgl.jobs.hyperparameters import Hyperparameters, SettingError
+from harli_sgl.jobs.hyperparameters import SettingError
 from harli_sgl.jobs.store import InvalidTransitionError, LeaseLostError, StorageFullError, StoreError
 from harli_sgl.jobs.tenants import DEFAULT_TENANT
-from harli_sgl.worker import malloc
+from harli_sgl.worker.job_data import MAX_SEQ_LEN, micro_batch_size, read_job_data
 from harli_sgl.worker.job_results import store_results_file
 from harli_sgl.worker.running_job import (CheckpointRecord, EventRecord, PreparedData,
                                           ProgressRecord, RunningJob)
@@ -76,7 +75,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-MAX_SEQ_LEN = 1024
 STORAGE_RETRY_S = 5.0  # how often store writes are retried while the disk is full
 
 
@@ -149,19 +147,7 @@ class JobLifecycle:
             # Its own tokenizer: a fast tokenizer's Rust state must not be shared across
             # threads (concurrent calls can fail with "Already borrowed").
             self._prepare_tokenizer = AutoTokenizer.from_pretrained(self.spec.model_path)
-        tokenizer = self._prepare_tokenizer
-        hp = Hyperparameters.from_job(job)
-        text = self.store.read_file(job["training_file"]).decode("utf-8")
-        # DPO jobs train on preference pairs (OpenAI's format, checked at upload).
-        load = load_preference_examples if hp.method == "dpo" else load_examples
-        examples = load(text, tokenizer, MAX_SEQ_LEN)
-        del text
-        valid = []
-        if job.get("validation_file"):
-            valid = load_examples(self.store.read_file(job["validation_file"]).decode("utf-8"),
-                                  tokenizer, MAX_SEQ_LEN)
-        malloc.trim()  # the tokenizer's transient per-token memory (see worker/malloc.py)
-        return PreparedData(hp, examples, valid)
+        return read_job_data(self.store, self._prepare_tokenizer, job)
 
     def _finish_start(self, entry: RunningJob) -> None:
         """On the loop, once the job's data is ready: build its trainer, or fail the job."""
@@ -191,7 +177,7 @@ class JobLifecycle:
         hp, examples, valid = data.hp, data.examples, data.validation
         cfg = TrainConfig(
             n_epochs=hp.n_epochs, batch_size=hp.batch_size,
-            micro_batch_size=_micro_batch_size(hp, self.config.micro_batch_size),
+            micro_batch_size=micro_batch_size(hp, self.config.micro_batch_size),
             learning_rate=hp.learning_rate, lora_r=hp.lora.r, lora_alpha=hp.lora.alpha,
             lora_dropout=hp.lora.dropout, target_modules=tuple(hp.lora.target_modules),
             seed=int(job["seed"]), max_seq_len=MAX_SEQ_LEN,
@@ -407,8 +393,3 @@ class JobLifecycle:
         job.adapter_path = None
         self._drop(job)
 
-
-def _micro_batch_size(hp: Hyperparameters, rows: int) -> int:
-    """Examples per micro-batch: ``rows`` sequences, and a DPO pair is two of them."""
-    per_example = 2 if hp.method == "dpo" else 1
-    return max(1, min(hp.batch_size, rows // per_example))

@@ -7,6 +7,10 @@ are processed, and :meth:`~SlotCoordinator.after_iteration` /
 :meth:`~SlotCoordinator.on_idle` to pump the worker's messages, ask the policy
 and apply its :class:`Plan` (serial slots and co-running: ``corun_control.py``).
 This module holds only that turn, the message handlers and the wiring.
+
+It stays whole just above 300 lines: the turn and the handlers share the
+coordinator's state, and each concern with state of its own (measurement, the
+channel, co-run control, speeds, status) is already its own module here.
 """
 
 from __future__ import annotations

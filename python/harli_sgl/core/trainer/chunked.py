@@ -41,156 +41,30 @@ Saved activations are produced only inside forward pieces; passing
 ``torch.autograd.graph.saved_tensors_hooks`` so a memory pool can keep them
 outside the allocator (e.g. in leased KV-cache pages).
 
-It stays whole above 300 lines: it is one algorithm (the piece boundaries of a
-step and the gradient bookkeeping across them), which a split would cut in two.
+The step's schedule (pieces, units, cursor) is :mod:`.pieces`; this module runs it.
+It stays whole just above 300 lines: running a piece and the gradient bookkeeping
+across piece boundaries are one algorithm, which a further split would cut in two.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
 
 from harli_sgl.core.gpu.fence import Device, DeviceDeadline, device_for
-from harli_sgl.core.iteration import NO_SLOT, CostKind, SlotWork
-from harli_sgl.core.trainer.data import IGNORE_INDEX, MicroBatch
-from harli_sgl.core.trainer.stack import DecoderStack, HeadOut, LayerContext
+from harli_sgl.core.iteration import NO_SLOT
+from harli_sgl.core.trainer.data import MicroBatch
+from harli_sgl.core.trainer.pieces import ChunkedStep, MicroState, Piece, PieceKind, RunResult
+from harli_sgl.core.trainer.stack import DecoderStack, HeadOut
+
+__all__ = ["ChunkedStep", "ChunkedTrainer", "MicroState", "Piece", "PieceKind", "RunResult",
+           "SavedTensorsHooks"]
 
 SavedTensorsHooks = tuple[Callable[[torch.Tensor], Any], Callable[[Any], torch.Tensor]]
-
-
-class PieceKind(enum.Enum):
-    FORWARD = "forward"
-    HEAD_FORWARD = "head_forward"
-    HEAD_BACKWARD = "head_backward"
-    BACKWARD = "backward"
-
-    @property
-    def cost_kind(self) -> CostKind:
-        """How the latency predictor prices this piece's units."""
-        if self in (PieceKind.HEAD_FORWARD, PieceKind.HEAD_BACKWARD):
-            return CostKind.HEAD
-        return CostKind.LAYER_BACKWARD if self is PieceKind.BACKWARD else CostKind.LAYER_FORWARD
-
-
-class Piece(NamedTuple):
-    kind: PieceKind
-    layer: int  # decoder layer index; -1 for the head
-    units: int
-
-
-class RunResult(NamedTuple):
-    work: SlotWork  # the pieces this call ran, units by cost kind
-    tokens: int  # real tokens of the micro-batches any piece of this call worked on
-    trained_tokens: int  # real tokens of micro-batches whose backward finished in this call
-    step_done: bool
-    loss: float | None  # mean token loss of the step this call finished, else None
-    accuracy: float | None = None  # its mean token accuracy (argmax hits / supervised tokens)
-
-    @property
-    def units(self) -> int:
-        return self.work.units
-
-    @property
-    def pieces(self) -> int:
-        return self.work.pieces
-
-
-@dataclass
-class _MicroState:
-    """Tensors one micro-batch keeps between its pieces."""
-
-    batch: MicroBatch
-    ctx: LayerContext | None = None
-    embeds: torch.Tensor | None = None  # with its graph, only if the embedding trains
-    inputs: dict[int, torch.Tensor] = field(default_factory=dict)  # leaf input per layer/head
-    outputs: dict[int, torch.Tensor] = field(default_factory=dict)  # output + graph per layer
-    loss: torch.Tensor | None = None
-    grad: torch.Tensor | None = None  # upstream gradient for the next backward piece
-
-
-class ChunkedStep:
-    """Plan and cursor of one optimizer step: which piece is next and what it costs."""
-
-    def __init__(self, micro_batches: Sequence[MicroBatch], num_layers: int,
-                 evaluate: bool = False) -> None:
-        if not micro_batches:
-            raise ValueError("a step needs at least one micro-batch")
-        self.micro_batches = list(micro_batches)
-        self.num_layers = num_layers
-        self.evaluate = evaluate  # forward pieces only, no gradients, no update
-        self.padded_tokens = [mb.input_ids.numel() for mb in self.micro_batches]
-        self.real_tokens = [int(mb.attention_mask.sum()) for mb in self.micro_batches]
-        # Same count HF's shift produces: token t is predicted from positions < t.
-        self.supervised_tokens = sum(int((mb.labels[:, 1:] != IGNORE_INDEX).sum())
-                                     for mb in self.micro_batches)
-        if self.supervised_tokens == 0:
-            raise ValueError("a step needs at least one supervised token")
-        self.micro_index = 0
-        self.position = 0  # index into the 2L+2 pieces of the current micro-batch
-        self.state: _MicroState | None = None
-        self.loss_sum: torch.Tensor | None = None
-        self.hits = 0  # supervised tokens predicted exactly, over the micro-batches so far
-
-    @property
-    def pieces_per_micro_batch(self) -> int:
-        return self.num_layers + 1 if self.evaluate else 2 * self.num_layers + 2
-
-    @property
-    def finished(self) -> bool:
-        return self.micro_index == len(self.micro_batches)
-
-    def piece_at(self, micro_index: int, position: int) -> Piece:
-        t, n = self.padded_tokens[micro_index], self.num_layers
-        if position < n:
-            return Piece(PieceKind.FORWARD, position, t)
-        if position == n:
-            return Piece(PieceKind.HEAD_FORWARD, -1, t)
-        if position == n + 1:
-            return Piece(PieceKind.HEAD_BACKWARD, -1, 2 * t)
-        return Piece(PieceKind.BACKWARD, 2 * n + 1 - position, 2 * t)
-
-    def next_piece(self) -> Piece:
-        return self.piece_at(self.micro_index, self.position)
-
-    def upcoming(self, limit: int) -> list[Piece]:
-        """The next ``limit`` pieces of this step, in execution order."""
-        out: list[Piece] = []
-        micro, pos = self.micro_index, self.position
-        while len(out) < limit and micro < len(self.micro_batches):
-            out.append(self.piece_at(micro, pos))
-            pos += 1
-            if pos == self.pieces_per_micro_batch:
-                micro, pos = micro + 1, 0
-        return out
-
-    def advance(self) -> bool:
-        """Move past the current piece; True if that finished its micro-batch."""
-        self.position += 1
-        if self.position < self.pieces_per_micro_batch:
-            return False
-        self.micro_index, self.position, self.state = self.micro_index + 1, 0, None
-        return True
-
-    @property
-    def micro_batch_units(self) -> int:
-        """Units left in the current micro-batch (0 once the step is finished)."""
-        if self.finished:
-            return 0
-        return sum(self.piece_at(self.micro_index, p).units
-                   for p in range(self.position, self.pieces_per_micro_batch))
-
-    @property
-    def remaining_units(self) -> int:
-        per_mb = (1 if self.evaluate else 3) * (self.num_layers + 1)
-        return self.micro_batch_units + sum(per_mb * t
-                                            for t in self.padded_tokens[self.micro_index + 1:])
 
 
 class ChunkedTrainer:
@@ -341,7 +215,7 @@ class ChunkedTrainer:
         if step.state is None:
             mb = step.micro_batches[step.micro_index]
             device = self.stack.device
-            step.state = _MicroState(MicroBatch(*(t.to(device, non_blocking=True) for t in mb)))
+            step.state = MicroState(MicroBatch(*(t.to(device, non_blocking=True) for t in mb)))
         state, n = step.state, self.stack.num_layers
         if step.evaluate:
             self._execute_eval(step, state, piece)
@@ -363,7 +237,7 @@ class ChunkedTrainer:
         else:
             self._backward_layer(state, piece.layer)
 
-    def _execute_eval(self, step: ChunkedStep, state: _MicroState, piece: Piece) -> None:
+    def _execute_eval(self, step: ChunkedStep, state: MicroState, piece: Piece) -> None:
         # No graph, no saved tensors; eval mode so dropout neither perturbs the loss
         # nor draws from the job's RNG stream (a resumed job must train identically).
         model, was_training = self.stack.causal_lm, self.stack.causal_lm.training
@@ -385,7 +259,7 @@ class ChunkedTrainer:
         finally:
             model.train(was_training)
 
-    def _head(self, step: ChunkedStep, state: _MicroState, hidden: torch.Tensor) -> HeadOut:
+    def _head(self, step: ChunkedStep, state: MicroState, hidden: torch.Tensor) -> HeadOut:
         """The current micro-batch's share of the step's loss, from the last layer's output,
         and its exact next-token hits (for the mean token accuracy).
 
@@ -393,7 +267,7 @@ class ChunkedTrainer:
         """
         return self.stack.head_loss(hidden, state.batch.labels, step.supervised_tokens)
 
-    def _forward_layer(self, state: _MicroState, index: int) -> None:
+    def _forward_layer(self, state: MicroState, index: int) -> None:
         if index == 0:
             embeds = self.stack.embed(state.batch.input_ids)
             state.ctx = self.stack.context(embeds, state.batch.attention_mask)
@@ -407,7 +281,7 @@ class ChunkedTrainer:
         state.inputs[index] = hidden
         state.outputs[index] = self.stack.layer(index, hidden, state.ctx)
 
-    def _backward_layer(self, state: _MicroState, index: int) -> None:
+    def _backward_layer(self, state: MicroState, index: int) -> None:
         out = state.outputs.pop(index)
         if out.requires_grad:
             torch.autograd.backward(out, grad_tensors=state.grad)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from harli_sgl.core.trainer.chunked import ChunkedStep, ChunkedTrainer, _MicroState
+from harli_sgl.core.trainer.chunked import ChunkedStep, ChunkedTrainer, MicroState
 from harli_sgl.core.trainer.data import IGNORE_INDEX, MicroBatch
 from harli_sgl.core.trainer.stack import HeadOut
 
@@ -144,7 +144,7 @@ class DpoChunkedTrainer(ChunkedTrainer):
         super().abort_step()
         self._references, self._reference_out, self._computing_reference = None, [], False
 
-    def _execute_eval(self, step: ChunkedStep, state: _MicroState, piece) -> None:
+    def _execute_eval(self, step: ChunkedStep, state: MicroState, piece) -> None:
         # The reference is the base model: the adapter is off for exactly this piece.
         for layer in self._tuner_layers:
             layer.enable_adapters(False)
@@ -154,7 +154,7 @@ class DpoChunkedTrainer(ChunkedTrainer):
             for layer in self._tuner_layers:
                 layer.enable_adapters(True)
 
-    def _head(self, step: ChunkedStep, state: _MicroState, hidden: torch.Tensor) -> HeadOut:
+    def _head(self, step: ChunkedStep, state: MicroState, hidden: torch.Tensor) -> HeadOut:
         # No token hits: DPO's accuracy is the reward accuracy (PreferenceMetrics), and a
         # DPO step's mean token accuracy is not reported (RunResult.accuracy is 0 here).
         logits = self.stack.lm_head(self.stack.norm(hidden))

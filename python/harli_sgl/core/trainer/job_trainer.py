@@ -61,7 +61,8 @@ from harli_sgl.core.trainer.data import (DataPosition, Example, MicroBatch, chec
 from harli_sgl.core.trainer.validation import Evaluation, ValidationPlan
 from harli_sgl.core.trainer.rng import RngStream
 from harli_sgl.core.trainer.reports import (CHECKPOINT_METRICS, DueCheckpoint,  # noqa: F401
-                                            EventCallback, Progress, TrainingDiverged)
+                                            EventCallback, Progress, TrainingDiverged,
+                                            check_finite)
 from harli_sgl.core.trainer.snapshot import Snapshot
 
 ADAM_BETAS = (0.9, 0.999)
@@ -227,14 +228,8 @@ class JobTrainer:
         return RunResult(work, tokens, trained, loss is not None, loss)
 
     def _check_finite(self, loss: float, what: str) -> None:
-        if loss is None or math.isfinite(loss):
-            return
         step = self.completed_steps + (what == "training")
-        raise TrainingDiverged(
-            f"the {what} loss became {loss} at step {step}/{self.total_steps}: training "
-            f"diverged (learning rate {self.config.learning_rate:g}, lora alpha "
-            f"{self.config.lora_alpha:g}, r {self.config.lora_r}; try a lower learning rate "
-            f"multiplier or alpha)")
+        check_finite(loss, what, step, self.total_steps, self.config)
 
     def upcoming_pieces(self, limit: int) -> list:
         """The pieces the next ``run`` would execute, in order (within the current step)."""

@@ -8,6 +8,7 @@ snapshot to write, with the metrics OpenAI's checkpoint object carries), and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -23,6 +24,16 @@ EventCallback = Callable[[str, str, dict], None]
 
 class TrainingDiverged(RuntimeError):
     """The training or validation loss became NaN or infinite; the job cannot go on."""
+
+
+def check_finite(loss: float | None, what: str, step: int, total_steps: int, config) -> None:
+    """Raise :class:`TrainingDiverged` naming the step when ``loss`` is NaN or infinite."""
+    if loss is None or math.isfinite(loss):
+        return
+    raise TrainingDiverged(
+        f"the {what} loss became {loss} at step {step}/{total_steps}: training diverged "
+        f"(learning rate {config.learning_rate:g}, lora alpha {config.lora_alpha:g}, r "
+        f"{config.lora_r}; try a lower learning rate multiplier or alpha)")
 
 
 class DueCheckpoint(NamedTuple):
