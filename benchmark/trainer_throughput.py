@@ -23,7 +23,7 @@ import os
 import time
 
 
-def measure(mbs: int, seq_len: int, steps: int, threads: int = 2, model: str = "smollm2") -> dict:
+def measure(mbs: int, seq_len: int, steps: int, threads: int = 2, which: str = "smollm2") -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -35,7 +35,7 @@ def measure(mbs: int, seq_len: int, steps: int, threads: int = 2, model: str = "
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    path = bench_model.resolve(model).path
+    path = bench_model.resolve(which).path
     cfg = AutoConfig.from_pretrained(path)
     fused = fuse(AutoModelForCausalLM.from_pretrained(path).state_dict(), cfg)
     model = get_peft_model(build_model(cfg, fused), LoraConfig(
@@ -56,7 +56,7 @@ def measure(mbs: int, seq_len: int, steps: int, threads: int = 2, model: str = "
             tokens += r.trained_tokens
             pieces += r.pieces
     elapsed = time.perf_counter() - t0
-    return {"model": model, "micro_batch_size": mbs, "seq_len": seq_len, "threads": threads,
+    return {"model": which, "micro_batch_size": mbs, "seq_len": seq_len, "threads": threads,
             "tokens_per_s": tokens / elapsed,
             "mean_piece_ms": 1000 * elapsed / pieces}
 

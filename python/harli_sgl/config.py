@@ -28,11 +28,15 @@ def is_postgres_url(url: str) -> bool:
 MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli")
 
 # Default TPOT SLOs per device type. On a GPU, 50 ms/token is the common
-# interactive target for 7-8B models (a reader sees ~20 tokens/s). On this
-# project's CPU hosts the byte-level test model (byte-llama-random, the default
-# before SmolLM2) decodes a batch in ~15-40 ms, so 100 ms leaves headroom
-# comparable to what a GPU decode instance has. Not yet re-tuned for SmolLM2.
-DEFAULT_TPOT_SLO_MS = {"cuda": 50.0, "cpu": 100.0}
+# interactive target for 7-8B models (a reader sees ~20 tokens/s). On CPU it is
+# set by a stated rule from stock SGLang on the default model (SmolLM2-135M,
+# fp32, 2-core host; benchmark/stock_tpot.py, docs/benchmarks.md): 1.25 x stock's
+# TPOT p50 at batch 8 with decode on one core (149 ms, 3 reps 143-160),
+# rounded up to 10 ms. Stock at batch 1 is 70-77 ms; at batch 16 (the server's
+# --max-running-requests) it is 172-219 ms on both cores and 208-220 ms on one,
+# so near full admission even stock misses 190 ms: the SLO is one for the load
+# below that, and the co-location benchmark's rates stop where `off` misses it.
+DEFAULT_TPOT_SLO_MS = {"cuda": 50.0, "cpu": 190.0}
 
 
 def _flag(default, help: str, *, flag: str | None = None, **argparse_kwargs):
@@ -60,7 +64,7 @@ class HarliConfig:
 
     mode: str = _flag("harli", "How finetune work is co-located with decode (default: harli).",
                       choices=MODES)
-    tpot_slo_ms: float | None = _flag(None, "TPOT SLO in ms. Default: 50 on GPU, 100 on CPU.",
+    tpot_slo_ms: float | None = _flag(None, "TPOT SLO in ms. Default: 50 on GPU, 190 on CPU.",
                                       flag="--tpot-slo-ms", type=float)
     workdir: str = _flag(".harli", "This instance's own directory: its SQLite store (without "
                          "--harli-db) and, without --harli-shared-dir, files, checkpoints, "

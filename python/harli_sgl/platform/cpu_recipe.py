@@ -29,10 +29,14 @@ logger = logging.getLogger(__name__)
 
 FlagValue = str | tuple[str, ...] | None
 
-# (flag, value: None for a switch, a tuple for a multi-value flag). Limits: 16 concurrent requests keep a
-# 2-core host's decode iteration within ~60 ms for the byte-level test model
-# (byte-llama-random, the default before SmolLM2), and 16384 KV tokens (~256 MB
-# for that model) leave free pages to lend to training. Not yet re-tuned for SmolLM2.
+# (flag, value: None for a switch, a tuple for a multi-value flag). Limits, checked
+# on the default model (SmolLM2-135M-Instruct, fp32; benchmark/stock_tpot.py,
+# 2026-12-02): 16 running requests decode at 172-219 ms per token on a 2-core
+# host (the batch-1 iteration is 70-77 ms: 30 layers of per-op overhead, so a
+# batch of 16 costs only ~2.5x one), near the CPU TPOT SLO (config.py); more
+# would only queue behind it. 16384 KV tokens are 720 MiB for SmolLM2 (46,080
+# bytes per token: 30 layers x 3 KV heads x 64 x K and V x fp32): 16 requests of
+# 1024 tokens, and the free part of it is what the pool lends to training.
 CPU_FLAG_DEFAULTS: tuple[tuple[str, FlagValue], ...] = (
     ("--device", "cpu"),
     ("--attention-backend", "torch_native"),
