@@ -8,6 +8,7 @@ a small in-process :class:`~harli_sgl.core.worker_link.WorkerLink` whose inbox a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -232,3 +233,17 @@ def test_a_gpu_coordinator_without_host_facts_assumes_no_mps():
     coord, link = gpu_coordinator(None)
     assert coord.corun_share == 0.0
     assert coord.status()["arrangement"]["corun_means_reason"] == "no_mps"
+
+
+def test_decode_keeps_every_core_unless_the_policy_trains_beside_it(rig):
+    """A split exists for co-running; a job under a serial-only policy must not pay for it."""
+    coord, _, cfg = rig
+    assert coord.decode_on_every_cpu()  # no job: nothing to harvest
+    coord.worker_state = WorkerState(has_work=True)
+    expected = {"harli": False, "spatial": False, "greedy": False,
+                "off": True, "idle": True, "static": True, "harli-serial": True}
+    for mode, wide in expected.items():
+        coord.set_policy(make_policy(dataclasses.replace(cfg, mode=mode), coord.predictor))
+        assert coord.decode_on_every_cpu() is wide, mode
+    coord.set_profiling(True)  # the start-up profile measures decode as it runs beside a job
+    assert not coord.decode_on_every_cpu()

@@ -95,18 +95,23 @@ class SlotCoordinator:
     # -- scheduler hooks ---------------------------------------------------------------
 
     def decode_on_every_cpu(self) -> bool:
-        """Whether decode runs on every core now: a split host with no finetune work here.
+        """Whether decode runs on every core now: a split host where nothing trains beside it.
 
         The split gives decode its own cores so that the worker can train beside it.
         With no job there is nothing to harvest, and confining decode to its cores
         cost serving 1.35-1.57x TPOT p50 against stock SGLang in
         ``benchmark/overhead.py`` (2026-12-01, 8 concurrent requests, whose prefills
-        use the second core). The start-up profile keeps the split: it measures decode
-        as it runs beside a job.
+        use the second core). The same holds with a job under a policy that never
+        trains beside decode (``off``, ``idle``, ``static``, ``harli-serial``: serial
+        slots run while the scheduler waits): in the 2026-12-02 co-location run,
+        ``off`` with a job and decode on one core missed the SLO at 0.5 req/s where
+        stock holds it. The start-up profile keeps the split: it measures decode as it
+        runs beside a job.
         """
         cfg = self.config
         return bool(cfg.decode_cpus and cfg.worker_cpus) and self.supervisor is not None \
-            and not self.profiling and not self.worker_state.has_work
+            and not self.profiling and \
+            (not self.worker_state.has_work or not self.policy.beside_decode)
 
     def on_launch(self, features: IterationFeatures, now: float, wide: bool = False) -> None:
         """A batch is being launched: close the previous iteration's measurement.

@@ -126,6 +126,10 @@ class SlotPolicy(ABC):
     name: ClassVar[str]
     free_run: ClassVar[bool] = False
     lends_pool: ClassVar[bool] = True
+    # Whether the worker ever trains *beside* decode under this policy (co-running or
+    # free-run). A policy that only runs serial slots (or nothing) has no use for a core
+    # split, so decode keeps every core while it is in force (coordinator.decode_on_every_cpu).
+    beside_decode: ClassVar[bool] = False
 
     def __init__(self, config: HarliConfig, predictor=None):
         self.config = config

@@ -24,6 +24,7 @@ class OffPolicy(SlotPolicy):
 class GreedyPolicy(SlotPolicy):
     name = "greedy"
     free_run = True
+    beside_decode = True
 
     def grant(self, ctx: SlotContext) -> Grant | None:
         return None

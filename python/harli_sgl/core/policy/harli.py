@@ -78,6 +78,7 @@ TOPUP_EXPLORE_EVERY = 10
 
 class HarliPolicy(HarliSerialPolicy):
     name = "harli"
+    beside_decode = True
     RESIDUALS_KEPT = 400
 
     def __init__(self, config, predictor=None):
