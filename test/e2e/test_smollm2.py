@@ -13,7 +13,8 @@ trains one small job, ``straight``. Against it:
   resumed gives the same adapter as ``straight``, which no crash interrupted;
 - a job over-trained on four of the facts, validated on the other four, shows
   validation loss falling then rising (it first learns the answers' style, then
-  memorises its four), in its metrics events, its checkpoints and its results file.
+  memorises its four), in its metrics events, its checkpoints and its results file;
+- a DPO job validated on held-out pairs raises the served margin on them, as its validation saw.
 
 Kept small for a 2-core host: 8 short chat examples, 8 steps, LoRA r 4, no
 start-up latency profile (these tests are about numbers, not about latency),
@@ -298,9 +299,10 @@ def test_a_dpo_job_raises_the_served_preference_margin_on_held_out_pairs(smol_se
 
     held_out = preference_records("preferences_heldout.jsonl")
     f = upload(smol_server, preference_records("preferences_train.jsonl"), name="prefs.jsonl")
+    v = upload(smol_server, held_out, name="prefs-heldout.jsonl")
     job = client(smol_server).fine_tuning.jobs.create(
-        model=MODEL, training_file=f.id, suffix="polite", seed=SEED, extra_body={"lora": LORA},
-        method={"type": "dpo", "dpo": {"hyperparameters": DPO_HYPERPARAMETERS}})
+        model=MODEL, training_file=f.id, validation_file=v.id, seed=SEED, extra_body={"lora": LORA},
+        suffix="polite", method={"type": "dpo", "dpo": {"hyperparameters": DPO_HYPERPARAMETERS}})
     started = time.monotonic()
     job = wait_job(smol_server, job.id)
     assert job.status == "succeeded", job.error
@@ -309,17 +311,27 @@ def test_a_dpo_job_raises_the_served_preference_margin_on_held_out_pairs(smol_se
     assert job.method.type == "dpo"
     assert job.method.dpo.hyperparameters.model_dump() == DPO_HYPERPARAMETERS
 
-    metrics = [e.data for e in client(smol_server).fine_tuning.jobs.list_events(job.id, limit=100)
-               if e.type == "metrics"]
-    assert len(metrics) == 6
-    for data in metrics:
-        assert {"step", "train_loss", "train_chosen_reward", "train_rejected_reward",
-                "train_reward_margin", "train_reward_accuracy"} <= set(data)
+    metrics = {e.data["step"]: e.data for e in events(smol_server, job.id) if e.type == "metrics"}
+    for data in metrics.values():
+        assert {"train_loss", "train_chosen_reward", "train_rejected_reward", "train_reward_margin",
+                "train_reward_accuracy", "valid_loss", "valid_reward_margin",
+                "valid_reward_accuracy"} <= set(data)
+    # Validated every step; all pairs at the checkpoints (every 2 steps, carrying it) and the end.
+    assert [s for s in sorted(metrics) if "full_valid_loss" in metrics[s]] == [2, 4, 6]
+    assert {c.step_number: (c.metrics.full_valid_loss, c.metrics.full_valid_reward_accuracy)
+            for c in client(smol_server).fine_tuning.jobs.checkpoints.list(job.id).data} == {
+        s: (metrics[s]["full_valid_loss"], metrics[s]["full_valid_reward_accuracy"]) for s in (2, 4, 6)}
+    rows = csv.DictReader(io.StringIO(client(smol_server).files.content(job.result_files[0]).text))
+    assert [(float(r["valid_loss"]), r["train_accuracy"]) for r in rows] == [
+        (metrics[s]["valid_loss"], "") for s in range(1, 7)]  # a DPO step has no token accuracy
+    assert metrics[6]["valid_loss"] < 0.6931  # below the reference's log 2
 
     base = preference_margin(smol_server, tokenizer, held_out)
     tuned = preference_margin(smol_server, tokenizer, held_out, job.fine_tuned_model)
     print(f"held-out preference margin (nats): base {base:.3f}, DPO adapter {tuned:.3f}")
     assert tuned > base + 1.0, (base, tuned)
+    assert metrics[6]["full_valid_reward_margin"] == pytest.approx(  # what the server serves
+        DPO_HYPERPARAMETERS["beta"] * (tuned - base), rel=0.05, abs=5e-3)
 
 
 def test_over_training_shows_validation_loss_falling_then_rising(smol_server):

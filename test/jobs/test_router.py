@@ -341,11 +341,30 @@ def test_preference_upload_errors_name_the_line_and_field(http, seeded):
     assert_openai_error(r, 400, "file", "line 3: a supervised record in a file of preference")
 
 
-def test_dpo_with_a_validation_file_is_refused(client, http, seeded):
+def test_a_dpo_job_validates_on_preference_pairs_and_refuses_supervised_ones(client, server):
     f = client.files.create(file=("prefs.jsonl", PREFERENCE), purpose="fine-tune")
-    r = http.post("/v1/fine_tuning/jobs", json={"model": MODEL, "training_file": f.id,
-                                                "validation_file": f.id, "method": {"type": "dpo"}})
-    assert_openai_error(r, 400, "validation_file", "not supported for DPO jobs")
+    held_out = client.files.create(file=("held-out.jsonl", PREFERENCE[: len(PREFERENCE) // 2]),
+                                   purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id,
+                                         validation_file=held_out.id, method={"type": "dpo"})
+    assert (job.status, job.validation_file, job.error) == ("queued", held_out.id, None)
+    assert FineTuningJob.model_validate(job.model_dump()).method.type == "dpo"
+    assert server.store.get_job(job.id)["validation_file"] == held_out.id  # what the worker reads
+    client.fine_tuning.jobs.cancel(job.id)
+
+    # A file of the other kind fails the job as a training file of it does, naming the field.
+    supervised = client.files.create(file=("val.jsonl", GOOD), purpose="fine-tune")
+    for training, validation, holds in (
+            (f.id, supervised.id, "holds supervised records, but the job's method is 'dpo'"),
+            (supervised.id, held_out.id, "holds preference (DPO) records, but the job's method "
+                                         "is 'supervised'")):
+        method = {"type": "dpo" if training == f.id else "supervised"}
+        failed = client.fine_tuning.jobs.create(model=MODEL, training_file=training,
+                                                validation_file=validation, method=method)
+        assert failed.status == "failed"
+        assert (failed.error.code, failed.error.param) == ("invalid_validation_file",
+                                                           "validation_file")
+        assert f"The validation file {validation} {holds}" in failed.error.message
 
 
 def test_pagination_with_after(client, server):

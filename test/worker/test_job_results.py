@@ -36,3 +36,24 @@ def test_results_file_of_the_jobs_tenant_from_every_metrics_event(tmp_path, monk
                            "valid_loss": "2.0", "valid_mean_token_accuracy": "0.5"}
     finally:
         store.close()
+
+
+def test_a_dpo_jobs_results_file_is_the_same_csv_with_its_losses(tmp_path):
+    """A DPO step has no token accuracy: its accuracy cells are empty, its losses are there."""
+    store = JobStore(str(tmp_path))
+    try:
+        train = store.create_file("t.jsonl", "fine-tune", DATA, tenant="acme")["id"]
+        job = new_job(store, train, tenant="acme")["id"]
+        for step in (1, 2):
+            store.add_event(job, "info", f"step {step}", {
+                "step": step, "train_loss": 0.5 / step, "train_reward_margin": 0.1 * step,
+                "train_reward_accuracy": 0.75, "valid_loss": 0.625, "valid_reward_margin": 0.25,
+                "valid_reward_accuracy": 1.0, "valid_examples": 4}, type="metrics")
+        file_id = store_results_file(store, job, "acme")
+        text = store.read_file(file_id, "acme").decode()
+        assert text.splitlines()[0] == \
+            "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+        rows = list(csv.reader(io.StringIO(text)))[1:]
+        assert rows == [["1", "0.5", "", "0.625", ""], ["2", "0.25", "", "0.625", ""]]
+    finally:
+        store.close()

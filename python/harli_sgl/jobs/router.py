@@ -226,9 +226,6 @@ class FineTuningApi:
 
     def create_job_blocking(self, req: JobRequest, tenant: str) -> dict[str, Any]:
         self.check_file_ref(req.training_file, "training_file", tenant)
-        if req.validation_file is not None and req.settings.method == "dpo":
-            raise bad_request("validation_file is not supported for DPO jobs yet",
-                              param="validation_file", code="invalid_validation_file")
         if req.validation_file is not None:
             self.check_file_ref(req.validation_file, "validation_file", tenant)
         settings = req.settings
@@ -280,8 +277,9 @@ class FineTuningApi:
         """Move a ``validating_files`` job to ``queued``, or ``failed`` if a stored file is unusable."""
         error = self.stored_file_error(job["training_file"], "training_file",
                                        job["method"]["type"])
-        if error is None and job["validation_file"] is not None:
-            error = self.stored_file_error(job["validation_file"], "validation_file")
+        if error is None and job["validation_file"] is not None:  # of the same kind
+            error = self.stored_file_error(job["validation_file"], "validation_file",
+                                           job["method"]["type"])
         try:
             if error is not None:
                 return self.store.set_status(job["id"], "failed", error=error)

@@ -120,7 +120,7 @@ def test_one_chunked_dpo_step_has_the_plain_loss_and_lora_grads(make_model, fami
         order += list(range(start, start + n)) + list(range(k + start, k + start + n))
     torch.testing.assert_close(torch.cat(refs), want_ref[order], rtol=1e-5, atol=1e-5)
     assert loss == pytest.approx(want_loss, rel=1e-5)
-    assert metrics.train_loss == pytest.approx(want_loss, rel=1e-5)
+    assert metrics.loss == pytest.approx(want_loss, rel=1e-5)
     assert set(got) == set(want) and len(got) > 0
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -24,6 +24,12 @@ only, no graph, dropout off) with the adapter disabled for each of its pieces,
 so it, too, runs only inside slots. Its result is read with
 :meth:`DpoChunkedTrainer.take_reference`; the caller keeps it per example (the
 base model never changes), so each example's reference is computed once.
+
+Validation is an *evaluation step* with references
+(:meth:`DpoChunkedTrainer.start_eval`): the same forward pieces with the adapter
+*on*, whose head scores the policy against the kept references. It ends in the
+mean DPO loss over its pairs and sets :attr:`DpoChunkedTrainer.last_eval_metrics`;
+:attr:`DpoChunkedTrainer.last_metrics` stays the last *trained* step's.
 """
 
 from __future__ import annotations
@@ -71,9 +77,9 @@ def dpo_terms(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> Dpo
 
 
 class PreferenceMetrics(NamedTuple):
-    """Means over one step's pairs; the fields of a DPO ``metrics`` event."""
+    """Means over one step's (or evaluation's) pairs; the fields of a DPO ``metrics`` event."""
 
-    train_loss: float
+    loss: float
     chosen_reward: float  # mean of beta * (logp_pi - logp_ref) of the preferred answers
     rejected_reward: float
     reward_margin: float  # chosen_reward - rejected_reward
@@ -95,6 +101,9 @@ class DpoChunkedTrainer(ChunkedTrainer):
         trainer.start_step(mbs, references=refs)
         ...run until idle...
         trainer.last_metrics                  # PreferenceMetrics of that step
+        trainer.start_eval(valid_mbs, references=valid_refs)  # adapter on, nothing trained
+        ...run until idle...
+        trainer.last_eval_metrics             # PreferenceMetrics of the held-out pairs
     """
 
     def __init__(self, peft_model: nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -108,7 +117,8 @@ class DpoChunkedTrainer(ChunkedTrainer):
         self._reference_out: list[torch.Tensor] = []
         self._computing_reference = False
         self._sums: torch.Tensor | None = None
-        self.last_metrics: PreferenceMetrics | None = None
+        self.last_metrics: PreferenceMetrics | None = None  # of the last trained step
+        self.last_eval_metrics: PreferenceMetrics | None = None  # of the last evaluation
 
     @property
     def computing_reference(self) -> bool:
@@ -140,11 +150,20 @@ class DpoChunkedTrainer(ChunkedTrainer):
         self._references = [ref.to(self.stack.device, torch.float32) for ref in references]
         self._sums = None
 
+    def start_eval(self, micro_batches: Sequence[MicroBatch], *,
+                   references: Sequence[torch.Tensor] | None = None) -> None:
+        """Start an evaluation step: the DPO loss of the policy (adapter on, dropout off)
+        against ``references``, nothing trained; its metrics land in ``last_eval_metrics``."""
+        self.start_step(micro_batches, evaluate=True, references=references)
+
     def abort_step(self) -> None:
         super().abort_step()
         self._references, self._reference_out, self._computing_reference = None, [], False
 
     def _execute_eval(self, step: ChunkedStep, state: MicroState, piece) -> None:
+        if not self._computing_reference:  # an evaluation scores the policy: adapter on
+            super()._execute_eval(step, state, piece)
+            return
         # The reference is the base model: the adapter is off for exactly this piece.
         for layer in self._tuner_layers:
             layer.enable_adapters(False)
@@ -159,7 +178,7 @@ class DpoChunkedTrainer(ChunkedTrainer):
         # DPO step's mean token accuracy is not reported (RunResult.accuracy is 0 here).
         logits = self.stack.lm_head(self.stack.norm(hidden))
         logps = sequence_logps(logits, state.batch.labels)
-        if step.evaluate:
+        if self._computing_reference:
             self._reference_out.append(logps.detach().cpu())
             return HeadOut(logps.new_zeros(()), 0)
         terms = dpo_terms(logps, self._references[step.micro_index], self.beta)
@@ -170,7 +189,11 @@ class DpoChunkedTrainer(ChunkedTrainer):
         self._sums = sums if self._sums is None else self._sums + sums
         if step.micro_index == len(step.micro_batches) - 1:
             loss, c, r, acc = (float(x) / pairs for x in self._sums)
-            self.last_metrics = PreferenceMetrics(loss, c, r, c - r, acc)
+            metrics = PreferenceMetrics(loss, c, r, c - r, acc)
+            if step.evaluate:
+                self.last_eval_metrics = metrics
+            else:
+                self.last_metrics = metrics
         return HeadOut(terms.losses.sum() / pairs, 0)
 
 

@@ -83,6 +83,9 @@ class JobTrainer:
         validation_examples: encoded examples to evaluate (optional, see :mod:`.validation`).
     """
 
+    checkpoint_metrics = CHECKPOINT_METRICS  # what a checkpoint records of its step's metrics
+    _collate_validation = staticmethod(collate)  # a validation micro-batch (DPO: of pairs)
+
     def __init__(self, base_model: nn.Module, tokenizer: Any, examples: Sequence[Example],
                  config: TrainConfig, *, on_event: EventCallback | None = None,
                  checkpoint_dir: Callable[[int], str] | None = None,
@@ -95,13 +98,13 @@ class JobTrainer:
         self._checkpoint_deferred = False
         self._fingerprint: str | None = None
         self._init_data(tokenizer, examples)
-        self.validation_examples = checked_examples(validation_examples, config.max_seq_len,
-                                                    "validation ")
+        self.validation_examples = self._checked_validation(validation_examples)
         self._init_model(base_model)
         self._init_optimizer(saved_tensors_hooks)
         self._init_schedule()
         self.validation = ValidationPlan(self.validation_examples, config.micro_batch_size,
-                                         self.pad_id, config.seed, self.total_steps)
+                                         self.pad_id, config.seed, self.total_steps,
+                                         self._collate_validation)
 
     def _init_data(self, tokenizer: Any, examples: Sequence[Example]) -> None:
         if not examples:
@@ -112,6 +115,9 @@ class JobTrainer:
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
         self.pad_id = int(pad)
+
+    def _checked_validation(self, examples: Sequence[Example]) -> list[Example]:
+        return checked_examples(examples, self.config.max_seq_len, "validation ")
 
     def _init_model(self, base_model: nn.Module) -> None:
         self.peft_model, self._base_requires_grad = lora.wrap_in_place(base_model, self.config)
@@ -204,20 +210,19 @@ class JobTrainer:
             self.write_due_checkpoint()  # a caller that never wrote it still gets it, late
         if self._started_at is None:
             self._started_at = time.perf_counter()
-        work, tokens, trained = NO_SLOT, 0, 0
-        loss = None
+        work, tokens, trained, loss = NO_SLOT, 0, 0, None
         while not self.done:
             self._ensure_step()
             evaluating = self._chunked.evaluating
             with self.rng.active():
                 r = self._chunked.run(budget_units - work.units, deadline)
-            work, tokens = work + r.work, tokens + r.tokens
-            trained += r.trained_tokens
+            work, tokens, trained = work + r.work, tokens + r.tokens, trained + r.trained_tokens
             self.trained_tokens += r.trained_tokens
             self._session_tokens += r.trained_tokens
             if not r.step_done:
                 break
-            self._check_finite(r.loss, "validation" if evaluating else "training")
+            check_finite(r.loss, "validation" if evaluating else "training",
+                         self.completed_steps + (not evaluating), self.total_steps, self.config)
             if evaluating:
                 self._after_eval(r.loss, r.accuracy)
             else:
@@ -226,10 +231,6 @@ class JobTrainer:
             if self.checkpoint_due:
                 break
         return RunResult(work, tokens, trained, loss is not None, loss)
-
-    def _check_finite(self, loss: float, what: str) -> None:
-        step = self.completed_steps + (what == "training")
-        check_finite(loss, what, step, self.total_steps, self.config)
 
     def upcoming_pieces(self, limit: int) -> list:
         """The pieces the next ``run`` would execute, in order (within the current step)."""
@@ -287,12 +288,15 @@ class JobTrainer:
         metrics = self._step_metrics or {"step": p.step, "total_steps": p.total_steps,
                                          "train_loss": self.last_loss,
                                          "trained_tokens": p.trained_tokens}
-        metrics.update(validation.metrics(evaluation, loss, accuracy),
+        metrics.update(self._valid_metrics(evaluation, loss, accuracy),
                        valid_examples=self.validation.size(evaluation))
         self._step_metrics = None
         self._step_event(metrics)
         self.checkpoint_due, self._checkpoint_after_eval = self._checkpoint_after_eval, False
         self._maybe_done()
+
+    def _valid_metrics(self, evaluation: Evaluation, loss: float, accuracy: float) -> dict:
+        return validation.metrics(evaluation, loss, accuracy)
 
     def _step_event(self, metrics: dict) -> None:
         self.last_metrics = metrics
@@ -323,9 +327,8 @@ class JobTrainer:
         """
         if not self.checkpoint_due:
             return None
-        self.checkpoint_due = False
-        step = self.completed_steps
-        metrics = {k: self.last_metrics[k] for k in CHECKPOINT_METRICS if k in self.last_metrics}
+        self.checkpoint_due, step = False, self.completed_steps
+        metrics = {k: v for k, v in self.last_metrics.items() if k in self.checkpoint_metrics}
         return DueCheckpoint(step, self._checkpoint_dir(step), self.snapshot_checkpoint(),
                              {"step": step, **metrics})
 
@@ -347,8 +350,7 @@ class JobTrainer:
 
     def write_due_checkpoint(self) -> str | None:
         """Take and write the due checkpoint here and now; returns its path."""
-        due = self.take_due_checkpoint()
-        if due is None:
+        if (due := self.take_due_checkpoint()) is None:
             return None
         due.snapshot.write(due.path)
         self.checkpoint_written(due)

@@ -11,21 +11,26 @@ OpenAI reports two validation numbers, and so does a job here:
 
 The interval is ``ceil(total_steps / SAMPLE_POINTS)``: about :data:`SAMPLE_POINTS`
 sample evaluations per job, whatever its length. A full evaluation replaces the
-sample one due at the same step (its numbers are reported as both).
+sample one due at the same step (its numbers are reported as both). A DPO job
+reports its own fields on the same plan (DPO's loss and rewards, :mod:`.dpo_job`).
 
 Evaluations are forward-only steps of the layer-chunked trainer
 (:meth:`ChunkedTrainer.start_eval`), so they run in pieces inside slots like the
 rest of training; this module only decides what is due and holds the collated
-micro-batches, which never change during a job.
+micro-batches, which never change during a job, with the example indices each
+holds (a DPO job keys its validation pairs' reference log-probs by them). The
+plan is the same for supervised examples and DPO pairs: only ``collate_fn``
+differs (:func:`.preference.collate_pairs` for pairs).
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from harli_sgl.core.trainer.data import Example, MicroBatch, collate, epoch_order
+from harli_sgl.core.trainer.data import MicroBatch, collate, epoch_order
 
 SAMPLE_EXAMPLES = 32  # the sample's size: OpenAI evaluates a batch-sized sample per point
 SAMPLE_POINTS = 20  # sample evaluations per job, about
@@ -41,20 +46,27 @@ class ValidationPlan:
     """The validation batches of one job and which evaluation a finished step asks for.
 
     Args:
-        examples: the encoded validation examples (may be empty: no validation).
-        micro_batch_size: examples per evaluated micro-batch.
+        examples: the encoded validation examples, or DPO pairs (may be empty: no validation).
+        micro_batch_size: examples (pairs) per evaluated micro-batch.
         pad_id: the tokenizer's pad id.
         seed: the job's seed (picks the sample).
         total_steps: the job's optimizer steps.
+        collate_fn: ``collate_fn(examples, pad_id) -> MicroBatch``.
     """
 
-    def __init__(self, examples: Sequence[Example], micro_batch_size: int, pad_id: int,
-                 seed: int, total_steps: int) -> None:
+    def __init__(self, examples: Sequence[Any], micro_batch_size: int, pad_id: int,
+                 seed: int, total_steps: int,
+                 collate_fn: Callable[[list, int], MicroBatch] = collate) -> None:
         self.examples = list(examples)
-        order = epoch_order(len(self.examples), seed, _SAMPLE_EPOCH)[:SAMPLE_EXAMPLES]
-        self.sample_examples = [self.examples[i] for i in sorted(order)]
-        self.full_batches = _batches(self.examples, micro_batch_size, pad_id)
-        self.sample_batches = _batches(self.sample_examples, micro_batch_size, pad_id)
+        sample = sorted(epoch_order(len(self.examples), seed, _SAMPLE_EPOCH)[:SAMPLE_EXAMPLES])
+        self._groups = {Evaluation.FULL: _groups(list(range(len(self.examples))),
+                                                 micro_batch_size),
+                        Evaluation.SAMPLE: _groups(sample, micro_batch_size)}
+        # Collated once: the same micro-batches are evaluated every time.
+        self._batches = {evaluation: [collate_fn([self.examples[i] for i in group], pad_id)
+                                      for group in groups]
+                         for evaluation, groups in self._groups.items()}
+        self._sizes = {Evaluation.FULL: len(self.examples), Evaluation.SAMPLE: len(sample)}
         self.interval = max(1, math.ceil(total_steps / SAMPLE_POINTS))
         self.total_steps = total_steps
 
@@ -70,15 +82,18 @@ class ValidationPlan:
         return Evaluation.SAMPLE if completed_steps % self.interval == 0 else None
 
     def batches(self, evaluation: Evaluation) -> list[MicroBatch]:
-        return self.full_batches if evaluation is Evaluation.FULL else self.sample_batches
+        return self._batches[evaluation]
+
+    def groups(self, evaluation: Evaluation) -> list[list[int]]:
+        """The indices into ``examples`` of each of :meth:`batches`' micro-batches."""
+        return self._groups[evaluation]
 
     def size(self, evaluation: Evaluation) -> int:
-        return len(self.examples if evaluation is Evaluation.FULL else self.sample_examples)
+        return self._sizes[evaluation]
 
 
-def _batches(examples: list[Example], size: int, pad_id: int) -> list[MicroBatch]:
-    # Collated once: the same micro-batches are evaluated every time.
-    return [collate(examples[k:k + size], pad_id) for k in range(0, len(examples), size)]
+def _groups(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[k:k + size] for k in range(0, len(indices), size)]
 
 
 def metrics(evaluation: Evaluation, loss: float, accuracy: float) -> dict[str, float]:
