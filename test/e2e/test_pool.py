@@ -147,16 +147,17 @@ def test_prometheus_exports_harli_metrics(pool_server):
         assert time.monotonic() < deadline, status(server)["harvest"]
         time.sleep(1)
     # The MAPE gauge mirrors /harli/status, which has a value once held-out
-    # iterations exist (this server skipped the start-up profile), so drive decode. With
-    # no job, decode runs on every core and stage 1 learns nothing: a job is there meanwhile,
-    # under mode off, so every iteration runs alone (beside training, stage 1 learns only
-    # from every 25th).
+    # iterations exist (this server skipped the start-up profile), so drive decode. Stage 1
+    # learns only from iterations run alone on decode's own cores: with no job, or under a
+    # policy that never trains beside decode, decode runs on every core and teaches it
+    # nothing. So a job is there meanwhile, under harli, whose every 25th decoding iteration
+    # runs alone on decode's cores (its calibration).
     job = create_job(server, upload(server, capital_rows(8)).id, n_epochs=50, batch_size=1)
     policy = lambda mode: requests.post(server.base_url + "/harli/policy", headers=server.headers,
                                         json={"mode": mode}, timeout=60).raise_for_status()
-    policy("off")
+    policy("harli")
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while status(server)["predictor"]["stage1"]["mape"] is None:
             assert time.monotonic() < deadline, status(server)["predictor"]
             generate(server, "some decode for the predictor", 32)
