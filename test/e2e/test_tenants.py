@@ -181,7 +181,10 @@ def test_each_tenant_trains_and_serves_its_own_adapter(server, keys, trained):
         job = c.fine_tuning.jobs.retrieve(trained[tenant]["job"])
         assert job.organization_id == tenant
         assert [x.id for x in c.fine_tuning.jobs.list()] == [job.id]
-        assert [f.id for f in c.files.list()] == [trained[tenant]["file"]]
+        # Its own files only: the training file and the job's results file (written by the
+        # server for the job's tenant when it succeeded).
+        assert job.result_files and sorted(f.id for f in c.files.list()) == sorted(
+            [trained[tenant]["file"], *job.result_files])
         # The name alone selects the adapter (never the base model), as does base:name.
         base, tuned = first_logprob(c, BASE_MODEL), first_logprob(c, model)
         assert abs(tuned - base) > 1e-3

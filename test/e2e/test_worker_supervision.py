@@ -8,13 +8,14 @@ import time
 
 import psutil
 
+from harli_sgl.config import DEFAULT_TPOT_SLO_MS
 from e2e_util import generate, status, wait_worker_alive
 
 
 def test_status_shape(harli_server):
     s = wait_worker_alive(harli_server)
     assert s["mode"] == "harli"
-    assert s["tpot_slo_ms"] == 100.0  # the CPU default
+    assert s["tpot_slo_ms"] == DEFAULT_TPOT_SLO_MS["cpu"]
     for key in ("jobs", "finetune_tokens_per_s", "slo_attainment", "pool", "predictor"):
         assert key in s
     proc = psutil.Process(s["worker"]["pid"])
