@@ -41,7 +41,8 @@ import time
 
 import requests
 
-from harli_sgl.model import byte_model
+from harli_sgl.config import DEFAULT_TPOT_SLO_MS
+from harli_sgl.tools import bench_model
 from harli_sgl.tools.bench_client import (
     BenchLoad, failed_requests, percentile, request_tpots_ms, run_bench_serving, slo_attainment,
 )
@@ -57,14 +58,14 @@ def training_rows(n: int) -> list[dict]:
             for i in range(n)]
 
 
-def submit_jobs(base_url: str, n: int, rows: int, epochs: int) -> list[str]:
+def submit_jobs(base_url: str, n: int, rows: int, epochs: int, model: str) -> list[str]:
     data = "".join(json.dumps(r) + "\n" for r in training_rows(rows)).encode()
     f = requests.post(base_url + "/v1/files", files={"file": ("train.jsonl", data)},
                       data={"purpose": "fine-tune"}, timeout=60).json()
     ids = []
     for _ in range(n):
         job = requests.post(base_url + "/v1/fine_tuning/jobs", timeout=60, json={
-            "model": byte_model.SPECS["small"].name, "training_file": f["id"],
+            "model": model, "training_file": f["id"],
             "hyperparameters": {"n_epochs": epochs, "batch_size": 8}}).json()
         ids.append(job["id"])
     return ids
@@ -93,7 +94,7 @@ def measure(servers, targets, job_ids_at, args) -> dict:
     results: list[dict] = [{} for _ in targets]
 
     def drive(i: int, url: str) -> None:
-        results[i] = run_bench_serving(url, byte_model.ensure(), load)
+        results[i] = run_bench_serving(url, args.bench_model.path, load)
 
     t0 = time.monotonic()
     threads = [threading.Thread(target=drive, args=(i, url)) for i, url in enumerate(targets)]
@@ -134,12 +135,13 @@ def measure(servers, targets, job_ids_at, args) -> dict:
 
 def run_fleet(args, root: str) -> dict:
     fleet = Fleet(root, instances=2, extra_flags=("--tpot-slo-ms", str(args.tpot_slo_ms),
-                                                  *byte_model.server_flags()))
+                                                  *args.bench_model.server_flags()))
     try:
         fleet.start()
         for s in fleet.servers:
             wait_profiled(s)
-        ids = submit_jobs(fleet.servers[0].base_url, args.jobs, args.rows, args.epochs)
+        ids = submit_jobs(fleet.servers[0].base_url, args.jobs, args.rows, args.epochs,
+                          args.bench_model.served_name)
         time.sleep(args.settle_s)
         row = measure(fleet.servers, [fleet.router.base_url], [(fleet.servers[0].base_url, ids)], args)
         row["jobs_per_instance"] = _jobs_per_instance(fleet, ids)
@@ -171,13 +173,15 @@ def run_standalone(args, root: str) -> dict:
             servers.append(ServerProcess(
                 [*INSTANCE_FLAGS, "--tpot-slo-ms", str(args.tpot_slo_ms),
                  "--harli-workdir", os.path.join(root, f"standalone-{i}"),
-                 "--harli-profile-dir", os.path.join(root, "profiles"), *split],
+                 "--harli-profile-dir", os.path.join(root, "profiles"), *split,
+                 *args.bench_model.server_flags()],
                 log_path=os.path.join(root, f"standalone-{i}.log")).start())
         for s in servers:
             s.wait_ready()
             wait_profiled(s)
         half = args.jobs // 2
-        job_ids = [(s.base_url, submit_jobs(s.base_url, n, args.rows, args.epochs))
+        job_ids = [(s.base_url, submit_jobs(s.base_url, n, args.rows, args.epochs,
+                                            args.bench_model.served_name))
                    for s, n in zip(servers, (args.jobs - half, half))]
         time.sleep(args.settle_s)
         return measure(servers, [s.base_url for s in servers], job_ids, args)
@@ -190,17 +194,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--reps", type=int, default=2)
-    p.add_argument("--rate", type=float, default=1.5, help="requests/s for the whole set-up")
+    p.add_argument("--model", choices=bench_model.CHOICES, default="smollm2",
+                   help="the served and trained model (default: the embedded SmolLM2)")
+    p.add_argument("--rate", type=float, default=0.5, help="requests/s for the whole set-up")
     p.add_argument("--duration-s", type=float, default=120.0)
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=64)
-    p.add_argument("--tpot-slo-ms", type=float, default=100.0)
+    p.add_argument("--tpot-slo-ms", type=float, default=DEFAULT_TPOT_SLO_MS["cpu"])
     p.add_argument("--jobs", type=int, default=4)
     p.add_argument("--rows", type=int, default=256)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--settle-s", type=float, default=10.0)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "args.json"), "w") as f:
+        json.dump(vars(args), f, indent=1)
+    args.bench_model = bench_model.resolve(args.model)
     rows = []
     for rep in range(args.reps):
         order = SETUPS if rep % 2 == 0 else SETUPS[::-1]
@@ -212,7 +221,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             with open(os.path.join(args.out, "results.json"), "w") as f:
-                json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+                json.dump({"args": {k: v for k, v in vars(args).items() if k != "bench_model"},
+                           "rows": rows}, f, indent=1)
     ratios = []
     for rep in range(args.reps):
         by = {r["setup"]: r for r in rows if r["rep"] == rep}

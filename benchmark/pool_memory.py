@@ -2,6 +2,8 @@
 
     python benchmark/pool_memory.py --out out/pool
 
+``--model`` picks the model (default: the embedded SmolLM2).
+
 Part A, capacity. Each trial is a fresh process that does what the finetune
 worker does: the embedded default model's serving weights in shared memory, a
 KV pool of the server's default size (16384 tokens) in shared memory, and one
@@ -30,7 +32,10 @@ import subprocess
 import sys
 import time
 
+from harli_sgl.tools import bench_model
+
 SEQ_LEN = 128
+MODEL: bench_model.BenchModel  # set by main() from --model
 
 
 def proc_status(key: str) -> int:
@@ -47,8 +52,8 @@ def anon_bytes() -> int:
     return proc_status("RssAnon")
 
 
-def trial(tokens: int, pooled: bool, cap_mb: int) -> dict:
-    """One training step in this process (called in a subprocess)."""
+def trial(tokens: int, pooled: bool, cap_mb: int, path: str) -> dict:
+    """One training step in this process (called in a subprocess) on the model at ``path``."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -56,10 +61,8 @@ def trial(tokens: int, pooled: bool, cap_mb: int) -> dict:
     from harli_sgl.core.shared_weights import build_model, fuse
     from harli_sgl.core.trainer.chunked import ChunkedTrainer
     from harli_sgl.core.trainer.data import MicroBatch
-    from harli_sgl.model import byte_model
 
     torch.set_num_threads(2)
-    path = byte_model.ensure()
     cfg = AutoConfig.from_pretrained(path)
     fused = fuse(AutoModelForCausalLM.from_pretrained(path).state_dict(), cfg)
     for t in fused.values():
@@ -98,7 +101,8 @@ def trial(tokens: int, pooled: bool, cap_mb: int) -> dict:
 
 
 def run_trial(tokens: int, pooled: bool, cap_mb: int) -> dict | None:
-    cmd = [sys.executable, __file__, "--trial", str(tokens), str(int(pooled)), str(cap_mb)]
+    cmd = [sys.executable, __file__, "--trial", str(tokens), str(int(pooled)), str(cap_mb),
+           MODEL.path]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         return None
@@ -122,13 +126,12 @@ def largest(pooled: bool, cap_mb: int, limit: int) -> tuple[int, dict | None]:
 def reclaim_latency(out: str, bursts: int) -> dict:
     import requests
 
-    from harli_sgl.model import byte_model
     from harli_sgl.tools.bench_client import BenchLoad, failed_requests, run_bench_serving
     from harli_sgl.tools.server_process import ServerProcess
 
-    model = byte_model.ensure()
     server = ServerProcess(["--max-total-tokens", "4096", "--harli-workdir", os.path.join(out, "workdir"),
-                            "--harli-startup-profile-s", "0", *byte_model.server_flags()], log_path=os.path.join(out, "server.log"))
+                            "--harli-startup-profile-s", "0", *MODEL.server_flags()],
+                           log_path=os.path.join(out, "server.log"))
     server.start().wait_ready()
     try:
         from harli_sgl.demo.__main__ import DATA
@@ -137,7 +140,7 @@ def reclaim_latency(out: str, bursts: int) -> dict:
         f = requests.post(server.base_url + "/v1/files", files={"file": ("d.jsonl", data)},
                           data={"purpose": "fine-tune"}).json()
         requests.post(server.base_url + "/v1/fine_tuning/jobs", json={
-            "model": byte_model.SPECS["small"].name, "training_file": f["id"],
+            "model": MODEL.served_name, "training_file": f["id"],
             "hyperparameters": {"n_epochs": 50, "batch_size": 8}})
         status = lambda: requests.get(server.base_url + "/harli/status").json()  # noqa: E731
         peaks, failed = [], 0
@@ -150,7 +153,7 @@ def reclaim_latency(out: str, bursts: int) -> dict:
                 time.sleep(0.5)
             peaks.append(status()["pool"]["leased_tokens"])
             load = BenchLoad(num_prompts=12, input_len=256, output_len=32, seed=burst + 1)
-            result = run_bench_serving(server.base_url, model, load)
+            result = run_bench_serving(server.base_url, MODEL.path, load)
             failed += failed_requests(result) + load.num_prompts - result["completed"]
         pool = status()["pool"]
         pool["leased_tokens_before_bursts"] = peaks
@@ -165,7 +168,8 @@ def reclaim_latency(out: str, bursts: int) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--trial":
-        print(json.dumps(trial(int(sys.argv[2]), bool(int(sys.argv[3])), int(sys.argv[4]))))
+        print(json.dumps(trial(int(sys.argv[2]), bool(int(sys.argv[3])), int(sys.argv[4]),
+                               sys.argv[5])))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -174,9 +178,13 @@ def main() -> None:
     p.add_argument("--bursts", type=int, default=5)
     p.add_argument("--reuse-capacity", action="store_true",
                    help="reuse DIR/capacity.json from an earlier run; only measure reclaims")
+    p.add_argument("--model", choices=bench_model.CHOICES, default="smollm2",
+                   help="the served and trained model (default: the embedded SmolLM2)")
     args = p.parse_args()
+    global MODEL
+    MODEL = bench_model.resolve(args.model)
     os.makedirs(args.out, exist_ok=True)
-    result = {"cap_mb": args.cap_mb, "seq_len": SEQ_LEN}
+    result = {"cap_mb": args.cap_mb, "seq_len": SEQ_LEN, "model": args.model}
     capacity = os.path.join(args.out, "capacity.json")
     if args.reuse_capacity and os.path.exists(capacity):
         result = json.load(open(capacity))

@@ -44,7 +44,7 @@ import psutil
 import requests
 
 from colocation import training_rows  # benchmark/ is on sys.path when run as a script
-from harli_sgl.model import byte_model
+from harli_sgl.tools import bench_model
 from harli_sgl.tools.bench_client import BenchLoad, failed_requests, run_bench_serving
 from harli_sgl.tools.server_process import ServerProcess
 
@@ -109,10 +109,10 @@ class Soak:
     def __init__(self, args):
         self.args = args
         os.makedirs(args.out, exist_ok=True)
-        self.model = byte_model.ensure()
+        self.model = bench_model.resolve(args.model)
         self.server = ServerProcess(
             ["--harli-mode", "harli", "--harli-workdir", os.path.join(args.out, "workdir"),
-             "--harli-profile-dir", os.path.join(args.out, "profiles"), *byte_model.server_flags()],
+             "--harli-profile-dir", os.path.join(args.out, "profiles"), *self.model.server_flags()],
             log_path=os.path.join(args.out, "server.log"))
         self.url = self.server.base_url
         self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="none", max_retries=0)
@@ -136,7 +136,7 @@ class Soak:
         jobs = []
         for f, epochs, suffix in ((small, 50, "small"), (big, 50, "big")):
             job = self.client.fine_tuning.jobs.create(
-                model="byte-llama-random", training_file=f.id, suffix=suffix, seed=0,
+                model=self.model.served_name, training_file=f.id, suffix=suffix, seed=0,
                 hyperparameters={"n_epochs": epochs, "batch_size": 4})
             jobs.append(job.id)
         return jobs
@@ -185,7 +185,7 @@ class Soak:
                 load = BenchLoad(num_prompts=args.num_prompts, input_len=args.input_len,
                                  output_len=args.output_len, request_rate=float("inf"),
                                  seed=rounds)
-                result = run_bench_serving(self.url, self.model, load)
+                result = run_bench_serving(self.url, self.model.path, load)
                 rounds += 1
                 failed += failed_requests(result)
                 completed += result.get("completed", 0)
@@ -199,7 +199,7 @@ class Soak:
         with open(self.server.log_path, errors="replace") as f:
             log = f.read()
         report = {
-            "duration_s": args.duration_s, "bench_rounds": rounds,
+            "model": args.model, "duration_s": args.duration_s, "bench_rounds": rounds,
             "requests_completed": completed, "requests_failed": failed,
             "jobs": {j: {"status": s.status, "error": s.error.model_dump() if s.error else None,
                          "trained_tokens": s.trained_tokens} for j, s in states.items()},
@@ -224,6 +224,8 @@ class Soak:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/soak")
+    p.add_argument("--model", choices=bench_model.CHOICES, default="smollm2",
+                   help="the served and trained model (default: the embedded SmolLM2)")
     p.add_argument("--duration-s", type=float, default=600.0)
     p.add_argument("--big-upload-mb", type=float, default=50.0)
     p.add_argument("--num-prompts", type=int, default=64)

@@ -11,4 +11,5 @@ export TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$repo/python${PYTHONPATH:+:$PYTHONPATH}"
 echo "[test] running the test suite (end-to-end tests start a real harli_sgl server on CPU)"
 # pytest exits 5 when no test ran; set -e makes that a failure too.
-exec "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 1200 "${@:-test}"
+# The 25 slowest tests are listed at the end: where the suite's time budget goes.
+exec "$repo/.venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 1200 --durations=25 "${@:-test}"

@@ -48,3 +48,20 @@ def test_no_pieces_no_overlap_and_stop_latency():
     assert t.stopping is not None
     t.stopped(seq, 21.03)
     assert t.stopping is None and list(t.stop_latency_ms) == [pytest.approx(30.0)]
+
+
+def test_a_co_run_started_after_the_forward_did_not_overlap_it():
+    # Iteration [1, 2): alone (a calibration); its results were processed and the next plan
+    # restarted the worker at 1.97, before the next launch at 2.0. The last piece ended at 0.9.
+    t = tracker((0.5, 0.9, 100, 0, 0))
+    t.started(0.5, (1,), now=1.97)
+    assert t.overlap(1.0, 2.0, serial=[], running_now=True).total == 0.0
+    # The next iteration, [2, 3), runs beside it: the gap since the start counts.
+    assert t.overlap(2.0, 3.0, serial=[], running_now=True).fwd == pytest.approx(1.0)
+
+
+def test_new_cores_for_a_running_worker_are_no_new_start():
+    t = tracker((0.0, 1.2, 100, 0, 0), active=True)
+    t.started(1.0, (0, 1), now=1.9)  # the worker moves to every core mid-iteration
+    assert t.started_at == 0.0
+    assert t.overlap(1.0, 2.0, serial=[], running_now=True).fwd == pytest.approx(1.0)

@@ -8,7 +8,13 @@ training, by the kind of piece: that is what the concurrent stage of the
 predictor learns from, and what the end-to-end tests check (overlap from
 timestamps, not from a flag). A piece still running when the iteration closes
 has not reported yet; while the worker is co-running with work, the time since
-its last reported piece counts as overlapped, with that piece's kind.
+its last reported piece counts as overlapped, with that piece's kind. Not when
+co-running began inside the iteration: plans are made after an iteration's
+forward (from its results, and under SGLang's overlap loop only after a drain),
+so a worker started there ran beside the scheduler's bookkeeping, not beside
+decode. Counting that tail (0.3-0.4 ms) made every calibration iteration of a
+14 ms model look co-run (overlap 0.02-0.03), so stage 1 learned nothing from
+them while a job co-ran.
 
 It also keeps the stop protocol's books (``CoRunStop`` -> ``CoRunStopped``: the
 worker stops at its next piece boundary; the latency from the request to that
@@ -52,8 +58,10 @@ class CoRunTracker:
     # -- state changes ---------------------------------------------------------------
 
     def started(self, share: float, cpus: tuple[int, ...], now: float, synthetic: bool = False) -> None:
+        """Co-running (re)starts; a new share or new cores for a running worker is no new start."""
+        if not self.active:
+            self.started_at = now
         self.active, self.share, self.cpus, self.synthetic = True, share, cpus, synthetic
-        self.started_at = now
 
     def stop_requested(self, now: float) -> int:
         self._seq += 1
@@ -99,8 +107,9 @@ class CoRunTracker:
                 for i, u in enumerate((p.work.units_fwd, p.work.units_bwd, p.work.units_head)):
                     by_kind[i] += ov * u / total
             last = p
-        if running_now and self.active and last is not None:
-            since = max(last.end, t0, self.started_at or t0)
+        began_inside = self.started_at is not None and self.started_at > t0
+        if running_now and self.active and last is not None and not began_inside:
+            since = max(last.end, t0)
             if since < t1:
                 total = last.work.units
                 gap = (t1 - since) - sum(_intersect(s, e, since, t1) for s, e in serial)
