@@ -247,3 +247,26 @@ def test_decode_keeps_every_core_unless_the_policy_trains_beside_it(rig):
         assert coord.decode_on_every_cpu() is wide, mode
     coord.set_profiling(True)  # the start-up profile measures decode as it runs beside a job
     assert not coord.decode_on_every_cpu()
+
+
+def test_an_iteration_the_policy_leaves_alone_runs_on_every_core_unless_it_measures_decode(rig):
+    """Under ``harli`` a plan with nothing beside decode (co-running would break the SLO, or
+    the slack is below a piece) gives decode every core; a calibration keeps it on its own."""
+    from harli_sgl.core.policy.base import Arrangement, Plan
+    from harli_sgl.core.policy.decision import Decision
+
+    coord, link, _ = rig
+    coord.worker_state = WorkerState(has_work=True)
+    coord.corun_control.start(coord.corun_share)
+    coord._apply(Plan(Arrangement.CONCURRENT, share=coord.corun_share, decision=Decision.CONCURRENT))
+    assert not coord.decode_on_every_cpu()
+    coord._apply(Plan(Arrangement.NONE, stop_wait=True, decision=Decision.NO_SLACK,
+                      corun_interference=True))
+    assert not coord.corun.active and coord.decode_on_every_cpu()
+    coord._apply(Plan(Arrangement.NONE, stop_wait=True, decision=Decision.CALIBRATE))
+    assert not coord.decode_on_every_cpu()
+    coord._apply(Plan(Arrangement.NONE, decision=Decision.SLACK_BELOW_ONE_PIECE))
+    assert coord.decode_on_every_cpu()
+    # The next plan is made after that iteration; co-running again narrows decode.
+    coord._apply(Plan(Arrangement.CONCURRENT, share=coord.corun_share, decision=Decision.CONCURRENT))
+    assert not coord.decode_on_every_cpu()

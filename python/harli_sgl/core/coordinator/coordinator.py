@@ -71,6 +71,7 @@ class SlotCoordinator:
                                           self.speeds, means, sm_count)
         self.pool: PoolManager | None = None  # once the unified pool is attached
         self._last_free_compute = 0.0
+        self._next_alone = False  # the last plan leaves the next iteration to decode alone
         if supervisor is not None:
             supervisor.on_death = self._on_worker_death
 
@@ -107,11 +108,20 @@ class SlotCoordinator:
         ``off`` with a job and decode on one core missed the SLO at 0.5 req/s where
         stock holds it. The start-up profile keeps the split: it measures decode as it
         runs beside a job.
+
+        The same holds for one iteration of a policy that does train beside decode, when
+        its plan leaves the iteration alone (co-running would break the SLO, or the slack
+        is below one piece): the worker then waits, and decode confined to its core while
+        the worker's core idled paid the split for nothing. In the 2026-12-02 co-location
+        run, on a slow stretch of the host, ``harli`` spent 90% of serving time so, with
+        attainment at or below ``off``'s. Calibration iterations stay on decode's cores:
+        they measure it there.
         """
         cfg = self.config
         return bool(cfg.decode_cpus and cfg.worker_cpus) and self.supervisor is not None \
             and not self.profiling and \
-            (not self.worker_state.has_work or not self.policy.beside_decode)
+            (not self.worker_state.has_work or not self.policy.beside_decode
+             or self._next_alone)
 
     def on_launch(self, features: IterationFeatures, now: float, wide: bool = False) -> None:
         """A batch is being launched: close the previous iteration's measurement.
@@ -219,6 +229,7 @@ class SlotCoordinator:
         self.profile.save_due(now, self.speeds.profile_units_per_ms)
 
     def _maybe_run_slot(self, nxt: IterationFeatures, running: int, waiting: int) -> None:
+        self._next_alone = False
         sup = self.supervisor
         if sup is None or not sup.ready:
             return
@@ -248,6 +259,9 @@ class SlotCoordinator:
         grant = plan.serial
         if grant is not None and grant.budget_units >= max(1, self.worker_state.min_piece_units):
             self.corun_control.run_serial(grant)
+        # (A stop, waited for or not, has cleared ``active``; a piece still finishing runs
+        # in SCHED_IDLE, which yields its core to decode at once.)
+        self._next_alone = plan.leaves_decode_alone and not self.corun.active
 
     # -- message handlers --------------------------------------------------------------
 

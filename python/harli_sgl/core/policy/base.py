@@ -44,7 +44,7 @@ from typing import ClassVar
 
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.iteration import IterationFeatures, SlotWork
-from harli_sgl.core.policy.decision import CORUN_INTERFERENCE_PREFIX, Decision
+from harli_sgl.core.policy.decision import CORUN_INTERFERENCE_PREFIX, MEASURES_DECODE_ALONE, Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +105,12 @@ class Plan:
     @property
     def concurrent(self) -> bool:
         return self.arrangement in (Arrangement.CONCURRENT, Arrangement.HYBRID)
+
+    @property
+    def leaves_decode_alone(self) -> bool:
+        """Nothing trains beside or before the next iteration, and it is not one kept on
+        decode's cores to teach stage 1: decode may use every core for it."""
+        return self.arrangement == Arrangement.NONE and self.decision not in MEASURES_DECODE_ALONE
 
     @property
     def reason(self) -> str:

@@ -72,3 +72,9 @@ class Decision(Enum):
         "no_share",
         'mode spatial without a device share for the worker: no partition to train on')
     PARTITION = ("partition", 'mode spatial: the worker trains on its fixed share of the device')
+
+
+# Plans that keep decode alone on its own cores *to measure it*: stage 1's law is decode
+# on decode's cores, and these are the iterations it learns from while a job co-runs.
+MEASURES_DECODE_ALONE = frozenset({Decision.PREDICTOR_COLD, Decision.UNSEEN_BATCH_SIZE,
+                                   Decision.CALIBRATE})
