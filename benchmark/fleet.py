@@ -16,7 +16,8 @@ Two set-ups, measured one after the other on this machine, in alternating order 
   the rate, run at the same time).
 
 Each instance decodes on a core of its own (``--harli-cpu-split 0/1`` and ``1/0`` on a
-2-core host) with ``--max-total-tokens 4096``: what two instances on one 2-core, 24 GB
+2-core host, and ``--harli-widen-decode never``, since each one's worker share is the other's
+decode core) with ``--max-total-tokens 4096``: what two instances on one 2-core, 24 GB
 machine can hold, not a limit of the design.
 
 Per set-up and repetition it reports: failed requests (bench_serving's errors plus
@@ -50,6 +51,9 @@ from harli_sgl.tools.fleet import INSTANCE_FLAGS, Fleet
 from harli_sgl.tools.server_process import ServerProcess
 
 SETUPS = ("fleet", "standalone")
+# The standalone instances cross their splits (0/1 and 1/0), as the fleet's do (tools/fleet.py):
+# each one's worker share is the other's decode core, so decode must never widen onto it.
+SHARED_CORES = ("--harli-widen-decode", "never")
 
 
 def training_rows(n: int) -> list[dict]:
@@ -171,7 +175,7 @@ def run_standalone(args, root: str) -> dict:
             split = ["--harli-cpu-split", f"{cpus[i % len(cpus)]}/{cpus[(i + 1) % len(cpus)]}"] \
                 if len(cpus) >= 2 else []
             servers.append(ServerProcess(
-                [*INSTANCE_FLAGS, "--tpot-slo-ms", str(args.tpot_slo_ms),
+                [*INSTANCE_FLAGS, *SHARED_CORES, "--tpot-slo-ms", str(args.tpot_slo_ms),
                  "--harli-workdir", os.path.join(root, f"standalone-{i}"),
                  "--harli-profile-dir", os.path.join(root, "profiles"), *split,
                  *args.bench_model.server_flags()],

@@ -75,3 +75,10 @@ def test_tenant_quota_flags():
         ("max_running_jobs", "max_queued_jobs", "max_stored_bytes"))
     with pytest.raises(ValueError, match="max_queued_jobs must be an integer >= 0"):
         HarliConfig(tenant_max_queued_jobs=-1)
+
+
+def test_widen_decode_is_a_choice():
+    cfg, _ = split_argv(["--harli-widen-decode", "never"])
+    assert cfg.widen_decode == "never" and HarliConfig().widen_decode == "auto"
+    with pytest.raises(ValueError, match="widen-decode"):
+        HarliConfig(widen_decode="sometimes")

@@ -115,6 +115,10 @@ class HarliConfig:
     prefill_cpus: str = _flag("decode", "CPU hosts with a split: the cores a prefill batch runs on, "
                               "'decode' (decode's own) or 'all' (every core: the worker's "
                               "SCHED_IDLE threads yield them at once).", choices=("decode", "all"))
+    widen_decode: str = _flag("auto", "CPU hosts with a split: 'auto' gives decode every core "
+                              "while nothing trains beside it (no job, a serial-only policy, an "
+                              "iteration harli leaves alone); 'never' keeps it on its own cores, "
+                              "for instances that share a host's cores.", choices=("auto", "never"))
     gpu_worker_share: float = _flag(0.0, "GPU hosts: the worker's SM share for co-running "
                                     "through CUDA MPS (0 = serial slots only). UNTESTED: no GPU "
                                     "has been available to run it.", type=float)
@@ -141,6 +145,8 @@ class HarliConfig:
                 raise ValueError(f"--harli-{name.replace('_', '-')} must be >= 1")
         if self.prefill_cpus not in ("decode", "all"):
             raise ValueError(f"--harli-prefill-cpus must be decode or all, got {self.prefill_cpus!r}")
+        if self.widen_decode not in ("auto", "never"):
+            raise ValueError(f"--harli-widen-decode must be auto or never, got {self.widen_decode!r}")
         self.tenant_limits  # validates them
         if self.lease_s <= 0:
             raise ValueError("--harli-lease-s must be positive")

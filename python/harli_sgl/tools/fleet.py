@@ -110,7 +110,9 @@ class Fleet:
         if len(cpus) < 2:
             return []
         decode, worker = cpus[i % len(cpus)], cpus[(i + 1) % len(cpus)]
-        return ["--harli-cpu-split", f"{decode}/{worker}"]
+        # Crossed splits: this instance's worker share is the next one's decode core, so
+        # decode must never widen onto it ("every core" is both instances' cores).
+        return ["--harli-cpu-split", f"{decode}/{worker}", "--harli-widen-decode", "never"]
 
     def _router(self) -> ServerProcess:
         argv = ["--worker-urls", *[s.base_url for s in self.servers], "--policy", self.router_policy,

@@ -270,3 +270,13 @@ def test_an_iteration_the_policy_leaves_alone_runs_on_every_core_unless_it_measu
     # The next plan is made after that iteration; co-running again narrows decode.
     coord._apply(Plan(Arrangement.CONCURRENT, share=coord.corun_share, decision=Decision.CONCURRENT))
     assert not coord.decode_on_every_cpu()
+
+
+def test_never_widening_keeps_decode_on_its_cores(rig):
+    """Instances sharing a host's cores (crossed splits) must not widen onto each other's."""
+    coord, _, cfg = rig
+    coord.config = dataclasses.replace(cfg, widen_decode="never")
+    assert not coord.decode_on_every_cpu()  # no job
+    coord.worker_state = WorkerState(has_work=True)
+    coord.set_policy(make_policy(dataclasses.replace(cfg, mode="off"), coord.predictor))
+    assert not coord.decode_on_every_cpu()  # a serial-only policy

@@ -116,9 +116,15 @@ class SlotCoordinator:
         run, on a slow stretch of the host, ``harli`` spent 90% of serving time so, with
         attainment at or below ``off``'s. Calibration iterations stay on decode's cores:
         they measure it there.
+
+        ``--harli-widen-decode never`` turns all of this off: where instances share a
+        host's cores (the fleet benchmark crosses two splits, 0/1 and 1/0, on 2 cores),
+        "every core" includes another instance's decode core, and widening onto it took
+        SmolLM2's TPOT p50 to 2.5 s at 0.25 req/s per instance.
         """
         cfg = self.config
-        return bool(cfg.decode_cpus and cfg.worker_cpus) and self.supervisor is not None \
+        return cfg.widen_decode == "auto" and bool(cfg.decode_cpus and cfg.worker_cpus) \
+            and self.supervisor is not None \
             and not self.profiling and \
             (not self.worker_state.has_work or not self.policy.beside_decode
              or self._next_alone)
