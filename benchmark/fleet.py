@@ -47,13 +47,10 @@ from harli_sgl.tools import bench_model
 from harli_sgl.tools.bench_client import (
     BenchLoad, failed_requests, percentile, request_tpots_ms, run_bench_serving, slo_attainment,
 )
-from harli_sgl.tools.fleet import INSTANCE_FLAGS, Fleet
+from harli_sgl.tools.fleet import INSTANCE_FLAGS, Fleet, crossed_cpu_split
 from harli_sgl.tools.server_process import ServerProcess
 
 SETUPS = ("fleet", "standalone")
-# The standalone instances cross their splits (0/1 and 1/0), as the fleet's do (tools/fleet.py):
-# each one's worker share is the other's decode core, so decode must never widen onto it.
-SHARED_CORES = ("--harli-widen-decode", "never")
 
 
 def training_rows(n: int) -> list[dict]:
@@ -169,13 +166,12 @@ def _jobs_per_instance(fleet, ids) -> dict:
 
 def run_standalone(args, root: str) -> dict:
     servers = []
-    cpus = sorted(os.sched_getaffinity(0))
     try:
         for i in range(2):
-            split = ["--harli-cpu-split", f"{cpus[i % len(cpus)]}/{cpus[(i + 1) % len(cpus)]}"] \
-                if len(cpus) >= 2 else []
+            # The same crossed splits as the fleet's (and so no widening).
+            split = crossed_cpu_split(i)
             servers.append(ServerProcess(
-                [*INSTANCE_FLAGS, *SHARED_CORES, "--tpot-slo-ms", str(args.tpot_slo_ms),
+                [*INSTANCE_FLAGS, "--tpot-slo-ms", str(args.tpot_slo_ms),
                  "--harli-workdir", os.path.join(root, f"standalone-{i}"),
                  "--harli-profile-dir", os.path.join(root, "profiles"), *split,
                  *args.bench_model.server_flags()],

@@ -35,6 +35,17 @@ from harli_sgl.tools.server_process import ServerProcess
 INSTANCE_FLAGS = ("--max-total-tokens", "4096")
 
 
+def crossed_cpu_split(i: int) -> list[str]:
+    """Flags for the ``i``-th of several instances sharing this host's cores: decode on one
+    core, the worker's share on the next (the next instance's decode core), so decode must
+    never widen onto it ("every core" is both instances' cores). [] on a single core."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return []
+    decode, worker = cpus[i % len(cpus)], cpus[(i + 1) % len(cpus)]
+    return ["--harli-cpu-split", f"{decode}/{worker}", "--harli-widen-decode", "never"]
+
+
 @dataclass
 class Fleet:
     root: str
@@ -106,13 +117,7 @@ class Fleet:
     def _cpu_split(self, i: int) -> list[str]:
         if "--harli-cpu-split" in self.extra_flags:
             return []
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            return []
-        decode, worker = cpus[i % len(cpus)], cpus[(i + 1) % len(cpus)]
-        # Crossed splits: this instance's worker share is the next one's decode core, so
-        # decode must never widen onto it ("every core" is both instances' cores).
-        return ["--harli-cpu-split", f"{decode}/{worker}", "--harli-widen-decode", "never"]
+        return crossed_cpu_split(i)
 
     def _router(self) -> ServerProcess:
         argv = ["--worker-urls", *[s.base_url for s in self.servers], "--policy", self.router_policy,
