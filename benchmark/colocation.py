@@ -63,7 +63,7 @@ from harli_sgl.tools.bench_client import (
 )
 from harli_sgl.tools.server_process import ServerProcess
 
-MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli", "harli-prefill-all")
+MODES = ("off", "greedy", "idle", "static", "spatial", "harli-serial", "harli", "harli-prefill-decode")
 DEFAULT_MODES = ("off", "idle", "static", "spatial", "harli-serial", "harli")
 # Static slot sizes tried, in multiples of the job's largest piece: a smaller
 # slot could never run a backward piece and would "hold the SLO" by not training.
@@ -135,9 +135,11 @@ class Bench:
 
     def set_mode(self, mode: str, static_units: int | None = None) -> None:
         # 0 is a real static size (tuning found none that holds the SLO): send it too.
-        # harli-prefill-all: harli with prefill batches on every core (--harli-prefill-cpus all).
-        body = {"mode": "harli" if mode == "harli-prefill-all" else mode,
-                "prefill_cpus": "all" if mode == "harli-prefill-all" else "decode",
+        # harli runs prefill batches on every core (--harli-prefill-cpus all, its default);
+        # harli-prefill-decode keeps them on decode's core, as harli did before 2026-12-02.
+        # The baselines keep theirs on decode's core.
+        body = {"mode": "harli" if mode.startswith("harli-prefill") else mode,
+                "prefill_cpus": "all" if mode == "harli" else "decode",
                 **({"static_slot_units": static_units} if static_units is not None else {})}
         r = requests.post(self.url + "/harli/policy", json=body, timeout=60)
         r.raise_for_status()
@@ -213,8 +215,10 @@ class Bench:
         }
 
     def idle_tokens_per_s(self, seconds: float) -> float:
-        """The job's finetune tokens/s on the idle server (harli: co-running on every core)."""
-        self.set_mode("harli")
+        """The job's finetune tokens/s on the idle server with the worker on the whole device:
+        the ``idle`` policy's serial slots, on every core in the normal class (``harli`` itself
+        may keep an idle worker on its share when every core was measured not to pay)."""
+        self.set_mode("idle")
         time.sleep(self.args.settle_s)
         s0, t0 = self.status()["totals"]["trained_tokens"], time.monotonic()
         time.sleep(seconds)

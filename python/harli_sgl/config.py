@@ -112,9 +112,10 @@ class HarliConfig:
     cpu_split: str = _flag("auto", "CPU hosts: decode's cores and the worker's share for "
                            "co-running, as DECODE/WORKER (e.g. 0/1), 'auto' (default: decode "
                            "keeps the first half) or 'none' (serial slots only).")
-    prefill_cpus: str = _flag("decode", "CPU hosts with a split: the cores a prefill batch runs on, "
-                              "'decode' (decode's own) or 'all' (every core: the worker's "
-                              "SCHED_IDLE threads yield them at once).", choices=("decode", "all"))
+    prefill_cpus: str = _flag("all", "CPU hosts with a split: the cores a prefill batch runs on, "
+                              "'all' (default: every core; the worker's SCHED_IDLE threads "
+                              "yield them at once) or 'decode' (decode's own).",
+                              choices=("decode", "all"))
     widen_decode: str = _flag("auto", "CPU hosts with a split: 'auto' gives decode every core "
                               "while nothing trains beside it (no job, a serial-only policy, an "
                               "iteration harli leaves alone); 'never' keeps it on its own cores, "

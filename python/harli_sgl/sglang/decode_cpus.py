@@ -5,12 +5,12 @@ SGLang binds its CPU threads only where sgl_kernel's AMX path is enabled;
 elsewhere torch uses every core. Pinning this process's threads and sizing
 torch's pool to decode's cores makes the split real either way.
 
-The process is *widened* onto every core while no finetune job runs here (the
-coordinator's ``decode_on_every_cpu``: nothing to harvest, so serving gets the
-whole host), and for a prefill batch under ``--harli-prefill-cpus all``
-(prefill is compute-bound and uses a second core where decode does not; the
-worker's threads there are SCHED_IDLE, so this process's threads take the core
-at once). Applied at a launch, only when the wanted state changes.
+The process is *widened* onto every core when the coordinator says so
+(``launch_on_every_cpu``): while nothing trains beside decode, and for a prefill
+batch under ``--harli-prefill-cpus all`` (the default; prefill is compute-bound
+and uses a second core; the worker's threads there are SCHED_IDLE, so this
+process's threads take the core at once). Applied at a launch, only when the
+wanted state changes.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 class DecodeCpus:
     def __init__(self, config: HarliConfig):
+        self.config = config  # only its core sets are read, and those never change
         self.wide = False
         if config.finetune_enabled and config.decode_cpus:
             cpu_affinity.pin_threads(config.decode_cpus)
@@ -36,14 +37,11 @@ class DecodeCpus:
                         format_cpus(config.decode_cpus), torch.get_num_threads(),
                         format_cpus(config.worker_cpus))
 
-    def at_launch(self, config: HarliConfig, no_work: bool, extend: bool) -> None:
-        """Widen or narrow for the batch about to launch (``config`` is read now: the
-        operator can change ``prefill_cpus`` at run time)."""
-        prefill_all = config.prefill_cpus == "all" and config.decode_cpus and \
-            config.finetune_enabled and extend
-        wide = bool(no_work or prefill_all)
+    def at_launch(self, wide: bool) -> None:
+        """Widen or narrow for the batch about to launch (the coordinator's
+        ``launch_on_every_cpu`` decides; this only applies it, when it changes)."""
         if wide != self.wide:
-            cpus = config.all_cpus if wide else config.decode_cpus
+            cpus = self.config.all_cpus if wide else self.config.decode_cpus
             cpu_affinity.pin_threads(cpus)
             torch.set_num_threads(len(cpus))
             self.wide = wide

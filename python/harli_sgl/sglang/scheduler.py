@@ -75,9 +75,9 @@ class HarliScheduler(Scheduler):
     # -- hooks ---------------------------------------------------------------------------
 
     def run_batch(self, batch, *args, **kwargs):
-        no_work = self.harli.decode_on_every_cpu()
-        self.harli.on_launch(batch_features(batch), time.monotonic(), wide=no_work)
-        self._harli_cpus.at_launch(self.harli.config, no_work, batch.forward_mode.is_extend())
+        wide = self.harli.launch_on_every_cpu(batch.forward_mode.is_extend())
+        self.harli.on_launch(batch_features(batch), time.monotonic(), wide=wide)
+        self._harli_cpus.at_launch(wide)
         return super().run_batch(batch, *args, **kwargs)
 
     def is_disable_overlap_for_batch(self, batch, last_batch) -> bool:

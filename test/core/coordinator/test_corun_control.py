@@ -280,3 +280,23 @@ def test_never_widening_keeps_decode_on_its_cores(rig):
     coord.worker_state = WorkerState(has_work=True)
     coord.set_policy(make_policy(dataclasses.replace(cfg, mode="off"), coord.predictor))
     assert not coord.decode_on_every_cpu()  # a serial-only policy
+
+
+def test_a_prefill_runs_on_every_core_unless_the_policy_is_a_fixed_partition(rig):
+    """``--harli-prefill-cpus all`` (the default) widens an extend batch beside a co-running
+    job; ``spatial`` (a static split), ``decode`` and ``--harli-widen-decode never`` do not."""
+    coord, _, cfg = rig
+    assert cfg.prefill_cpus == "all"
+    coord.worker_state = WorkerState(has_work=True)
+    assert not coord.decode_on_every_cpu()  # harli with a job: decode on its own cores
+    assert coord.launch_on_every_cpu(extend=True) and not coord.launch_on_every_cpu(extend=False)
+    coord.set_policy(make_policy(dataclasses.replace(cfg, mode="spatial"), coord.predictor))
+    assert not coord.launch_on_every_cpu(extend=True)
+    coord.set_policy(make_policy(cfg, coord.predictor))
+    coord.config = dataclasses.replace(cfg, prefill_cpus="decode")
+    assert not coord.launch_on_every_cpu(extend=True)
+    coord.config = dataclasses.replace(cfg, widen_decode="never")
+    assert not coord.launch_on_every_cpu(extend=True)
+    coord.config = cfg
+    coord.set_profiling(True)  # the start-up profile measures the split as it is
+    assert not coord.launch_on_every_cpu(extend=True)

@@ -63,3 +63,26 @@ def test_the_gate_tops_up_where_the_whole_device_beats_the_share_by_total_units(
                                 topup_units_per_ms=speeds.topup_units_per_ms,
                                 corun_units_per_ms=speeds.corun_units_per_ms))
     assert plan.arrangement is Arrangement.HYBRID, plan.reason
+
+
+def test_pieces_on_the_idle_server_are_the_idle_speeds_not_the_co_run_speed():
+    """Idle pieces feed one window per placement, trusted after IDLE_SPEED_MIN_MS of pieces;
+    only pieces on every core move harvest's denominator."""
+    from harli_sgl.core.coordinator.speeds import IDLE_SPEED_MIN_MS
+
+    speeds, now = FinetuneSpeeds(), time.monotonic()
+    n = int(IDLE_SPEED_MIN_MS // 30.0)
+    for i in range(n - 1):
+        speeds.piece_ran(piece(240, 30.0, now), 1.0, True)      # every core: 8 units/ms
+        speeds.piece_ran(piece(270, 30.0, now), 0.5, True)      # the share, idle: 9
+    assert speeds.idle_every_core_units_per_ms is None           # not enough piece time yet
+    assert speeds.idle_share_units_per_ms is None
+    speeds.piece_ran(piece(240, 30.0, now), 1.0, True)
+    speeds.piece_ran(piece(270, 30.0, now), 0.5, True)
+    assert speeds.idle_every_core_units_per_ms == pytest.approx(8.0)
+    assert speeds.idle_share_units_per_ms == pytest.approx(9.0)
+    assert speeds.corun_units_per_ms is None                     # nothing ran beside decode
+    assert speeds.idle_units_per_ms == pytest.approx(8.0)        # every core only
+    speeds.piece_ran(piece(150, 30.0, now), 0.5, False)          # beside decode: 5
+    assert speeds.corun_units_per_ms == pytest.approx(5.0)
+    assert speeds.idle_share_units_per_ms == pytest.approx(9.0)

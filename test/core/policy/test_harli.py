@@ -92,6 +92,25 @@ def test_idle_server_gives_the_worker_every_core(predictor):
     assert plan.arrangement is Arrangement.CONCURRENT and plan.share == 1.0
 
 
+def test_the_idle_worker_spreads_over_every_core_only_where_that_trains_faster(predictor):
+    """Every core must pay (1.1x the share, both measured idle); each unmeasured speed is
+    measured by running so, every core first."""
+    pol = policy(predictor)
+
+    def idle(wide, narrow):
+        return pol.plan(SlotContext(IterationFeatures(0, 0), 0, 0, 256, PIECES, corun_share=SHARE,
+                                    idle_every_core_units_per_ms=wide,
+                                    idle_share_units_per_ms=narrow))
+
+    assert idle(None, None).share == 1.0
+    assert idle(None, 8.0).share == 1.0
+    plan = idle(8.0, None)  # every core measured: now the share
+    assert plan.arrangement is Arrangement.CONCURRENT and plan.share == SHARE
+    assert idle(8.0, 8.0).share == SHARE and idle(8.7, 8.0).share == SHARE
+    assert pol.last_decision == "idle_corun_share"
+    assert idle(8.9, 8.0).share == 1.0 and pol.last_decision == "idle_corun"
+
+
 def test_a_pending_prefill_gets_decode_cores_back_but_training_goes_on(predictor):
     plan = policy(predictor).plan(SlotContext(IterationFeatures(0, 0), 0, 2, 256, PIECES,
                                               corun_share=SHARE))

@@ -8,7 +8,7 @@ are processed, and :meth:`~SlotCoordinator.after_iteration` /
 and apply its :class:`Plan` (serial slots and co-running: ``corun_control.py``).
 This module holds only that turn, the message handlers and the wiring.
 
-It stays whole just above 300 lines: the turn and the handlers share the
+It stays whole at about 360 lines: the turn and the handlers share the
 coordinator's state, and each concern with state of its own (measurement, the
 channel, co-run control, speeds, status) is already its own module here.
 """
@@ -129,10 +129,32 @@ class SlotCoordinator:
             (not self.worker_state.has_work or not self.policy.beside_decode
              or self._next_alone)
 
+    def prefill_on_every_cpu(self) -> bool:
+        """Whether a prefill (extend) batch runs on every core: ``--harli-prefill-cpus all``
+        (the default) on a split host, unless the policy is a fixed partition (``spatial``:
+        what a static split does, the baseline) or ``--harli-widen-decode never`` forbids
+        every widening (instances sharing a host's cores).
+
+        A prefill is compute-bound and, on SmolLM2, long: in a burst of ten 128-token
+        prompts on the 2-core host (2026-12-02, same server, same prompts) the extend
+        batch took 1.44-1.49 s on both cores and 2.18-2.44 s on decode's core with the
+        worker beside it. That iteration is the whole of a new request's TTFT and part of
+        every running request's TPOT. The worker's threads are SCHED_IDLE, so they yield
+        the core to the prefill at once and lose only the prefill's duration.
+        """
+        cfg = self.config
+        return cfg.prefill_cpus == "all" and cfg.widen_decode == "auto" \
+            and bool(cfg.decode_cpus and cfg.worker_cpus) and self.supervisor is not None \
+            and not self.profiling and not self.policy.fixed_partition
+
+    def launch_on_every_cpu(self, extend: bool) -> bool:
+        """Whether the batch about to launch runs on every core (decode widened, or a prefill)."""
+        return self.decode_on_every_cpu() or (extend and self.prefill_on_every_cpu())
+
     def on_launch(self, features: IterationFeatures, now: float, wide: bool = False) -> None:
         """A batch is being launched: close the previous iteration's measurement.
 
-        ``wide``: this batch runs on every core (see :meth:`decode_on_every_cpu`); stage 1
+        ``wide``: this batch runs on every core (see :meth:`launch_on_every_cpu`); stage 1
         does not learn from it, since its law is decode on decode's own cores."""
         self.corun_control.before_launch(self.policy)
         self.channel.drain()  # piece reports up to now: the overlap needs them
@@ -255,6 +277,8 @@ class SlotCoordinator:
             worker_min_units=ws.min_piece_units, next_pieces=ws.next_pieces,
             request_slack_ms=slack, corun_share=self.corun_share,
             topup_units_per_ms=speeds.topup_units_per_ms, corun_units_per_ms=speeds.corun_units_per_ms,
+            idle_every_core_units_per_ms=speeds.idle_every_core_units_per_ms,
+            idle_share_units_per_ms=speeds.idle_share_units_per_ms,
         )))
 
     def _apply(self, plan: Plan) -> None:
@@ -300,9 +324,9 @@ class SlotCoordinator:
         if msg.job_id is None:  # synthetic (start-up profile): not finetune work
             return
         self.metrics.corun_ran(msg.units, msg.trained_tokens)
-        # A piece on every core while nothing decodes: the idle server's speed.
-        self.speeds.piece_ran(msg, self.corun.share, self.meter.server_idle and self.corun.active
-                              and self.corun.share >= 1.0)
+        # Pieces while nothing decodes are the idle speeds (every core: harvest's
+        # denominator); beside decode, the co-run speed.
+        self.speeds.piece_ran(msg, self.corun.share, self.meter.server_idle and self.corun.active)
 
     def _on_corun_stopped(self, msg: CoRunStopped) -> None:
         self.corun.stopped(msg.seq, msg.stopped_at)

@@ -54,7 +54,11 @@ def status(c: SlotCoordinator) -> dict:
                             # and co-run pieces on the worker's share (harli tops up
                             # only where the first beats the second).
                             "topup_units_per_ms": speeds.topup_units_per_ms,
-                            "corun_units_per_ms": speeds.corun_units_per_ms},
+                            "corun_units_per_ms": speeds.corun_units_per_ms,
+                            # The idle worker on every core and on its share (harli
+                            # spreads it only where the first beats the second).
+                            "idle_every_core_units_per_ms": speeds.idle_every_core_units_per_ms,
+                            "idle_share_units_per_ms": speeds.idle_share_units_per_ms},
             "harvest": {"value": harvest, "units_per_s": units_per_s,
                         "free_units_per_s": free_units_per_s(speeds, metrics),
                         "decode_busy_fraction": metrics.decode_busy_fraction(),

@@ -65,6 +65,10 @@ class SlotContext:
     # piece in flight included), and co-run pieces on the worker's share.
     topup_units_per_ms: float | None = None
     corun_units_per_ms: float | None = None
+    # The same estimator for co-run pieces on the idle server: on every core, and on the
+    # worker's share (None until enough piece time is in the window).
+    idle_every_core_units_per_ms: float | None = None
+    idle_share_units_per_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,9 @@ class SlotPolicy(ABC):
     # free-run). A policy that only runs serial slots (or nothing) has no use for a core
     # split, so decode keeps every core while it is in force (coordinator.decode_on_every_cpu).
     beside_decode: ClassVar[bool] = False
+    # A fixed partition (spatial: what a static MPS or core split does) keeps decode and
+    # prefill on their own cores whatever runs: no prefill on every core.
+    fixed_partition: ClassVar[bool] = False
 
     def __init__(self, config: HarliConfig, predictor=None):
         self.config = config

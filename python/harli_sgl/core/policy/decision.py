@@ -26,6 +26,10 @@ class Decision(Enum):
 
     IDLE = ("idle", 'no request is running: an idle slot trains on the whole device')
     IDLE_CORUN = ("idle_corun", 'no request is running: the worker co-runs on every core')
+    IDLE_CORUN_SHARE = (
+        "idle_corun_share",
+        'no request is running: the worker co-runs on its share only, because every core was '
+        'measured to train no faster')
     PREFILL_PENDING = (
         "prefill_pending",
         'a request waits for its prefill: training waits so its first token is not delayed')

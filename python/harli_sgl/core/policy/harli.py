@@ -8,6 +8,14 @@ running request stays within the TPOT SLO, from the two-stage predictor:
 1. **Idle** (nothing running or waiting): co-run on *every* core. Unlike a
    serial idle slot this never blocks the scheduler, so an arriving request is
    admitted at once; the worker's threads sit in SCHED_IDLE and yield to it.
+   Every core must pay, like a top-up (5.): when the worker was measured to
+   train on every core less than ``IDLE_WIDE_MIN_GAIN`` x as fast as on its
+   share (both while idle), it stays on its share. Spreading it costs something at every arrival: the
+   launch moves its threads back mid-piece, and until that piece ends its two
+   OpenMP threads share one core (pieces of 30 ms ran 250-280 ms so in the
+   2026-12-02 trace). On the 2-core host it bought nothing (7.3-8.2 units/ms on
+   both cores against 7.2-9.4 on one). Both speeds expire with their window,
+   so each is re-measured about once per window (``coordinator/speeds.py``).
 2. **Prefill pending, nothing running**: co-run on the worker's share only,
    so the prefill gets decode's cores back without waiting for the worker.
 3. **Decoding**: with ``target`` as in ``harli-serial`` (beta x SLO - margin,
@@ -74,6 +82,7 @@ RESIDUAL_WINDOW_S = 60.0
 MARGIN_CAP = 0.25
 TOPUP_MIN_GAIN = 1.1
 TOPUP_EXPLORE_EVERY = 10
+IDLE_WIDE_MIN_GAIN = 1.1
 
 
 class HarliPolicy(HarliSerialPolicy):
@@ -106,6 +115,9 @@ class HarliPolicy(HarliSerialPolicy):
             return self._serial(grant, decision)
         if ctx.running == 0:
             if ctx.waiting == 0:
+                if not self._every_core_pays(ctx):
+                    return Plan(Arrangement.CONCURRENT, share=share,
+                                decision=Decision.IDLE_CORUN_SHARE)
                 return Plan(Arrangement.CONCURRENT, share=1.0, decision=Decision.IDLE_CORUN)
             if self.predictor.concurrent_bias(share) > INTERFERENCE_LIMIT * self.slo:
                 # Co-running has just been measured far slower than modelled: keep
@@ -144,6 +156,16 @@ class HarliPolicy(HarliSerialPolicy):
         grant, decision = self._decide(ctx)
         # Co-running through the next iteration would break the SLO: stop first.
         return self._serial(grant, decision, stop_wait=True, corun_interference=True)
+
+    @staticmethod
+    def _every_core_pays(ctx: SlotContext) -> bool:
+        """Whether the idle worker trains enough faster on every core than on its share
+        (see 1. above). Each speed is measured by running so: every core while its
+        speed is unknown, then the share while its own is, then the faster."""
+        wide, narrow = ctx.idle_every_core_units_per_ms, ctx.idle_share_units_per_ms
+        if wide is None or narrow is None:
+            return wide is None
+        return wide >= IDLE_WIDE_MIN_GAIN * narrow
 
     def _topup_pays(self, ctx: SlotContext) -> bool:
         """Whether a top-up trains more than the co-run it interrupts (see 5. above)."""

@@ -17,6 +17,7 @@ from harli_sgl.core.policy.decision import Decision
 class SpatialPolicy(SlotPolicy):
     name = "spatial"
     beside_decode = True
+    fixed_partition = True
 
     def plan(self, ctx: SlotContext) -> Plan:
         if ctx.corun_share <= 0:
