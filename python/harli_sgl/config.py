@@ -94,6 +94,10 @@ class HarliConfig:
     max_running_jobs: int = _flag(4, "Jobs trained at once, sharing slots fairly; others wait "
                                   "queued.", type=int)
     micro_batch_size: int = _flag(4, "Examples per training micro-batch.", type=int)
+    micro_batch_tokens: int = _flag(2048, "Padded tokens per training micro-batch at most: "
+                                    "longer ones are split, with the same gradient (a "
+                                    "SmolLM2 micro-batch holds ~2.4 MB of activations per "
+                                    "token until its backward).", type=int)
     checkpoint_every_steps: int = _flag(25, "Optimizer steps between checkpoints (0 = never).",
                                         type=int)
     max_file_bytes: int = _flag(64 * 2**20, "Upload size limit of /v1/files (default 64 MiB).",
@@ -141,7 +145,7 @@ class HarliConfig:
             raise ValueError("--harli-static-slot-units must be >= 0")
         if self.lora_max_rank <= 0:
             raise ValueError("--harli-lora-max-rank must be positive")
-        for name in ("max_running_jobs", "micro_batch_size", "max_file_bytes"):
+        for name in ("max_running_jobs", "micro_batch_size", "micro_batch_tokens", "max_file_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--harli-{name.replace('_', '-')} must be >= 1")
         if self.prefill_cpus not in ("decode", "all"):

@@ -178,6 +178,7 @@ class JobLifecycle:
         cfg = TrainConfig(
             n_epochs=hp.n_epochs, batch_size=hp.batch_size,
             micro_batch_size=micro_batch_size(hp, self.config.micro_batch_size),
+            micro_batch_tokens=self.config.micro_batch_tokens,
             learning_rate=hp.learning_rate, lora_r=hp.lora.r, lora_alpha=hp.lora.alpha,
             lora_dropout=hp.lora.dropout, target_modules=tuple(hp.lora.target_modules),
             seed=int(job["seed"]), max_seq_len=MAX_SEQ_LEN,

@@ -415,3 +415,22 @@ def test_a_non_finite_loss_stops_the_job_with_a_clear_error(bad, make_model, tok
                               f"{trainer.total_steps}: training diverged (learning rate 0.001, "
                               "lora alpha 8, r 4"), message
     assert not trainer.done and events.count("step") == done
+
+
+def test_a_token_bound_splits_micro_batches_and_learns_the_same(make_model, tokenizer,
+                                                              random_examples):
+    """``micro_batch_tokens`` bounds a micro-batch's padded tokens (its activations) and
+    leaves the adapter as it was: the loss is normalised over the whole step."""
+    examples = random_examples(7, seed=21)
+    bound = max(len(e.input_ids) for e in examples)  # one example per micro-batch, mostly
+    split = JobTrainer(make_model("llama"), tokenizer, examples, replace(CONFIG, micro_batch_tokens=bound))
+    batches = split._micro_batches(DataPosition(0, 0))
+    assert len(batches) == 3  # 3 examples, 2 per micro-batch without the bound
+    assert all(mb.input_ids.numel() <= bound for mb in batches)
+    whole = JobTrainer(make_model("llama"), tokenizer, examples, CONFIG)
+    assert len(whole._micro_batches(DataPosition(0, 0))) == 2
+    drive(split, seed=1)
+    drive(whole, seed=1)
+    expected, actual = lora_weights(whole.peft_model), lora_weights(split.peft_model)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-6)

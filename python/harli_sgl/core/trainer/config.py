@@ -2,7 +2,8 @@
 
 Everything that decides *what* is trained lives in :class:`TrainConfig`: a
 checkpoint records it and a resumed job must present the same values (except
-``checkpoint_every_steps``, which only decides how often progress is saved).
+``checkpoint_every_steps``, which only decides how often progress is saved, and
+``micro_batch_tokens``, which only bounds memory).
 Validation raises ``ValueError`` naming the field, so a bad request is refused
 before any model is touched.
 """
@@ -21,6 +22,9 @@ class TrainConfig:
     n_epochs: int = 1
     batch_size: int = 8
     micro_batch_size: int = 8
+    # A micro-batch also stays within this many padded tokens (None: no bound); see
+    # micro_batches.py. It bounds memory, not what is learned.
+    micro_batch_tokens: int | None = None
     learning_rate: float = 1e-4
     lora_r: int = 8
     lora_alpha: float = 16.0
@@ -45,6 +49,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.micro_batch_tokens is not None and (
+                not isinstance(self.micro_batch_tokens, int) or isinstance(self.micro_batch_tokens, bool)
+                or self.micro_batch_tokens < 1):
+            raise ValueError(f"micro_batch_tokens must be None or an integer >= 1, "
+                             f"got {self.micro_batch_tokens!r}")
         if self.micro_batch_size > self.batch_size:
             raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must not exceed "
                              f"batch_size ({self.batch_size})")

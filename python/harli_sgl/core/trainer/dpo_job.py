@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harli_sgl.core.trainer import micro_batches
 from harli_sgl.core.trainer.config import TrainConfig
 from harli_sgl.core.trainer.data import DataPosition, MicroBatch, checked_examples, epoch_order
 from harli_sgl.core.trainer.dpo import DpoChunkedTrainer, PreferenceMetrics
@@ -142,9 +143,15 @@ class DpoJobTrainer(JobTrainer):
         if self._order is None or self._order[0] != position.epoch:
             self._order = (position.epoch,
                            epoch_order(len(self.examples), self.config.seed, position.epoch))
-        bs, mbs = self.config.batch_size, self.config.micro_batch_size
-        chosen = self._order[1][position.step * bs:(position.step + 1) * bs]
-        return [chosen[k:k + mbs] for k in range(0, len(chosen), mbs)]
+        cfg = self.config
+        chosen = self._order[1][position.step * cfg.batch_size:(position.step + 1) * cfg.batch_size]
+
+        def longest(i: int) -> int:  # a pair's two sequences are padded together
+            pair = self.examples[i]
+            return max(len(pair.preferred.input_ids), len(pair.non_preferred.input_ids))
+
+        return micro_batches.split(chosen, longest, cfg.micro_batch_size, cfg.micro_batch_tokens,
+                                   rows_per_item=2)
 
     def _collate(self, pairs: list[int]) -> MicroBatch:
         return collate_pairs([self.examples[i] for i in pairs], self.pad_id)

@@ -56,6 +56,7 @@ from harli_sgl.core.iteration import NO_SLOT
 from harli_sgl.core.trainer import lora, resume, snapshot, validation
 from harli_sgl.core.trainer.chunked import ChunkedTrainer, RunResult, SavedTensorsHooks
 from harli_sgl.core.trainer.config import TrainConfig
+from harli_sgl.core.trainer import micro_batches
 from harli_sgl.core.trainer.data import (DataPosition, Example, MicroBatch, checked_examples, collate,
                                          epoch_order)
 from harli_sgl.core.trainer.validation import Evaluation, ValidationPlan
@@ -251,10 +252,11 @@ class JobTrainer:
         if self._order is None or self._order[0] != position.epoch:
             self._order = (position.epoch,
                            epoch_order(len(self.examples), self.config.seed, position.epoch))
-        bs, mbs = self.config.batch_size, self.config.micro_batch_size
-        chosen = self._order[1][position.step * bs:(position.step + 1) * bs]
-        return [collate([self.examples[i] for i in chosen[k:k + mbs]], self.pad_id)
-                for k in range(0, len(chosen), mbs)]
+        cfg = self.config
+        chosen = self._order[1][position.step * cfg.batch_size:(position.step + 1) * cfg.batch_size]
+        groups = micro_batches.split(chosen, lambda i: len(self.examples[i].input_ids),
+                                     cfg.micro_batch_size, cfg.micro_batch_tokens)
+        return [collate([self.examples[i] for i in group], self.pad_id) for group in groups]
 
     def _after_step(self, loss: float, accuracy: float) -> None:
         self.completed_steps += 1

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 STATE_FORMAT = 1
 # Operational settings a resumed job may change; everything else must match.
-RESUMABLE_CHANGES = ("checkpoint_every_steps",)
+RESUMABLE_CHANGES = ("checkpoint_every_steps", "micro_batch_tokens")
 
 
 def state_of(t: JobTrainer) -> dict:
