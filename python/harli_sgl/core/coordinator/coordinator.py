@@ -8,7 +8,7 @@ are processed, and :meth:`~SlotCoordinator.after_iteration` /
 and apply its :class:`Plan` (serial slots and co-running: ``corun_control.py``).
 This module holds only that turn, the message handlers and the wiring.
 
-It stays whole at about 360 lines: the turn and the handlers share the
+It stays whole at about 370 lines: the turn and the handlers share the
 coordinator's state, and each concern with state of its own (measurement, the
 channel, co-run control, speeds, status) is already its own module here.
 """
@@ -25,6 +25,7 @@ from harli_sgl.core.coordinator.channel import WorkerChannel
 from harli_sgl.core.coordinator.corun_control import CoRunControl
 from harli_sgl.core.coordinator.measure import IterationMeter
 from harli_sgl.core.coordinator.speeds import FinetuneSpeeds
+from harli_sgl.core.predictor import slo_reach
 from harli_sgl.core.coordinator.startup_profile import StartupProfile
 from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.dispatch import Dispatcher
@@ -74,6 +75,7 @@ class SlotCoordinator:
         self._next_alone = False  # the last plan leaves the next iteration to decode alone
         if supervisor is not None:
             supervisor.on_death = self._on_worker_death
+        self.warn_if_slo_unreachable()  # a reused profile knows this host already
 
     def _handlers(self) -> dict:
         handlers: dict[type, object] = {WorkerState: self._on_state, SlotReport: self._on_report,
@@ -221,6 +223,17 @@ class SlotCoordinator:
             return
         self.metrics.reset()
         self.profile.finish(self.speeds.profile_units_per_ms)
+        self.warn_if_slo_unreachable()
+
+    def warn_if_slo_unreachable(self) -> None:
+        """Log when decode alone is predicted above the SLO at a measured batch size."""
+        over = slo_reach.first_batch_over(self.predictor, self.config.tpot_slo_ms)
+        if over is not None:
+            logger.warning(
+                "harli: the TPOT SLO (%.0f ms) is below decode alone on this host from batch "
+                "%d (predicted %.0f ms): no policy can hold it there. Measure stock SGLang "
+                "(benchmark/stock_tpot.py) and set --tpot-slo-ms from it.",
+                self.config.tpot_slo_ms, over[0], over[1])
 
     def set_policy(self, policy: SlotPolicy) -> None:
         old, self.policy = self.policy, policy

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from harli_sgl.core.coordinator.speeds import FinetuneSpeeds
 from harli_sgl.core.gpu.corun_means import Means
 from harli_sgl.core.metrics import ColocationMetrics
+from harli_sgl.core.predictor import slo_reach
 
 if TYPE_CHECKING:
     from harli_sgl.core.coordinator.coordinator import SlotCoordinator
@@ -74,6 +75,8 @@ def report(c: SlotCoordinator) -> dict:
     return {
         "mode": cfg.mode,
         "tpot_slo_ms": cfg.tpot_slo_ms,
+        # The smallest measured batch whose decode alone is predicted above the SLO.
+        "slo_unreachable_from": _slo_unreachable(c),
         "static_slot_units": cfg.static_slot_units,
         "prefill_cpus": cfg.prefill_cpus,
         "worker": {**core["worker"], **core["worker_work"]},
@@ -92,3 +95,8 @@ def report(c: SlotCoordinator) -> dict:
         "profiling": core["profiling"],
         "pool": None if core["pool"] is None else {**core["pool"], "integrity": c.pool.integrity},
     }
+
+
+def _slo_unreachable(c: SlotCoordinator) -> dict | None:
+    over = slo_reach.first_batch_over(c.predictor, c.config.tpot_slo_ms)
+    return None if over is None else {"batch_size": over[0], "decode_alone_ms": round(over[1], 1)}
