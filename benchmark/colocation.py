@@ -138,7 +138,7 @@ class Bench:
         # harli runs prefill batches on every core (--harli-prefill-cpus all, its default);
         # harli-prefill-decode keeps them on decode's core, as harli did before 2026-12-02.
         # The baselines keep theirs on decode's core.
-        body = {"mode": "harli" if mode.startswith("harli-prefill") else mode,
+        body = {"mode": "harli" if mode == "harli-prefill-decode" else mode,
                 "prefill_cpus": "all" if mode == "harli" else "decode",
                 **({"static_slot_units": static_units} if static_units is not None else {})}
         r = requests.post(self.url + "/harli/policy", json=body, timeout=60)

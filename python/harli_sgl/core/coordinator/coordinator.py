@@ -124,12 +124,8 @@ class SlotCoordinator:
         "every core" includes another instance's decode core, and widening onto it took
         SmolLM2's TPOT p50 to 2.5 s at 0.25 req/s per instance.
         """
-        cfg = self.config
-        return cfg.widen_decode == "auto" and bool(cfg.decode_cpus and cfg.worker_cpus) \
-            and self.supervisor is not None \
-            and not self.profiling and \
-            (not self.worker_state.has_work or not self.policy.beside_decode
-             or self._next_alone)
+        return self._may_widen() and (not self.worker_state.has_work
+                                      or not self.policy.beside_decode or self._next_alone)
 
     def prefill_on_every_cpu(self) -> bool:
         """Whether a prefill (extend) batch runs on every core: ``--harli-prefill-cpus all``
@@ -144,10 +140,15 @@ class SlotCoordinator:
         every running request's TPOT. The worker's threads are SCHED_IDLE, so they yield
         the core to the prefill at once and lose only the prefill's duration.
         """
+        return self.config.prefill_cpus == "all" and self._may_widen() \
+            and not self.policy.fixed_partition
+
+    def _may_widen(self) -> bool:
+        """Any widening at all: a split host with a worker, widening allowed, and not the
+        start-up profile (it measures the split as it is)."""
         cfg = self.config
-        return cfg.prefill_cpus == "all" and cfg.widen_decode == "auto" \
-            and bool(cfg.decode_cpus and cfg.worker_cpus) and self.supervisor is not None \
-            and not self.profiling and not self.policy.fixed_partition
+        return cfg.widen_decode == "auto" and bool(cfg.decode_cpus and cfg.worker_cpus) \
+            and self.supervisor is not None and not self.profiling
 
     def launch_on_every_cpu(self, extend: bool) -> bool:
         """Whether the batch about to launch runs on every core (decode widened, or a prefill)."""

@@ -32,9 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harli_sgl.core.trainer import micro_batches
 from harli_sgl.core.trainer.config import TrainConfig
-from harli_sgl.core.trainer.data import DataPosition, MicroBatch, checked_examples, epoch_order
+from harli_sgl.core.trainer.data import DataPosition, MicroBatch, checked_examples
 from harli_sgl.core.trainer.dpo import DpoChunkedTrainer, PreferenceMetrics
 from harli_sgl.core.trainer.job_trainer import JobTrainer
 from harli_sgl.core.trainer.preference import PreferenceExample, collate_pairs
@@ -110,7 +109,7 @@ class DpoJobTrainer(JobTrainer):
             self._chunked.start_eval(plan.batches(self.eval_pending), references=_stacked(
                 self._valid_references, plan.groups(self.eval_pending)))
             return
-        groups = self._step_pairs(self.position)
+        groups = self._schedule.groups(self.position)  # pair indices, one list per micro-batch
         missing = [[i for i in group if i not in self._references] for group in groups]
         missing = [group for group in missing if group]
         if missing:
@@ -138,20 +137,11 @@ class DpoJobTrainer(JobTrainer):
     def _valid_metrics(self, evaluation: Evaluation, loss: float, accuracy: float) -> dict:
         return valid_metrics(evaluation, self._chunked.last_eval_metrics)
 
-    def _step_pairs(self, position: DataPosition) -> list[list[int]]:
-        """The pair indices of the step at ``position``, one list per micro-batch."""
-        if self._order is None or self._order[0] != position.epoch:
-            self._order = (position.epoch,
-                           epoch_order(len(self.examples), self.config.seed, position.epoch))
-        cfg = self.config
-        chosen = self._order[1][position.step * cfg.batch_size:(position.step + 1) * cfg.batch_size]
+    _ROWS_PER_ITEM = 2
 
-        def longest(i: int) -> int:  # a pair's two sequences are padded together
-            pair = self.examples[i]
-            return max(len(pair.preferred.input_ids), len(pair.non_preferred.input_ids))
-
-        return micro_batches.split(chosen, longest, cfg.micro_batch_size, cfg.micro_batch_tokens,
-                                   rows_per_item=2)
+    def _item_length(self, i: int) -> int:  # a pair's two sequences are padded together
+        pair = self.examples[i]
+        return max(len(pair.preferred.input_ids), len(pair.non_preferred.input_ids))
 
     def _collate(self, pairs: list[int]) -> MicroBatch:
         return collate_pairs([self.examples[i] for i in pairs], self.pad_id)

@@ -11,9 +11,8 @@ touch, so a worker can write it in the background while the job trains on.
 
 The base model is wrapped *in place* by PEFT (:mod:`.lora`), so the job trains
 against the very tensors that serve. The schedule is a pure function of
-``(seed, epoch, step)``: step ``s`` of epoch ``e`` trains examples
-``epoch_order(n, seed, e)[s * batch_size:(s + 1) * batch_size]``, split into
-micro-batches, which is what lets a checkpoint (:mod:`.resume`) resume exactly.
+``(seed, epoch, step)`` (:mod:`.micro_batches`), which is what lets a checkpoint
+(:mod:`.resume`) resume exactly.
 
 Every step's ``step`` event carries OpenAI's metrics: ``train_loss`` and
 ``train_mean_token_accuracy``, and with validation examples, on the steps
@@ -53,12 +52,10 @@ from torch import nn
 
 from harli_sgl.core.gpu import precision
 from harli_sgl.core.iteration import NO_SLOT
-from harli_sgl.core.trainer import lora, resume, snapshot, validation
+from harli_sgl.core.trainer import lora, micro_batches, resume, snapshot, validation
 from harli_sgl.core.trainer.chunked import ChunkedTrainer, RunResult, SavedTensorsHooks
 from harli_sgl.core.trainer.config import TrainConfig
-from harli_sgl.core.trainer import micro_batches
-from harli_sgl.core.trainer.data import (DataPosition, Example, MicroBatch, checked_examples, collate,
-                                         epoch_order)
+from harli_sgl.core.trainer.data import DataPosition, Example, MicroBatch, checked_examples, collate
 from harli_sgl.core.trainer.validation import Evaluation, ValidationPlan
 from harli_sgl.core.trainer.rng import RngStream
 from harli_sgl.core.trainer.reports import (CHECKPOINT_METRICS, DueCheckpoint,  # noqa: F401
@@ -151,7 +148,8 @@ class JobTrainer:
         self._step_metrics: dict | None = None  # a step's event, waiting for its evaluation
         self._checkpoint_after_eval = False
         self._epoch_event: dict | None = None  # follows its step's event
-        self._order: tuple[int, list[int]] | None = None
+        self._schedule = micro_batches.StepSchedule(len(self.examples), self.config,
+                                                    self._item_length, self._ROWS_PER_ITEM)
         self._started_at: float | None = None
         self._session_tokens = 0
 
@@ -248,15 +246,14 @@ class JobTrainer:
         else:
             self._chunked.start_step(self._micro_batches(self.position))
 
+    _ROWS_PER_ITEM = 1  # sequences per training item (a DPO pair has two)
+
+    def _item_length(self, i: int) -> int:
+        return len(self.examples[i].input_ids)
+
     def _micro_batches(self, position: DataPosition) -> list[MicroBatch]:
-        if self._order is None or self._order[0] != position.epoch:
-            self._order = (position.epoch,
-                           epoch_order(len(self.examples), self.config.seed, position.epoch))
-        cfg = self.config
-        chosen = self._order[1][position.step * cfg.batch_size:(position.step + 1) * cfg.batch_size]
-        groups = micro_batches.split(chosen, lambda i: len(self.examples[i].input_ids),
-                                     cfg.micro_batch_size, cfg.micro_batch_tokens)
-        return [collate([self.examples[i] for i in group], self.pad_id) for group in groups]
+        return [collate([self.examples[i] for i in group], self.pad_id)
+                for group in self._schedule.groups(position)]
 
     def _after_step(self, loss: float, accuracy: float) -> None:
         self.completed_steps += 1

@@ -1,4 +1,8 @@
-"""How one optimizer step's examples are split into micro-batches.
+"""Which examples each optimizer step trains, and how they are split into micro-batches.
+
+The schedule is a pure function of ``(seed, epoch, step)``: step ``s`` of epoch
+``e`` trains ``epoch_order(n, seed, e)[s * batch_size:(s + 1) * batch_size]``
+(:class:`StepSchedule`), which is what lets a checkpoint resume exactly.
 
 A step trains ``batch_size`` examples; the worker runs them ``micro_batch_size``
 at a time, and each micro-batch's saved activations stay alive from its first
@@ -19,6 +23,9 @@ rounding. The order of the examples is kept.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
+from harli_sgl.core.trainer.config import TrainConfig
+from harli_sgl.core.trainer.data import DataPosition, epoch_order
 
 
 def split(items: Sequence[int], length: Callable[[int], int], max_items: int,
@@ -44,3 +51,27 @@ def split(items: Sequence[int], length: Callable[[int], int], max_items: int,
     if group:
         groups.append(group)
     return groups
+
+
+class StepSchedule:
+    """The items (example or pair indices) of each step, one list per micro-batch.
+
+    Args:
+        n_items: examples (or DPO pairs) in the training set.
+        length: an item's padded length (a pair's: its longer sequence).
+        rows_per_item: sequences per item (2 for a DPO pair).
+    """
+
+    def __init__(self, n_items: int, config: TrainConfig, length: Callable[[int], int],
+                 rows_per_item: int = 1):
+        self.n_items, self.config = n_items, config
+        self.length, self.rows_per_item = length, rows_per_item
+        self._order: tuple[int, list[int]] | None = None  # (epoch, its order), the last one used
+
+    def groups(self, position: DataPosition) -> list[list[int]]:
+        cfg = self.config
+        if self._order is None or self._order[0] != position.epoch:
+            self._order = (position.epoch, epoch_order(self.n_items, cfg.seed, position.epoch))
+        chosen = self._order[1][position.step * cfg.batch_size:(position.step + 1) * cfg.batch_size]
+        return split(chosen, self.length, cfg.micro_batch_size, cfg.micro_batch_tokens,
+                     self.rows_per_item)
