@@ -152,14 +152,21 @@ def test_prometheus_exports_harli_metrics(pool_server):
     # policy that never trains beside decode, decode runs on every core and teaches it
     # nothing. So a job is there meanwhile, under harli, whose every 25th decoding iteration
     # runs alone on decode's cores (its calibration).
-    job = create_job(server, upload(server, capital_rows(8)).id, n_epochs=50, batch_size=1)
+    # The idle server trains between requests, so a job can end before stage 1 has enough
+    # calibration iterations on a slow host (after which decode teaches it nothing): a new
+    # job replaces one that ended.
+    file_id = upload(server, capital_rows(8)).id
+    job = create_job(server, file_id, n_epochs=50, batch_size=1)
     policy = lambda mode: requests.post(server.base_url + "/harli/policy", headers=server.headers,
                                         json={"mode": mode}, timeout=60).raise_for_status()
     policy("harli")
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 480
         while status(server)["predictor"]["stage1"]["mape"] is None:
-            assert time.monotonic() < deadline, status(server)["predictor"]
+            state = client(server).fine_tuning.jobs.retrieve(job.id).status
+            assert time.monotonic() < deadline, (status(server)["predictor"], job.id, state)
+            if state in ("succeeded", "failed", "cancelled"):
+                job = create_job(server, file_id, n_epochs=50, batch_size=1)
             generate(server, "some decode for the predictor", 32)
         deadline = time.monotonic() + 30
         while metric(server, "harli:predictor_mape") == 0:
