@@ -4,7 +4,7 @@ import pytest
 
 import numpy as np
 
-from harli_sgl.core.iteration import IterationFeatures, SlotWork
+from harli_sgl.core.iteration import NO_SLOT, IterationFeatures, SlotWork
 from harli_sgl.core.predictor.two_stage import TwoStagePredictor
 
 
@@ -168,3 +168,46 @@ def test_prefill_residuals_stay_out_of_the_fast_bias():
     for _ in range(BIAS_WINDOW):
         p.observe_concurrent(IterationFeatures(3, 862, extend_tokens=862), 5000.0, bwd)
     assert abs(p.concurrent_bias(0.5)) < 5.0
+
+
+# -- stage 1: thin buckets and widened iterations ----------------------------------------
+
+
+def _stepped_decode_ms(bs: int) -> float:
+    # GEMV at batch 1, GEMM from 2, rising with the batch (the 2026-12-02 SmolLM2 shape).
+    return 115.0 if bs == 1 else 170.0 + 12.0 * bs
+
+
+def test_a_batch_size_not_yet_measured_is_interpolated_from_its_neighbours():
+    """A start-up profile measures batch 1, 2, 4, 8 and 16. Before, batch 6 and 12 were
+    predicted from weights the ridge held near 0, at about batch 1's level; now from the
+    nearest measured batch sizes, and a batch beyond them holds the last one's level."""
+    p = TwoStagePredictor()
+    for _ in range(12):
+        for bs in (1, 2, 4, 8, 16):
+            p.observe(IterationFeatures(bs, 150 * bs), _stepped_decode_ms(bs), NO_SLOT)
+    for bs in (3, 6, 12):
+        f = IterationFeatures(bs, 150 * bs)
+        assert not p.confident(f)
+        assert p.predict_decode(f) == pytest.approx(_stepped_decode_ms(bs), rel=0.05), bs
+    assert p.predict_decode(IterationFeatures(40, 6000)) >= 0.95 * _stepped_decode_ms(16)
+    # A measured bucket keeps its own fit.
+    assert p.predict_decode(IterationFeatures(8, 1200)) == pytest.approx(_stepped_decode_ms(8),
+                                                                        rel=0.02)
+
+
+def test_widened_iterations_teach_stage_one_through_a_placement_term():
+    """Decode on every core runs 20 ms faster here; the model learns both placements from
+    mostly-wide data and still predicts decode's own cores (narrow) by default."""
+    p = TwoStagePredictor()
+    for i in range(400):
+        bs = 1 + i % 12
+        wide = i % 10 != 0
+        ms = _stepped_decode_ms(bs) - (20.0 if wide else 0.0)
+        p.observe(IterationFeatures(bs, 150 * bs), ms, NO_SLOT, wide=wide)
+    for bs in (2, 7, 12):
+        f = IterationFeatures(bs, 150 * bs)
+        assert p.confident(f)
+        assert p.predict_decode(f) == pytest.approx(_stepped_decode_ms(bs), rel=0.03)
+        assert p.predict_decode(f, wide=True) == pytest.approx(_stepped_decode_ms(bs) - 20.0,
+                                                               rel=0.03)

@@ -158,7 +158,7 @@ class SlotCoordinator:
         """A batch is being launched: close the previous iteration's measurement.
 
         ``wide``: this batch runs on every core (see :meth:`launch_on_every_cpu`); stage 1
-        does not learn from it, since its law is decode on decode's own cores."""
+        learns it through its placement term (``core/predictor/two_stage.py``)."""
         self.corun_control.before_launch(self.policy)
         self.channel.drain()  # piece reports up to now: the overlap needs them
         if not self.policy.free_run:

@@ -87,11 +87,13 @@ class IterationMeter:
                                  interval_ms=interval_ms)
         else:
             arrangement = Arrangement.SERIAL if work.units else Arrangement.NONE
-            predicted = p.predict_corun(f0, work)
+            predicted = p.predict_decode(f0, self.wide) + p.slot_cost(work)
             if work.units and not profiling:
                 policy.observe_corun(predicted, interval_ms)
-            if not self.wide:
-                p.observe(f0, interval_ms, work)
+            # A widened iteration teaches stage 1 too, through its placement term: under a
+            # serial-only policy every iteration with a job is wide, and under ``harli`` most
+            # that it leaves alone are (10x the narrow ones in the 2026-12-02 trace).
+            p.observe(f0, interval_ms, work, wide=self.wide)
         if not profiling:
             self.corun.account(arrangement.value, interval_ms)
             self.metrics.decode_ran(interval_ms - serial_ms)

@@ -30,13 +30,16 @@ class LatencyPredictor(ABC):
         """Observations learned from, all stages together."""
 
     @abstractmethod
-    def predict_decode(self, f: IterationFeatures) -> float: ...
+    def predict_decode(self, f: IterationFeatures, wide: bool = False) -> float:
+        """Decode alone on decode's own cores; ``wide``: on every core (a CPU host's
+        widened iteration, which the predictor also learns from)."""
 
     @abstractmethod
     def predict_corun(self, f: IterationFeatures, work: SlotWork) -> float: ...
 
     @abstractmethod
-    def observe(self, f: IterationFeatures, interval_ms: float, work: SlotWork) -> None: ...
+    def observe(self, f: IterationFeatures, interval_ms: float, work: SlotWork,
+                wide: bool = False) -> None: ...
 
     @abstractmethod
     def slot_cost(self, work: SlotWork) -> float: ...

@@ -65,15 +65,18 @@ class OnlineLinearModel:
     def predict(self, x: np.ndarray | list[float]) -> float:
         return float(np.dot(self.w, x))
 
-    def observe(self, x: np.ndarray | list[float], y: float) -> bool:
-        """Learn from one row, or score it if it is held out; returns True if held out."""
+    def observe(self, x: np.ndarray | list[float], y: float, scored: float | None = None) -> bool:
+        """Learn from one row, or score it if it is held out; returns True if held out.
+
+        ``scored``: the prediction to score instead of the linear one, where the caller
+        predicts otherwise (stage 1 interpolates thin buckets)."""
         x = np.asarray(x, dtype=float)
         self._seen += 1
         pred = self.predict(x)
         self._residuals.append(y - pred)
         if self.holdout_every and self._seen % self.holdout_every == 0 and self.samples > 2 * self.dim:
             if y > 0:
-                self._errors.append(abs(pred - y) / y)
+                self._errors.append(abs((pred if scored is None else scored) - y) / y)
             return True
         weight = self._huber_weight(y - pred)
         self.A *= self.forget

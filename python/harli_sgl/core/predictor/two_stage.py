@@ -6,7 +6,10 @@ attention]`` plus a batch-size bucket indicator for decode iterations: weights a
 iteration (the constant), per-request work grows with the batch, attention
 with the context, prefill/extend work with the extend tokens and, for its
 attention, with extend x sequence length (mixed iterations carry both); the buckets capture the non-linear steps of real
-kernels. Stage 2 predicts how much longer the iteration
+kernels. A placement term (decode widened onto every core, a CPU host's choice
+when nothing trains beside it) lets stage 1 learn from those iterations as well
+and still predict decode on its own cores; a bucket with too few samples is
+interpolated between its measured neighbours. Stage 2 predicts how much longer the iteration
 gets when a finetune slot runs inside it, as a function of the slot's units
 per cost kind (layer forward, layer backward, head), fitted on the *residual*
 ``observed - stage1``: in serial mode that residual is the slot itself plus
@@ -27,7 +30,7 @@ All models are :class:`OnlineLinearModel`s: fitted by the start-up profile,
 refined online from every measured iteration, persisted between restarts, and
 scored by prospective MAPE on held-out iterations, per arrangement.
 
-It stays whole just above 300 lines: the two stages share their features, their
+It stays whole at about 340 lines: the two stages share their features, their
 held-out scoring and one persisted state, and splitting them would put one
 prediction's arithmetic in two files.
 """
@@ -44,8 +47,8 @@ from harli_sgl.core.iteration import CoRunOverlap, IterationFeatures, SlotWork
 from harli_sgl.core.predictor.base import LatencyPredictor
 from harli_sgl.core.predictor.linear import OnlineLinearModel
 
-STATE_FORMAT = 5
-N_LINEAR = 6
+STATE_FORMAT = 6
+N_LINEAR = 8
 # Decode time is not linear in the batch size (kernels switch between GEMV and
 # GEMM shapes; measured on the CPU host: 16 ms at 1, ~23 ms from 2 to 9, ~50 ms
 # from 10). Per-bucket indicators, pulled toward zero by the ridge, learn that
@@ -65,9 +68,18 @@ def batch_bucket(batch_size: int) -> int:
     return min(16 + bisect.bisect_left(BUCKET_EDGES, batch_size), N_BUCKETS - 1)
 
 
-def stage1_features(f: IterationFeatures) -> list[float]:
+def bucket_batch_size(bucket: int) -> int:
+    """The smallest batch size in ``bucket`` (the inverse of :func:`batch_bucket`)."""
+    return bucket + 1 if bucket < 16 else (BUCKET_EDGES[bucket - 17] + 1 if bucket > 16 else 17)
+
+
+def stage1_features(f: IterationFeatures, wide: bool = False) -> list[float]:
+    """``wide``: the batch ran on every core rather than on decode's own (a placement term,
+    constant and per request, so one model learns both and predicts decode's cores)."""
+    w = 1.0 if wide else 0.0
     x = [1.0, float(f.batch_size), f.context_tokens / 1000.0, f.extend_tokens / 1000.0,
-         1.0 if f.extend_tokens else 0.0, f.extend_attention / 1e6] + [0.0] * N_BUCKETS
+         1.0 if f.extend_tokens else 0.0, f.extend_attention / 1e6,
+         w, w * f.batch_size] + [0.0] * N_BUCKETS
     if not f.extend_tokens and f.batch_size > 0:
         x[N_LINEAR + batch_bucket(f.batch_size)] = 1.0
     return x
@@ -210,8 +222,37 @@ class TwoStagePredictor(LatencyPredictor):
         if f.batch_size > 0 and not f.extend_tokens:
             self.concurrent_bucket_samples[key][batch_bucket(f.batch_size)] += 1
 
-    def predict_decode(self, f: IterationFeatures) -> float:
-        return self.stage1.predict(stage1_features(f))
+    def predict_decode(self, f: IterationFeatures, wide: bool = False) -> float:
+        if f.extend_tokens or f.batch_size == 0:
+            return self._raw(f, wide)
+        b = batch_bucket(f.batch_size)
+        if self.bucket_samples[b] >= MIN_BUCKET_SAMPLES:
+            return self._raw(f, wide)
+        # A bucket with too few samples has a weight the ridge still holds near 0, so
+        # its prediction fell to about batch 1's: 100 ms for batch 9-12 that ran 250-350
+        # ms in the 2026-12-02 trace. Decode time is smooth in the batch size between the
+        # kernels' steps: interpolate between the nearest trusted batch sizes (at this
+        # iteration's context per request), or hold the nearest one's level beyond them.
+        lo, hi = self._trusted_neighbours(b)
+        if lo is None and hi is None:
+            return self._raw(f, wide)
+        per_request = f.context_tokens / f.batch_size
+
+        def at(k: int) -> float:
+            bs = bucket_batch_size(k)
+            return self._raw(IterationFeatures(bs, round(per_request * bs)), wide)
+        if lo is None or hi is None:
+            return at(lo if hi is None else hi)
+        a, z = bucket_batch_size(lo), bucket_batch_size(hi)
+        return at(lo) + (at(hi) - at(lo)) * (f.batch_size - a) / (z - a)
+
+    def _raw(self, f: IterationFeatures, wide: bool) -> float:
+        return self.stage1.predict(stage1_features(f, wide))
+
+    def _trusted_neighbours(self, b: int) -> tuple[int | None, int | None]:
+        trusted = [k for k in range(N_BUCKETS) if self.bucket_samples[k] >= MIN_BUCKET_SAMPLES]
+        return (max((k for k in trusted if k < b), default=None),
+                min((k for k in trusted if k > b), default=None))
 
     def slot_cost(self, w: SlotWork) -> float:
         # The intercept is free (stage 1 can over-predict an iteration), but a slot
@@ -221,14 +262,17 @@ class TwoStagePredictor(LatencyPredictor):
     def predict_corun(self, f: IterationFeatures, w: SlotWork) -> float:
         return self.predict_decode(f) + self.slot_cost(w)
 
-    def observe(self, f: IterationFeatures, interval_ms: float, w: SlotWork) -> None:
+    def observe(self, f: IterationFeatures, interval_ms: float, w: SlotWork,
+                wide: bool = False) -> None:
         if w.units == 0:
-            self.stage1.observe(stage1_features(f), interval_ms)
+            self.stage1.observe(stage1_features(f, wide), interval_ms,
+                                scored=self.predict_decode(f, wide))
             if not f.extend_tokens and f.batch_size > 0:
                 self.bucket_samples[batch_bucket(f.batch_size)] += 1
         else:
-            predicted = self.predict_corun(f, w)
-            held_out = self.stage2.observe(stage2_features(w), interval_ms - self.predict_decode(f))
+            alone = self.predict_decode(f, wide)
+            predicted = alone + self.slot_cost(w)
+            held_out = self.stage2.observe(stage2_features(w), interval_ms - alone)
             if held_out and interval_ms > 0:
                 self._corun_errors.append(abs(predicted - interval_ms) / interval_ms)
 
