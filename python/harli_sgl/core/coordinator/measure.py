@@ -87,7 +87,7 @@ class IterationMeter:
                                  interval_ms=interval_ms)
         else:
             arrangement = Arrangement.SERIAL if work.units else Arrangement.NONE
-            predicted = p.predict_decode(f0, self.wide) + p.slot_cost(work)
+            predicted = p.predict_corun(f0, work, self.wide)
             if work.units and not profiling:
                 policy.observe_corun(predicted, interval_ms)
             # A widened iteration teaches stage 1 too, through its placement term: under a

@@ -35,7 +35,7 @@ class LatencyPredictor(ABC):
         widened iteration, which the predictor also learns from)."""
 
     @abstractmethod
-    def predict_corun(self, f: IterationFeatures, work: SlotWork) -> float: ...
+    def predict_corun(self, f: IterationFeatures, work: SlotWork, wide: bool = False) -> float: ...
 
     @abstractmethod
     def observe(self, f: IterationFeatures, interval_ms: float, work: SlotWork,

@@ -259,8 +259,8 @@ class TwoStagePredictor(LatencyPredictor):
         # never makes one shorter: a negative cost would pass any budget check.
         return max(0.0, self.stage2.predict(stage2_features(w))) if w.units else 0.0
 
-    def predict_corun(self, f: IterationFeatures, w: SlotWork) -> float:
-        return self.predict_decode(f) + self.slot_cost(w)
+    def predict_corun(self, f: IterationFeatures, w: SlotWork, wide: bool = False) -> float:
+        return self.predict_decode(f, wide) + self.slot_cost(w)
 
     def observe(self, f: IterationFeatures, interval_ms: float, w: SlotWork,
                 wide: bool = False) -> None:
