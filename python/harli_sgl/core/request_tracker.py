@@ -11,6 +11,12 @@ followed, which gives two things:
   deadline is how much time the next iteration (and its slot) may take. A
   request that absorbed a long prefill iteration of a newcomer gets a tighter
   deadline until it has caught up, so spikes are repaid rather than ignored.
+
+A finished request also says whether finetune work ran beside it: the caller
+counts the measured iterations that ran work (:meth:`note_work`), and a request
+*worked* if that count moved between its first token and its last. The policy
+backs off only for near misses that work could have caused; one that decode
+alone produced (host drift, a prefill burst) says nothing about its slots.
 """
 
 from __future__ import annotations
@@ -23,11 +29,16 @@ FORGET_AFTER_S = 120.0  # an entry not updated this long belongs to an aborted r
 
 
 class RequestTracker:
-    def __init__(self, on_finished: Callable[[float], None] | None = None):
-        # rid -> [t_first, n_first, n_last, t_last]
+    def __init__(self, on_finished: Callable[[float, bool], None] | None = None):
+        # rid -> [t_first, n_first, n_last, t_last, worked iterations at its first token]
         self._reqs: dict[str, list[float]] = {}
         self._on_finished = on_finished
         self._last_sweep = time.monotonic()
+        self._worked = 0  # measured iterations that ran finetune work, so far
+
+    def note_work(self) -> None:
+        """A measured iteration ran finetune work (a slot, co-running, or both)."""
+        self._worked += 1
 
     def update(self, rid: str, n_out: int, now: float, finished: bool) -> None:
         """A request has ``n_out`` output tokens at ``now`` (called after each iteration)."""
@@ -35,14 +46,15 @@ class RequestTracker:
         if entry is None:
             if n_out <= 0:
                 return
-            entry = self._reqs[rid] = [now, float(n_out), float(n_out), now]
+            entry = self._reqs[rid] = [now, float(n_out), float(n_out), now, float(self._worked)]
         elif n_out > entry[2]:
             entry[2], entry[3] = float(n_out), now
         if finished:
             del self._reqs[rid]
             tokens_after_first = entry[2] - entry[1]
             if tokens_after_first >= 1 and self._on_finished is not None:
-                self._on_finished(1000.0 * (entry[3] - entry[0]) / tokens_after_first)
+                self._on_finished(1000.0 * (entry[3] - entry[0]) / tokens_after_first,
+                                  self._worked > entry[4])
         if now - self._last_sweep > SWEEP_EVERY_S:
             self._sweep(now)
 
@@ -50,7 +62,7 @@ class RequestTracker:
         """Time (ms) until the earliest running request's next token is due, or None."""
         best = None
         per_token = target_tpot_ms / 1000.0
-        for t_first, n_first, n_last, _ in self._reqs.values():
+        for t_first, n_first, n_last, _, _ in self._reqs.values():
             due = t_first + per_token * (n_last - n_first + 1)
             if best is None or due < best:
                 best = due
@@ -58,7 +70,7 @@ class RequestTracker:
 
     def running_tpots_ms(self) -> list[float]:
         return [1000.0 * (t_last - t_first) / (n_last - n_first)
-                for t_first, n_first, n_last, t_last in self._reqs.values() if n_last > n_first]
+                for t_first, n_first, n_last, t_last, _ in self._reqs.values() if n_last > n_first]
 
     def __len__(self) -> int:
         return len(self._reqs)

@@ -8,7 +8,7 @@ are processed, and :meth:`~SlotCoordinator.after_iteration` /
 and apply its :class:`Plan` (serial slots and co-running: ``corun_control.py``).
 This module holds only that turn, the message handlers and the wiring.
 
-It stays whole at about 370 lines: the turn and the handlers share the
+It stays whole at about 380 lines: the turn and the handlers share the
 coordinator's state, and each concern with state of its own (measurement, the
 channel, co-run control, speeds, status) is already its own module here.
 """
@@ -39,7 +39,7 @@ from harli_sgl.core.message.from_worker import (
 )
 from harli_sgl.core.message.to_worker import FreeCompute, SetFreeRun
 from harli_sgl.core.metrics import ColocationMetrics
-from harli_sgl.core.policy.base import Plan, SlotContext, SlotPolicy
+from harli_sgl.core.policy.base import Arrangement, Plan, SlotContext, SlotPolicy
 from harli_sgl.core.pool.lender import EnginePages, PoolLender
 from harli_sgl.core.pool.manager import PoolManager, ServingDemand
 from harli_sgl.core.predictor.base import LatencyPredictor
@@ -162,7 +162,12 @@ class SlotCoordinator:
         self.corun_control.before_launch(self.policy)
         self.channel.drain()  # piece reports up to now: the overlap needs them
         if not self.policy.free_run:
-            self.meter.close(now, self.policy, self.profiling, self.worker_state.has_work)
+            arrangement = self.meter.close(now, self.policy, self.profiling, self.worker_state.has_work)
+            worked = arrangement not in (None, Arrangement.NONE)
+        else:  # unmeasured: the worker runs free beside every iteration while it has work
+            worked = self.worker_state.has_work
+        if worked and not self.profiling:  # the profile's synthetic work is no job's
+            self.tracker.note_work()
         self.meter.begin(features, now, wide)
 
     def on_tokens(self, updates: list[tuple[str, int, bool]], now: float) -> None:
@@ -355,9 +360,9 @@ class SlotCoordinator:
         if self.pool is not None:
             self.pool.worker_died()
 
-    def _on_request_finished(self, tpot_ms: float) -> None:
+    def _on_request_finished(self, tpot_ms: float, worked: bool) -> None:
         self.metrics.request_finished(tpot_ms)
-        self.policy.observe_request(tpot_ms)
+        self.policy.observe_request(tpot_ms, worked)
 
     # -- operator controls and status --------------------------------------------------
 

@@ -63,10 +63,12 @@ class IterationMeter:
     def add_work(self, work: SlotWork) -> None:
         self.work = self.work + work
 
-    def close(self, now: float, policy: SlotPolicy, profiling: bool, worker_busy: bool) -> None:
-        """Close the open interval at ``now`` (a launch) and learn from it."""
+    def close(self, now: float, policy: SlotPolicy, profiling: bool,
+              worker_busy: bool) -> Arrangement | None:
+        """Close the open interval at ``now`` (a launch) and learn from it; its arrangement
+        (:attr:`Arrangement.NONE`: decode ran alone), or None when no interval was open."""
         if self.launch is None:
-            return
+            return None
         t0, f0 = self.launch
         paused_ms = _span_ms(self.paused_spans)
         interval_ms = (now - t0) * 1000.0 - paused_ms
@@ -103,6 +105,7 @@ class IterationMeter:
             "head": work.units_head, "overlap": round(overlap.total, 4), "share": overlap.share,
             "serial_ms": serial_ms, "interval_ms": interval_ms, "predicted_ms": predicted,
             "profiling": profiling, "policy": policy.name, "overrun": self.overrun, "wide": self.wide})
+        return arrangement
 
     def trace_piece(self, msg: SlotReport) -> None:
         self._write({"piece": True, "start": msg.started_at, "end": msg.ended_at, "units": msg.units,
