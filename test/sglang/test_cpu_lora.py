@@ -1,7 +1,7 @@
 """harli_sgl.sglang.cpu_lora: SGLang's torch_native LoRA path runs without an accelerator.
 
-The checks that touch SGLang run in a fresh interpreter (this file run as a
-script, ``python test_cpu_lora.py <check>``) because SGLang must see
+The checks that touch SGLang run in one fresh interpreter (this file run as a
+script, ``python test_cpu_lora.py <check>...``, once for the module) because SGLang must see
 ``SGLANG_USE_CPU_ENGINE=1`` and the driver stand-in before it is imported, and
 because ``apply()`` and SGLang's parallel runtime are process-wide. Each of them
 fails with "Found no NVIDIA driver" on a CPU host when ``apply()`` is skipped.
@@ -21,7 +21,13 @@ import pytest
 HERE = os.path.abspath(__file__)
 
 
-def _run_check(name: str) -> None:
+# Run in order in one child: apply_idempotent must see stock SGLang, before any apply().
+CHILD_CHECKS = ("apply_idempotent", "backend", "layers")
+
+
+@pytest.fixture(scope="module")
+def child() -> subprocess.CompletedProcess:
+    """One fresh interpreter runs every SGLang check (importing SGLang costs ~20 s)."""
     from harli_sgl.platform import cuda_stub
 
     environment = dict(os.environ, SGLANG_USE_CPU_ENGINE="1", HARLI_FORCE_CPU="1",
@@ -30,9 +36,12 @@ def _run_check(name: str) -> None:
     if stub is not None:
         environment["LD_LIBRARY_PATH"] = ":".join(
             p for p in (stub, environment.get("LD_LIBRARY_PATH", "")) if p)
-    proc = subprocess.run([sys.executable, HERE, name], env=environment, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0 and f"OK {name}" in proc.stdout, (
+    return subprocess.run([sys.executable, HERE, *CHILD_CHECKS], env=environment,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _assert_check(proc: subprocess.CompletedProcess, name: str) -> None:
+    assert f"OK {name}" in proc.stdout.splitlines(), (
         f"check {name} failed (rc={proc.returncode})\n--- stdout\n{proc.stdout[-5000:]}"
         f"\n--- stderr\n{proc.stderr[-10000:]}")
 
@@ -42,18 +51,18 @@ def test_pin_free_mode_drops_only_pinning():
 
 
 @pytest.mark.timeout(600)
-def test_apply_is_idempotent_and_replaces_only_torch_native():
-    _run_check("apply_idempotent")
+def test_apply_is_idempotent_and_replaces_only_torch_native(child):
+    _assert_check(child, "apply_idempotent")
 
 
 @pytest.mark.timeout(600)
-def test_backend_prepares_and_applies_a_mixed_batch():
-    _run_check("backend")
+def test_backend_prepares_and_applies_a_mixed_batch(child):
+    _assert_check(child, "backend")
 
 
 @pytest.mark.timeout(600)
-def test_lora_manager_wraps_real_layers_and_runs_forward():
-    _run_check("layers")
+def test_lora_manager_wraps_real_layers_and_runs_forward(child):
+    _assert_check(child, "layers")
 
 
 # ---------------------------------------------------------------------------
@@ -285,6 +294,15 @@ def check_layers() -> None:
 
 
 if __name__ == "__main__":
-    check = sys.argv[1]
-    globals()[f"check_{check}"]()
-    print(f"OK {check}")
+    import traceback
+
+    failed = False
+    for check in sys.argv[1:]:  # each reports on its own; a failure does not hide the next
+        try:
+            globals()[f"check_{check}"]()
+            print(f"OK {check}", flush=True)
+        except Exception:
+            traceback.print_exc()
+            print(f"FAILED {check}", flush=True)
+            failed = True
+    sys.exit(1 if failed else 0)
