@@ -29,6 +29,9 @@ from harli_sgl.tools.postgres import PostgresNotFound, PostgresServer
 from harli_sgl.tools.server_process import ServerProcess
 
 API_KEY = "harli-test-key"
+ADMIN_KEY = "harli-admin-key-tenants-91c3"
+BODY_TIMEOUT_S = 3  # short, so the slow-body test waits seconds, not a minute
+KEYED_MAX_FILE_BYTES = 100_000
 # Frequent checkpoints so crash/restart tests see one early; a 1 MiB upload
 # limit so the oversize test stays cheap.
 SESSION_SERVER_FLAGS = ["--harli-mode", "harli", "--harli-checkpoint-every-steps", "5",
@@ -126,6 +129,34 @@ def harli_server(tmp_path_factory):
     wait_profiled(server)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def keyed_server(tmp_path_factory):
+    """One server with both ``--api-key`` and ``--admin-api-key``, shared by the key and limit
+    tests and the tenant tests (one start instead of two).
+
+    Its workdir is one today's release wrote (schema 2: a file and a succeeded job whose
+    adapter, with random weights, is served under its old name), so the upgrade is tested
+    on the same server as the tenants. Every step leaves a checkpoint (a model of its own).
+    """
+    from store_util import make_random_adapter, write_v2_store
+
+    work = str(tmp_path_factory.mktemp("tenants-workdir") / "workdir")
+    legacy = write_v2_store(work, statuses=("succeeded",))
+    make_random_adapter(os.path.join(work, "adapters", legacy["adapter"]))
+    s = start_server(tmp_path_factory, "keyed",
+                     ["--admin-api-key", ADMIN_KEY, "--enable-response-store",
+                      "--harli-checkpoint-every-steps", "1",
+                      "--harli-max-file-bytes", str(KEYED_MAX_FILE_BYTES)], workdir=work,
+                     env={"HARLI_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
+    s.legacy = legacy  # type: ignore[attr-defined]
+    try:
+        # The profiler needs the admin key for /harli/profile; only the operator sees details.
+        wait_profiled(s, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture(scope="session")

@@ -108,3 +108,18 @@ def write_v2_store(work: str, db_url: str | None = None, files_dir: str | None =
     finally:
         db.close()
     return made
+
+
+def make_random_adapter(path: str) -> None:
+    """A PEFT adapter for the default model with random (not zero) weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harli_sgl.model import byte_model
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(byte_model.ensure())
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    peft.save_pretrained(path)

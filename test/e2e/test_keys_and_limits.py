@@ -1,5 +1,7 @@
 """A real server started with both --api-key and --admin-api-key (issue 12, items 3, 5, 6, 7).
 
+The server is the session's ``keyed_server`` (conftest.py), which the tenant tests share.
+
 * Publishing: the worker loads a finished adapter through SGLang's admin-optional
   ``/load_lora_adapter``, which with ``--admin-api-key`` set accepts only that key;
   the job must end ``succeeded`` and its adapter must answer. The start-up profiler
@@ -15,23 +17,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from conftest import API_KEY, start_server, wait_profiled
+from conftest import ADMIN_KEY, API_KEY
 from e2e_util import BASE_MODEL, capital_rows, client, create_job, generate, upload, wait_job
-
-ADMIN_KEY = "harli-admin-key-5f0e9b"
-MAX_FILE_BYTES = 100_000
-
-
-@pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory):
-    server = start_server(tmp_path_factory, "keys", [
-        "--admin-api-key", ADMIN_KEY, "--harli-max-file-bytes", str(MAX_FILE_BYTES)])
-    try:
-        # The profiler needed the admin key for /harli/profile; only it sees the details.
-        wait_profiled(server, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_job_publishes_its_adapter_with_both_keys_set(keyed_server):

@@ -1,6 +1,7 @@
 """Tenants on a real server (issue 11), each tenant with the official openai client.
 
-One server for the module, started with ``--admin-api-key`` on a workdir that
+One server (the session's ``keyed_server``, conftest.py, which the key and
+limit tests share), started with ``--admin-api-key`` on a workdir that
 today's release wrote (schema 2: a file and a succeeded job whose adapter, with
 random weights, is served under its old name), so the upgrade is tested on the
 same server as the tenants:
@@ -43,47 +44,18 @@ import requests
 
 from harli_sgl.jobs import ids
 
-from conftest import API_KEY, start_server, wait_profiled
+from conftest import ADMIN_KEY, API_KEY
 from e2e_util import BASE_MODEL, capital_rows, jsonl
-from store_util import DATA, write_v2_store
+from store_util import DATA
 
-ADMIN_KEY = "harli-admin-key-tenants-91c3"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-ISSUED: list[str] = []
-BODY_TIMEOUT_S = 3  # short, so the slow-body test waits seconds, not a minute  # every tenant key handed out, for the leak check at the end
-
-
-def make_random_adapter(path: str) -> None:
-    """A PEFT adapter for the default model with random (not zero) weights."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from harli_sgl.model import byte_model
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(byte_model.ensure())
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
-    peft.save_pretrained(path)
+ISSUED: list[str] = []  # every tenant key handed out, for the leak check at the end
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    work = str(tmp_path_factory.mktemp("tenants-workdir") / "workdir")
-    legacy = write_v2_store(work, statuses=("succeeded",))
-    make_random_adapter(os.path.join(work, "adapters", legacy["adapter"]))
-    s = start_server(tmp_path_factory, "tenants",
-                     ["--admin-api-key", ADMIN_KEY, "--enable-response-store",
-                      # Each job's two steps each leave a checkpoint, a model of its own.
-                      "--harli-checkpoint-every-steps", "1"], workdir=work,
-                     env={"HARLI_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
-    s.legacy = legacy  # type: ignore[attr-defined]
-    try:
-        wait_profiled(s, headers=ADMIN)
-        yield s
-    finally:
-        s.stop()
+def server(keyed_server):
+    """The session's operator-keyed server on an upgraded workdir (conftest.py)."""
+    return keyed_server
 
 
 def admin(server, method: str, path: str, **kw) -> requests.Response:
