@@ -11,8 +11,9 @@ Used by ``scripts/fleet.sh`` (the demo), the end-to-end fleet tests and
   each instance gets its own cores: instance *i* decodes on core ``i mod n`` and
   co-runs its worker on the next one, so two instances on two cores do not both
   pin decode to core 0;
-* SGLang's own router (``python -m sglang_router.launch_router``) in front of
-  them. It forwards inference routes; the fine-tuning API is answered by any
+* SGLang's own router in front of them, started by ``harli_sgl.tools.router``
+  (the same Rust router as ``python -m sglang_router.launch_router``, without the
+  stock launcher's import of SGLang, which held up the fleet's start). It forwards inference routes; the fine-tuning API is answered by any
   instance directly, identically, because they share the store and the files.
 
 Sizing: this machine has 2 cores and 24 GB, so the default instance flags
@@ -125,7 +126,7 @@ class Fleet:
                 "--health-check-endpoint", "/health", "--worker-startup-timeout-secs", "900"]
         if self.api_key:
             argv += ["--api-key", self.api_key]
-        return ServerProcess(argv, module="sglang_router.launch_router",
+        return ServerProcess(argv, module="harli_sgl.tools.router",
                              log_path=os.path.join(self.root, "router.log"), api_key=self.api_key,
                              ready_path="/readiness")
 
