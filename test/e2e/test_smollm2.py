@@ -43,7 +43,7 @@ from harli_sgl.model import smollm2
 
 MODEL = smollm2.SERVED_NAME
 SEED = 7
-BATCH, EPOCHS, MICRO_BATCH, CHECKPOINT_EVERY = 4, 4, 2, 2
+BATCH, EPOCHS, MICRO_BATCH, CHECKPOINT_EVERY = 4, 2, 2, 2
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                            "down_proj"]}
