@@ -266,7 +266,7 @@ def test_a_job_resumed_after_a_worker_crash_gives_the_uninterrupted_adapter(smol
 
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
-DPO_HYPERPARAMETERS = {"beta": 0.1, "n_epochs": 3, "batch_size": 4,
+DPO_HYPERPARAMETERS = {"beta": 0.1, "n_epochs": 2, "batch_size": 4,
                        "learning_rate_multiplier": 1.0}
 
 
@@ -306,7 +306,7 @@ def test_a_dpo_job_raises_the_served_preference_margin_on_held_out_pairs(smol_se
     started = time.monotonic()
     job = wait_job(smol_server, job.id)
     assert job.status == "succeeded", job.error
-    print(f"SmolLM2 DPO job of 6 steps trained in {time.monotonic() - started:.1f} s")
+    print(f"SmolLM2 DPO job of 4 steps trained in {time.monotonic() - started:.1f} s")
     FineTuningJob.model_validate(job.model_dump())
     assert job.method.type == "dpo"
     assert job.method.dpo.hyperparameters.model_dump() == DPO_HYPERPARAMETERS
@@ -317,28 +317,33 @@ def test_a_dpo_job_raises_the_served_preference_margin_on_held_out_pairs(smol_se
                 "train_reward_accuracy", "valid_loss", "valid_reward_margin",
                 "valid_reward_accuracy"} <= set(data)
     # Validated every step; all pairs at the checkpoints (every 2 steps, carrying it) and the end.
-    assert [s for s in sorted(metrics) if "full_valid_loss" in metrics[s]] == [2, 4, 6]
+    assert [s for s in sorted(metrics) if "full_valid_loss" in metrics[s]] == [2, 4]
     assert {c.step_number: (c.metrics.full_valid_loss, c.metrics.full_valid_reward_accuracy)
             for c in client(smol_server).fine_tuning.jobs.checkpoints.list(job.id).data} == {
-        s: (metrics[s]["full_valid_loss"], metrics[s]["full_valid_reward_accuracy"]) for s in (2, 4, 6)}
+        s: (metrics[s]["full_valid_loss"], metrics[s]["full_valid_reward_accuracy"]) for s in (2, 4)}
     rows = csv.DictReader(io.StringIO(client(smol_server).files.content(job.result_files[0]).text))
     assert [(float(r["valid_loss"]), r["train_accuracy"]) for r in rows] == [
-        (metrics[s]["valid_loss"], "") for s in range(1, 7)]  # a DPO step has no token accuracy
-    assert metrics[6]["valid_loss"] < 0.6931  # below the reference's log 2
+        (metrics[s]["valid_loss"], "") for s in range(1, 5)]  # a DPO step has no token accuracy
+    assert metrics[4]["valid_loss"] < 0.6931  # below the reference's log 2
 
     base = preference_margin(smol_server, tokenizer, held_out)
     tuned = preference_margin(smol_server, tokenizer, held_out, job.fine_tuned_model)
     print(f"held-out preference margin (nats): base {base:.3f}, DPO adapter {tuned:.3f}")
     assert tuned > base + 1.0, (base, tuned)
-    assert metrics[6]["full_valid_reward_margin"] == pytest.approx(  # what the server serves
+    assert metrics[4]["full_valid_reward_margin"] == pytest.approx(  # what the server serves
         DPO_HYPERPARAMETERS["beta"] * (tuned - base), rel=0.05, abs=5e-3)
 
 
-def test_over_training_shows_validation_loss_falling_then_rising(smol_server):
-    """12 steps on 4 facts (the whole set each step), validated on the 4 others every step.
+STEPS_OVERFIT = 6
 
-    Measured (HF + PEFT, the same settings): validation loss 4.2 before training, lowest
-    about 2.96 around step 8, 3.4 at step 12, while the training loss falls to 0.1.
+
+def test_over_training_shows_validation_loss_falling_then_rising(smol_server):
+    """6 steps on 4 facts (the whole set each step) at 3x the base learning rate, validated
+    on the 4 others every step.
+
+    Measured (HF + PEFT, the same settings): validation loss 3.57, 3.16, 3.02, 3.02, 3.12,
+    3.43 by step, while the training loss falls from 4.45 to 0.15. (At 1x it takes 12 steps:
+    lowest 2.96 at step 8, 3.41 at step 12; this is the same curve in half the time.)
     """
     from openai.types.fine_tuning import FineTuningJob
     from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
@@ -348,8 +353,8 @@ def test_over_training_shows_validation_loss_falling_then_rising(smol_server):
     valid_file = upload(smol_server, ROWS[4:], name="four-other-facts.jsonl")
     job = c.fine_tuning.jobs.create(
         model=MODEL, training_file=train_file.id, validation_file=valid_file.id, seed=SEED,
-        suffix="overfit", hyperparameters={"n_epochs": 12, "batch_size": 4,
-                                           "learning_rate_multiplier": 1.0},
+        suffix="overfit", hyperparameters={"n_epochs": STEPS_OVERFIT, "batch_size": 4,
+                                           "learning_rate_multiplier": 3.0},
         extra_body={"lora": LORA})
     estimates = set()
     while (polled := c.fine_tuning.jobs.retrieve(job.id)).status in ("validating_files", "queued",
@@ -364,23 +369,24 @@ def test_over_training_shows_validation_loss_falling_then_rising(smol_server):
     assert polled.estimated_finish is None
 
     metrics = {e.data["step"]: e.data for e in events(smol_server, job.id) if e.type == "metrics"}
-    assert sorted(metrics) == list(range(1, 13))
-    valid = [metrics[s]["valid_loss"] for s in range(1, 13)]
-    train_losses = [metrics[s]["train_loss"] for s in range(1, 13)]
-    best = min(range(12), key=valid.__getitem__)
+    steps = range(1, STEPS_OVERFIT + 1)
+    assert sorted(metrics) == list(steps)
+    valid = [metrics[s]["valid_loss"] for s in steps]
+    train_losses = [metrics[s]["train_loss"] for s in steps]
+    best = min(range(STEPS_OVERFIT), key=valid.__getitem__)
     print("validation loss by step:", [round(v, 3) for v in valid])
-    assert 0 < best < 11, valid  # it falls, and the lowest point is not the end
+    assert 0 < best < STEPS_OVERFIT - 1, valid  # it falls, and the lowest point is not the end
     assert valid[best] < valid[0] - 0.3 and valid[-1] > valid[best] + 0.2, valid
     assert train_losses[-1] < train_losses[best] < train_losses[0]  # training loss keeps falling
     assert all(0 <= metrics[s]["train_mean_token_accuracy"] <= 1 and
                0 <= metrics[s]["valid_mean_token_accuracy"] <= 1 for s in metrics)
-    assert metrics[12]["train_mean_token_accuracy"] > metrics[1]["train_mean_token_accuracy"]
+    assert metrics[STEPS_OVERFIT]["train_mean_token_accuracy"] > metrics[1]["train_mean_token_accuracy"]
 
     # Checkpoints (every 2 steps) carry the validation metrics of all of the validation file.
     raw = requests.get(f"{smol_server.base_url}/v1/fine_tuning/jobs/{job.id}/checkpoints",
                        headers=smol_server.headers, timeout=60).json()["data"]
     checkpoints = [FineTuningJobCheckpoint.model_validate(x) for x in raw]
-    assert sorted(x.step_number for x in checkpoints) == [2, 4, 6, 8, 10, 12]
+    assert sorted(x.step_number for x in checkpoints) == [2, 4, 6]
     for x in checkpoints:
         m = x.metrics
         assert m.full_valid_loss == metrics[x.step_number]["full_valid_loss"] == m.valid_loss
@@ -393,7 +399,7 @@ def test_over_training_shows_validation_loss_falling_then_rising(smol_server):
     assert len(done.result_files) == 1
     assert c.files.retrieve(done.result_files[0]).purpose == "fine-tune-results"
     rows = list(csv.DictReader(io.StringIO(c.files.content(done.result_files[0]).text)))
-    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    assert [int(r["step"]) for r in rows] == list(steps)
     assert [float(r["valid_loss"]) for r in rows] == valid
     assert [float(r["train_accuracy"]) for r in rows] == \
-        [metrics[s]["train_mean_token_accuracy"] for s in range(1, 13)]
+        [metrics[s]["train_mean_token_accuracy"] for s in steps]
