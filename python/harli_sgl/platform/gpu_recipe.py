@@ -22,13 +22,14 @@ unit-tested, and :func:`apply` is tested with the facts a CPU test passes in.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import subprocess
 
 from harli_sgl import env
 from harli_sgl.config import HarliConfig
 from harli_sgl.core.gpu import corun_means, driver, precision
-from harli_sgl.core.gpu.host import HostFacts, mps_running, start_mps
+from harli_sgl.core.gpu.host import HostFacts, mps_running, start_mps, stop_mps
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,19 @@ def apply(argv: list[str], harli: HarliConfig, check: driver.DriverCheck | None 
             if not start_mps():
                 logger.error("harli: starting the CUDA MPS control daemon failed; the scheduler "
                              "will use serial slots")
+            else:
+                # Harli started it, so harli stops it when the server exits: a daemon left
+                # behind would make every later CUDA process on the host an MPS client.
+                atexit.register(_stop_own_mps)
     return out
+
+
+def _stop_own_mps() -> None:
+    if stop_mps():
+        logger.info("harli: stopped the CUDA MPS control daemon it had started")
+    else:
+        logger.warning("harli: the CUDA MPS control daemon it had started did not quit; "
+                       "stop it with: echo quit | nvidia-cuda-mps-control")
 
 
 def _has_mps_control() -> bool:

@@ -96,3 +96,27 @@ def start_mps(timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def stop_mps(timeout_s: float = 30.0) -> bool:
+    """Ask the MPS control daemon to quit (``quit`` on ``nvidia-cuda-mps-control``'s stdin);
+    True once its control pipe is gone.
+
+    The daemon stops taking new clients and waits for its current ones to exit, so a
+    server's own processes, already ending, are not cut off mid-kernel. UNTESTED on a
+    GPU host; on CPU a stand-in for the control tool checks the exchange.
+    """
+    import subprocess
+    import time
+
+    try:
+        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, check=True,
+                       timeout=timeout_s, capture_output=True)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    until = time.monotonic() + timeout_s
+    while time.monotonic() < until:
+        if not mps_running():
+            return True
+        time.sleep(0.1)
+    return False
