@@ -12,9 +12,11 @@ stream first waits for the last one, so pieces stay ordered. Everywhere else
 UNTESTED: no GPU has been lent. In particular, whether a green context's SM
 partition holds for an MPS client is not established here; the probe
 (``benchmark/gpu_probe.py``) is where to check it first. If creating the
-contexts fails, the worker logs it and runs every piece on its plain stream;
-the scheduler is not told (a known gap: its policy then models a share the
-worker does not have, and ``arrangement.corun_means`` still says ``mps_green``).
+contexts fails, the worker logs it, runs every piece on its plain stream and
+says so in its hello (``WorkerHello.green_contexts_failed``); the scheduler
+then turns co-running off (``corun_means.after_worker_start``: ``serial``,
+reason ``green_contexts_failed`` in ``/harli/status``) rather than model a
+share the worker does not have.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class DeviceShares:
     def __init__(self, device: str, green_sms: tuple[int, ...]):
         self.streams: dict[int, Any] = {}
         self._last: Any = None
+        self.failed = False  # green contexts were asked for and could not be made
         if device != "cuda" or not green_sms:
             return
         import torch
@@ -42,6 +45,7 @@ class DeviceShares:
             logger.error("harli: green contexts %s could not be made (%s); every piece runs on "
                          "the worker's plain stream", green_sms, e)
             self.streams = {}
+            self.failed = True
 
     @contextlib.contextmanager
     def scope(self, num_sms: int) -> Iterator[None]:

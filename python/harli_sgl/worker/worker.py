@@ -142,7 +142,7 @@ class FinetuneWorker:
         tid = liveness.start_and_wait()
         self.outbox.send(WorkerHello(os.getpid(), self.spec.generation, self._num_layers,
                                      self._base_param_bytes, self._private_base_bytes, tid,
-                                     self._base_weight_segments))
+                                     self._base_weight_segments, self.shares.failed))
         self._publish_state(force=True)
         try:
             while self._stop_reason is None:

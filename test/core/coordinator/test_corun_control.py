@@ -300,3 +300,21 @@ def test_a_prefill_runs_on_every_core_unless_the_policy_is_a_fixed_partition(rig
     coord.config = cfg
     coord.set_profiling(True)  # the start-up profile measures the split as it is
     assert not coord.launch_on_every_cpu(extend=True)
+
+
+def test_a_worker_that_could_not_make_green_contexts_turns_co_running_off_and_says_so():
+    from harli_sgl.core.gpu.corun_means import Means, MeansChoice, Why
+    from harli_sgl.core.message.from_worker import WorkerHello
+
+    coord, link = gpu_coordinator(MeansChoice(Means.MPS_GREEN, Why.GREEN))
+    coord._on_hello(WorkerHello(os.getpid(), 1, 8, 0, green_contexts_failed=True))
+    assert coord.corun_share == 0.0  # the policy plans serial slots only
+    coord.corun_control.start(0.5)
+    assert gpu_starts(link) == []  # never an uncapped client beside decode
+    arrangement = coord.status()["arrangement"]
+    assert (arrangement["corun_means"], arrangement["corun_means_reason"]) == (
+        "serial", "green_contexts_failed")
+    # A restarted worker that made them co-runs again.
+    coord._on_hello(WorkerHello(os.getpid(), 2, 8, 0))
+    assert coord.corun_share == 64 / 132
+    assert coord.status()["arrangement"]["corun_means"] == "mps_green"

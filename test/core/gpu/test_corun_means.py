@@ -1,4 +1,4 @@
-from harli_sgl.core.gpu.corun_means import Means, Why, decide
+from harli_sgl.core.gpu.corun_means import Means, MeansChoice, Why, decide
 from harli_sgl.core.gpu.host import HostFacts, mps_running, read_host
 
 H200 = HostFacts(gpu=True, mps_running=True, mps_control=True, green_contexts=True,
@@ -64,3 +64,16 @@ def test_the_host_reader_on_a_host_without_a_gpu(tmp_path):
     assert not mps_running(str(tmp_path))
     (tmp_path / "control").write_text("")
     assert mps_running(str(tmp_path))
+
+
+def test_a_worker_without_its_green_contexts_turns_co_running_off_until_one_has_them():
+    from harli_sgl.core.gpu.corun_means import after_worker_start
+
+    green = decide(H200, 0.5, may_start_mps=False)
+    assert green.means is Means.MPS_GREEN
+    failed = after_worker_start(green, green_contexts_failed=True)
+    assert (failed.means, failed.why, failed.corun) == (Means.SERIAL, Why.GREEN_FAILED, False)
+    assert after_worker_start(green, green_contexts_failed=False) == green
+    # Other means never asked for green contexts: a worker's report changes nothing.
+    fixed = MeansChoice(Means.MPS_FIXED, Why.FIXED)
+    assert after_worker_start(fixed, green_contexts_failed=True) == fixed

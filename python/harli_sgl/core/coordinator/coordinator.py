@@ -318,6 +318,7 @@ class SlotCoordinator:
         self.supervisor.on_hello(msg)
         self.worker_state = WorkerState(has_work=False)
         self.corun_control.worker_gone()
+        self.corun_control.worker_started(msg.green_contexts_failed)
         # A new worker inherits the spawning thread's cores (decode's): give it every core.
         self.corun_control.place_everywhere()
         if self.pool is not None:

@@ -22,6 +22,7 @@ decode's core free without waiting for a piece boundary.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from harli_sgl.config import HarliConfig
@@ -36,6 +37,8 @@ from harli_sgl.core.gpu.host import HostFacts
 from harli_sgl.core.message.to_worker import CoRunStart, CoRunStop
 from harli_sgl.core.policy.base import Grant, SlotPolicy
 from harli_sgl.core.worker_link import WorkerLink
+
+logger = logging.getLogger(__name__)
 
 # How long the scheduler waits for a co-run stop before the next iteration. A piece
 # is ~10-30 ms on its own core, but the worker's SCHED_IDLE threads yield that core
@@ -67,6 +70,7 @@ class CoRunControl:
                  means: corun_means.MeansChoice | None = None, sm_count: int = 0):
         self.config = config
         self.means = means or default_means(config)
+        self._chosen = self.means  # from the host, before any worker said what it could do
         self.sm_count = sm_count
         self.link = link
         self.channel = channel
@@ -166,3 +170,12 @@ class CoRunControl:
     def worker_gone(self) -> None:
         self.corun.worker_gone()
         self._affinity = None
+
+    def worker_started(self, green_contexts_failed: bool) -> None:
+        """A worker said hello. Under ``mps_green`` one that could not make its green
+        contexts turns co-running off (``corun_means.after_worker_start``), logged once and
+        shown in ``/harli/status``; a later worker that made them turns it back on."""
+        means = corun_means.after_worker_start(self._chosen, green_contexts_failed)
+        if means != self.means:
+            logger.warning("harli: co-running means now %s: %s", means.means.value, means.why.text)
+        self.means = means

@@ -64,6 +64,9 @@ class Why(Enum):
              "share changes at piece boundaries")
     FIXED = ("mps_fixed_share", "CUDA MPS runs but torch cannot make green contexts here: the "
              "worker's share is fixed at start (top-ups and idle pieces run at it too)")
+    GREEN_FAILED = ("green_contexts_failed", "the worker could not make its green contexts: an "
+                    "uncapped MPS client without them would run beside decode on the whole "
+                    "device, so slots are serial")
 
 
 class MeansChoice(NamedTuple):
@@ -102,3 +105,12 @@ def decide(facts: HostFacts, share: float, may_start_mps: bool,
     if facts.green_contexts and facts.sm_count > 0:
         return MeansChoice(Means.MPS_GREEN, Why.GREEN)
     return MeansChoice(Means.MPS_FIXED, Why.FIXED)
+
+
+def after_worker_start(choice: MeansChoice, green_contexts_failed: bool) -> MeansChoice:
+    """The means once a worker has started: under ``mps_green`` a worker that could not make
+    its green contexts has no partition to co-run in (it is an MPS client without a thread
+    cap), so co-running is off until a worker that made them says hello."""
+    if choice.means is Means.MPS_GREEN and green_contexts_failed:
+        return MeansChoice(Means.SERIAL, Why.GREEN_FAILED)
+    return choice

@@ -25,6 +25,8 @@ class WorkerHello(FromWorker):
     liveness_tid: int = 0
     # Where the frozen base parameters live: {"dev:inode": bytes} (shared_weights.shm_segments).
     base_weight_segments: dict = field(default_factory=dict)
+    # Green contexts were asked for (``mps_green``) and the driver refused them.
+    green_contexts_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
