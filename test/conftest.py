@@ -8,6 +8,8 @@ test also exercises SGLang's auth middleware on Harli's routes. Every server
 (the SmolLM2 tests do: ``smollm2_dir`` converts SmolLM2 once, or finds it in
 the cache where set-up put it).
 Its log is kept under the session's temp dir and printed when start-up fails.
+A second session server, ``keyed_server``, adds ``--admin-api-key`` on an upgraded
+workdir; the key/limit tests and the tenant tests share it.
 
 Job-store tests take ``db_url`` and run once per backend: ``None`` (SQLite in
 the workdir) and a fresh database on one throwaway PostgreSQL server per
