@@ -5,7 +5,7 @@ from harli_sgl.core.request_tracker import RequestTracker
 
 def test_tpot_is_measured_like_bench_serving():
     done = []
-    t = RequestTracker(on_finished=lambda tpot, worked: done.append(tpot))
+    t = RequestTracker(on_finished=lambda tpot, work: done.append(tpot))
     t.update("a", 1, now=10.0, finished=False)   # first token (end of prefill)
     t.update("a", 2, now=10.05, finished=False)
     t.update("a", 3, now=10.15, finished=False)
@@ -28,18 +28,19 @@ def test_slack_is_the_tightest_running_deadline():
 
 def test_requests_without_a_second_token_report_nothing():
     done = []
-    t = RequestTracker(on_finished=lambda tpot, worked: done.append(tpot))
+    t = RequestTracker(on_finished=lambda tpot, work: done.append(tpot))
     t.update("one", 1, now=1.0, finished=True)
     assert done == []
 
 
-def test_a_request_worked_if_work_ran_between_its_first_token_and_its_last():
-    finished = []  # worked, in the order requests finish
-    t = RequestTracker(on_finished=lambda tpot, worked: finished.append(worked))
-    t.note_work()  # before either request: neither's
+def test_a_requests_work_per_token_is_what_work_added_between_its_first_token_and_its_last():
+    finished = []  # (rid, work ms per token), in the order requests finish
+    t = RequestTracker(on_finished=lambda tpot, work: finished.append(work))
+    t.note_work(50.0)  # before either request: neither's
     t.update("alone", 1, now=0.0, finished=False)
     t.update("beside", 1, now=0.0, finished=False)
     t.update("alone", 3, now=0.2, finished=True)
-    t.note_work()  # after "alone" finished, while "beside" still runs
+    t.note_work(30.0)  # after "alone" finished, while "beside" still runs
+    t.note_work(-5.0)  # an iteration faster than predicted: work never *saves* time
     t.update("beside", 4, now=0.4, finished=True)
-    assert finished == [False, True]  # alone, then beside
+    assert finished == [0.0, 10.0]  # alone; beside: 30 ms over its 3 tokens after the first

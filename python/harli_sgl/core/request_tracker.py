@@ -12,11 +12,16 @@ followed, which gives two things:
   request that absorbed a long prefill iteration of a newcomer gets a tighter
   deadline until it has caught up, so spikes are repaid rather than ignored.
 
-A finished request also says whether finetune work ran beside it: the caller
-counts the measured iterations that ran work (:meth:`note_work`), and a request
-*worked* if that count moved between its first token and its last. The policy
-backs off only for near misses that work could have caused; one that decode
-alone produced (host drift, a prefill burst) says nothing about its slots.
+A finished request also says how much of its TPOT finetune work cost: the
+caller reports, per measured iteration that ran work, how much longer it took
+than decode alone would have (:meth:`note_work`; stage 1's prediction for the
+batch as placed), and a request's *work per token* is the sum of those between
+its first token and its last over its tokens after the first. The policy backs
+off only for near misses that work made materially slower; one that decode alone
+produced (host drift, a prefill burst), or beside which work ran only a little,
+says nothing about its slots. (Counting every request with any iteration of work
+beside it did not do that: with co-running in 13-21% of decode time nearly every
+request had some, and ``beta`` still fell to 0.77 past the knee; benchmarks §S1e.)
 """
 
 from __future__ import annotations
@@ -29,16 +34,19 @@ FORGET_AFTER_S = 120.0  # an entry not updated this long belongs to an aborted r
 
 
 class RequestTracker:
-    def __init__(self, on_finished: Callable[[float, bool], None] | None = None):
-        # rid -> [t_first, n_first, n_last, t_last, worked iterations at its first token]
+    def __init__(self, on_finished: Callable[[float, float], None] | None = None):
+        """``on_finished(tpot_ms, work_ms_per_token)`` for each request that finishes with
+        at least two tokens."""
+        # rid -> [t_first, n_first, n_last, t_last, work ms so far at its first token]
         self._reqs: dict[str, list[float]] = {}
         self._on_finished = on_finished
         self._last_sweep = time.monotonic()
-        self._worked = 0  # measured iterations that ran finetune work, so far
+        self._work_ms = 0.0  # time finetune work added to measured iterations, so far
 
-    def note_work(self) -> None:
-        """A measured iteration ran finetune work (a slot, co-running, or both)."""
-        self._worked += 1
+    def note_work(self, added_ms: float) -> None:
+        """A measured iteration ran finetune work (a slot, co-running, or both) and took
+        ``added_ms`` longer than decode alone would have."""
+        self._work_ms += max(0.0, added_ms)
 
     def update(self, rid: str, n_out: int, now: float, finished: bool) -> None:
         """A request has ``n_out`` output tokens at ``now`` (called after each iteration)."""
@@ -46,7 +54,7 @@ class RequestTracker:
         if entry is None:
             if n_out <= 0:
                 return
-            entry = self._reqs[rid] = [now, float(n_out), float(n_out), now, float(self._worked)]
+            entry = self._reqs[rid] = [now, float(n_out), float(n_out), now, self._work_ms]
         elif n_out > entry[2]:
             entry[2], entry[3] = float(n_out), now
         if finished:
@@ -54,7 +62,7 @@ class RequestTracker:
             tokens_after_first = entry[2] - entry[1]
             if tokens_after_first >= 1 and self._on_finished is not None:
                 self._on_finished(1000.0 * (entry[3] - entry[0]) / tokens_after_first,
-                                  self._worked > entry[4])
+                                  (self._work_ms - entry[4]) / tokens_after_first)
         if now - self._last_sweep > SWEEP_EVERY_S:
             self._sweep(now)
 

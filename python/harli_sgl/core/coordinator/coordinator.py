@@ -39,7 +39,7 @@ from harli_sgl.core.message.from_worker import (
 )
 from harli_sgl.core.message.to_worker import FreeCompute, SetFreeRun
 from harli_sgl.core.metrics import ColocationMetrics
-from harli_sgl.core.policy.base import Arrangement, Plan, SlotContext, SlotPolicy
+from harli_sgl.core.policy.base import Plan, SlotContext, SlotPolicy
 from harli_sgl.core.pool.lender import EnginePages, PoolLender
 from harli_sgl.core.pool.manager import PoolManager, ServingDemand
 from harli_sgl.core.predictor.base import LatencyPredictor
@@ -162,12 +162,11 @@ class SlotCoordinator:
         self.corun_control.before_launch(self.policy)
         self.channel.drain()  # piece reports up to now: the overlap needs them
         if not self.policy.free_run:
-            arrangement = self.meter.close(now, self.policy, self.profiling, self.worker_state.has_work)
-            worked = arrangement not in (None, Arrangement.NONE)
-        else:  # unmeasured: the worker runs free beside every iteration while it has work
-            worked = self.worker_state.has_work
-        if worked and not self.profiling:  # the profile's synthetic work is no job's
-            self.tracker.note_work()
+            closed = self.meter.close(now, self.policy, self.profiling, self.worker_state.has_work)
+            # The profile's synthetic work is no job's; free-run policies are unmeasured
+            # (none of them adapts to finished requests).
+            if closed is not None and closed.work_ms > 0 and not self.profiling:
+                self.tracker.note_work(closed.work_ms)
         self.meter.begin(features, now, wide)
 
     def on_tokens(self, updates: list[tuple[str, int, bool]], now: float) -> None:
@@ -361,9 +360,9 @@ class SlotCoordinator:
         if self.pool is not None:
             self.pool.worker_died()
 
-    def _on_request_finished(self, tpot_ms: float, worked: bool) -> None:
+    def _on_request_finished(self, tpot_ms: float, work_ms_per_token: float) -> None:
         self.metrics.request_finished(tpot_ms)
-        self.policy.observe_request(tpot_ms, worked)
+        self.policy.observe_request(tpot_ms, work_ms_per_token)
 
     # -- operator controls and status --------------------------------------------------
 

@@ -12,6 +12,7 @@ predictor stage, to the policy's error margin and to the metrics; with
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from harli_sgl import env
 from harli_sgl.core.corun import CoRunTracker
@@ -23,6 +24,19 @@ from harli_sgl.core.predictor.base import LatencyPredictor
 
 # An iteration with less of its decode time beside worker pieces than this ran alone.
 MIN_OVERLAP = 0.02
+
+
+class ClosedIteration(NamedTuple):
+    """What a closed interval was: its arrangement, and the time finetune work added to it.
+
+    ``work_ms``: how much longer the interval took than stage 1 predicts for its decode
+    alone, as placed (0 when nothing ran beside it, never negative). Summed over a
+    request's iterations it says how much of the request's TPOT its slots and co-running
+    cost (see :class:`~harli_sgl.core.request_tracker.RequestTracker`).
+    """
+
+    arrangement: Arrangement
+    work_ms: float
 
 
 def _span_ms(spans: list[tuple[float, float]]) -> float:
@@ -64,8 +78,8 @@ class IterationMeter:
         self.work = self.work + work
 
     def close(self, now: float, policy: SlotPolicy, profiling: bool,
-              worker_busy: bool) -> Arrangement | None:
-        """Close the open interval at ``now`` (a launch) and learn from it; its arrangement
+              worker_busy: bool) -> ClosedIteration | None:
+        """Close the open interval at ``now`` (a launch) and learn from it; what it was
         (:attr:`Arrangement.NONE`: decode ran alone), or None when no interval was open."""
         if self.launch is None:
             return None
@@ -76,6 +90,7 @@ class IterationMeter:
         overlap = self.corun.overlap(t0, now, self.serial_spans + self.paused_spans,
                                      self.corun.synthetic or worker_busy)
         p = self.predictor
+        alone_ms = p.predict_decode(f0, self.wide)
         serial_ms = _span_ms(self.serial_spans)
         if overlap.total >= MIN_OVERLAP:
             arrangement = Arrangement.HYBRID if work.units else Arrangement.CONCURRENT
@@ -96,6 +111,9 @@ class IterationMeter:
             # serial-only policy every iteration with a job is wide, and under ``harli`` most
             # that it leaves alone are (10x the narrow ones in the 2026-12-02 trace).
             p.observe(f0, interval_ms, work, wide=self.wide)
+        # Decode alone as placed, predicted before this interval teaches stage 1.
+        work_ms = 0.0 if arrangement is Arrangement.NONE else \
+            max(0.0, interval_ms - alone_ms)
         if not profiling:
             self.corun.account(arrangement.value, interval_ms)
             self.metrics.decode_ran(interval_ms - serial_ms)
@@ -104,8 +122,9 @@ class IterationMeter:
             "arrangement": arrangement.value, "fwd": work.units_fwd, "bwd": work.units_bwd,
             "head": work.units_head, "overlap": round(overlap.total, 4), "share": overlap.share,
             "serial_ms": serial_ms, "interval_ms": interval_ms, "predicted_ms": predicted,
-            "profiling": profiling, "policy": policy.name, "overrun": self.overrun, "wide": self.wide})
-        return arrangement
+            "profiling": profiling, "policy": policy.name, "overrun": self.overrun, "wide": self.wide,
+            "work_ms": work_ms})
+        return ClosedIteration(arrangement, work_ms)
 
     def trace_piece(self, msg: SlotReport) -> None:
         self._write({"piece": True, "start": msg.started_at, "end": msg.ended_at, "units": msg.units,

@@ -163,9 +163,10 @@ class SlotPolicy(ABC):
         because co-running on its share was just measured far slower than modelled."""
         return not self.predictor.concurrent_bias(share) > INTERFERENCE_LIMIT * self.config.tpot_slo_ms
 
-    def observe_request(self, tpot_ms: float, worked: bool) -> None:
-        """A request finished with this TPOT (feedback for policies that adapt);
-        ``worked``: finetune work ran in at least one of its iterations."""
+    def observe_request(self, tpot_ms: float, work_ms_per_token: float) -> None:
+        """A request finished with this TPOT (feedback for policies that adapt), of which
+        finetune work beside it cost about ``work_ms_per_token`` (measured iterations'
+        time beyond stage 1's decode alone, over its tokens after the first)."""
 
     def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
         """An iteration with a slot took ``observed_ms``; the predictor had said ``predicted_ms``."""

@@ -20,12 +20,14 @@ keeps the next token within the SLO, minus a guard margin:
    margin but repaid: it tightens the affected requests' deadlines (step 1)
    until they have caught up. While stage 2 is young the margin is wide (15%).
 4. **Feedback.** The deadlines of step 1 hold every request at
-   ``beta * SLO - 3%``; a finished request at or above 99% of the SLO, with
-   finetune work beside at least one of its iterations, means the model is wrong
-   somewhere, so ``beta`` backs off by 10% at once, before a violation, and
-   recovers by 0.02 per request that finishes normally. A near miss that decode
-   alone produced (a slower host, a prefill burst) is no sign that the slots were
-   too long; backing off for it closed co-running as if the policy had erred.
+   ``beta * SLO - 3%``; a finished request at or above 99% of the SLO, to whose
+   TPOT finetune work added at least the margin floor (3% of the SLO, the
+   policy's own noise level), means the model is wrong somewhere, so ``beta``
+   backs off by 10% at once, before a violation, and recovers by 0.02 per request
+   that finishes normally. A near miss that decode alone produced (a slower host,
+   a prefill burst), or beside which work ran only a little, is no sign that the
+   slots were too long; backing off for it closed co-running as if the policy had
+   erred (benchmarks §S1d, §S1e).
 
 Prefill/extend is handled explicitly: while requests wait for prefill no slot
 is granted, because the slot would delay their first token and the coming
@@ -137,8 +139,8 @@ class HarliSerialPolicy(SlotPolicy):
     def observe_corun(self, predicted_ms: float, observed_ms: float) -> None:
         self.corun_residuals.append((time.monotonic(), observed_ms - predicted_ms))
 
-    def observe_request(self, tpot_ms: float, worked: bool) -> None:
-        if tpot_ms >= NEAR_MISS * self.slo and worked:
+    def observe_request(self, tpot_ms: float, work_ms_per_token: float) -> None:
+        if tpot_ms >= NEAR_MISS * self.slo and work_ms_per_token >= MARGIN_FLOOR * self.slo:
             self.beta = max(BETA_MIN, self.beta * 0.9)
         elif tpot_ms < (NEAR_MISS - 0.01) * self.slo:
             self.beta = min(1.0, self.beta + 0.02)
