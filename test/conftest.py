@@ -82,8 +82,10 @@ def start_server(tmp_path_factory, name: str, extra: list[str],
                  workdir: str | None = None, env: dict[str, str] | None = None) -> ServerProcess:
     root = tmp_path_factory.mktemp(name)
     workdir = workdir or str(root / "workdir")
-    # One latency-profile directory per test session: only the first server profiles.
-    profiles = str(tmp_path_factory.getbasetemp() / "profiles")
+    # One latency-profile directory per test session (or per suite run: scripts/test.sh
+    # names one for all its end-to-end processes): only the first server profiles.
+    profiles = os.environ.get("HARLI_TEST_PROFILE_DIR") or \
+        str(tmp_path_factory.getbasetemp() / "profiles")
     model = [] if "--model-path" in extra else byte_model.server_flags()
     server = ServerProcess(
         argv=["--harli-workdir", workdir, "--api-key", API_KEY, "--harli-profile-dir", profiles,

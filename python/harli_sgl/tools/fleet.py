@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import requests
 
 from harli_sgl.tools.postgres import PostgresServer
-from harli_sgl.tools.server_process import ServerProcess
+from harli_sgl.tools.server_process import ServerProcess, stop_together
 
 INSTANCE_FLAGS = ("--max-total-tokens", "4096")
 
@@ -144,9 +144,7 @@ class Fleet:
         raise TimeoutError(f"{server.base_url} not healthy after {timeout_s}s")
 
     def stop(self) -> None:
-        for proc in [self.router, *self.servers]:
-            if proc is not None:
-                proc.stop()
+        stop_together([self.router, *self.servers])
         if self.postgres is not None:
             self.postgres.stop()
 
