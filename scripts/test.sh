@@ -10,11 +10,11 @@
 #     which cores threads run on, which another server on the same cores would change.
 #     Their session server's start-up latency profile, measured on the quiet host, is
 #     the one every later byte-model server of the run loads (HARLI_TEST_PROFILE_DIR);
-#  3. the other end-to-end tests in two processes side by side: the models' own servers
-#     (SmolLM2, crash-and-restart, pool, keys and tenants) in one, everything else in the
+#  3. the other end-to-end tests in two processes side by side: SmolLM2's server, the
+#     crash-and-restart servers and the keyed server in one, everything else in the
 #     other, the fleet first so that its instances and the session server are not up at
 #     once (memory). Alone, one process kept the host 66% busy on average, at one core
-#     more than half of the time (sampled every 5 s, 2026-12-03).
+#     more than half of the time (sampled every 5 s, 2026-12-03); side by side, 99%.
 # Each phase's processes must pass; pytest's exit 5 (no tests ran) is a failure too.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,7 +54,7 @@ echo "[test] phase 2: end-to-end tests that need the host to themselves"
 "${pytest[@]}" --durations=10 --basetemp="$logs/tmp-quiet" -m quiet_host test/e2e || status=1
 echo "[test] phase 2 ended at $((SECONDS - started)) s"
 echo "[test] phase 3: the other end-to-end tests, two processes side by side"
-own=(test_smollm2 test_persistence test_pool test_keys_and_limits test_tenants)
+own=(test_smollm2 test_persistence test_keys_and_limits test_tenants)
 own_files=()
 for m in "${own[@]}"; do own_files+=("test/e2e/$m.py"); done
 rest=(test/e2e/test_fleet.py)
