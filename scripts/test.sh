@@ -6,10 +6,10 @@
 #  1. the unit tests (everything outside test/e2e) in two pytest processes side by side,
 #     test/worker in one and the rest in the other: alone, one process kept one of the
 #     host's two cores busy and left the other idle (measured 2026-12-03: 43-58% of both);
-#  2. the end-to-end tests marked quiet_host, alone: they read TPOTs against an SLO and
-#     which cores threads run on, which another server on the same cores would change.
-#     Their session server's start-up latency profile, measured on the quiet host, is
-#     the one every later byte-model server of the run loads (HARLI_TEST_PROFILE_DIR);
+#  2. the end-to-end tests marked quiet_host, alone: they read TPOTs against an SLO,
+#     which another server on the same cores would change. Their server's start-up
+#     latency profile, measured on the quiet host, is the one every later byte-model
+#     server of the run loads (HARLI_TEST_PROFILE_DIR);
 #  3. the other end-to-end tests in two processes side by side: SmolLM2's server, the
 #     crash-and-restart servers and the keyed server in one, everything else in the
 #     other, the fleet first so that its instances and the session server are not up at
