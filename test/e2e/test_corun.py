@@ -139,7 +139,7 @@ def test_corun_overlaps_decode_in_time_on_the_chosen_cores(harli_server):
     set_mode(harli_server, "spatial")
     job = start_long_job(harli_server)
     since = time.monotonic()
-    checked = False
+    checked, last_decode = False, None
     try:
         with Traffic(harli_server):
             deadline = time.monotonic() + 120
@@ -154,14 +154,17 @@ def test_corun_overlaps_decode_in_time_on_the_chosen_cores(harli_server):
                             and after["worker"]["pid"] == pid:
                         assert worker_threads and all(set(c) <= worker for c in worker_threads.values()), \
                             worker_threads
-                        assert all(set(c) <= decode for c in decode_threads.values()), decode_threads
-                        checked = True
+                        # Decode's threads narrow at its next launch after co-running starts,
+                        # which on a loaded host came after this sample (every thread still on
+                        # both cores, in a CI run); such a sample is taken again.
+                        checked = all(set(c) <= decode for c in decode_threads.values())
+                        last_decode = decode_threads
                 time.sleep(0.2)
             time.sleep(10)
     finally:
         client(harli_server).fine_tuning.jobs.cancel(job.id)
         set_mode(harli_server, "harli")
-    assert checked, "never saw the worker co-running on its share during decode"
+    assert checked, f"never saw the worker co-running on its share and decode on its own: {last_decode}"
     iterations, pieces = read_trace(harli_server, since)
     job_pieces = [p for p in pieces if p["job_id"] == job.id]
     assert job_pieces, "the worker reported no co-run pieces"
