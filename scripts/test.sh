@@ -30,6 +30,19 @@ if [ $# -gt 0 ]; then
   exec "${pytest[@]}" --durations=25 "$@"
 fi
 
+# wait_pair PID1 LOG1 TITLE1 PID2 LOG2 TITLE2: wait for two pytest processes, print their
+# logs one after the other; fails if either did.
+wait_pair() {
+  local rc1=0 rc2=0
+  wait "$1" || rc1=$?
+  wait "$4" || rc2=$?
+  echo "[test] --- $3 (exit $rc1) ---"
+  cat "$2"
+  echo "[test] --- $6 (exit $rc2) ---"
+  cat "$5"
+  [ "$rc1" = 0 ] && [ "$rc2" = 0 ]
+}
+
 started=$SECONDS
 logs="$(mktemp -d "${TMPDIR:-/tmp}/harli-test.XXXXXX")"
 echo "[test] phase 1: unit tests, two processes side by side (logs: $logs)"
@@ -39,16 +52,10 @@ worker_pid=$!
 "${pytest[@]}" --durations=10 --basetemp="$logs/tmp-rest" test --ignore=test/worker \
   --ignore=test/e2e >"$logs/rest.log" 2>&1 &
 rest_pid=$!
-worker_rc=0; rest_rc=0
-wait "$worker_pid" || worker_rc=$?
-wait "$rest_pid" || rest_rc=$?
-echo "[test] --- test/worker (exit $worker_rc) ---"
-cat "$logs/worker.log"
-echo "[test] --- the other unit tests (exit $rest_rc) ---"
-cat "$logs/rest.log"
-echo "[test] phase 1 took $((SECONDS - started)) s"
 status=0
-[ "$worker_rc" = 0 ] && [ "$rest_rc" = 0 ] || status=1
+wait_pair "$worker_pid" "$logs/worker.log" "test/worker" \
+  "$rest_pid" "$logs/rest.log" "the other unit tests" || status=1
+echo "[test] phase 1 took $((SECONDS - started)) s"
 export HARLI_TEST_PROFILE_DIR="$logs/profiles"
 echo "[test] phase 2: end-to-end tests that need the host to themselves"
 "${pytest[@]}" --durations=10 --basetemp="$logs/tmp-quiet" -m quiet_host test/e2e || status=1
@@ -67,13 +74,7 @@ own_pid=$!
 "${pytest[@]}" --durations=15 --basetemp="$logs/tmp-rest-e2e" -m "not quiet_host" "${rest[@]}" \
   >"$logs/e2e-rest.log" 2>&1 &
 rest_e2e_pid=$!
-own_rc=0; rest_e2e_rc=0
-wait "$own_pid" || own_rc=$?
-wait "$rest_e2e_pid" || rest_e2e_rc=$?
-echo "[test] --- end-to-end, the models' own servers (exit $own_rc) ---"
-cat "$logs/e2e-own.log"
-echo "[test] --- end-to-end, the fleet and the session server (exit $rest_e2e_rc) ---"
-cat "$logs/e2e-rest.log"
-[ "$own_rc" = 0 ] && [ "$rest_e2e_rc" = 0 ] || status=1
+wait_pair "$own_pid" "$logs/e2e-own.log" "end-to-end, the models' own servers" \
+  "$rest_e2e_pid" "$logs/e2e-rest.log" "end-to-end, the fleet and the session server" || status=1
 echo "[test] the suite took $((SECONDS - started)) s; $([ $status = 0 ] && echo passed || echo FAILED)"
 exit $status
