@@ -90,7 +90,10 @@ class IterationMeter:
         overlap = self.corun.overlap(t0, now, self.serial_spans + self.paused_spans,
                                      self.corun.synthetic or worker_busy)
         p = self.predictor
-        alone_ms = p.predict_decode(f0, self.wide)
+        ran_work = overlap.total >= MIN_OVERLAP or work.units > 0
+        # Decode alone as placed, predicted before this interval teaches stage 1; only for
+        # intervals that ran work (most do not: no extra prediction on decode's hot path).
+        alone_ms = p.predict_decode(f0, self.wide) if ran_work else 0.0
         serial_ms = _span_ms(self.serial_spans)
         if overlap.total >= MIN_OVERLAP:
             arrangement = Arrangement.HYBRID if work.units else Arrangement.CONCURRENT
@@ -111,9 +114,7 @@ class IterationMeter:
             # serial-only policy every iteration with a job is wide, and under ``harli`` most
             # that it leaves alone are (10x the narrow ones in the 2026-12-02 trace).
             p.observe(f0, interval_ms, work, wide=self.wide)
-        # Decode alone as placed, predicted before this interval teaches stage 1.
-        work_ms = 0.0 if arrangement is Arrangement.NONE else \
-            max(0.0, interval_ms - alone_ms)
+        work_ms = max(0.0, interval_ms - alone_ms) if ran_work else 0.0
         if not profiling:
             self.corun.account(arrangement.value, interval_ms)
             self.metrics.decode_ran(interval_ms - serial_ms)
