@@ -42,8 +42,9 @@ FORCE_CPU = EnvVar(
 )
 TRACE_ITERATIONS = EnvVar(
     "HARLI_TRACE_ITERATIONS", "",
-    "Append every measured iteration (features, slot work, interval, predictions) and every "
-    "co-run piece (start, end) to this JSONL file.",
+    "Append every measured iteration (features, slot work, interval, predictions, and the "
+    "policy's decision for it with the target and prediction it weighed) and every co-run "
+    "piece (start, end) to this JSONL file.",
 )
 BODY_TIMEOUT_S = EnvVar(
     "HARLI_BODY_TIMEOUT_S", 60.0,

@@ -71,3 +71,28 @@ def test_stage_one_learns_from_widened_iterations_of_a_recorded_smollm2_run():
         assert predictor.confident(IterationFeatures(bs, 200 * bs)), bs
     # The held-out MAPE the server reports agrees.
     assert predictor.status()["stage1"]["mape"] < 0.20
+
+
+def test_the_trace_says_which_plan_each_interval_ran_under(tmp_path, monkeypatch):
+    from harli_sgl.core.policy.base import Arrangement, Plan
+    from harli_sgl.core.policy.decision import Decision
+
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("HARLI_TRACE_ITERATIONS", str(trace))
+    predictor = TwoStagePredictor()
+    cfg = HarliConfig(tpot_slo_ms=310.0).resolved("cpu")
+    policy = HarliSerialPolicy(cfg, predictor)
+    meter = IterationMeter(predictor, CoRunTracker(), ColocationMetrics(cfg.tpot_slo_ms))
+    f = IterationFeatures(3, 300)
+    # The plan made after an iteration governs the interval the next launch opens.
+    meter.planned(Plan(Arrangement.NONE, decision=Decision.NO_SLACK, target_ms=280.0,
+                       expected_ms=301.5))
+    meter.begin(f, 10.0, wide=True)
+    meter.close(10.2, policy, profiling=False, worker_busy=False)
+    # No plan was made before the next launch (e.g. no job): nothing stale is reported.
+    meter.begin(f, 10.2, wide=True)
+    meter.close(10.4, policy, profiling=False, worker_busy=False)
+    first, second = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert (first["decision"], first["target_ms"], first["expected_ms"]) == \
+        ("no_slack", 280.0, 301.5)
+    assert (second["decision"], second["target_ms"], second["expected_ms"]) == ("", None, None)

@@ -205,3 +205,27 @@ def test_a_top_up_must_beat_the_co_run_by_ten_percent(predictor):
     plan = policy(predictor).plan(measured(12.5, 12.0))
     assert plan.arrangement is Arrangement.CONCURRENT and plan.reason == "concurrent_topup_no_gain"
     assert policy(predictor).plan(measured(13.3, 12.0)).arrangement is Arrangement.HYBRID
+
+
+def test_a_plan_says_what_its_decision_weighed(predictor):
+    pol = policy(predictor)
+    # Batch 10 co-running is predicted at 60 + 100 = 160 ms; a request owed time leaves a
+    # 60 ms target (its 63 ms slack less the 3 ms floor), so no serial slot fits either:
+    # the plan carries the co-run prediction that ruled co-running out.
+    tight = SlotContext(f(10), 10, 0, worker_min_units=256, next_pieces=PIECES,
+                        request_slack_ms=63.0, corun_share=SHARE)
+    refused = pol.plan(tight)
+    assert refused.reason.startswith("corun_interference") and refused.serial is None
+    assert refused.target_ms == pytest.approx(60.0, abs=0.5)
+    assert refused.expected_ms == pytest.approx(160.0, abs=5.0)
+    # Batch 8 falls back to a serial slot: the plan carries the slot's own prediction.
+    serial = pol.plan(ctx(8))
+    assert serial.arrangement is Arrangement.SERIAL
+    assert 52.0 < serial.expected_ms <= serial.target_ms
+    # Batch 1 co-runs: 24 + 1 ms predicted beside training.
+    chosen = pol.plan(ctx(1))
+    assert chosen.concurrent and chosen.expected_ms == pytest.approx(25.0, abs=2.0)
+    # Nothing was weighed on the idle server: no stale figures from the last plan.
+    idle = pol.plan(SlotContext(IterationFeatures(0, 0), 0, 0, worker_min_units=256,
+                                next_pieces=PIECES, corun_share=SHARE))
+    assert idle.target_ms is None and idle.expected_ms is None

@@ -300,6 +300,7 @@ class SlotCoordinator:
         )))
 
     def _apply(self, plan: Plan) -> None:
+        self.meter.planned(plan)
         if plan.concurrent:
             self.corun_control.start(plan.share)
         elif self.corun.active:

@@ -19,7 +19,7 @@ from harli_sgl.core.corun import CoRunTracker
 from harli_sgl.core.iteration import NO_SLOT, IterationFeatures, SlotWork
 from harli_sgl.core.message.from_worker import SlotReport
 from harli_sgl.core.metrics import ColocationMetrics
-from harli_sgl.core.policy.base import Arrangement, SlotPolicy
+from harli_sgl.core.policy.base import NO_PLAN, Arrangement, Plan, SlotPolicy
 from harli_sgl.core.predictor.base import LatencyPredictor
 
 # An iteration with less of its decode time beside worker pieces than this ran alone.
@@ -54,6 +54,8 @@ class IterationMeter:
         self.serial_spans: list[tuple[float, float]] = []
         self.paused_spans: list[tuple[float, float]] = []
         self.overrun = False
+        # The plan made for the next launch, and the one the open interval runs under.
+        self.next_plan = self.plan = NO_PLAN
         trace = env.TRACE_ITERATIONS.get()
         self._trace = open(trace, "a", buffering=1) if trace else None
 
@@ -66,8 +68,14 @@ class IterationMeter:
         """Nothing ran (or the policy changed): the next launch starts a fresh measurement."""
         self.launch = None
 
+    def planned(self, plan: Plan) -> None:
+        """The policy's plan until the next launch: the interval that launch opens runs
+        under it (traced with the interval, so a trace says why it ran as it did)."""
+        self.next_plan = plan
+
     def begin(self, features: IterationFeatures, now: float, wide: bool) -> None:
         self.launch = (now, features)
+        self.plan, self.next_plan = self.next_plan, NO_PLAN
         self.wide = wide
         self.work = NO_SLOT
         self.serial_spans = []
@@ -124,7 +132,8 @@ class IterationMeter:
             "head": work.units_head, "overlap": round(overlap.total, 4), "share": overlap.share,
             "serial_ms": serial_ms, "interval_ms": interval_ms, "predicted_ms": predicted,
             "profiling": profiling, "policy": policy.name, "overrun": self.overrun, "wide": self.wide,
-            "work_ms": work_ms})
+            "work_ms": work_ms, "decision": self.plan.reason, "target_ms": self.plan.target_ms,
+            "expected_ms": self.plan.expected_ms})
         return ClosedIteration(arrangement, work_ms)
 
     def trace_piece(self, msg: SlotReport) -> None:

@@ -96,7 +96,12 @@ class Plan:
     for the running piece to end before the next iteration (because running
     beside it would break the SLO), instead of letting that one piece overlap.
     ``decision`` says why; ``corun_interference`` that it is the serial fallback
-    taken because co-running beside this batch would break the SLO.
+    taken because co-running beside this batch would break the SLO. ``target_ms``
+    and ``expected_ms`` are what the decision weighed, where the policy weighed
+    them: the time the next iteration may take, and the predicted time with the
+    worker beside it (``None`` where no prediction decided). They change nothing
+    that runs; the iteration trace records them, so a trace says why an iteration
+    ran as it did, not only how.
     """
 
     arrangement: Arrangement
@@ -105,6 +110,8 @@ class Plan:
     stop_wait: bool = False
     decision: Decision | None = None
     corun_interference: bool = False
+    target_ms: float | None = None
+    expected_ms: float | None = None
 
     @property
     def concurrent(self) -> bool:

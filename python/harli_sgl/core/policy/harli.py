@@ -103,7 +103,8 @@ class HarliPolicy(HarliSerialPolicy):
         return self._margin_of([v for _, v in residuals], cap=MARGIN_CAP)
 
     def plan(self, ctx: SlotContext) -> Plan:
-        plan = self._plan(ctx)
+        self._weighed = (None, None)
+        plan = self.weighed(self._plan(ctx))
         self.decisions[plan.reason] += 1
         self.last_decision = plan.reason
         return plan
@@ -139,6 +140,7 @@ class HarliPolicy(HarliSerialPolicy):
         else:
             corun = decode
             fits = decode <= EXPLORE_SLACK * target
+        self._weighed = (target, corun)
         if ctx.waiting:
             if fits:
                 return Plan(Arrangement.CONCURRENT, share=share,
@@ -154,6 +156,8 @@ class HarliPolicy(HarliSerialPolicy):
                             share=share, decision=Decision.HYBRID)
             return Plan(Arrangement.CONCURRENT, share=share, decision=Decision.CONCURRENT)
         grant, decision = self._decide(ctx)
+        if grant is None:
+            self._weighed = (target, corun)  # what ruled co-running out
         # Co-running through the next iteration would break the SLO: stop first.
         return self._serial(grant, decision, stop_wait=True, corun_interference=True)
 

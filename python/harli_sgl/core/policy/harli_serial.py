@@ -40,6 +40,7 @@ half the target free; a batch size stage 1 has not seen yet runs alone.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter, deque
 from typing import ClassVar
@@ -47,7 +48,7 @@ from typing import ClassVar
 import numpy as np
 
 from harli_sgl.core.iteration import SlotWork
-from harli_sgl.core.policy.base import Grant, SlotContext, SlotPolicy
+from harli_sgl.core.policy.base import NO_PLAN, Arrangement, Grant, Plan, SlotContext, SlotPolicy
 from harli_sgl.core.policy.baselines import UNBOUNDED_UNITS
 from harli_sgl.core.policy.decision import Decision
 
@@ -71,6 +72,8 @@ class HarliSerialPolicy(SlotPolicy):
         self.last_decision: str | None = None
         # (when, observed - predicted) of iterations that ran finetune work.
         self.corun_residuals: deque[tuple[float, float]] = deque(maxlen=self.RESIDUALS_KEPT)
+        # (target, expected) the last decision weighed, for the plan's trace fields.
+        self._weighed: tuple[float | None, float | None] = (None, None)
 
     @property
     def slo(self) -> float:
@@ -94,11 +97,24 @@ class HarliSerialPolicy(SlotPolicy):
             target = min(target, ctx.request_slack_ms - MARGIN_FLOOR * self.slo)
         return target
 
+    def plan(self, ctx: SlotContext) -> Plan:
+        grant = self.grant(ctx)
+        plan = NO_PLAN if grant is None else Plan(Arrangement.SERIAL, serial=grant)
+        return self.weighed(plan)
+
     def grant(self, ctx: SlotContext) -> Grant | None:
+        self._weighed = (None, None)
         grant, decision = self._decide(ctx)
         self.decisions[decision.value] += 1
         self.last_decision = decision.value
         return grant
+
+    def weighed(self, plan: Plan) -> Plan:
+        """``plan`` with what its decision weighed (see :class:`Plan`), if it weighed any."""
+        target, expected = self._weighed
+        if target is None:
+            return plan
+        return dataclasses.replace(plan, target_ms=target, expected_ms=expected)
 
     def _decide(self, ctx: SlotContext) -> tuple[Grant | None, Decision]:
         if ctx.running == 0 and ctx.waiting == 0:
@@ -113,6 +129,7 @@ class HarliSerialPolicy(SlotPolicy):
         target = self.target_ms(ctx)
         decode = self.predictor.predict_decode(ctx.next_iteration)
         budget = target - decode
+        self._weighed = (target, decode)
         if budget <= 0:
             return None, Decision.NO_SLACK
         if not self.predictor.ready(2):
@@ -124,6 +141,7 @@ class HarliSerialPolicy(SlotPolicy):
         work = self.pieces_that_fit(ctx.next_pieces, budget)
         if work.pieces == 0:
             return None, Decision.SLACK_BELOW_ONE_PIECE
+        self._weighed = (target, decode + self.predictor.slot_cost(work))
         return Grant(work.units, budget, planned=work), Decision.GRANTED
 
     def pieces_that_fit(self, pieces: tuple[tuple[int, int], ...], budget_ms: float) -> SlotWork:
