@@ -82,7 +82,12 @@ def training_rows(n: int, seed: int = 0) -> list[dict]:
 
 
 class CounterPoller(threading.Thread):
-    """Samples (time, trained tokens, requests in flight) from /harli/status every 0.5 s."""
+    """Samples (time, trained tokens, job units, requests in flight) from /harli/status every 0.5 s.
+
+    Trained tokens move only when a micro-batch's backward ends (~225 tokens at once for
+    this job: 7.5 tok/s of a 30 s run), units with every piece; so rates are read from units
+    and turned into tokens with the whole run's tokens per unit (:func:`tokens_per_unit`).
+    """
 
     def __init__(self, bench):
         super().__init__(daemon=True)
@@ -93,26 +98,35 @@ class CounterPoller(threading.Thread):
         while not self._stop_event.is_set():
             s = self.bench.status()
             self.samples.append((time.monotonic(), s["totals"]["trained_tokens"],
-                                 s.get("requests_in_flight", 0)))
+                                 s["totals"]["units"], s.get("requests_in_flight", 0)))
             self._stop_event.wait(0.5)
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
 
-    def at(self, t: float) -> float:
-        """Trained tokens at time t (linear between samples)."""
+    def at(self, t: float, field: int) -> float:
+        """Trained tokens (``field`` 1) or units (2) at time t (linear between samples)."""
         xs = self.samples
-        for (t0, v0, _), (t1, v1, _) in zip(xs, xs[1:]):
-            if t0 <= t <= t1:
-                return v0 + (v1 - v0) * (t - t0) / max(t1 - t0, 1e-9)
-        return xs[-1][1] if t > xs[-1][0] else xs[0][1]
+        for a, b in zip(xs, xs[1:]):
+            if a[0] <= t <= b[0]:
+                return a[field] + (b[field] - a[field]) * (t - a[0]) / max(b[0] - a[0], 1e-9)
+        return xs[-1][field] if t > xs[-1][0] else xs[0][field]
 
-    def arrival_rate(self, arrival_s: float) -> tuple[float, float]:
-        """(tokens/s over the arrival period, its length in s)."""
-        start = next((t for t, _, n in self.samples if n > 0), self.samples[0][0])
+    def arrival_rate(self, arrival_s: float) -> tuple[float, float, float]:
+        """(trained tokens/s, units/s) over the arrival period, and its length in s."""
+        start = next((s[0] for s in self.samples if s[3] > 0), self.samples[0][0])
         end = min(start + arrival_s, self.samples[-1][0])
-        return (self.at(end) - self.at(start)) / max(end - start, 1e-9), end - start
+        span = max(end - start, 1e-9)
+        return ((self.at(end, 1) - self.at(start, 1)) / span,
+                (self.at(end, 2) - self.at(start, 2)) / span, end - start)
+
+
+def tokens_per_unit(status: dict) -> float | None:
+    """The job's trained tokens per unit over the whole run (the last, unfinished micro-batch's
+    units are under 1% of a run's)."""
+    totals = status["totals"]
+    return totals["trained_tokens"] / totals["units"] if totals["units"] else None
 
 
 class Bench:
@@ -166,7 +180,7 @@ class Bench:
             time.sleep(1)
 
     def run(self, mode: str, rate: float, duration_s: float, static_units: int | None = None,
-            rep: int = 0, idle_tokens_per_s: float | None = None, seed: int | None = None) -> dict:
+            rep: int = 0, seed: int | None = None) -> dict:
         self.set_mode(mode, static_units)
         # Every run sends the same prompts for a given rate; without a flush, later
         # modes would hit the prefix cache on earlier modes' prompts.
@@ -188,7 +202,7 @@ class Bench:
         server = server_latency.summary(latency_before, server_latency.read(self.url),
                                         self.args.tpot_slo_ms)
         status = self.status()
-        tok_s, window_s = poller.arrival_rate(load.num_prompts / rate)
+        tok_s, units_s, window_s = poller.arrival_rate(load.num_prompts / rate)
         tpots = request_tpots_ms(result)
         return {
             "mode": mode, "request_rate": rate, "rep": rep, "seed": load.seed,
@@ -202,8 +216,10 @@ class Bench:
             "client_slo_attainment": slo_attainment(tpots, self.args.tpot_slo_ms),
             "ttft_text_p50_ms": result["median_ttft_ms"], "ttft_text_p99_ms": result["p99_ttft_ms"],
             "slo_attainment": server["slo_attainment"],
-            "finetune_tokens_per_s": tok_s, "arrival_window_s": window_s,
-            "harvest": tok_s / idle_tokens_per_s if idle_tokens_per_s else None,
+            # Provisional (whole micro-batches); main() sets it from units at the end.
+            "finetune_tokens_per_s": tok_s, "finetune_tokens_per_s_counter": tok_s,
+            "finetune_units_per_s": units_s, "arrival_window_s": window_s,
+            "harvest": None,  # main(): against the run's idle speed, in units
             "failed_requests": failed_requests(result) + load.num_prompts - result["completed"],
             "completed": result["completed"], "static_slot_units": static_units,
             "policy": status["policy"], "arrangement": status.get("arrangement"),
@@ -214,15 +230,15 @@ class Bench:
                 "by_arrangement": status["predictor"].get("stage2_by_arrangement")},
         }
 
-    def idle_tokens_per_s(self, seconds: float) -> float:
-        """The job's finetune tokens/s on the idle server with the worker on the whole device:
+    def idle_units_per_s(self, seconds: float) -> float:
+        """The job's units/s on the idle server with the worker on the whole device:
         the ``idle`` policy's serial slots, on every core in the normal class (``harli`` itself
         may keep an idle worker on its share when every core was measured not to pay)."""
         self.set_mode("idle")
         time.sleep(self.args.settle_s)
-        s0, t0 = self.status()["totals"]["trained_tokens"], time.monotonic()
+        s0, t0 = self.status()["totals"]["units"], time.monotonic()
         time.sleep(seconds)
-        s1, t1 = self.status()["totals"]["trained_tokens"], time.monotonic()
+        s1, t1 = self.status()["totals"]["units"], time.monotonic()
         return (s1 - s0) / (t1 - t0)
 
     def tune_static(self, rate: float, seed: int) -> tuple[int, list[dict]]:
@@ -451,23 +467,27 @@ def main() -> None:
                                          "chosen_share": share or None}
         idle = []
         for rep in range(args.reps):
-            idle.append(bench.idle_tokens_per_s(args.idle_s))
-            print(json.dumps({"idle_tokens_per_s": idle[-1], "rep": rep}), flush=True)
+            idle.append(bench.idle_units_per_s(args.idle_s))
+            print(json.dumps({"idle_units_per_s": idle[-1], "rep": rep}), flush=True)
             order = modes if rep % 2 == 0 else list(reversed(modes))
             for mode in order:
                 for rate in rates:
                     units = static_units if mode == "static" else None
                     if mode == "static" and not units:
                         units = 0  # no slot size held the SLO at the highest rate
-                    row = bench.run(mode, rate, args.duration_s, units, rep=rep,
-                                    idle_tokens_per_s=idle[-1])
+                    row = bench.run(mode, rate, args.duration_s, units, rep=rep)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-        idle.append(bench.idle_tokens_per_s(args.idle_s))
-        summary["idle_tokens_per_s"] = idle
-        # Harvest against the mean idle speed of the whole run (the job's speed drifts little).
+        idle.append(bench.idle_units_per_s(args.idle_s))
+        per_unit = tokens_per_unit(bench.status())
+        summary["tokens_per_unit"] = per_unit
+        summary["idle_units_per_s"] = idle
+        summary["idle_tokens_per_s"] = [u * (per_unit or 0.0) for u in idle]
+        # Harvest against the mean idle speed of the whole run (the job's speed drifts little),
+        # both in units; tokens/s from units at the run's tokens per unit.
         for row in rows:
-            row["harvest"] = row["finetune_tokens_per_s"] / statistics.mean(idle) if any(idle) else None
+            row["finetune_tokens_per_s"] = row["finetune_units_per_s"] * (per_unit or 0.0)
+            row["harvest"] = row["finetune_units_per_s"] / statistics.mean(idle) if any(idle) else None
         summary["predictor"] = bench.status()["predictor"]
     finally:
         bench.server.stop()
@@ -475,7 +495,8 @@ def main() -> None:
     keys = ("mode", "request_rate", "rep", "seed", "tpot_p50_ms", "tpot_p99_ms", "itl_p99_ms",
             "ttft_p50_ms", "ttft_p99_ms", "client_tpot_p50_ms", "client_slo_attainment",
             "ttft_text_p50_ms", "ttft_text_p99_ms", "slo_attainment", "server_requests",
-            "finetune_tokens_per_s", "harvest", "server_harvest", "failed_requests")
+            "finetune_tokens_per_s", "finetune_tokens_per_s_counter", "finetune_units_per_s",
+            "harvest", "server_harvest", "failed_requests")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump([{k: r[k] for k in keys} for r in rows], f, indent=2)
     summary.update(summarize(rows, modes, rates, args.reps))

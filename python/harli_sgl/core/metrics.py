@@ -45,6 +45,10 @@ class ColocationMetrics:
         self.units = _Window(throughput_window_s)
         self.decode_ms = _Window(window_s)
         self.total_trained_tokens = 0
+        # Units (a token through one layer's forward or backward, or the head) of job
+        # pieces: trained tokens move only when a micro-batch's backward ends (hundreds of
+        # tokens at once), units with every piece, so a short window reads its rate from them.
+        self.total_units = 0
         self.total_slots = 0
         self.total_requests = 0
         self.total_violations = 0
@@ -54,8 +58,11 @@ class ColocationMetrics:
         self.total_requests += 1
         self.total_violations += tpot_ms > self.slo_ms
 
-    def slot_ran(self, units: int, duration_ms: float, trained_tokens: int) -> None:
+    def slot_ran(self, units: int, duration_ms: float, trained_tokens: int,
+                 for_job: bool = True) -> None:
+        """A serial slot ran (``for_job``: a job's, not the start-up profile's synthetic work)."""
         self.total_slots += 1
+        self.total_units += units if for_job else 0
         self.total_trained_tokens += trained_tokens
         self.trained.add(trained_tokens)
         self.units.add(units)
@@ -63,8 +70,9 @@ class ColocationMetrics:
         self.slots_ms.add(duration_ms)
 
     def corun_ran(self, units: int, trained_tokens: int) -> None:
-        """A piece the worker ran beside decode (not a slot: no slot counters move)."""
+        """A job's piece the worker ran beside decode (not a slot: no slot counters move)."""
         self.total_trained_tokens += trained_tokens
+        self.total_units += units
         self.trained.add(trained_tokens)
         self.units.add(units)
 
@@ -102,7 +110,8 @@ class ColocationMetrics:
             # Serial slots in the last window_s (totals.slots counts them since start).
             "slots": {"count_in_window": len(units), "units_p50": _q(units, 0.5),
                       "units_p99": _q(units, 0.99), "ms_p50": _q(ms, 0.5), "ms_p99": _q(ms, 0.99)},
-            "totals": {"trained_tokens": self.total_trained_tokens, "slots": self.total_slots,
+            "totals": {"trained_tokens": self.total_trained_tokens, "units": self.total_units,
+                       "slots": self.total_slots,
                        "requests": self.total_requests, "slo_violations": self.total_violations},
             "window_s": self.tpots.window_s,
         }

@@ -333,7 +333,8 @@ class SlotCoordinator:
         if msg.slot_id == CORUN_SLOT:
             self._on_corun_piece(msg)
             return
-        self.metrics.slot_ran(msg.units, msg.duration_ms, msg.trained_tokens)
+        self.metrics.slot_ran(msg.units, msg.duration_ms, msg.trained_tokens,
+                              for_job=msg.job_id is not None)
         if msg.slot_id >= 0 and msg.units:  # free-run slices overlap decode; they are not slot work
             self.meter.add_work(msg.work)
         self.speeds.slot_ran(msg, self.profiling, self.meter.server_idle)
