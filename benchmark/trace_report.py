@@ -12,7 +12,13 @@ iterations that ran while serving (start-up profile excluded):
 * per arrangement, its share of serving time and its units per ms;
 * ``topup_units_per_ms``: serial top-up units per ms of top-up (both cores) and
   ``corun_piece_units_per_ms``: co-run units per ms of piece time on the share,
-  the two speeds the ``harli`` policy's top-up rule compares.
+  the two speeds the ``harli`` policy's top-up rule compares;
+* ``alone_by_decision``: why decode ran alone, from traces that record each
+  iteration's plan (2026-12-03 on): per decision, its share of serving time, and
+  for decode iterations the median target and expected ms it weighed and the
+  batch sizes it covered. ``corun_interference_*`` with a negative target is a
+  running request already behind its deadline; with a target above decode
+  alone, a co-run predicted not to fit.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import bisect
 import collections
 import gzip
 import json
+import statistics
 
 
 def load(path: str) -> tuple[list[dict], list[dict]]:
@@ -66,11 +73,36 @@ def report(iterations: list[dict], pieces: list[dict]) -> dict:
                                    "units_per_ms": units[a] / wall[a] if wall[a] else None}
                                for a in sorted(wall)},
             "topup_units_per_ms": topup_units / topup_ms if topup_ms else None,
+            "alone_by_decision": alone_by_decision(
+                [r for r in iterations if r["policy"] == policy], total),
         }
     share = [p for p in pieces if p["share"] < 1.0 and p["end"] > p["start"]]
     out["corun_piece_units_per_ms"] = (sum(p["units"] for p in share)
                                        / (1000.0 * sum(p["end"] - p["start"] for p in share))
                                        if share else None)
+    return out
+
+
+def alone_by_decision(iterations: list[dict], total_ms: float) -> dict:
+    """Why decode ran alone: time, and what was weighed, per decision (see the docstring)."""
+    by: dict[str, list[dict]] = collections.defaultdict(list)
+    for r in iterations:
+        if r["arrangement"] == "none" and "decision" in r:
+            by[r["decision"] or "(no plan)"].append(r)
+
+    def median(xs: list[float]) -> float | None:
+        return statistics.median(xs) if xs else None
+    out = {}
+    for decision, rs in sorted(by.items(), key=lambda kv: -sum(r["t"] - r["t0"] for r in kv[1])):
+        decode = [r for r in rs if not r["ext"]]
+        out[decision] = {
+            "time_fraction": sum(r["t"] - r["t0"] for r in rs) * 1000.0 / total_ms,
+            "iterations": len(rs), "prefill_iterations": len(rs) - len(decode),
+            "target_ms_p50": median([r["target_ms"] for r in decode if r["target_ms"] is not None]),
+            "expected_ms_p50": median([r["expected_ms"] for r in decode
+                                       if r["expected_ms"] is not None]),
+            "batch_sizes": sorted({r["bs"] for r in decode}),
+        }
     return out
 
 
