@@ -136,3 +136,17 @@ def test_unseen_batch_size_runs_alone_until_learned():
     for _ in range(5):
         p.observe(IterationFeatures(9, 2700), decode_ms(IterationFeatures(9, 2700)), SlotWork())
     assert policy.grant(ctx(9)) is not None
+
+
+def test_a_plan_names_its_decision_and_what_it_weighed(trained):
+    # A slot: its plan says "granted", the target it had and the slot's predicted iteration.
+    plan = trained.plan(ctx(4))
+    assert plan.reason == "granted" and plan.serial is not None
+    f = IterationFeatures(4, 1200)
+    assert plan.target_ms == pytest.approx(SLO - trained.margin_ms(), abs=0.5)
+    assert plan.expected_ms == pytest.approx(decode_ms(f) + slot_ms(plan.serial.planned), rel=0.05)
+    # A request owed time leaves no slack: nothing runs, and the plan says why and how far.
+    late = trained.plan(ctx(4, slack=-50.0))
+    assert late.serial is None and late.reason == "no_slack"
+    assert late.target_ms == pytest.approx(-50.0 - 0.03 * SLO, abs=0.5)
+    assert late.expected_ms == pytest.approx(decode_ms(f), rel=0.05)

@@ -48,7 +48,7 @@ from typing import ClassVar
 import numpy as np
 
 from harli_sgl.core.iteration import SlotWork
-from harli_sgl.core.policy.base import NO_PLAN, Arrangement, Grant, Plan, SlotContext, SlotPolicy
+from harli_sgl.core.policy.base import Arrangement, Grant, Plan, SlotContext, SlotPolicy
 from harli_sgl.core.policy.baselines import UNBOUNDED_UNITS
 from harli_sgl.core.policy.decision import Decision
 
@@ -98,16 +98,15 @@ class HarliSerialPolicy(SlotPolicy):
         return target
 
     def plan(self, ctx: SlotContext) -> Plan:
-        grant = self.grant(ctx)
-        plan = NO_PLAN if grant is None else Plan(Arrangement.SERIAL, serial=grant)
-        return self.weighed(plan)
-
-    def grant(self, ctx: SlotContext) -> Grant | None:
         self._weighed = (None, None)
         grant, decision = self._decide(ctx)
         self.decisions[decision.value] += 1
         self.last_decision = decision.value
-        return grant
+        arrangement = Arrangement.NONE if grant is None else Arrangement.SERIAL
+        return self.weighed(Plan(arrangement, serial=grant, decision=decision))
+
+    def grant(self, ctx: SlotContext) -> Grant | None:
+        return self.plan(ctx).serial
 
     def weighed(self, plan: Plan) -> Plan:
         """``plan`` with what its decision weighed (see :class:`Plan`), if it weighed any."""
